@@ -1,0 +1,53 @@
+"""Offline verification of a scanned code (docs/code-format.md §6).
+
+Order (each step's failure is final): decode → ``malformed``; key lookup by (issuer, kid), key
+valid at ``issued_at`` → ``unknown_issuer``; signature → ``bad_signature``;
+``issued_at > now + skew`` → ``not_yet_valid``; ``now > issued_at + lifetime + skew`` →
+``expired``. Single use (``replayed``) is the caller's job: it needs state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from .claims import CodeClaims
+from .errors import CodeError
+from .keys import VerificationKey
+from .registry import decode
+
+__all__ = ["DEFAULT_MAX_SKEW_S", "KeyLookup", "verify_code"]
+
+KeyLookup = Callable[[str, str], VerificationKey | None]
+DEFAULT_MAX_SKEW_S = 5
+
+
+def verify_code(
+    code: str,
+    lookup_key: KeyLookup,
+    now: float,
+    max_skew_s: int = DEFAULT_MAX_SKEW_S,
+) -> CodeClaims:
+    """Verify ``code`` at time ``now`` (Unix seconds) and return its claims.
+
+    ``lookup_key(issuer, kid)`` returns the trust-list key or ``None``. Raises
+    :class:`CodeError` with the reason of the first failed check.
+    """
+    if max_skew_s < 0:
+        raise ValueError("max_skew_s must be >= 0")
+    decoded = decode(code)
+    claims = decoded.claims
+    key = lookup_key(claims.issuer, claims.kid)
+    if (
+        key is None
+        or key.issuer != claims.issuer
+        or key.kid != claims.kid
+        or not key.valid_at(claims.issued_at)
+    ):
+        raise CodeError("unknown_issuer")
+    if key.alg != claims.alg or not key.verify(decoded.signed, decoded.signature):
+        raise CodeError("bad_signature")
+    if claims.issued_at > now + max_skew_s:
+        raise CodeError("not_yet_valid")
+    if now > claims.issued_at + claims.lifetime_s + max_skew_s:
+        raise CodeError("expired")
+    return claims
