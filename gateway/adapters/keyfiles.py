@@ -1,0 +1,129 @@
+"""Key rings on disk: ``<keys_dir>/<purpose>/ring.json`` plus one PKCS#8 PEM per key.
+
+Private key files are written 0600 (atomically: temp file + rename) and refused when group-
+or world-readable. The ring file holds only public metadata (kid, alg, state, times).
+Several worker processes read the same files; a ring changes only through
+`gateway keys rotate` (or the first sandbox run), under an exclusive lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+
+from gateway.authz.keyring import Alg, KeyRing, SigningKey, bootstrap, rotate
+
+
+class KeyFileError(RuntimeError):
+    """A key file is missing, unreadable or too widely readable (message names no secret)."""
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def _write_public(path: Path, text: str) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_private_pem(path: Path) -> bytes:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise KeyFileError(f"private key file {path} is missing") from None
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise KeyFileError(f"private key file {path} must have 0600 permissions")
+    return path.read_bytes()
+
+
+class KeyRingFiles:
+    def __init__(self, keys_dir: Path, purpose: str) -> None:
+        self.dir = keys_dir / purpose
+        self.purpose = purpose
+        self._ring_file = self.dir / "ring.json"
+
+    def exists(self) -> bool:
+        return self._ring_file.exists()
+
+    def mtime_ns(self) -> int:
+        try:
+            return self._ring_file.stat().st_mtime_ns
+        except FileNotFoundError:
+            return 0
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with open(self.dir / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def load(self) -> KeyRing:
+        try:
+            meta = json.loads(self._ring_file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise KeyFileError(f"no key ring at {self._ring_file}; run `gateway keys generate`") \
+                from None
+        keys = []
+        for m in meta["keys"]:
+            pem = read_private_pem(self.dir / f"{m['kid']}.pem")
+            pk = serialization.load_pem_private_key(pem, password=None)
+            keys.append(SigningKey(
+                kid=m["kid"], alg=m["alg"], state=m["state"], created_at=m["created_at"],
+                private_key=pk,  # type: ignore[arg-type]
+                activated_at=m.get("activated_at"), retired_at=m.get("retired_at"),
+                verify_until=m.get("verify_until")))
+        return KeyRing(self.purpose, tuple(keys))
+
+    def save(self, ring: KeyRing) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        meta: list[dict[str, Any]] = []
+        for k in ring.keys:
+            pem_path = self.dir / f"{k.kid}.pem"
+            if not pem_path.exists():
+                _write_private(pem_path, k.private_key.private_bytes(
+                    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                    serialization.NoEncryption()))
+            meta.append({"kid": k.kid, "alg": k.alg, "state": k.state,
+                         "created_at": k.created_at, "activated_at": k.activated_at,
+                         "retired_at": k.retired_at, "verify_until": k.verify_until})
+        _write_public(self._ring_file, json.dumps({"purpose": self.purpose, "keys": meta},
+                                                  indent=2))
+        live = {k.kid for k in ring.keys}
+        for pem in self.dir.glob("*.pem"):
+            if pem.stem not in live:
+                pem.unlink()
+
+    def ensure(self, alg: Alg, now: float) -> KeyRing:
+        """Load the ring, generating a fresh one on first run."""
+        with self._locked():
+            if not self.exists():
+                self.save(bootstrap(self.purpose, alg, now))
+            return self.load()
+
+    def rotate(self, now: float, max_lifetime_s: float, alg: Alg | None = None) -> KeyRing:
+        with self._locked():
+            ring = rotate(self.load(), now, max_lifetime_s, alg)
+            self.save(ring)
+            return ring

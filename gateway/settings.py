@@ -1,0 +1,135 @@
+"""Settings: one frozen dataclass, read once from GATEWAY_* environment variables.
+
+Validated at start with messages that name the variable. Durations carry their unit in the
+name (`code_ttl_s`). docs/configuration.md lists every variable; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+Env = Literal["sandbox", "production"]
+
+
+class SettingsError(ValueError):
+    """A GATEWAY_* variable is missing or invalid; the message names it."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+    if not lo <= value <= hi:
+        raise SettingsError(f"{name} must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name} must be true or false, got {raw!r}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    env: Env = "sandbox"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    redis_url: str | None = None
+    redis_prefix: str = "gw:"
+    issuer: str = "http://127.0.0.1:8080"
+    keys_dir: Path = Path("keys")
+    admin_token: str | None = field(default=None, repr=False)
+    log_format: Literal["json", "console"] = "console"
+    log_level: str = "info"
+    max_body_bytes: int = 16 * 1024
+    shutdown_timeout_s: int = 10
+    # codes (申码/制码/亮码/验码)
+    code_ttl_s: int = 30
+    code_max_skew_s: int = 5
+    code_refresh_in_s: int = 20
+    # OAuth
+    access_token_ttl_s: int = 600
+    gate_token_ttl_s: int = 3600
+    client_assertion_max_ttl_s: int = 300
+    # sandbox
+    demo_data: Path | None = None
+    upstream_timeout_s: float = 2.0
+
+    @property
+    def is_sandbox(self) -> bool:
+        return self.env == "sandbox"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        e = dict(os.environ if env is None else env)
+        mode = e.get("GATEWAY_ENV", "sandbox") or "sandbox"
+        if mode not in ("sandbox", "production"):
+            raise SettingsError(f"GATEWAY_ENV must be 'sandbox' or 'production', got {mode!r}")
+        host = e.get("GATEWAY_HOST", "127.0.0.1") or "127.0.0.1"
+        port = _int(e, "GATEWAY_PORT", 8080, 0, 65535)
+        redis_url = e.get("GATEWAY_REDIS_URL") or None
+        if redis_url is not None and not redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise SettingsError("GATEWAY_REDIS_URL must start with redis://, rediss:// or unix://")
+        default_issuer = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+        issuer = (e.get("GATEWAY_ISSUER") or default_issuer).rstrip("/")
+        if not issuer.startswith(("https://", "http://")):
+            raise SettingsError("GATEWAY_ISSUER must be an http(s) URL")
+        log_format = e.get("GATEWAY_LOG_FORMAT") or ("console" if mode == "sandbox" else "json")
+        if log_format not in ("json", "console"):
+            raise SettingsError("GATEWAY_LOG_FORMAT must be 'json' or 'console'")
+        code_ttl_s = _int(e, "GATEWAY_CODE_TTL_S", 30, 5, 60)
+        s = cls(
+            env=mode,  # type: ignore[arg-type]
+            host=host,
+            port=port,
+            workers=_int(e, "GATEWAY_WORKERS", 1, 1, 64),
+            redis_url=redis_url,
+            redis_prefix=e.get("GATEWAY_REDIS_PREFIX", "gw:") or "gw:",
+            issuer=issuer,
+            keys_dir=Path(e.get("GATEWAY_KEYS_DIR") or "keys"),
+            admin_token=e.get("GATEWAY_ADMIN_TOKEN") or None,
+            log_format=log_format,  # type: ignore[arg-type]
+            log_level=(e.get("GATEWAY_LOG_LEVEL") or "info").lower(),
+            max_body_bytes=_int(e, "GATEWAY_MAX_BODY_BYTES", 16 * 1024, 1024, 1024 * 1024),
+            shutdown_timeout_s=_int(e, "GATEWAY_SHUTDOWN_TIMEOUT_S", 10, 0, 300),
+            code_ttl_s=code_ttl_s,
+            code_max_skew_s=_int(e, "GATEWAY_CODE_MAX_SKEW_S", 5, 0, 30),
+            code_refresh_in_s=_int(e, "GATEWAY_CODE_REFRESH_IN_S", max(1, code_ttl_s * 2 // 3),
+                                   1, code_ttl_s),
+            access_token_ttl_s=_int(e, "GATEWAY_ACCESS_TOKEN_TTL_S", 600, 60, 3600),
+            gate_token_ttl_s=_int(e, "GATEWAY_GATE_TOKEN_TTL_S", 3600, 60, 86400),
+            client_assertion_max_ttl_s=_int(e, "GATEWAY_CLIENT_ASSERTION_MAX_TTL_S", 300, 30, 3600),
+            demo_data=Path(e["GATEWAY_DEMO_DATA"]) if e.get("GATEWAY_DEMO_DATA") else None,
+            upstream_timeout_s=_int(e, "GATEWAY_UPSTREAM_TIMEOUT_MS", 2000, 50, 60000) / 1000,
+        )
+        s.validate()
+        return s
+
+    def validate(self) -> None:
+        if self.log_level not in ("debug", "info", "warning", "error"):
+            raise SettingsError("GATEWAY_LOG_LEVEL must be debug, info, warning or error")
+        if self.env == "production":
+            if not self.redis_url:
+                raise SettingsError(
+                    "GATEWAY_ENV=production needs GATEWAY_REDIS_URL: single use of codes and "
+                    "tokens must hold across workers and restarts")
+            if not self.admin_token or len(self.admin_token) < 32:
+                raise SettingsError("GATEWAY_ENV=production needs GATEWAY_ADMIN_TOKEN "
+                                    "(at least 32 characters)")
+            if not self.issuer.startswith("https://"):
+                raise SettingsError("GATEWAY_ENV=production needs an https:// GATEWAY_ISSUER")

@@ -1,0 +1,61 @@
+"""The store contract suite runs every test here once per implementation: memory and real Redis.
+
+A test asks for `backend` and builds the store it checks from it (`backend.single_use()`, or its
+own factory using `backend.name`, `backend.redis`, `backend.coalescer`, `backend.clock`).
+`await backend.elapse(s)` lets time pass: the frozen clock moves for memory; for Redis, whose
+TTLs run on the server's clock, it really sleeps (keep it short).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+import redis.asyncio as aioredis
+
+from gateway.adapters.memory import MemoryClientStore, MemorySingleUse
+from gateway.adapters.redis_store import Coalescer, RedisClientStore, RedisSingleUse
+from gateway.clock import FrozenClock
+from gateway.services.ports import ClientStore, SingleUse
+
+
+@dataclass
+class Backend:
+    name: str
+    clock: FrozenClock
+    redis: aioredis.Redis | None = None
+    coalescer: Coalescer | None = None
+    prefix: str = "test:"
+
+    async def elapse(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+        if self.redis is not None:
+            await asyncio.sleep(seconds)
+
+    def single_use(self) -> SingleUse:
+        if self.coalescer is not None:
+            return RedisSingleUse(self.coalescer, self.prefix)
+        return MemorySingleUse(self.clock)
+
+    def clients(self) -> ClientStore:
+        if self.redis is not None:
+            return RedisClientStore(self.redis, self.prefix)
+        return MemoryClientStore()
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def backend(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterator[Backend]:
+    clock = FrozenClock()
+    if request.param == "memory":
+        yield Backend("memory", clock)
+        return
+    client = aioredis.Redis.from_url(redis_url)
+    await client.flushdb()
+    coalescer = Coalescer(client)
+    try:
+        yield Backend("redis", clock, client, coalescer)
+    finally:
+        await coalescer.aclose()
+        await client.aclose()

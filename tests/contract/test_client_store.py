@@ -1,0 +1,39 @@
+"""Contract: the client registry on every store."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.authz.clients import Client, hash_secret
+from tests.contract.conftest import Backend
+
+
+def _gate(cid: str = "gate-1") -> Client:
+    return Client(client_id=cid, kind="gate", display_name="Metro L1 gate 3",
+                  secret_hash=hash_secret("s3cret"), scopes=("codes:verify",),
+                  scene="metro", operator="Chongqing Rail Transit")
+
+
+async def test_put_get_round_trip(backend: Backend) -> None:
+    store = backend.clients()
+    c = _gate()
+    await store.put(c)
+    got = await store.get("gate-1")
+    assert got == c
+    assert got is not None and got.check_secret("s3cret") and not got.check_secret("s3cret!")
+    assert await store.get("nope") is None
+
+
+async def test_list_is_sorted_and_put_replaces(backend: Backend) -> None:
+    store = backend.clients()
+    await store.put(_gate("b"))
+    await store.put(_gate("a"))
+    await store.put(_gate("a").__class__(**{**_gate("a").__dict__, "disabled": True}))
+    listed = await store.list()
+    assert [c.client_id for c in listed] == ["a", "b"]
+    assert listed[0].disabled is True
+
+
+def test_gate_needs_scene() -> None:
+    with pytest.raises(ValueError):
+        Client(client_id="g", kind="gate", display_name="g")
