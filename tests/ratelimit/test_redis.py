@@ -44,7 +44,9 @@ async def test_one_cluster_safe_key_per_subject_that_expires_at_its_tat(
     pttl = await blocking_client.pttl("rl:{gate:abc}")
     assert 17_000 < pttl <= 18_000                  # the TAT is 3·T = 18 s away
     assert d.reset_after_s == pytest.approx(18, abs=0.5)
-    tat_us = int(await blocking_client.get("rl:{gate:abc}"))
+    stored = await blocking_client.get("rl:{gate:abc}")
+    assert stored is not None
+    tat_us = int(stored)
     seconds, micros = await blocking_client.time()
     assert tat_us - (seconds * 1_000_000 + micros) == pytest.approx(18_000_000, abs=500_000)
 
@@ -97,7 +99,8 @@ async def test_survives_script_flush(blocking_client: aioredis.Redis) -> None:
 
 async def test_script_refuses_bad_arguments(blocking_client: aioredis.Redis) -> None:
     script = blocking_client.register_script(gcra_lua())
-    for args in ([0, 5, 1], [100, 0, 1], [100, 5, 6], [100, 5, -1], ["x", 5, 1]):
+    bad: list[list[int | str]] = [[0, 5, 1], [100, 0, 1], [100, 5, 6], [100, 5, -1], ["x", 5, 1]]
+    for args in bad:
         with pytest.raises(redis.exceptions.ResponseError, match="gcra"):
             await script(keys=["rl:{k}"], args=args)
     assert await blocking_client.exists("rl:{k}") == 0
