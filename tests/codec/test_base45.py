@@ -57,7 +57,7 @@ def test_strict_rejects(text: str) -> None:
 def test_any_text_decodes_or_raises_base45_error(text: str) -> None:
     try:
         raw = b45decode(text)
-    except Base45Error as e:
-        assert text not in str(e) or text == ""
+    except Base45Error:
+        return
     else:
         assert b45encode(raw) == text  # strict: one encoding per byte string
