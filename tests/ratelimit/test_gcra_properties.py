@@ -105,7 +105,9 @@ def test_monotone_in_time_and_cost(limit: Limit, tat_ahead: int, t1: int, dt: in
                                                                       cost)
     if early.allowed:
         assert late.allowed                         # waiting never hurts
-    assert early.remaining <= late.remaining
+    # what is left grows with time (on a peek: an admission reports what is left after it)
+    assert (gcra_us(tat, now1, interval, burst, 0).remaining
+            <= gcra_us(tat, now2, interval, burst, 0).remaining)
     assert early.retry_after_us >= late.retry_after_us
     if early.allowed:                               # a cheaper request would conform too
         assert gcra_us(tat, now1, interval, burst, cost - 1).allowed
