@@ -127,3 +127,38 @@ class KeyRingFiles:
             ring = rotate(self.load(), now, max_lifetime_s, alg)
             self.save(ring)
             return ring
+
+
+def load_data_master_key(keys_dir: Path, *, create: bool, env_value: str | None = None) -> bytes:
+    """The 256-bit master secret for personal-data keys (gateway.authz.datakeys).
+
+    From GATEWAY_DATA_KEY (base64, 32 bytes) when given; else `<keys_dir>/data/master.key`
+    (0600), created on first run only when `create` (the sandbox)."""
+    import base64
+    import secrets
+
+    if env_value:
+        try:
+            key = base64.b64decode(env_value, validate=True)
+        except ValueError:
+            raise KeyFileError("GATEWAY_DATA_KEY is not valid base64") from None
+        if len(key) != 32:
+            raise KeyFileError("GATEWAY_DATA_KEY must decode to 32 bytes")
+        return key
+    path = keys_dir / "data" / "master.key"
+    if not path.exists():
+        if not create:
+            raise KeyFileError(f"no data master key at {path} and GATEWAY_DATA_KEY is not set")
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return read_private_pem(path)  # another worker won the race
+        try:
+            os.write(fd, secrets.token_bytes(32))
+        finally:
+            os.close(fd)
+    key = read_private_pem(path)
+    if len(key) != 32:
+        raise KeyFileError(f"{path} must hold exactly 32 bytes")
+    return key

@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 from gateway.adapters.memory import MemoryClientStore, MemorySingleUse
 from gateway.adapters.redis_store import Coalescer, RedisClientStore, RedisSingleUse
 from gateway.clock import FrozenClock
-from gateway.services.ports import ClientStore, SingleUse
+from gateway.ports import ClientStore, SingleUse
 
 
 @dataclass

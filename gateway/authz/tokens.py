@@ -1,0 +1,131 @@
+"""Access tokens: short-lived JWTs (RFC 9068 profile) signed by the `token` key ring.
+
+Issued with explicit `iss`, `aud`, `sub`, `client_id`, `scope`, `iat`, `exp`, `jti` and a
+`typ` header of `at+jwt` (RFC 9068 §2.1) so an ID token can never pass for an access token.
+Verification names its algorithms, audience and issuer; an unknown `kid` is refused.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+from gateway.authz.keyring import ALGORITHMS, KeyRing
+
+ACCESS_TOKEN_TYP = "at+jwt"
+
+
+class TokenInvalid(Exception):
+    """The token is not one of ours, not for this audience, expired or revoked.
+
+    `reason` is for the log; the caller answers an opaque 401."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class AccessTokenClaims:
+    jti: str
+    client_id: str
+    kind: str
+    sub: str
+    scopes: frozenset[str]
+    exp: int
+    iat: int
+    scene: str | None = None
+    sealed_person: str | None = None  # `pid`: encrypted person id (resident tokens only)
+    sid: str | None = None  # grant id (refresh family / consent) when there is one
+
+    def has_scope(self, scope: str) -> bool:
+        return scope in self.scopes
+
+
+class JwtSigner:
+    """Signs and verifies JWTs with the current key ring (re-read on every call, so a
+    rotated ring takes effect without a restart)."""
+
+    def __init__(self, ring: Callable[[], KeyRing], clock: Callable[[], float]) -> None:
+        self._ring = ring
+        self._now = clock
+
+    def sign(self, claims: dict[str, Any], typ: str = "JWT") -> str:
+        key = self._ring().current()
+        return jwt.encode(claims, key.private_key, algorithm=key.alg,
+                          headers={"kid": key.kid, "typ": typ})
+
+    def verify(self, token: str, *, audience: str | list[str] | None, issuer: str,
+               typ: str | None = None, leeway_s: int = 0,
+               require: tuple[str, ...] = ("exp", "iat", "iss")) -> dict[str, Any]:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise TokenInvalid("malformed") from None
+        alg = header.get("alg")
+        if alg not in ALGORITHMS:
+            raise TokenInvalid("algorithm not allowed")
+        if typ is not None and str(header.get("typ", "")).lower() != typ:
+            raise TokenInvalid("wrong token type")
+        key = self._ring().verification_key(str(header.get("kid", "")), self._now())
+        if key is None or key.alg != alg:
+            raise TokenInvalid("unknown kid")
+        try:
+            return jwt.decode(
+                token, key.private_key.public_key(), algorithms=[key.alg],
+                audience=audience, issuer=issuer, leeway=leeway_s,
+                options={"require": list(require), "verify_aud": audience is not None},
+            )
+        except jwt.ExpiredSignatureError:
+            raise TokenInvalid("expired") from None
+        except jwt.InvalidAudienceError:
+            raise TokenInvalid("wrong audience") from None
+        except jwt.InvalidIssuerError:
+            raise TokenInvalid("wrong issuer") from None
+        except jwt.PyJWTError:
+            raise TokenInvalid("invalid") from None
+
+
+class AccessTokens:
+    def __init__(self, signer: JwtSigner, issuer: str, clock: Callable[[], float]) -> None:
+        self._signer = signer
+        self.issuer = issuer
+        self._now = clock
+
+    def issue(self, *, client_id: str, kind: str, sub: str, scopes: tuple[str, ...] | frozenset[str],
+              ttl_s: int, scene: str | None = None, sealed_person: str | None = None,
+              sid: str | None = None, audience: str | None = None) -> tuple[str, AccessTokenClaims]:
+        now = int(self._now())
+        claims = AccessTokenClaims(
+            jti=secrets.token_urlsafe(16), client_id=client_id, kind=kind, sub=sub,
+            scopes=frozenset(scopes), exp=now + ttl_s, iat=now, scene=scene,
+            sealed_person=sealed_person, sid=sid)
+        body: dict[str, Any] = {
+            "iss": self.issuer, "aud": audience or self.issuer, "sub": sub,
+            "client_id": client_id, "kind": kind, "scope": " ".join(sorted(claims.scopes)),
+            "iat": now, "exp": claims.exp, "jti": claims.jti,
+        }
+        if scene:
+            body["scene"] = scene
+        if sealed_person:
+            body["pid"] = sealed_person
+        if sid:
+            body["sid"] = sid
+        return self._signer.sign(body, typ=ACCESS_TOKEN_TYP), claims
+
+    def verify(self, token: str) -> AccessTokenClaims:
+        c = self._signer.verify(token, audience=self.issuer, issuer=self.issuer,
+                                typ=ACCESS_TOKEN_TYP,
+                                require=("exp", "iat", "iss", "aud", "sub", "jti"))
+        try:
+            return AccessTokenClaims(
+                jti=str(c["jti"]), client_id=str(c["client_id"]), kind=str(c["kind"]),
+                sub=str(c["sub"]), scopes=frozenset(str(c.get("scope", "")).split()),
+                exp=int(c["exp"]), iat=int(c["iat"]), scene=c.get("scene"),
+                sealed_person=c.get("pid"), sid=c.get("sid"))
+        except (KeyError, TypeError, ValueError):
+            raise TokenInvalid("claims missing") from None

@@ -1,0 +1,1 @@
+"""HTTP handlers: parse, call one use case, render. They never reach into adapters."""

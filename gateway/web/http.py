@@ -1,0 +1,258 @@
+"""Shared HTTP plumbing: request ids, error rendering, strict JSON bodies, bearer principals,
+security headers and metrics.
+
+Errors: RFC 9457 `application/problem+json` with a stable `code` and the request id, except on
+OAuth endpoints (RFC 6749 §5.2 JSON). Nothing from an exception's text reaches the client unless
+the exception is one of ours and was written to be shown.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from gateway.authz.tokens import AccessTokenClaims, TokenInvalid
+from gateway.errors import (
+    Forbidden,
+    GatewayError,
+    InvalidRequest,
+    MethodNotAllowed,
+    NotFound,
+    OAuthError,
+    PayloadTooLarge,
+    Unauthorized,
+    UnsupportedMediaType,
+)
+from gateway.services.auth import BearerAuthenticator
+
+log = structlog.get_logger("gateway.http")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+REQUEST_ID = web.RequestKey("request_id", str)
+OAUTH_PATH_PREFIX = "/oauth2/"
+PROBLEM = "application/problem+json"
+
+AUTHENTICATOR = web.AppKey("authenticator", BearerAuthenticator)
+REGISTRY = web.AppKey("metrics_registry", CollectorRegistry)
+MAX_BODY = web.AppKey("max_body_bytes", int)
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Cross-Origin-Resource-Policy": "same-origin",
+    "Strict-Transport-Security": "max-age=31536000; includeSubDomains",
+}
+API_CSP = "default-src 'none'; frame-ancestors 'none'"
+
+
+def problem(status: int, code: str, title: str, detail: str | None, request_id: str,
+            headers: dict[str, str] | None = None, **extra: Any) -> web.Response:
+    body: dict[str, Any] = {"type": f"https://gateway.example/problems/{code}", "title": title,
+                            "status": status, "code": code, "request_id": request_id}
+    if detail and detail != title:
+        body["detail"] = detail
+    body.update(extra)
+    return web.Response(status=status, text=json.dumps(body, ensure_ascii=False),
+                        content_type=PROBLEM, headers=headers)
+
+
+def oauth_error(exc: OAuthError) -> web.Response:
+    body: dict[str, Any] = {"error": exc.error}
+    if exc.description:
+        body["error_description"] = exc.description
+    headers = {"Cache-Control": "no-store", "Pragma": "no-cache", **exc.headers}
+    return web.json_response(body, status=exc.http_status, headers=headers)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter("gateway_http_requests_total", "HTTP requests",
+                                ["route", "method", "status"], registry=registry)
+        self.latency = Histogram("gateway_http_request_seconds", "HTTP request latency",
+                                 ["route"], registry=registry,
+                                 buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5))
+        self.decisions = Counter("gateway_verify_decisions_total", "Verify decisions",
+                                 ["face", "decision", "reason"], registry=registry)
+
+
+METRICS = web.AppKey("metrics", Metrics)
+
+
+def _route_name(request: web.Request) -> str:
+    info = request.match_info
+    route = getattr(info, "route", None)
+    resource = getattr(route, "resource", None)
+    canonical = getattr(resource, "canonical", None)
+    return str(canonical) if canonical else "unmatched"
+
+
+@web.middleware
+async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Request id, error rendering, security headers, metrics: the one place errors turn
+    into answers."""
+    rid = request.headers.get("X-Request-Id", "")
+    if not (0 < len(rid) <= 64 and rid.replace("-", "").replace("_", "").isalnum()):
+        rid = secrets.token_hex(8)
+    request[REQUEST_ID] = rid
+    structlog.contextvars.bind_contextvars(request_id=rid)
+    started = time.perf_counter()
+    is_oauth = request.path.startswith(OAUTH_PATH_PREFIX)
+    try:
+        try:
+            resp = await handler(request)
+        except web.HTTPException as exc:
+            raise _from_aiohttp(exc) from None
+    except OAuthError as exc:
+        if is_oauth:
+            log.info("oauth.error", error=exc.error, reason=exc.debug, path=request.path)
+            resp = oauth_error(exc)
+        else:
+            resp = problem(exc.http_status, exc.error, exc.error, exc.description, rid,
+                           exc.headers)
+    except GatewayError as exc:
+        if exc.status >= 500:
+            log.warning("request.failed", error_code=exc.code, reason=exc.debug,
+                        path=request.path)
+        if is_oauth and exc.status < 500:
+            resp = oauth_error(OAuthError("invalid_request", exc.detail, exc.status,
+                                          headers=exc.headers))
+        else:
+            resp = problem(exc.status, exc.code, exc.title, exc.detail, rid, exc.headers)
+    except Exception:  # noqa: BLE001 - the last line: answer 500 without any detail
+        log.exception("request.crashed", path=request.path)
+        resp = problem(500, "internal_error", "Internal error", None, rid)
+    finally:
+        structlog.contextvars.unbind_contextvars("request_id")
+    resp.headers.setdefault("X-Request-Id", rid)
+    for k, v in SECURITY_HEADERS.items():
+        resp.headers.setdefault(k, v)
+    resp.headers.setdefault("Content-Security-Policy", API_CSP)
+    metrics = request.app.get(METRICS)
+    if metrics is not None:
+        route = _route_name(request)
+        metrics.requests.labels(route, request.method, str(resp.status)).inc()
+        metrics.latency.labels(route).observe(time.perf_counter() - started)
+    return resp
+
+
+def _from_aiohttp(exc: web.HTTPException) -> GatewayError:
+    if isinstance(exc, web.HTTPNotFound):
+        return NotFound()
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        return MethodNotAllowed()
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
+        return PayloadTooLarge()
+    if exc.status >= 500:
+        return GatewayError()
+    err = InvalidRequest()
+    err.status = exc.status  # type: ignore[misc]
+    return err
+
+
+async def read_body(request: web.Request, limit: int | None = None) -> bytes:
+    """The body, refused with 413 past the limit (checked before and while reading)."""
+    limit = limit or request.app[MAX_BODY]
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"The body may be at most {limit} bytes")
+    chunks = []
+    size = 0
+    async for chunk in request.content.iter_chunked(65536):
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"The body may be at most {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_json(request: web.Request, limit: int | None = None) -> dict[str, Any]:
+    """A JSON object body, strictly: content type, size, UTF-8, an object at the top."""
+    ctype = request.content_type
+    if ctype != "application/json" and not ctype.endswith("+json"):
+        raise UnsupportedMediaType("Send the body as application/json")
+    raw = await read_body(request, limit)
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise InvalidRequest("The body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise InvalidRequest("The body must be a JSON object")
+    return data
+
+
+async def read_form(request: web.Request, limit: int | None = None) -> dict[str, str]:
+    """An application/x-www-form-urlencoded body (OAuth endpoints, RFC 6749 §3.2).
+
+    Repeated parameters are an error (RFC 6749 §3.1: parameters must not be included more
+    than once)."""
+    from urllib.parse import parse_qsl
+
+    if request.content_type != "application/x-www-form-urlencoded":
+        raise OAuthError("invalid_request", "Send the body as application/x-www-form-urlencoded")
+    raw = await read_body(request, limit)
+    try:
+        pairs = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, strict_parsing=False,
+                          max_num_fields=64)
+    except (UnicodeDecodeError, ValueError):
+        raise OAuthError("invalid_request", "The form body is malformed") from None
+    form: dict[str, str] = {}
+    for k, v in pairs:
+        if k in form:
+            raise OAuthError("invalid_request", f"Parameter {k} is repeated")
+        form[k] = v
+    return form
+
+
+def require_str(body: dict[str, Any], name: str, max_len: int = 512,
+                required: bool = True) -> str | None:
+    value = body.get(name)
+    if value is None:
+        if required:
+            raise InvalidRequest(f"{name} is required")
+        return None
+    if not isinstance(value, str) or not value or len(value) > max_len:
+        raise InvalidRequest(f"{name} must be a non-empty string of at most {max_len} characters")
+    return value
+
+
+def bearer_token(request: web.Request) -> str:
+    header = request.headers.get("Authorization", "")
+    if header[:7].lower() != "bearer " or not header[7:].strip():
+        raise Unauthorized("A Bearer access token is required",
+                           headers={"WWW-Authenticate": 'Bearer realm="gateway"'})
+    return header[7:].strip()
+
+
+async def principal(request: web.Request, *, kinds: tuple[str, ...],
+                    scope: str | None = None) -> AccessTokenClaims:
+    """The verified access token of the caller; 401 if none or invalid, 403 if the token is
+    of another kind of client or lacks the scope."""
+    token = bearer_token(request)
+    try:
+        claims = await request.app[AUTHENTICATOR].verify(token)
+    except TokenInvalid as exc:
+        raise Unauthorized("The access token is not valid", debug=exc.reason,
+                           headers={"WWW-Authenticate":
+                                    'Bearer realm="gateway", error="invalid_token"'}) from None
+    if claims.kind not in kinds:
+        raise Forbidden("This token's client may not call this endpoint")
+    if scope is not None and not claims.has_scope(scope):
+        raise Forbidden(f"The token lacks the {scope} scope",
+                        headers={"WWW-Authenticate":
+                                 f'Bearer realm="gateway", error="insufficient_scope", '
+                                 f'scope="{scope}"'})
+    return claims
+
+
+def no_store(resp: web.StreamResponse) -> web.StreamResponse:
+    resp.headers["Cache-Control"] = "no-store"
+    resp.headers["Pragma"] = "no-cache"
+    return resp

@@ -1,0 +1,111 @@
+"""Meta endpoints: liveness, readiness, metrics, OpenAPI, OIDC discovery and JWKS."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from gateway.web.http import REGISTRY, problem, REQUEST_ID
+
+READINESS = web.AppKey("readiness_checks", list[tuple[str, Callable[[], Awaitable[None]]]])
+JWKS = web.AppKey("jwks", Callable[[], dict[str, Any]])
+ISSUER = web.AppKey("issuer", str)
+
+OPENAPI_FILE = Path(__file__).resolve().parent.parent / "data" / "openapi.yaml"
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    failed = []
+    for name, check in request.app[READINESS]:
+        try:
+            await check()
+        except Exception:  # noqa: BLE001 - any failure means "not ready"; the name says which
+            failed.append(name)
+    if failed:
+        return problem(503, "unavailable", "Not ready", f"Not ready: {', '.join(failed)}",
+                       request[REQUEST_ID], checks={n: ("fail" if n in failed else "ok")
+                                                    for n, _ in request.app[READINESS]})
+    return web.json_response({"status": "ready",
+                              "checks": {n: "ok" for n, _ in request.app[READINESS]}})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[REGISTRY])
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+_openapi_cache: dict[str, bytes] = {}
+
+
+async def openapi(request: web.Request) -> web.Response:
+    if "doc" not in _openapi_cache:
+        import yaml
+
+        doc = yaml.safe_load(OPENAPI_FILE.read_text(encoding="utf-8"))
+        doc.setdefault("servers", [{"url": request.app[ISSUER]}])
+        _openapi_cache["doc"] = json.dumps(doc, ensure_ascii=False).encode("utf-8")
+    return web.Response(body=_openapi_cache["doc"], content_type="application/json")
+
+
+def discovery_document(issuer: str) -> dict[str, Any]:
+    """OpenID Connect Discovery 1.0 §3 / RFC 8414."""
+    return {
+        "issuer": issuer,
+        "authorization_endpoint": f"{issuer}/oauth2/authorize",
+        "token_endpoint": f"{issuer}/oauth2/token",
+        "userinfo_endpoint": f"{issuer}/oauth2/userinfo",
+        "jwks_uri": f"{issuer}/.well-known/jwks.json",
+        "revocation_endpoint": f"{issuer}/oauth2/revoke",
+        "introspection_endpoint": f"{issuer}/oauth2/introspect",
+        "scopes_supported": ["openid", "profile", "essc", "codes:verify", "cards:verify",
+                             "codes:issue", "me", "login:approve", "consents:decide",
+                             "consents:request", "certificates:read"],
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials",
+                                  "urn:ietf:params:oauth:grant-type:token-exchange"],
+        "subject_types_supported": ["pairwise"],
+        "id_token_signing_alg_values_supported": ["EdDSA", "ES256"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post",
+                                                  "private_key_jwt", "none"],
+        "token_endpoint_auth_signing_alg_values_supported": ["ES256", "EdDSA"],
+        "revocation_endpoint_auth_methods_supported": ["client_secret_basic",
+                                                       "client_secret_post", "private_key_jwt"],
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic",
+                                                          "client_secret_post",
+                                                          "private_key_jwt"],
+        "code_challenge_methods_supported": ["S256"],
+        "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "name",
+                             "essc_card_no", "essc_region"],
+        "authorization_response_iss_parameter_supported": True,
+        "request_parameter_supported": False,
+        "request_uri_parameter_supported": False,
+        "claims_parameter_supported": False,
+    }
+
+
+async def openid_configuration(request: web.Request) -> web.Response:
+    return web.json_response(discovery_document(request.app[ISSUER]),
+                             headers={"Cache-Control": "public, max-age=300"})
+
+
+async def jwks(request: web.Request) -> web.Response:
+    return web.json_response(request.app[JWKS](), headers={"Cache-Control": "public, max-age=60"})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/openapi.json", openapi)
+    app.router.add_get("/.well-known/openid-configuration", openid_configuration)
+    app.router.add_get("/.well-known/jwks.json", jwks)

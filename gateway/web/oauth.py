@@ -1,0 +1,94 @@
+"""OAuth endpoints: token (RFC 6749 §3.2), revocation (RFC 7009), introspection (RFC 7662).
+
+Answers are RFC 6749 §5.2 error JSON, `Cache-Control: no-store`."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway.authz.client_auth import ClientAuthenticator
+from gateway.authz.tokens import TokenInvalid
+from gateway.services.tokens import TokenService
+from gateway.web.http import AUTHENTICATOR, read_form
+
+TOKENS = web.AppKey("token_service", TokenService)
+CLIENT_AUTH = web.AppKey("client_authenticator", ClientAuthenticator)
+
+
+def _json(body: dict[str, object], status: int = 200) -> web.Response:
+    return web.json_response(body, status=status,
+                             headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
+
+
+async def token(request: web.Request) -> web.Response:
+    form = await read_form(request)
+    client = await request.app[CLIENT_AUTH].authenticate(
+        request.headers.get("Authorization"), form)
+    return _json(await request.app[TOKENS].token(client, form))
+
+
+async def revoke(request: web.Request) -> web.Response:
+    """RFC 7009 §2.2: 200 whether or not the token was valid; only its own client may revoke."""
+    form = await read_form(request)
+    client = await request.app[CLIENT_AUTH].authenticate(
+        request.headers.get("Authorization"), form)
+    value = form.get("token")
+    if not value:
+        from gateway.errors import OAuthError
+
+        raise OAuthError("invalid_request", "token is required")
+    hooks = request.app.get(REVOCATION_HOOKS, [])
+    for hook in hooks:
+        if await hook(client, value, form.get("token_type_hint")):
+            return _json({})
+    authn = request.app[AUTHENTICATOR]
+    try:
+        claims = await authn.verify(value)
+    except TokenInvalid:
+        return _json({})
+    if claims.client_id == client.client_id:
+        await authn.revoke(claims)
+    return _json({})
+
+
+async def introspect(request: web.Request) -> web.Response:
+    """RFC 7662: active + metadata for the caller's own tokens (and gates' scenes)."""
+    form = await read_form(request)
+    client = await request.app[CLIENT_AUTH].authenticate(
+        request.headers.get("Authorization"), form)
+    value = form.get("token")
+    if not value:
+        from gateway.errors import OAuthError
+
+        raise OAuthError("invalid_request", "token is required")
+    for hook in request.app.get(INTROSPECTION_HOOKS, []):
+        answer = await hook(client, value, form.get("token_type_hint"))
+        if answer is not None:
+            return _json(answer)
+    try:
+        claims = await request.app[AUTHENTICATOR].verify(value)
+    except TokenInvalid:
+        return _json({"active": False})
+    if claims.client_id != client.client_id:
+        # RFC 7662 §2.2: do not disclose tokens of other clients.
+        return _json({"active": False})
+    body: dict[str, object] = {
+        "active": True, "client_id": claims.client_id, "scope": " ".join(sorted(claims.scopes)),
+        "sub": claims.sub, "exp": claims.exp, "iat": claims.iat, "jti": claims.jti,
+        "token_type": "Bearer", "iss": request.app[TOKENS_ISSUER], "aud": request.app[TOKENS_ISSUER],
+    }
+    if claims.scene:
+        body["scene"] = claims.scene
+    return _json(body)
+
+
+RevocationHook = object  # (client, token, hint) -> bool; registered by the OIDC grants
+REVOCATION_HOOKS = web.AppKey("revocation_hooks", list)
+INTROSPECTION_HOOKS = web.AppKey("introspection_hooks", list)
+TOKENS_ISSUER = web.AppKey("tokens_issuer", str)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/oauth2/token", token)
+    app.router.add_post("/oauth2/revoke", revoke)
+    app.router.add_post("/oauth2/introspect", introspect)
