@@ -50,7 +50,6 @@ async def test_regions_have_their_own_keys(essc_sandbox) -> None:
     cq = essc_sandbox.assertion_keys["CQ"].key.kid
     sc = essc_sandbox.assertion_keys["SC"].key.kid
     assert cq != sc
-    # A token signed by SC's key but claiming CQ as issuer does not verify.
 
 
 async def test_cross_region_key_is_rejected(essc_served, essc, essc_sandbox) -> None:
