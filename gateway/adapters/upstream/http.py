@@ -160,7 +160,7 @@ class HttpUpstream:
     def backoff_s(self, attempt: int) -> float:
         """Full-jitter back-off before retry ``attempt`` (1-based): U(0, min(max, base·2^a))."""
         cap = min(self.policy.backoff_max_s, self.policy.backoff_base_s * (2 ** attempt))
-        return self._rng() * cap
+        return float(self._rng() * cap)
 
     async def request(self, method: str, path: str, *, op: str,
                       json_body: Any = None, idempotent: bool | None = None,
