@@ -272,3 +272,16 @@ async def test_gateway_issuer_is_the_audience(ykb_sandbox) -> None:
     claims = jwt.decode(ykb_sandbox.issue_assertion("r-zhang-wei"),
                         options={"verify_signature": False})
     assert claims["aud"] == GATEWAY_ISSUER
+
+
+async def test_jwks_outage_is_never_unknown_key(ykb_served, ykb, ykb_sandbox, clock) -> None:
+    token = ykb_sandbox.issue_assertion("r-wang-lei")
+    await ykb_served.fault("error", times=3)  # one logical JWKS GET = 3 failed attempts
+    with pytest.raises(UpstreamUnavailable):
+        await ykb.verify_assertion(token)
+    with pytest.raises(UpstreamUnavailable):  # circuit open: still 503, not a rejection
+        await ykb.verify_assertion(token)
+    # The issuer is back; after the breaker's cool-down (10 s, shorter than the 30 s JWKS
+    # refresh throttle) the failed fetch did not count as a fetch: verification succeeds.
+    clock.advance(10)
+    assert (await ykb.verify_assertion(token)).account_id == "ykm-7f3a0003"

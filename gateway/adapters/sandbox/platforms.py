@@ -123,8 +123,7 @@ class _Base:
         return app
 
 
-async def _assertion_overrides(request: web.Request, doc: dict[str, Any],
-                               admin: bool) -> tuple[str | None, int]:
+def _assertion_overrides(doc: dict[str, Any], admin: bool) -> tuple[str | None, int]:
     """Admin-only test knobs on POST …/assertions: ``audience`` and ``lifetime_s``."""
     if not admin:
         return None, ASSERTION_LIFETIME_S
@@ -172,7 +171,7 @@ class YkbSandbox(_Base):
             if doc is None or not isinstance(doc.get("resident"), str):
                 return _bad_request()
             try:
-                aud, lifetime = await _assertion_overrides(request, doc, admin)
+                aud, lifetime = _assertion_overrides(doc, admin)
                 token = self.issue_assertion(doc["resident"], audience=aud, lifetime_s=lifetime)
             except UnknownResident:
                 return _not_found()
@@ -286,7 +285,7 @@ class EsscSandbox(_Base):
             if doc is None or not isinstance(doc.get("resident"), str):
                 return _bad_request()
             try:
-                aud, lifetime = await _assertion_overrides(request, doc, admin)
+                aud, lifetime = _assertion_overrides(doc, admin)
                 token = self.issue_assertion(doc["resident"], region, audience=aud,
                                              lifetime_s=lifetime)
             except UnknownResident:

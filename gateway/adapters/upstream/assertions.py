@@ -76,10 +76,12 @@ class JwksCache:
         return self._fetched_at is None or self._clock.now() - self._fetched_at >= min_interval
 
     async def _refresh(self) -> None:
-        self._fetched_at = self._clock.now()  # also throttles after a failed fetch
         self.fetches += 1
-        self._keys = await self._upstream.request(
-            "GET", self._path, op="jwks", parse=_parse_jwks)
+        keys = await self._upstream.request("GET", self._path, op="jwks", parse=_parse_jwks)
+        # Only a successful fetch starts the throttle window: after a failure the next
+        # verification tries again (the circuit breaker protects the issuer), so an outage
+        # is a 503, never a spurious "unknown_key".
+        self._keys, self._fetched_at = keys, self._clock.now()
 
     async def key(self, kid: str) -> jwt.PyJWK | None:
         async with self._lock:
