@@ -25,8 +25,10 @@ def connect(url: str, *, cluster: bool = False, max_connections: int = 64) -> Re
     """A client (no I/O yet: redis-py connects lazily)."""
     if cluster:
         return RedisCluster.from_url(url, max_connections=max_connections)
-    return aioredis.Redis.from_url(url, max_connections=max_connections,
-                                   health_check_interval=30)
+    # A blocking pool waits for a free connection; redis-py's default pool raises past its cap.
+    pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections,
+                                                    timeout=5, health_check_interval=30)
+    return aioredis.Redis(connection_pool=pool)
 
 
 class Coalescer:

@@ -1,0 +1,333 @@
+"""`gateway` — the operator's command: serve, keys, clients, gates, audit, identity.
+
+`gateway serve --workers N` runs N processes sharing one port (SO_REUSEPORT), each on uvloop;
+SIGTERM/SIGINT stop accepting, drain in-flight requests for up to GATEWAY_SHUTDOWN_TIMEOUT_S,
+then exit. Every command reads the same GATEWAY_* settings as the server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+from gateway.adapters.keyfiles import KeyFileError
+from gateway.settings import Settings, SettingsError
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    s = Settings.from_env()
+    over: dict[str, Any] = {}
+    if getattr(args, "workers", None):
+        over["workers"] = args.workers
+    if getattr(args, "port", None) is not None:
+        over["port"] = args.port
+    if getattr(args, "host", None):
+        over["host"] = args.host
+    return replace(s, **over) if over else s
+
+
+# ---------------------------------------------------------------- serve
+async def _serve_worker(settings: Settings) -> None:
+    import structlog
+    from aiohttp import web
+
+    from gateway.app import build_app
+
+    log = structlog.get_logger("gateway.serve")
+    app = build_app(settings)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                           shutdown_timeout=settings.shutdown_timeout_s)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port, reuse_port=True, backlog=2048)
+    await site.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("server.started", host=settings.host, port=settings.port, env=settings.env,
+             stores="redis" if settings.redis_url else "memory")
+    await stop.wait()
+    log.info("server.draining", timeout_s=settings.shutdown_timeout_s)
+    await runner.cleanup()
+    log.info("server.stopped")
+
+
+def _worker_main(settings: Settings) -> None:
+    import uvloop
+
+    from gateway.logs import configure
+
+    configure(settings.log_format, settings.log_level)
+    uvloop.run(_serve_worker(settings))
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from gateway.app import ensure_keys
+    from gateway.clock import SystemClock
+    from gateway.logs import configure
+
+    settings = _settings(args)
+    if settings.workers > 1 and not settings.redis_url:
+        print("gateway: several workers need GATEWAY_REDIS_URL: in-memory stores live inside "
+              "one process, so single use would not hold across workers", file=sys.stderr)
+        return 2
+    configure(settings.log_format, settings.log_level)
+    ensure_keys(settings, SystemClock())  # before forking: one process creates dev keys
+    print(f"gateway: serving {settings.env} on http://{settings.host}:{settings.port} "
+          f"({settings.workers} worker{'s' if settings.workers > 1 else ''}, "
+          f"stores: {'redis' if settings.redis_url else 'memory'})", file=sys.stderr, flush=True)
+    if settings.workers == 1:
+        _worker_main(settings)
+        return 0
+    return _supervise(settings)
+
+
+def _supervise(settings: Settings) -> int:
+    """Start N workers; restart one that dies; on SIGTERM/SIGINT pass it on and wait."""
+    ctx = multiprocessing.get_context("spawn")
+    procs: list[Any] = []
+    stopping = False
+
+    def start_one() -> Any:
+        p = ctx.Process(target=_worker_main, args=(settings,), daemon=False)
+        p.start()
+        return p
+
+    def on_signal(signum: int, _: Any) -> None:
+        nonlocal stopping
+        stopping = True
+        for p in procs:
+            if p.is_alive():
+                p.terminate()  # SIGTERM: the worker drains, then exits
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    procs.extend(start_one() for _ in range(settings.workers))
+    while True:
+        time.sleep(0.2)
+        if stopping:
+            deadline = time.monotonic() + settings.shutdown_timeout_s + 5
+            for p in procs:
+                p.join(max(0.0, deadline - time.monotonic()))
+                if p.is_alive():
+                    p.kill()
+            return 0
+        for i, p in enumerate(procs):
+            if not p.is_alive():
+                print(f"gateway: worker {p.pid} exited with {p.exitcode}; restarting",
+                      file=sys.stderr, flush=True)
+                time.sleep(0.5)
+                procs[i] = start_one()
+
+
+# ---------------------------------------------------------------- keys
+def cmd_keys(args: argparse.Namespace) -> int:
+    from gateway.adapters.keyfiles import KeyRingFiles, load_data_master_key
+
+    settings = _settings(args)
+    purposes = ["token", "code"] if args.purpose == "all" else [args.purpose]
+    now = time.time()
+    if args.keys_cmd == "generate":
+        for p in purposes:
+            files = KeyRingFiles(settings.keys_dir, p)
+            if files.exists() and not args.force:
+                print(f"{p}: ring exists at {files.dir} (use `gateway keys rotate`)")
+                continue
+            from gateway.authz.keyring import bootstrap
+
+            alg = args.alg or ("ES256" if p == "token" else "EdDSA")
+            with files._locked():
+                files.save(bootstrap(p, alg, now))
+            print(f"{p}: generated a new {alg} ring in {files.dir}")
+        load_data_master_key(settings.keys_dir, create=True)
+        return 0
+    if args.keys_cmd == "rotate":
+        for p in purposes:
+            # A retired key must verify everything it signed: the longest lifetime it issues.
+            max_life = args.max_lifetime_s or (
+                max(settings.gate_token_ttl_s, settings.access_token_ttl_s, 86400 * 30)
+                if p == "token" else settings.code_ttl_s + settings.code_max_skew_s + 60)
+            ring = KeyRingFiles(settings.keys_dir, p).rotate(now, max_life, args.alg)
+            print(f"{p}: current key is now {ring.current().kid}")
+        return 0
+    for p in purposes:
+        files = KeyRingFiles(settings.keys_dir, p)
+        if not files.exists():
+            print(f"{p}: no ring")
+            continue
+        for k in files.load().keys:
+            until = f" verifies until {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(k.verify_until))}" \
+                if k.verify_until else ""
+            print(f"{p}\t{k.kid}\t{k.alg}\t{k.state}{until}")
+    return 0
+
+
+# ---------------------------------------------------------------- clients / gates
+async def _client_store(settings: Settings) -> Any:
+    from gateway.adapters.redis_store import RedisClientStore, connect
+
+    if not settings.redis_url:
+        raise SettingsError("client registration needs GATEWAY_REDIS_URL (the sandbox's "
+                            "in-memory stores live inside the server process)")
+    redis = connect(settings.redis_url)
+    return redis, RedisClientStore(redis, settings.redis_prefix)
+
+
+async def _clients(args: argparse.Namespace, kind_filter: str | None) -> int:
+    from gateway.authz.clients import DEFAULT_SCOPES, Client, hash_secret, new_secret
+
+    settings = _settings(args)
+    redis, store = await _client_store(settings)
+    try:
+        if args.sub == "list":
+            for c in await store.list():
+                if kind_filter and c.kind != kind_filter:
+                    continue
+                if not kind_filter and c.kind == "gate":
+                    continue
+                print(json.dumps({k: v for k, v in c.to_dict().items() if k != "secret_hash"},
+                                 ensure_ascii=False))
+            return 0
+        if args.sub == "disable":
+            c = await store.get(args.client_id)
+            if c is None:
+                print(f"no client {args.client_id}", file=sys.stderr)
+                return 1
+            await store.put(replace(c, disabled=True))
+            print(f"disabled {args.client_id}")
+            return 0
+        kind = kind_filter or args.kind
+        if await store.get(args.client_id) is not None:
+            print(f"client {args.client_id} exists", file=sys.stderr)
+            return 1
+        secret = None
+        jwks: tuple[dict[str, Any], ...] = ()
+        if args.auth_method == "private_key_jwt":
+            if not args.jwks_file:
+                print("--jwks-file is required with private_key_jwt", file=sys.stderr)
+                return 2
+            with open(args.jwks_file, encoding="utf-8") as f:
+                jwks = tuple(json.load(f)["keys"])
+        elif args.auth_method != "none":
+            secret = new_secret()
+        client = Client(
+            client_id=args.client_id, kind=kind, display_name=args.name,
+            auth_method=args.auth_method, secret_hash=hash_secret(secret) if secret else None,
+            jwks=jwks, scopes=tuple(args.scope or DEFAULT_SCOPES[kind]),
+            sector=args.sector or "", redirect_uris=tuple(args.redirect_uri or ()),
+            scene=getattr(args, "scene", None), operator=getattr(args, "operator", None),
+            created_at=time.time())
+        await store.put(client)
+        out = {"client_id": client.client_id, "kind": kind, "sector": client.sector}
+        if secret:
+            out["client_secret"] = secret  # shown once; only its digest is stored
+        print(json.dumps(out, ensure_ascii=False))
+        return 0
+    finally:
+        await redis.aclose()
+
+
+def cmd_clients(args: argparse.Namespace) -> int:
+    return asyncio.run(_clients(args, None))
+
+
+def cmd_gates(args: argparse.Namespace) -> int:
+    return asyncio.run(_clients(args, "gate"))
+
+
+# ---------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gateway", description=(
+        "渝快码 ⇄ 电子社保卡 gateway. Settings come from GATEWAY_* environment variables "
+        "(docs/configuration.md)."))
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    s = sub.add_parser("serve", help="run the gateway (uvloop; --workers processes share the port)")
+    s.add_argument("--workers", type=int, help="worker processes (GATEWAY_WORKERS)")
+    s.add_argument("--port", type=int, help="port (GATEWAY_PORT)")
+    s.add_argument("--host", help="address (GATEWAY_HOST)")
+    s.set_defaults(func=cmd_serve)
+
+    k = sub.add_parser("keys", help="generate, rotate or list signing keys")
+    k.add_argument("keys_cmd", choices=["generate", "rotate", "list"])
+    k.add_argument("--purpose", choices=["token", "code", "all"], default="all")
+    k.add_argument("--alg", choices=["EdDSA", "ES256"])
+    k.add_argument("--max-lifetime-s", type=int,
+                   help="rotate: how long the retired key keeps verifying")
+    k.add_argument("--force", action="store_true", help="generate: replace an existing ring")
+    k.set_defaults(func=cmd_keys)
+
+    for name, kind in (("clients", None), ("gates", "gate")):
+        c = sub.add_parser(name, help=f"register, list or disable {name} (needs Redis)")
+        csub = c.add_subparsers(dest="sub", required=True)
+        reg = csub.add_parser("register")
+        reg.add_argument("client_id")
+        reg.add_argument("--name", required=True)
+        if kind is None:
+            reg.add_argument("--kind", choices=["app", "rp"], required=True)
+            reg.add_argument("--redirect-uri", action="append")
+        else:
+            reg.add_argument("--scene", required=True)
+            reg.add_argument("--operator", required=True)
+        reg.add_argument("--auth-method", default="client_secret_basic",
+                         choices=["client_secret_basic", "client_secret_post",
+                                  "private_key_jwt", "none"])
+        reg.add_argument("--jwks-file")
+        reg.add_argument("--scope", action="append")
+        reg.add_argument("--sector")
+        csub.add_parser("list")
+        dis = csub.add_parser("disable")
+        dis.add_argument("client_id")
+        c.set_defaults(func=cmd_clients if kind is None else cmd_gates)
+    _extra_commands(sub)
+    return p
+
+
+def _extra_commands(sub: Any) -> None:
+    """Commands of the identity and audit features (registered here, implemented there)."""
+    a = sub.add_parser("audit", help="verify the hash-chained audit log end to end")
+    a.add_argument("audit_cmd", choices=["verify"])
+    a.set_defaults(func=cmd_audit)
+    i = sub.add_parser("identity", help="operator registry sync from an upstream export")
+    i.add_argument("identity_cmd", choices=["sync"])
+    i.add_argument("path", help="JSON file of persons and credentials (docs/identity.md)")
+    i.set_defaults(func=cmd_identity)
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from gateway.services import audit
+
+    return int(audit.audit_verify_main(_settings(args)))
+
+
+def cmd_identity(args: argparse.Namespace) -> int:
+    from gateway.services import identity
+
+    return int(identity.sync_registry(_settings(args), args.path))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except SettingsError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return 2
+    except KeyFileError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
