@@ -1,0 +1,33 @@
+"""The layering is a test: imports point one way (import-linter contracts in pyproject.toml)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_import_contracts_hold() -> None:
+    lint = Path(sys.executable).parent / "lint-imports"
+    r = subprocess.run([str(lint), "--no-cache"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_no_private_key_material_is_tracked() -> None:
+    r = subprocess.run(["git", "grep", "-l", "-E", "BEGIN ([A-Z]+ )?PRIVATE KEY", "--", "."],
+                       cwd=ROOT, capture_output=True, text=True)
+    assert r.stdout.strip() == ""
+
+
+def test_log_scrubber_redacts_secret_fields() -> None:
+    from gateway.logs import _scrub
+
+    event = {"event": "x", "client_secret": "s", "code": "YK1:...", "citizen_id": "5001",
+             "access_token": "t", "reason_code": "ok", "status_code": 200}
+    out = _scrub(None, "info", dict(event))
+    assert out["client_secret"] == out["code"] == out["citizen_id"] == "[redacted]"
+    assert out["access_token"] == "[redacted]"
+    assert out["reason_code"] == "ok" and out["status_code"] == 200

@@ -1,0 +1,115 @@
+"""The `gateway` command as an operator runs it: real processes, real Redis."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.redis_server import free_port
+
+PY = sys.executable
+
+
+def run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([PY, "-m", "gateway", *args], env=env, cwd=cwd, text=True,
+                          capture_output=True, timeout=60)
+
+
+def base_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    env.update({"GATEWAY_KEYS_DIR": str(tmp_path / "keys"), **extra})
+    return env
+
+
+def test_help_lists_operator_commands(tmp_path: Path) -> None:
+    out = run(["--help"], base_env(tmp_path), tmp_path).stdout
+    for cmd in ("serve", "keys", "clients", "gates", "audit"):
+        assert cmd in out
+
+
+def test_keys_generate_rotate_list(tmp_path: Path) -> None:
+    env = base_env(tmp_path)
+    assert run(["keys", "generate"], env, tmp_path).returncode == 0
+    before = run(["keys", "list"], env, tmp_path).stdout
+    assert before.count("current") == 2 and "PRIVATE" not in before
+    r = run(["keys", "rotate", "--purpose", "token"], env, tmp_path)
+    assert r.returncode == 0, r.stderr
+    after = run(["keys", "list"], env, tmp_path).stdout
+    assert "retired" in after and "verifies until" in after
+
+
+def test_clients_register_list_disable(tmp_path: Path, redis_url: str) -> None:
+    env = base_env(tmp_path, GATEWAY_REDIS_URL=redis_url, GATEWAY_REDIS_PREFIX="clitest:")
+    r = run(["gates", "register", "gate-x", "--name", "Gate X", "--scene", "metro",
+             "--operator", "Rail"], env, tmp_path)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert len(out["client_secret"]) >= 40
+    stored = redis.Redis.from_url(redis_url).get("clitest:client:gate-x")
+    assert stored is not None and out["client_secret"].encode() not in stored
+    listed = run(["gates", "list"], env, tmp_path).stdout
+    assert "gate-x" in listed and "secret" not in listed
+    assert run(["gates", "disable", "gate-x"], env, tmp_path).returncode == 0
+    assert '"disabled": true' in run(["gates", "list"], env, tmp_path).stdout
+    assert run(["gates", "register", "gate-x", "--name", "x", "--scene", "metro",
+                "--operator", "y"], env, tmp_path).returncode == 1
+
+
+def test_clients_need_redis(tmp_path: Path) -> None:
+    r = run(["clients", "list"], base_env(tmp_path), tmp_path)
+    assert r.returncode == 2 and "GATEWAY_REDIS_URL" in r.stderr
+
+
+def test_production_refuses_to_start_without_redis_or_keys(tmp_path: Path) -> None:
+    r = run(["serve"], base_env(tmp_path, GATEWAY_ENV="production"), tmp_path)
+    assert r.returncode == 2 and "GATEWAY_REDIS_URL" in r.stderr
+    r = run(["serve"], base_env(tmp_path, GATEWAY_ENV="production",
+                                GATEWAY_REDIS_URL="redis://127.0.0.1:1/0",
+                                GATEWAY_ADMIN_TOKEN="a" * 40,
+                                GATEWAY_ISSUER="https://gw.example"), tmp_path)
+    assert r.returncode == 2 and "key" in r.stderr.lower()
+    assert not (tmp_path / "keys" / "token").exists()
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - loopback test server
+        return resp.status, resp.read()
+
+
+@pytest.mark.slow
+def test_serve_two_workers_share_the_port_and_drain_on_sigterm(tmp_path: Path,
+                                                               redis_url: str) -> None:
+    port = free_port()
+    env = base_env(tmp_path, GATEWAY_REDIS_URL=redis_url, GATEWAY_PORT=str(port),
+                   GATEWAY_REDIS_PREFIX="servetest:", GATEWAY_SHUTDOWN_TIMEOUT_S="5")
+    proc = subprocess.Popen([PY, "-m", "gateway", "serve", "--workers", "2"], env=env,
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                status, body = _get(f"http://127.0.0.1:{port}/readyz")
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "server did not come up"
+                time.sleep(0.2)
+        assert status == 200 and json.loads(body)["checks"]["redis"] == "ok"
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0
+    assert out.count("server.started") == 2 and out.count("server.stopped") == 2
+    for secret_word in ("client_secret", "PRIVATE KEY"):
+        assert secret_word not in out
