@@ -1,0 +1,164 @@
+"""Code endpoints (CONTRACT "Codes", "Meta"): POST /v1/codes, POST /v1/codes/verify,
+GET /v1/trust-list, GET /v1/scenes.
+
+A scanned code that fails is a 200 ``deny`` with a reason; 4xx is for a bad request or a caller
+not allowed (RFC 9457 problem+json via the edge middleware).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any, Final
+
+import structlog
+from aiohttp import web
+
+from gateway.errors import Forbidden, InvalidRequest, NotAcceptable
+from gateway.qr import render_png, render_svg
+from gateway.services.codes import CodeService
+from gateway.services.scenes import SceneCatalogue
+from gateway.web.http import METRICS, no_store, principal, read_json, require_str
+
+__all__ = ["CODES", "SCENES", "add_routes", "codes_ctx"]
+
+log = structlog.get_logger("gateway.codes")
+
+CODES: Final = web.AppKey("codes", CodeService)
+SCENES: Final = web.AppKey("scenes", SceneCatalogue)
+
+TRUST_LIST_MAX_AGE_S: Final = 300
+SCENES_MAX_AGE_S: Final = 300
+#: A code string longer than this is junk (every format is far shorter); it is a `deny`,
+#: never parsed. The body limit (settings.max_body_bytes) bounds it anyway.
+MAX_CODE_FIELD: Final = 64 * 1024
+
+
+def _accept(request: web.Request) -> str:
+    accept = request.headers.get("Accept", "")
+    kinds = [part.split(";")[0].strip().lower() for part in accept.split(",")]
+    for k in kinds:
+        if k in ("image/png", "image/svg+xml", "application/json"):
+            return k
+    if not accept or any(k in ("*/*", "application/*", "") for k in kinds):
+        return "application/json"
+    raise NotAcceptable("Ask for application/json, image/png or image/svg+xml")
+
+
+async def issue(request: web.Request) -> web.StreamResponse:
+    claims = await principal(request, kinds=("resident",), scope="codes:issue")
+    service = request.app[CODES]
+    person_id = service.person_of(claims)
+    face = "ykm"
+    region: str | None = None
+    if request.can_read_body:
+        body = await read_json(request)
+        face = require_str(body, "face", 16, required=False) or "ykm"
+        region = require_str(body, "region", 8, required=False)
+        if face not in ("ykm", "essc"):
+            raise InvalidRequest("face must be ykm or essc")
+    kind = _accept(request)
+    issued = await service.issue_code(person_id, face, claims.client_id, region)
+    if kind == "image/png":
+        resp = web.Response(status=201, body=render_png(issued.code), content_type="image/png")
+    elif kind == "image/svg+xml":
+        resp = web.Response(status=201, body=render_svg(issued.code),
+                            content_type="image/svg+xml")
+    else:
+        resp = web.json_response(issued.to_json(), status=201)
+    resp.headers["Vary"] = "Accept"
+    no_store(resp)
+    return resp
+
+
+def _scanned_at(body: dict[str, Any]) -> float | None:
+    raw = body.get("scanned_at")
+    if raw is None:
+        return None
+    if not isinstance(raw, str) or len(raw) > 64:
+        raise InvalidRequest("scanned_at must be an RFC 3339 date-time")
+    try:
+        t = datetime.fromisoformat(raw.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise InvalidRequest("scanned_at must be an RFC 3339 date-time") from None
+    if t.tzinfo is None:
+        raise InvalidRequest("scanned_at needs a time zone offset")
+    return t.timestamp()
+
+
+async def verify(request: web.Request) -> web.StreamResponse:
+    gate = await principal(request, kinds=("gate",), scope="codes:verify")
+    body = await read_json(request)
+    request_id = require_str(body, "request_id", 128)
+    scene = require_str(body, "scene", 64)
+    assert request_id is not None and scene is not None
+    service = request.app[CODES]
+    if scene not in service.scenes:
+        raise InvalidRequest("Unknown scene")
+    if gate.scene != scene:
+        raise Forbidden("This gate is registered for another scene")
+    code = body.get("code")
+    if code is None:
+        raise InvalidRequest("code is required")
+    scanned_at = _scanned_at(body)
+    if not isinstance(code, str) or len(code) > MAX_CODE_FIELD:
+        code = ""  # any non-code value a scanner could send is malformed, not an error
+    decision = await service.verify_code(code, scene, gate, request_id, scanned_at)
+    metrics = request.app.get(METRICS)
+    if metrics is not None:
+        metrics.decisions.labels(decision.face or "none", decision.decision,
+                                 decision.reason).inc()
+    return no_store(web.json_response(decision.to_json()))
+
+
+async def trust_list(request: web.Request) -> web.StreamResponse:
+    snap = request.app[CODES].trust.snapshot()
+    headers = {"ETag": snap.etag,
+               "Cache-Control": f"public, max-age={TRUST_LIST_MAX_AGE_S}"}
+    inm = request.headers.get("If-None-Match")
+    if inm is not None and (inm.strip() == "*" or snap.etag in
+                            [t.strip() for t in inm.split(",")]):
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=snap.body, content_type="application/json", headers=headers)
+
+
+async def scenes(request: web.Request) -> web.StreamResponse:
+    body = json.dumps(request.app[SCENES].to_json(), ensure_ascii=False)
+    return web.Response(text=body, content_type="application/json",
+                        headers={"Cache-Control": f"public, max-age={SCENES_MAX_AGE_S}"})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/v1/codes", issue)
+    app.router.add_post("/v1/codes/verify", verify)
+    app.router.add_get("/v1/trust-list", trust_list)
+    app.router.add_get("/v1/scenes", scenes)
+
+
+ESSC_KEYS_REFRESH_S: Final = 60.0
+
+
+async def codes_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Keeps the trust list's e-SSC platform keys fresh (start-up, then every minute); a
+    failed fetch keeps the keys already held (the platform publishes keys ahead of use)."""
+    service = app[CODES]
+
+    async def refresh() -> None:
+        while True:
+            try:
+                n = await service.refresh_essc_keys()
+                log.debug("trust_list.essc_keys", keys=n)
+            except Exception as exc:  # noqa: BLE001 - keep the keys we have, retry later
+                log.warning("trust_list.essc_keys_failed", error=type(exc).__name__)
+            await asyncio.sleep(ESSC_KEYS_REFRESH_S)
+
+    task = asyncio.ensure_future(refresh())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
