@@ -222,7 +222,8 @@ async def _clients(args: argparse.Namespace, kind_filter: str | None) -> int:
             client_id=args.client_id, kind=kind, display_name=args.name,
             auth_method=args.auth_method, secret_hash=hash_secret(secret) if secret else None,
             jwks=jwks, scopes=tuple(args.scope or DEFAULT_SCOPES[kind]),
-            sector=args.sector or "", redirect_uris=tuple(args.redirect_uri or ()),
+            sector=args.sector or "",
+            redirect_uris=tuple(getattr(args, "redirect_uri", None) or ()),
             scene=getattr(args, "scene", None), operator=getattr(args, "operator", None),
             created_at=time.time())
         await store.put(client)
