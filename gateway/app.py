@@ -212,6 +212,18 @@ async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
     app[meta.ISSUER] = settings.issuer
     app[meta.JWKS] = lambda: core.token_ring().jwks(clock.now())
     app[meta.READINESS] = core.readiness
+    # --- codes, trust list, scenes (issue 3; gateway/web/codes.py) ---
+    from gateway.services.codes import CodeService as _CodeService
+    from gateway.services.scenes import SceneCatalogue as _SceneCatalogue
+    from gateway.services.trustlist import TrustList as _TrustList
+    from gateway.web import codes as _codes
+    app[_codes.SCENES] = _SceneCatalogue.load(DATA_DIR / "scenes.json")
+    app[_codes.CODES] = _CodeService(
+        code_ring=core.code_ring, data_keys=data_keys, single_use=single_use,
+        scenes=app[_codes.SCENES], trust=_TrustList(core.code_ring, core.token_ring, clock.now),
+        clients=clients, clock=clock, code_ttl_s=settings.code_ttl_s,
+        max_skew_s=settings.code_max_skew_s, refresh_in_s=settings.code_refresh_in_s)
+    # --- end codes ---
 
     reloader = asyncio.ensure_future(_reload_rings(core))
     try:
@@ -255,6 +267,15 @@ def build_app(settings: Settings, clock: Clock | None = None) -> web.Application
     app[oauth.REVOCATION_HOOKS] = []
     app[oauth.INTROSPECTION_HOOKS] = []
     app.cleanup_ctx.append(_core_ctx)
+    # --- rate limits + overload shedding (issue 7; gateway/web/ratelimit.py) ---
+    from gateway.web import ratelimit as _ratelimit
+    _ratelimit.install(app, CORE)
+    # --- end rate limits ---
     meta.add_routes(app)
     oauth.add_routes(app)
+    # --- codes, trust list, scenes (issue 3) ---
+    from gateway.web import codes as _codes
+    app.cleanup_ctx.append(_codes.codes_ctx)
+    _codes.add_routes(app)
+    # --- end codes ---
     return app

@@ -31,6 +31,7 @@ from gateway.errors import (
     UnsupportedMediaType,
 )
 from gateway.services.auth import BearerAuthenticator
+from gateway.web.ratelimit import enforce_rate_limit  # issue 7: per-caller limits
 
 log = structlog.get_logger("gateway.http")
 
@@ -249,6 +250,9 @@ async def principal(request: web.Request, *, kinds: tuple[str, ...],
                         headers={"WWW-Authenticate":
                                  f'Bearer realm="gateway", error="insufficient_scope", '
                                  f'scope="{scope}"'})
+    # --- rate limit per caller, after authentication (issue 7; gateway/web/ratelimit.py) ---
+    await enforce_rate_limit(request, claims, scope)
+    # --- end rate limit ---
     return claims
 
 

@@ -1,0 +1,329 @@
+"""Rate limits and overload shedding at the HTTP edge (issue 7; docs/rate-limits.md,
+docs/performance.md).
+
+* **Per caller, after authentication**: `principal()` (gateway/web/http.py) calls
+  `enforce_rate_limit` once the bearer token is verified — one limiter hit per request:
+
+  | token kind | subject (Redis key `rl:{…}`) | limit kind |
+  |---|---|---|
+  | gate       | `gate:<client_id>`                     | `gate` |
+  | rp, app, … | `client:<client_id>`                   | `rp` (or the kind's own, if set) |
+  | resident   | `res:<HMAC of the pairwise sub>`       | `resident` |
+  | resident, scope `codes:issue` | `issue:<HMAC of the pairwise sub>` | `app_issue` |
+
+  The resident subject is a keyed hash (docs/rate-limits.md "Personal data"): the pairwise
+  subject never appears in Redis. Per-IP limits for login pages: `enforce_ip_limit`.
+* **Limits** default to `gateway.ratelimit.DEFAULT_LIMITS` plus `resident` (below); each kind
+  is overridable with `GATEWAY_RATELIMIT_<KIND>="rate/period_s/burst"` (e.g. `50/1/100`);
+  `GATEWAY_RATELIMIT_ENABLED=false` turns the per-caller limits off (e.g. behind an upstream
+  limiter). Bad values fail at start-up with a message naming the variable.
+* **Limiter**: `MemoryRateLimiter` without Redis (sandbox: one process); with Redis,
+  `CoalescedRedisRateLimiter` runs the same GCRA script (gcra.lua) by EVALSHA through the
+  `Coalescer`, so the hit rides in the one pipeline per loop tick with every other in-flight
+  request's commands instead of costing its own redis-py round trip.
+* **Answer**: 429 problem+json `rate_limited` with `Retry-After` and the RateLimit header
+  fields (draft-ietf-httpapi-ratelimit-headers); allowed answers carry the RateLimit fields too.
+* **Overload**: at most `GATEWAY_MAX_INFLIGHT` requests (default 256, 0 = unlimited) run at once
+  per worker; beyond that a request is answered at once with 503 `unavailable` and
+  `Retry-After: 1`, so latency stays bounded instead of growing with the queue. Probes
+  (/healthz, /readyz, /metrics) are never shed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Protocol
+
+import redis.exceptions
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter
+
+from gateway.authz.tokens import AccessTokenClaims
+from gateway.clock import Clock
+from gateway.errors import RateLimited
+from gateway.ratelimit import (
+    DEFAULT_LIMITS,
+    Limit,
+    MemoryRateLimiter,
+    RateLimiter,
+    gcra_lua,
+    rate_limit_headers,
+)
+from gateway.ratelimit.gcra import Decision, DecisionUs, check_cost, decision_from_us
+from gateway.settings import SettingsError
+
+ENV_PREFIX = "GATEWAY_RATELIMIT_"
+ISSUE_SCOPE = "codes:issue"
+
+#: DEFAULT_LIMITS plus the general per-resident limit (this module's choice: a resident app
+#: refreshes a code every ~20 s and polls a login or consent now and then; 10/s sustained,
+#: 20 at once is far above any honest use and far below a scripted abuse).
+LIMIT_DEFAULTS: Mapping[str, Limit] = MappingProxyType({
+    **DEFAULT_LIMITS,
+    "resident": Limit(rate=10, period_s=1, burst=20),
+})
+
+RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
+RL_SUBJECT_KEY = web.AppKey("rate_limit_subject_key", bytes)
+RL_HEADERS = web.RequestKey("rate_limit_headers", dict)
+
+
+# ---------------------------------------------------------------- configuration
+
+def parse_limit(name: str, raw: str) -> Limit:
+    """`rate/period_s/burst` → Limit, e.g. `50/1/100` (50 per second, 100 at once) or
+    `30/60/10` (30 per minute, 10 at once). `name` is the variable, for the message."""
+    parts = raw.strip().split("/")
+    if len(parts) != 3:
+        raise SettingsError(
+            f"{name} must be 'rate/period_s/burst' (e.g. '50/1/100'), got {raw!r}")
+    try:
+        rate, period_s, burst = int(parts[0]), float(parts[1]), int(parts[2])
+    except ValueError:
+        raise SettingsError(
+            f"{name}: rate and burst must be integers and period_s a number of seconds, "
+            f"got {raw!r}") from None
+    try:
+        return Limit(rate=rate, period_s=period_s, burst=burst)
+    except ValueError as exc:
+        raise SettingsError(f"{name}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class RateLimitConfig:
+    enabled: bool = True
+    limits: Mapping[str, Limit] = field(default_factory=lambda: dict(LIMIT_DEFAULTS))
+    max_inflight: int = 256
+
+
+def config_from_env(env: Mapping[str, str] | None = None) -> RateLimitConfig:
+    """Read GATEWAY_RATELIMIT_<KIND>, GATEWAY_RATELIMIT_ENABLED and GATEWAY_MAX_INFLIGHT.
+
+    An unknown kind is an error (a typo would otherwise silently keep the default)."""
+    e = os.environ if env is None else env
+    limits = dict(LIMIT_DEFAULTS)
+    enabled = True
+    for name, raw in e.items():
+        if not name.startswith(ENV_PREFIX) or raw == "":
+            continue
+        kind = name[len(ENV_PREFIX):].lower()
+        if kind == "enabled":
+            if raw.lower() in ("1", "true", "yes", "on"):
+                enabled = True
+            elif raw.lower() in ("0", "false", "no", "off"):
+                enabled = False
+            else:
+                raise SettingsError(f"{name} must be true or false, got {raw!r}")
+            continue
+        if kind not in LIMIT_DEFAULTS:
+            known = ", ".join(ENV_PREFIX + k.upper() for k in LIMIT_DEFAULTS)
+            raise SettingsError(f"{name} names no rate-limit kind; known: {known}")
+        limits[kind] = parse_limit(name, raw)
+    raw_inflight = e.get("GATEWAY_MAX_INFLIGHT", "")
+    max_inflight = 256
+    if raw_inflight != "":
+        try:
+            max_inflight = int(raw_inflight)
+        except ValueError:
+            raise SettingsError(
+                f"GATEWAY_MAX_INFLIGHT must be an integer, got {raw_inflight!r}") from None
+        if not 0 <= max_inflight <= 1_000_000:
+            raise SettingsError("GATEWAY_MAX_INFLIGHT must be between 0 (off) and 1000000")
+    return RateLimitConfig(enabled=enabled, limits=limits, max_inflight=max_inflight)
+
+
+RATE_LIMITS = web.AppKey("rate_limits", RateLimitConfig)
+
+
+# ---------------------------------------------------------------- the Redis limiter
+
+class CommandQueue(Protocol):
+    """What the limiter needs of `gateway.adapters.redis_store.Coalescer`."""
+
+    def execute(self, *args: Any, **options: Any) -> Awaitable[Any]: ...
+
+
+class CoalescedRedisRateLimiter:
+    """GCRA in Redis (gateway/ratelimit/gcra.lua, same script and keys as
+    `gateway.adapters.redis_ratelimit.RedisRateLimiter`) sent by EVALSHA through the
+    Coalescer: one pipeline per loop tick for all in-flight requests.
+
+    `load()` (SCRIPT LOAD) runs at start-up; on NOSCRIPT (failover, SCRIPT FLUSH) the script
+    is loaded again and the hit retried once. Time is Redis TIME (one clock for all workers).
+    """
+
+    def __init__(self, commands: CommandQueue, script_load: Callable[[str], Awaitable[Any]],
+                 prefix: str = "rl:") -> None:
+        self._commands = commands
+        self._script_load = script_load
+        self._prefix = prefix
+        self._script = gcra_lua()
+        self._sha = hashlib.sha1(self._script.encode("utf-8")).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1
+
+    async def load(self) -> None:
+        await self._script_load(self._script)
+
+    def key_for(self, key: str) -> str:
+        if "{" in key or "}" in key:
+            raise ValueError("rate-limit subject keys must not contain braces")
+        return f"{self._prefix}{{{key}}}"
+
+    async def hit(self, key: str, limit: Limit, cost: int = 1) -> Decision:
+        check_cost(cost, limit.burst)
+        args = ("EVALSHA", self._sha, 1, self.key_for(key), limit.emission_interval_us,
+                limit.burst, cost)
+        try:
+            reply = await self._commands.execute(*args)
+        except redis.exceptions.NoScriptError:
+            await self.load()
+            reply = await self._commands.execute(*args)
+        allowed, remaining, retry_us, reset_us = reply
+        return decision_from_us(
+            DecisionUs(allowed=bool(allowed), remaining=int(remaining),
+                       retry_after_us=int(retry_us), reset_after_us=int(reset_us),
+                       new_tat_us=None),
+            limit)
+
+
+# ---------------------------------------------------------------- per-caller limits
+
+def subject_key(master: bytes) -> bytes:
+    """The key for hashing resident subjects (HMAC as a PRF over a fixed label)."""
+    return hmac.new(master, b"cq-gateway/ratelimit-subject", hashlib.sha256).digest()
+
+
+def caller_subject(claims: AccessTokenClaims, scope: str | None, hkey: bytes,
+                   limits: Mapping[str, Limit]) -> tuple[str, str]:
+    """(limit kind, subject) for one authenticated call; see the module's table."""
+    if claims.kind == "gate":
+        return "gate", f"gate:{claims.client_id}"
+    if claims.kind == "resident":
+        h = hmac.new(hkey, claims.sub.encode("utf-8"), hashlib.sha256).hexdigest()[:32]
+        if scope == ISSUE_SCOPE:
+            return "app_issue", f"issue:{h}"
+        return "resident", f"res:{h}"
+    kind = claims.kind if claims.kind in limits else "rp"
+    return kind, f"client:{claims.client_id}"
+
+
+async def _spend(request: web.Request, kind: str, subject: str) -> None:
+    limit = request.app[RATE_LIMITS].limits[kind]
+    decision = await request.app[RATE_LIMITER].hit(subject, limit)
+    headers = rate_limit_headers(decision, kind)
+    if not decision.allowed:
+        raise RateLimited(int(headers["Retry-After"]),
+                          "Too many requests from this caller; retry after the indicated time",
+                          headers=headers)
+    request[RL_HEADERS] = headers
+
+
+async def enforce_rate_limit(request: web.Request, claims: AccessTokenClaims,
+                             scope: str | None = None) -> None:
+    """One limiter hit for an authenticated caller; raises RateLimited (429) when over.
+
+    A no-op when the app has no limiter (rate limits disabled or not installed)."""
+    if RATE_LIMITER not in request.app:
+        return
+    kind, subject = caller_subject(claims, scope, request.app[RL_SUBJECT_KEY],
+                                   request.app[RATE_LIMITS].limits)
+    await _spend(request, kind, subject)
+
+
+async def enforce_ip_limit(request: web.Request, kind: str = "login_ip") -> None:
+    """Per client IP (login pages): `ip:<remote address>` under the `login_ip` limit."""
+    if RATE_LIMITER not in request.app:
+        return
+    await _spend(request, kind, f"ip:{request.remote or 'unknown'}")
+
+
+# ---------------------------------------------------------------- overload shedding
+
+NEVER_SHED = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+class LoadShedder:
+    """Counts the requests in flight in this worker; past `max_inflight`, answers 503."""
+
+    def __init__(self, max_inflight: int, registry: CollectorRegistry | None) -> None:
+        self.max_inflight = max_inflight
+        self.inflight = 0
+        self.shed = (Counter("gateway_shed_total", "Requests shed (503) at max in-flight",
+                             registry=registry) if registry is not None else None)
+
+
+SHEDDER = web.AppKey("load_shedder", LoadShedder)
+
+
+def _shed_response(request: web.Request, rid: str) -> web.Response:
+    body = {"type": "https://gateway.example/problems/unavailable",
+            "title": "Temporarily unavailable", "status": 503, "code": "unavailable",
+            "detail": "The gateway is at capacity; retry shortly", "request_id": rid}
+    return web.Response(status=503, text=json.dumps(body), content_type="application/problem+json",
+                        headers={"Retry-After": "1", "Cache-Control": "no-store"})
+
+
+def _make_middleware(request_id_of: Callable[[web.Request], str]) -> Any:
+    @web.middleware
+    async def limit_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+        shedder: LoadShedder | None = request.app.get(SHEDDER)
+        if shedder is None or shedder.max_inflight == 0:
+            resp: web.StreamResponse = await handler(request)
+        else:
+            if shedder.inflight >= shedder.max_inflight and request.path not in NEVER_SHED:
+                # No log line: under overload a line per shed request would add to the load.
+                if shedder.shed is not None:
+                    shedder.shed.inc()
+                return _shed_response(request, request_id_of(request))
+            shedder.inflight += 1
+            try:
+                resp = await handler(request)
+            finally:
+                shedder.inflight -= 1
+        headers = request.get(RL_HEADERS)
+        if headers:
+            for k, v in headers.items():
+                resp.headers.setdefault(k, v)
+        return resp
+
+    return limit_middleware
+
+
+# ---------------------------------------------------------------- wiring
+
+def install(app: web.Application, core_key: web.AppKey[Any],
+            env: Mapping[str, str] | None = None) -> RateLimitConfig:
+    """Add the limiter middleware (inside the edge middleware) and a cleanup context that
+    builds the limiter from the app's Core once it exists. Reads the configuration now, so a
+    bad GATEWAY_RATELIMIT_* fails at start-up."""
+    from gateway.web.http import REGISTRY, REQUEST_ID
+
+    config = config_from_env(env)
+    app.middlewares.append(_make_middleware(lambda r: r.get(REQUEST_ID, "")))
+    app[SHEDDER] = LoadShedder(config.max_inflight, app.get(REGISTRY))
+
+    async def ctx(app: web.Application) -> Any:
+        if config.enabled:
+            core = app[core_key]
+            limiter: RateLimiter
+            if core.redis is not None and core.coalescer is not None:
+                redis_limiter = CoalescedRedisRateLimiter(
+                    core.coalescer, core.redis.script_load,
+                    prefix=core.settings.redis_prefix + "rl:")
+                await redis_limiter.load()
+                limiter = redis_limiter
+            else:
+                clock: Clock = core.clock
+                limiter = MemoryRateLimiter(clock)
+            app[RATE_LIMITER] = limiter
+            app[RATE_LIMITS] = config
+            app[RL_SUBJECT_KEY] = subject_key(core.data_keys.code_holder_key)
+        yield
+
+    app.cleanup_ctx.append(ctx)
+    return config
