@@ -57,7 +57,8 @@ def test_clients_register_list_disable(tmp_path: Path, redis_url: str) -> None:
     stored = redis.Redis.from_url(redis_url).get("clitest:client:gate-x")
     assert stored is not None and out["client_secret"].encode() not in stored
     listed = run(["gates", "list"], env, tmp_path).stdout
-    assert "gate-x" in listed and "secret" not in listed
+    assert "gate-x" in listed and "secret_hash" not in listed
+    assert out["client_secret"] not in listed
     assert run(["gates", "disable", "gate-x"], env, tmp_path).returncode == 0
     assert '"disabled": true' in run(["gates", "list"], env, tmp_path).stdout
     assert run(["gates", "register", "gate-x", "--name", "x", "--scene", "metro",
@@ -91,24 +92,23 @@ def test_serve_two_workers_share_the_port_and_drain_on_sigterm(tmp_path: Path,
     port = free_port()
     env = base_env(tmp_path, GATEWAY_REDIS_URL=redis_url, GATEWAY_PORT=str(port),
                    GATEWAY_REDIS_PREFIX="servetest:", GATEWAY_SHUTDOWN_TIMEOUT_S="5")
-    proc = subprocess.Popen([PY, "-m", "gateway", "serve", "--workers", "2"], env=env,
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    log = tmp_path / "serve.log"
+    with open(log, "w") as sink:
+        proc = subprocess.Popen([PY, "-m", "gateway", "serve", "--workers", "2"], env=env,
+                                cwd=tmp_path, stdout=sink, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 30
-        while True:
-            try:
-                status, body = _get(f"http://127.0.0.1:{port}/readyz")
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "server did not come up"
-                time.sleep(0.2)
+        while log.read_text().count("server.started") < 2:
+            assert time.monotonic() < deadline, "workers did not come up"
+            time.sleep(0.2)
+        status, body = _get(f"http://127.0.0.1:{port}/readyz")
         assert status == 200 and json.loads(body)["checks"]["redis"] == "ok"
         proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=30)
+        proc.wait(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
+    out = log.read_text()
     assert proc.returncode == 0
     assert out.count("server.started") == 2 and out.count("server.stopped") == 2
     for secret_word in ("client_secret", "PRIVATE KEY"):
