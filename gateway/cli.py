@@ -141,9 +141,9 @@ def cmd_keys(args: argparse.Namespace) -> int:
             if files.exists() and not args.force:
                 print(f"{p}: ring exists at {files.dir} (use `gateway keys rotate`)")
                 continue
-            from gateway.authz.keyring import bootstrap
+            from gateway.authz.keyring import Alg, bootstrap
 
-            alg = args.alg or ("ES256" if p == "token" else "EdDSA")
+            alg: Alg = args.alg or ("ES256" if p == "token" else "EdDSA")
             with files._locked():
                 files.save(bootstrap(p, alg, now))
             print(f"{p}: generated a new {alg} ring in {files.dir}")
@@ -164,8 +164,10 @@ def cmd_keys(args: argparse.Namespace) -> int:
             print(f"{p}: no ring")
             continue
         for k in files.load().keys:
-            until = f" verifies until {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(k.verify_until))}" \
-                if k.verify_until else ""
+            until = ""
+            if k.verify_until:
+                stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(k.verify_until))
+                until = f" verifies until {stamp}"
             print(f"{p}\t{k.kid}\t{k.alg}\t{k.state}{until}")
     return 0
 
@@ -182,7 +184,7 @@ async def _client_store(settings: Settings) -> Any:
 
 
 async def _clients(args: argparse.Namespace, kind_filter: str | None) -> int:
-    from gateway.authz.clients import DEFAULT_SCOPES, Client, hash_secret, new_secret
+    from gateway.authz.clients import DEFAULT_SCOPES, Client, ClientKind, hash_secret, new_secret
 
     settings = _settings(args)
     redis, store = await _client_store(settings)
@@ -204,7 +206,7 @@ async def _clients(args: argparse.Namespace, kind_filter: str | None) -> int:
             await store.put(replace(c, disabled=True))
             print(f"disabled {args.client_id}")
             return 0
-        kind = kind_filter or args.kind
+        kind: ClientKind = kind_filter or args.kind  # type: ignore[assignment]
         if await store.get(args.client_id) is not None:
             print(f"client {args.client_id} exists", file=sys.stderr)
             return 1

@@ -85,7 +85,8 @@ class Settings:
         redis_url = e.get("GATEWAY_REDIS_URL") or None
         if redis_url is not None and not redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise SettingsError("GATEWAY_REDIS_URL must start with redis://, rediss:// or unix://")
-        default_issuer = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+        wildcard = host in ("0.0.0.0", "::")  # noqa: S104 - detecting, not binding
+        default_issuer = f"http://{'127.0.0.1' if wildcard else host}:{port}"
         issuer = (e.get("GATEWAY_ISSUER") or default_issuer).rstrip("/")
         if not issuer.startswith(("https://", "http://")):
             raise SettingsError("GATEWAY_ISSUER must be an http(s) URL")

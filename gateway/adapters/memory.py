@@ -19,7 +19,7 @@ class MemorySingleUse:
 
     def _purge(self, now: float) -> None:
         while self._expiry and self._expiry[0][0] <= now:
-            exp, key = heapq.heappop(self._expiry)
+            _, key = heapq.heappop(self._expiry)
             item = self._items.get(key)
             if item is not None and item[0] <= now:
                 del self._items[key]

@@ -130,6 +130,9 @@ def rotate(ring: KeyRing, now: float, max_lifetime_s: float, alg: Alg | None = N
         elif k.verifies_at(now):
             out.append(k)
     if not promoted:
-        out.append(new_key(alg or ring.current().alg, "current", now))
-    out.append(new_key(alg or next(k.alg for k in out if k.state == "current"), "next", now))
+        out.append(new_key(alg if alg is not None else ring.current().alg, "current", now))
+    current_alg: Alg = next(k.alg for k in out if k.state == "current")
+    # Algorithm agility: the new next key may use another algorithm; it is published a full
+    # rotation before it signs anything.
+    out.append(new_key(alg if alg is not None else current_alg, "next", now))
     return KeyRing(ring.purpose, tuple(out))

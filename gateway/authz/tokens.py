@@ -96,9 +96,10 @@ class AccessTokens:
         self.issuer = issuer
         self._now = clock
 
-    def issue(self, *, client_id: str, kind: str, sub: str, scopes: tuple[str, ...] | frozenset[str],
-              ttl_s: int, scene: str | None = None, sealed_person: str | None = None,
-              sid: str | None = None, audience: str | None = None) -> tuple[str, AccessTokenClaims]:
+    def issue(self, *, client_id: str, kind: str, sub: str,
+              scopes: tuple[str, ...] | frozenset[str], ttl_s: int, scene: str | None = None,
+              sealed_person: str | None = None, sid: str | None = None,
+              audience: str | None = None) -> tuple[str, AccessTokenClaims]:
         now = int(self._now())
         claims = AccessTokenClaims(
             jti=secrets.token_urlsafe(16), client_id=client_id, kind=kind, sub=sub,

@@ -25,7 +25,8 @@ class Grant(Protocol):
     async def __call__(self, client: Client, form: Mapping[str, str]) -> dict[str, Any]: ...
 
 
-def _scopes(requested: str | None, allowed: tuple[str, ...], default: tuple[str, ...]) -> tuple[str, ...]:
+def _scopes(requested: str | None, allowed: tuple[str, ...],
+            default: tuple[str, ...]) -> tuple[str, ...]:
     """RFC 6749 §3.3: the granted scope is the requested one if every part is allowed."""
     if requested is None or requested.strip() == "":
         return default

@@ -10,10 +10,12 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gateway.web.http import REGISTRY, problem, REQUEST_ID
+from gateway.web.http import REGISTRY, REQUEST_ID, problem
 
-READINESS = web.AppKey("readiness_checks", list[tuple[str, Callable[[], Awaitable[None]]]])
-JWKS = web.AppKey("jwks", Callable[[], dict[str, Any]])
+ReadinessChecks = list[tuple[str, Callable[[], Awaitable[Any]]]]
+READINESS: web.AppKey[ReadinessChecks] = web.AppKey("readiness_checks")
+JwksProvider = Callable[[], dict[str, Any]]
+JWKS: web.AppKey[JwksProvider] = web.AppKey("jwks")
 ISSUER = web.AppKey("issuer", str)
 
 OPENAPI_FILE = Path(__file__).resolve().parent.parent / "data" / "openapi.yaml"

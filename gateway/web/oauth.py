@@ -75,7 +75,8 @@ async def introspect(request: web.Request) -> web.Response:
     body: dict[str, object] = {
         "active": True, "client_id": claims.client_id, "scope": " ".join(sorted(claims.scopes)),
         "sub": claims.sub, "exp": claims.exp, "iat": claims.iat, "jti": claims.jti,
-        "token_type": "Bearer", "iss": request.app[TOKENS_ISSUER], "aud": request.app[TOKENS_ISSUER],
+        "token_type": "Bearer", "iss": request.app[TOKENS_ISSUER],
+        "aud": request.app[TOKENS_ISSUER],
     }
     if claims.scene:
         body["scene"] = claims.scene

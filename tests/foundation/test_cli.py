@@ -82,7 +82,7 @@ def test_production_refuses_to_start_without_redis_or_keys(tmp_path: Path) -> No
 
 
 def _get(url: str) -> tuple[int, bytes]:
-    with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - loopback test server
+    with urllib.request.urlopen(url, timeout=5) as resp:
         return resp.status, resp.read()
 
 

@@ -120,5 +120,6 @@ async def test_key_rotation_keeps_old_tokens_valid(gw: Gateway) -> None:
     r = await gw.client.post("/oauth2/introspect", data={"token": old},
                              headers={"Authorization": gw.basic("gate-metro-l1-xiaoshizi")})
     assert (await r.json())["active"] is True
-    kids = {k["kid"] for k in (await (await gw.client.get("/.well-known/jwks.json")).json())["keys"]}
+    jwks = await (await gw.client.get("/.well-known/jwks.json")).json()
+    kids = {k["kid"] for k in jwks["keys"]}
     assert jwt.get_unverified_header(old)["kid"] in kids
