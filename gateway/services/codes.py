@@ -43,9 +43,10 @@ from gateway.codec import (
     encode_ykm,
     verify_code,
 )
-from gateway.errors import Conflict, Forbidden, InvalidRequest, Unavailable
+from gateway.errors import Conflict, Forbidden, InvalidRequest, NotFound, Unavailable
 from gateway.ports import ClientStore, SingleUse
 from gateway.services.decision import Face, Reason, VerifyDecision
+from gateway.services.identity import Person
 from gateway.services.scenes import SceneCatalogue
 from gateway.services.trustlist import TrustList
 from gateway.services.upstream import EsscPlatform
@@ -94,18 +95,20 @@ def open_holder_handle(key: bytes, holder: bytes, nonce: bytes) -> str:
 
 
 class CodeIdentity(Protocol):
-    """What codes need from the identity service (gateway/services/identity.py)."""
+    """What codes need from the identity service (gateway/services/identity.py,
+    ``IdentityService`` satisfies it structurally)."""
 
     async def essc_account(self, person_id: str,
-                           region: str | None) -> tuple[str, str] | None:
-        """(platform holder account id, region) of the person's linked e-SSC, if any."""
+                           region: str | None = None) -> tuple[str, str] | None:
+        """(region, platform card-holder id) of the person's active e-SSC, if any."""
         ...
 
-    async def person_by_essc(self, region: str, holder_account_id: str) -> str | None:
-        """The person id linked to this e-SSC holder account, if any."""
-        ...
+    async def find_by_credential(self, kind: str, region: str | None,
+                                 ref: str) -> Person | None: ...
 
-    def is_revoked(self, person_id: str, face: str, region: str | None) -> bool:
+    def ref_hash(self, kind: str, region: str | None, ref: str) -> str: ...
+
+    def is_card_revoked(self, ref_hash: str) -> bool:
         """In-process revocation view (no I/O on the hot path)."""
         ...
 
@@ -220,7 +223,7 @@ class CodeService:
         account = await self.identity.essc_account(person_id, region)
         if account is None:
             raise Conflict("No electronic social security card is linked")
-        holder, acct_region = account
+        acct_region, holder = account
         code = await self.essc.issue_code(holder, acct_region)
         try:
             claims = decode(code).claims
@@ -263,9 +266,6 @@ class CodeService:
         person_id = await self._person(claims)
         if person_id is None:
             return self._deny("revoked", face, request_id, verified_at, scene_id)
-        if self.identity is not None and self.identity.is_revoked(person_id, face,
-                                                                  claims.region):
-            return self._deny("revoked", face, request_id, verified_at, scene_id)
         sector = await self._clients.sector(gate.client_id)
         if sector is None:
             return self._deny("scene_not_permitted", face, request_id, verified_at, scene_id)
@@ -275,9 +275,16 @@ class CodeService:
                                  f"{gate.client_id}|{request_id}|{verified_at}")
         attributes: dict[str, Any] = {}
         if scene.attributes and self.identity is not None:
-            prev, attributes = await asyncio.gather(
-                claim, self.identity.disclose(person_id, scene.attributes))
-            attributes = {k: v for k, v in attributes.items() if k in scene.attributes}
+            prev, disclosed = await asyncio.gather(
+                claim, self.identity.disclose(person_id, scene.attributes),
+                return_exceptions=True)
+            if isinstance(prev, BaseException):
+                raise prev
+            if isinstance(disclosed, NotFound):  # the person record is gone
+                return self._deny("revoked", face, request_id, verified_at, scene_id)
+            if isinstance(disclosed, BaseException):
+                raise disclosed
+            attributes = {k: v for k, v in disclosed.items() if k in scene.attributes}
         else:
             prev = await claim
         if prev is not None:
@@ -292,6 +299,10 @@ class CodeService:
                               attributes=attributes)
 
     async def _person(self, claims: CodeClaims) -> str | None:
+        """The person behind a verified code; None when unknown or the credential is revoked.
+
+        ykm: decrypt the holder handle (no I/O). essc: the linked credential by its keyed hash
+        (one store read), then the in-process revocation view."""
         if claims.face == "ykm":
             return open_holder_handle(self._keys.code_holder_key, claims.holder, claims.nonce)
         if self.identity is None or claims.region is None:
@@ -300,7 +311,14 @@ class CodeService:
             holder = claims.holder.decode("ascii")
         except UnicodeDecodeError:
             return None
-        return await self.identity.person_by_essc(claims.region, holder)
+        ref_hash = self.identity.ref_hash("essc", claims.region, holder)
+        if self.identity.is_card_revoked(ref_hash):
+            return None
+        person = await self.identity.find_by_credential("essc", claims.region, holder)
+        cred = person.by_ref(ref_hash) if person is not None else None
+        if person is None or cred is None or cred.status != "active":
+            return None
+        return person.person_id
 
     async def _expired_retry(self, code: str, client_id: str, request_id: str,
                              scene_id: str) -> VerifyDecision | None:
