@@ -249,6 +249,147 @@ async def _reload_rings(core: Core, every_s: float = 2.0) -> None:
                 log.exception("keys.reload_failed", purpose=holder.files.purpose)
 
 
+# --- identity (issue 4; gateway/services/identity.py, gateway/web/identity.py, sandbox.py) ---
+async def _identity_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The one-person identity: store, upstream clients (one aiohttp session), the assertion
+    router for token exchange and links, card taps, and (sandbox) the demo residents."""
+    import aiohttp
+
+    from gateway.adapters.memory_identity import MemoryIdentityStore
+    from gateway.adapters.redis_identity import RedisIdentityStore, RevocationFollower
+    from gateway.adapters.sandbox import ESSC_ISSUER_PREFIX, YKB_ISSUER, PsamSandbox
+    from gateway.adapters.upstream import EsscPlatformClient, UpstreamPolicy, YkbClient
+    from gateway.services import identity as ids
+    from gateway.services.scenes import SceneCatalogue
+    from gateway.services.tokens import ResidentRef, TokenExchangeGrant
+    from gateway.services.upstream import PsamAttestation, UpstreamIdentity
+    from gateway.web import codes as _codes
+    from gateway.web import identity as _identity
+
+    core = app[CORE]
+    settings, clock = core.settings, core.clock
+    master = load_data_master_key(settings.keys_dir, create=settings.is_sandbox,
+                                  env_value=_env("GATEWAY_DATA_KEY"))
+    store: Any = (RedisIdentityStore(core.redis, settings.redis_prefix, core.coalescer)
+                  if core.redis is not None else MemoryIdentityStore())
+    service = ids.IdentityService(store, clock, core.data_keys,
+                                  ref_seal_key=ids.credential_seal_key(master))
+    regions = tuple(r.strip() for r in (_env("GATEWAY_ESSC_REGIONS") or "CQ,SC").split(","))
+    policy = UpstreamPolicy(timeout_s=settings.upstream_timeout_s,
+                            connect_timeout_s=min(1.0, settings.upstream_timeout_s))
+    if settings.is_sandbox:
+        base = settings.issuer + "/sandbox/upstreams"
+        ykb_url, essc_url = base + "/ykb", base + "/essc"
+        ykb_iss, essc_prefix = YKB_ISSUER, ESSC_ISSUER_PREFIX
+        psam = PsamAttestation(master_key=PsamSandbox(settings.keys_dir).master_key)
+    else:
+        ykb_url = _env("GATEWAY_YKB_URL") or "https://ykb.invalid"
+        essc_url = _env("GATEWAY_ESSC_URL") or "https://essc.invalid"
+        ykb_iss = _env("GATEWAY_YKB_ISSUER") or YKB_ISSUER
+        essc_prefix = _env("GATEWAY_ESSC_ISSUER_PREFIX") or ESSC_ISSUER_PREFIX
+        keys_file = _env("GATEWAY_PSAM_GATE_KEYS")  # JSON {gate_client_id: base64 K_gate}
+        import base64
+
+        gate_keys = ({g: base64.b64decode(k) for g, k in
+                      json.loads(Path(keys_file).read_text("utf-8")).items()}
+                     if keys_file else {})
+        psam = PsamAttestation(gate_keys=gate_keys)
+    session = aiohttp.ClientSession()
+    ykb = YkbClient(session, ykb_url, issuer=ykb_iss, audience=settings.issuer, clock=clock,
+                    policy=policy)
+    essc = EsscPlatformClient(session, essc_url, regions=regions, issuer_prefix=essc_prefix,
+                              audience=settings.issuer, clock=clock, policy=policy)
+    router = ids.AssertionRouter({ykb.issuer: ykb, **{iss: essc for iss in essc.issuers}})
+
+    async def resolve_person(ident: UpstreamIdentity) -> ResidentRef:
+        return ResidentRef((await service.resolve_upstream(ident)).person_id)
+
+    app[oauth.TOKENS].register(TokenExchangeGrant(
+        app[ACCESS_TOKENS], core.data_keys, core.single_use, router, resolve_person,
+        clock.now, settings.access_token_ttl_s))
+    scenes = (app[_codes.SCENES] if _codes.SCENES in app
+              else SceneCatalogue.load(DATA_DIR / "scenes.json"))
+    app[_identity.IDENTITY] = service
+    app[_identity.LINKS] = ids.Links(service, router, core.single_use)
+    app[_identity.CARD_TAPS] = ids.CardTaps(service, psam, core.single_use, regions=regions)
+    app[_identity.IDENTITY_SCENES] = scenes
+    app[_identity.IDENTITY_CLIENTS] = core.clients
+    if _codes.CODES in app:
+        codes_service = app[_codes.CODES]
+        if codes_service.identity is None:
+            codes_service.identity = ids.CodeIdentityAdapter(service)
+        if codes_service.essc is None:
+            codes_service.essc = essc
+    if settings.is_sandbox:
+        residents_doc = json.loads((DATA_DIR / "residents.json").read_text("utf-8"))
+        report = await service.sync(ids.registry_entries(residents_doc))
+        log.info("identity.demo_residents", persons=report.persons, created=report.created)
+    follower = None
+    if isinstance(store, RedisIdentityStore) and core.redis is not None:
+        follower = RevocationFollower(core.redis, store, service)
+        await follower.start()
+    try:
+        yield
+    finally:
+        if follower is not None:
+            await follower.stop()
+        await session.close()
+
+
+def _mount_sandbox(app: web.Application, settings: Settings) -> None:
+    """Sandbox: the upstream platforms as sub-apps under /sandbox/upstreams/<name>, and the
+    /sandbox/v1/* endpoints (never registered in production: 404 there)."""
+    from cryptography.hazmat.primitives import serialization
+    from jwt.algorithms import ECAlgorithm
+
+    from gateway.adapters.sandbox import (
+        ESSC_SANDBOX,
+        YKB_SANDBOX,
+        PsamSandbox,
+        build_sandbox_upstreams,
+    )
+    from gateway.services.upstream import load_residents
+    from gateway.web import sandbox as _sandbox
+
+    residents = load_residents()
+    subs = build_sandbox_upstreams(residents, settings.keys_dir, settings.issuer,
+                                   clock=app[CLOCK])
+    for name, sub in subs.items():
+        app.add_subapp(f"/sandbox/upstreams/{name}", sub)
+    app[_sandbox.RESIDENTS] = residents
+    app[_sandbox.YKB] = subs["ykb"][YKB_SANDBOX]
+    app[_sandbox.ESSC] = subs["essc"][ESSC_SANDBOX]
+    app[_sandbox.PSAM] = PsamSandbox(settings.keys_dir)
+
+    def listing() -> dict[str, Any]:
+        demo = json.loads((settings.demo_data or DATA_DIR / "demo.json").read_text("utf-8"))
+        secrets_ = demo_secrets(settings)
+        out: dict[str, Any] = {"clients": [], "gates": []}
+        for group in ("clients", "gates"):
+            for c in demo[group]:
+                kind = c.get("kind", "gate")
+                entry = {"client_id": c["client_id"], "kind": kind,
+                         "display_name": c["display_name"],
+                         "auth_method": c.get("auth_method", "client_secret_basic"),
+                         "scopes": list(c.get("scopes") or DEFAULT_SCOPES[kind]),
+                         "sector": c.get("sector"), "scene": c.get("scene")}
+                cred = secrets_.get(c["client_id"], {})
+                if "client_secret" in cred:
+                    entry["client_secret"] = cred["client_secret"]
+                if "private_key_pem" in cred:
+                    pk = serialization.load_pem_private_key(
+                        cred["private_key_pem"].encode(), password=None)
+                    jwk = json.loads(ECAlgorithm.to_jwk(pk))  # type: ignore[arg-type]
+                    jwk.update(kid=cred["public_jwk"]["kid"], alg="ES256", use="sig")
+                    entry["private_jwk"] = jwk
+                out[group].append(entry)
+        return out
+
+    app[_sandbox.DEMO] = listing
+    _sandbox.add_routes(app)
+# --- end identity ---
+
+
 SETTINGS = web.AppKey("settings", Settings)
 CLOCK = web.AppKey("clock", Clock)
 TOKEN_SIGNER = web.AppKey("token_signer", JwtSigner)
@@ -267,6 +408,13 @@ def build_app(settings: Settings, clock: Clock | None = None) -> web.Application
     app[oauth.REVOCATION_HOOKS] = []
     app[oauth.INTROSPECTION_HOOKS] = []
     app.cleanup_ctx.append(_core_ctx)
+    # --- identity + sandbox (issue 4) ---
+    from gateway.web import identity as _identity
+    app.cleanup_ctx.append(_identity_ctx)
+    _identity.add_routes(app)
+    if settings.is_sandbox:
+        _mount_sandbox(app, settings)
+    # --- end identity + sandbox ---
     # --- rate limits + overload shedding (issue 7; gateway/web/ratelimit.py) ---
     from gateway.web import ratelimit as _ratelimit
     _ratelimit.install(app, CORE)

@@ -35,8 +35,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from gateway.authz.datakeys import DataKeys, SealError, derive
 from gateway.clock import Clock
-from gateway.errors import Conflict, IdentityMismatch, NotFound
+from gateway.errors import Conflict, IdentityMismatch, InvalidRequest, NotFound
 from gateway.services.upstream import (
+    AssertionRejected,
     UpstreamIdentity,
     is_valid_card_no,
     is_valid_citizen_id,
@@ -647,3 +648,208 @@ def registry_entries(doc: Mapping[str, Any]) -> list[RegistryEntry]:
 
 
 PersonResolverFn = Callable[[UpstreamIdentity], Awaitable[Person]]
+
+
+# --------------------------------------------------------------------------------------------
+# Linking by upstream assertion (POST /v1/me/links)
+# --------------------------------------------------------------------------------------------
+
+class _Claimer(Protocol):
+    async def claim(self, key: str, ttl_s: float, value: str = "1") -> str | None: ...
+
+
+AssertionCheck = Callable[[str], Awaitable[UpstreamIdentity]]
+
+
+def assertion_replay_key(ident: UpstreamIdentity) -> str:
+    """The single-use key of an assertion: shared with the token-exchange grant, so one
+    assertion serves one purpose once."""
+    return f"assertion:{ident.issuer}:{ident.jti}"
+
+
+class Links:
+    def __init__(self, service: IdentityService, verify_assertion: AssertionCheck,
+                 replay: _Claimer) -> None:
+        self.service = service
+        self.verify_assertion = verify_assertion
+        self.replay = replay
+
+    async def link(self, person_id: str, assertion: str) -> Credential:
+        try:
+            ident = await self.verify_assertion(assertion)
+        except AssertionRejected as exc:
+            raise InvalidRequest(f"The assertion was rejected: {exc.reason}") from None
+        remaining = max(1.0, float(ident.expires_at) - self.service.clock.now()) + 60
+        if await self.replay.claim(assertion_replay_key(ident), remaining):
+            raise InvalidRequest("The assertion was already used")
+        return await self.service.link_upstream(person_id, ident)
+
+
+# --------------------------------------------------------------------------------------------
+# Card taps (POST /v1/cards/verify)
+# --------------------------------------------------------------------------------------------
+
+class _Psam(Protocol):
+    def verify(self, *, card_no: str, region: str, gate_client_id: str, request_id: str,
+               scanned_at: str, terminal_mac: str) -> bool: ...
+
+
+class _SceneLike(Protocol):
+    attributes: tuple[str, ...]
+
+    def permits(self, face: str, region: str | None = None) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Tap:
+    card_no: str = field(repr=False)
+    region: str
+    terminal_mac: str = field(repr=False)
+    request_id: str
+    scanned_at: str
+
+
+def _parse_time(raw: str) -> float | None:
+    try:
+        t = dt.datetime.fromisoformat(raw.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        return None
+    if t.tzinfo is None:
+        return None
+    return t.timestamp()
+
+
+class CardTaps:
+    """A physical-card tap (实体卡): PSAM MAC, freshness, revocation (in-process view), the
+    card's person, the scene's policy; the same decision shape as codes, `face: ssc_card`.
+    No upstream call: a slow upstream never blocks the gate path."""
+
+    def __init__(self, service: IdentityService, psam: _Psam, once: _Claimer, *,
+                 regions: Iterable[str] = ("CQ", "SC"), max_age_s: float = 30.0,
+                 max_skew_s: float = 5.0, retry_ttl_s: float = 120.0) -> None:
+        self.service = service
+        self.psam = psam
+        self.once = once
+        self.regions = frozenset(regions)
+        self.max_age_s = max_age_s
+        self.max_skew_s = max_skew_s
+        self.retry_ttl_s = retry_ttl_s
+
+    def _verified_at(self) -> str:
+        return dt.datetime.fromtimestamp(self.service.clock.now(), dt.UTC).isoformat(
+            timespec="milliseconds").replace("+00:00", "Z")
+
+    async def verify(self, tap: Tap, scene: _SceneLike, gate_client_id: str,
+                     sector: str | None) -> dict[str, Any]:
+        """The decision JSON; a retry of the same (gate, request_id) gets the first answer."""
+        decision = await self._decide(tap, scene, gate_client_id, sector)
+        prev = await self.once.claim(f"tap:{gate_client_id}|{tap.request_id}",
+                                     self.retry_ttl_s, json.dumps(decision))
+        if prev is not None:
+            try:
+                first: dict[str, Any] = json.loads(prev)
+                return first
+            except ValueError:
+                pass
+        return decision
+
+    async def _decide(self, tap: Tap, scene: _SceneLike, gate_client_id: str,
+                      sector: str | None) -> dict[str, Any]:
+        from gateway.services.decision import VerifyDecision
+
+        now = self.service.clock.now()
+        verified_at = self._verified_at()
+
+        def deny(reason: Any) -> dict[str, Any]:
+            return VerifyDecision("deny", reason, "ssc_card", tap.request_id,
+                                  verified_at).to_json()
+
+        if (tap.region not in self.regions or not is_valid_card_no(tap.card_no)
+                or tap.card_no[:2] != tap.region):
+            return deny("malformed")
+        t = _parse_time(tap.scanned_at)
+        if t is None:
+            return deny("malformed")
+        if not self.psam.verify(card_no=tap.card_no, region=tap.region,
+                                gate_client_id=gate_client_id, request_id=tap.request_id,
+                                scanned_at=tap.scanned_at, terminal_mac=tap.terminal_mac):
+            return deny("bad_signature")
+        if now - t > self.max_age_s:
+            return deny("expired")
+        if t - now > self.max_skew_s:
+            return deny("not_yet_valid")
+        if not scene.permits("ssc_card", tap.region):
+            return deny("scene_not_permitted")
+        rh = self.service.ref_hash("ssc_card", tap.region, tap.card_no)
+        if self.service.is_card_revoked(rh):
+            return deny("revoked")
+        person = await self.service.find_by_ref_hash(rh)
+        cred = person.by_ref(rh) if person is not None else None
+        if person is None or cred is None or cred.status != "active":
+            return deny("revoked")
+        if not sector:
+            return deny("scene_not_permitted")
+        attrs = self.service.disclose_from(person, scene.attributes)
+        return VerifyDecision("allow", "ok", "ssc_card", tap.request_id, verified_at,
+                              subject=self.service.subject_for(sector, person.person_id),
+                              attributes={k: v for k, v in attrs.items()
+                                          if k in scene.attributes}).to_json()
+
+
+# --------------------------------------------------------------------------------------------
+# What the code service needs (gateway.services.codes.CodeIdentity)
+# --------------------------------------------------------------------------------------------
+
+class CodeIdentityAdapter:
+    """IdentityService seen through gateway.services.codes.CodeIdentity."""
+
+    def __init__(self, service: IdentityService) -> None:
+        self.service = service
+
+    async def essc_account(self, person_id: str,
+                           region: str | None) -> tuple[str, str] | None:
+        got = await self.service.essc_account(person_id, region)
+        if got is None:
+            return None
+        r, account = got
+        return account, r  # codes wants (holder account id, region)
+
+    async def person_by_essc(self, region: str, holder_account_id: str) -> str | None:
+        p = await self.service.find_by_credential("essc", region, holder_account_id)
+        if p is None:
+            return None
+        c = p.by_ref(self.service.ref_hash("essc", region, holder_account_id))
+        return p.person_id if c is not None and c.status == "active" else None
+
+    def is_revoked(self, person_id: str, face: str, region: str | None) -> bool:
+        return False  # codes are bound to a live link (person_by_essc / the holder handle)
+
+    async def disclose(self, person_id: str, names: Sequence[str]) -> dict[str, Any]:
+        return await self.service.disclose(person_id, names)
+
+
+class _Platform(Protocol):
+    async def verify_assertion(self, assertion: str) -> UpstreamIdentity: ...
+
+
+class AssertionRouter:
+    """Picks the platform verifier by the assertion's (unverified) `iss`: 渝快办 or the e-SSC
+    platform of a region; the chosen verifier then checks everything (RFC 7523 §3)."""
+
+    def __init__(self, by_issuer: Mapping[str, _Platform]) -> None:
+        self.by_issuer = dict(by_issuer)
+
+    async def __call__(self, assertion: str) -> UpstreamIdentity:
+        if not isinstance(assertion, str) or len(assertion) > 8192:
+            raise AssertionRejected("malformed")
+        parts = assertion.split(".")
+        try:
+            if len(parts) != 3:
+                raise ValueError("not a compact JWS")
+            iss = json.loads(_unb64u(parts[1])).get("iss")
+        except (ValueError, UnicodeDecodeError, AttributeError):
+            raise AssertionRejected("malformed") from None
+        platform = self.by_issuer.get(iss) if isinstance(iss, str) else None
+        if platform is None:
+            raise AssertionRejected("unknown_issuer")
+        return await platform.verify_assertion(assertion)
