@@ -184,56 +184,43 @@ async def _client_store(settings: Settings) -> Any:
 
 
 async def _clients(args: argparse.Namespace, kind_filter: str | None) -> int:
-    from gateway.authz.clients import DEFAULT_SCOPES, Client, ClientKind, hash_secret, new_secret
+    from gateway.errors import GatewayError
+    from gateway.services import registry
 
     settings = _settings(args)
     redis, store = await _client_store(settings)
     try:
         if args.sub == "list":
-            for c in await store.list():
-                if kind_filter and c.kind != kind_filter:
+            for c in await registry.list_clients(store, kind_filter):
+                if kind_filter is None and c.kind == "gate":
                     continue
-                if not kind_filter and c.kind == "gate":
-                    continue
-                print(json.dumps({k: v for k, v in c.to_dict().items() if k != "secret_hash"},
-                                 ensure_ascii=False))
+                print(json.dumps(registry.public_view(c), ensure_ascii=False))
             return 0
         if args.sub == "disable":
-            c = await store.get(args.client_id)
-            if c is None:
-                print(f"no client {args.client_id}", file=sys.stderr)
-                return 1
-            await store.put(replace(c, disabled=True))
+            await registry.set_disabled(store, args.client_id, True)
             print(f"disabled {args.client_id}")
             return 0
-        kind: ClientKind = kind_filter or args.kind  # type: ignore[assignment]
-        if await store.get(args.client_id) is not None:
-            print(f"client {args.client_id} exists", file=sys.stderr)
-            return 1
-        secret = None
-        jwks: tuple[dict[str, Any], ...] = ()
+        spec: dict[str, Any] = {
+            "client_id": args.client_id, "kind": kind_filter or args.kind,
+            "display_name": args.name, "auth_method": args.auth_method,
+            "scopes": args.scope or [], "sector": args.sector,
+            "redirect_uris": getattr(args, "redirect_uri", None) or [],
+            "scene": getattr(args, "scene", None), "operator": getattr(args, "operator", None)}
         if args.auth_method == "private_key_jwt":
             if not args.jwks_file:
                 print("--jwks-file is required with private_key_jwt", file=sys.stderr)
                 return 2
             with open(args.jwks_file, encoding="utf-8") as f:
-                jwks = tuple(json.load(f)["keys"])
-        elif args.auth_method != "none":
-            secret = new_secret()
-        client = Client(
-            client_id=args.client_id, kind=kind, display_name=args.name,
-            auth_method=args.auth_method, secret_hash=hash_secret(secret) if secret else None,
-            jwks=jwks, scopes=tuple(args.scope or DEFAULT_SCOPES[kind]),
-            sector=args.sector or "",
-            redirect_uris=tuple(getattr(args, "redirect_uri", None) or ()),
-            scene=getattr(args, "scene", None), operator=getattr(args, "operator", None),
-            created_at=time.time())
-        await store.put(client)
-        out = {"client_id": client.client_id, "kind": kind, "sector": client.sector}
+                spec["jwks"] = json.load(f)["keys"]
+        client, secret = await registry.register_client(store, spec, time.time)
+        out = {"client_id": client.client_id, "kind": client.kind, "sector": client.sector}
         if secret:
             out["client_secret"] = secret  # shown once; only its digest is stored
         print(json.dumps(out, ensure_ascii=False))
         return 0
+    except GatewayError as exc:
+        print(f"gateway: {exc.detail}", file=sys.stderr)
+        return 1
     finally:
         await redis.aclose()
 

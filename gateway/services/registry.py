@@ -1,0 +1,102 @@
+"""Operator use cases on the client registry: register a client or gate, list, disable.
+
+Shared by the `gateway clients|gates` commands and the admin API, so both validate alike
+(RFC 7591 metadata rules: redirect URIs absolute, no fragments; https except loopback).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+from urllib.parse import urlsplit
+
+from gateway.authz.clients import (
+    AUTH_METHODS,
+    DEFAULT_SCOPES,
+    KINDS,
+    Client,
+    hash_secret,
+    new_secret,
+)
+from gateway.errors import Conflict, InvalidRequest, NotFound
+from gateway.ports import ClientStore
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
+
+
+def _check_redirect_uri(uri: str) -> None:
+    """RFC 6749 §3.1.2 + RFC 8252 §7.3: absolute, no fragment; https unless loopback."""
+    parts = urlsplit(uri)
+    if not parts.scheme or not parts.netloc or parts.fragment:
+        raise InvalidRequest("redirect URIs must be absolute and carry no fragment")
+    if parts.scheme != "https" and not (parts.scheme == "http"
+                                        and parts.hostname in LOOPBACK_HOSTS):
+        raise InvalidRequest("redirect URIs must use https (http only on loopback)")
+
+
+def _str_list(spec: Mapping[str, Any], name: str) -> tuple[str, ...]:
+    v = spec.get(name) or ()
+    if not isinstance(v, list | tuple) or not all(isinstance(x, str) and x for x in v):
+        raise InvalidRequest(f"{name} must be a list of strings")
+    return tuple(v)
+
+
+async def register_client(store: ClientStore, spec: Mapping[str, Any],
+                          now: Callable[[], float]) -> tuple[Client, str | None]:
+    """Validate and store a new client; return it and its secret (shown once) if it has one."""
+    client_id = spec.get("client_id")
+    if not isinstance(client_id, str) or not (3 <= len(client_id) <= 64) or \
+            not all(c.isalnum() or c in "-_." for c in client_id):
+        raise InvalidRequest("client_id: 3–64 characters of letters, digits, - _ .")
+    kind = spec.get("kind")
+    if kind not in KINDS:
+        raise InvalidRequest(f"kind must be one of {', '.join(KINDS)}")
+    auth_method = spec.get("auth_method", "client_secret_basic")
+    if auth_method not in AUTH_METHODS:
+        raise InvalidRequest(f"auth_method must be one of {', '.join(AUTH_METHODS)}")
+    name = spec.get("display_name")
+    if not isinstance(name, str) or not name or len(name) > 128:
+        raise InvalidRequest("display_name is required (at most 128 characters)")
+    redirect_uris = _str_list(spec, "redirect_uris")
+    for uri in redirect_uris:
+        _check_redirect_uri(uri)
+    jwks = tuple(spec.get("jwks") or ())
+    if auth_method == "private_key_jwt" and not jwks:
+        raise InvalidRequest("private_key_jwt needs the client's public keys (jwks)")
+    if any("d" in k for k in jwks if isinstance(k, dict)):
+        raise InvalidRequest("jwks must hold public keys only")
+    if kind == "gate" and not spec.get("scene"):
+        raise InvalidRequest("a gate needs its scene")
+    scopes = _str_list(spec, "scopes") or DEFAULT_SCOPES[kind]
+    if await store.get(client_id) is not None:
+        raise Conflict(f"client {client_id} exists")
+    secret = new_secret() if auth_method in ("client_secret_basic", "client_secret_post") \
+        else None
+    try:
+        client = Client(
+            client_id=client_id, kind=kind, display_name=name, auth_method=auth_method,
+            secret_hash=hash_secret(secret) if secret else None, jwks=jwks, scopes=scopes,
+            sector=str(spec.get("sector") or ""), redirect_uris=redirect_uris,
+            scene=spec.get("scene"), operator=spec.get("operator"), created_at=now())
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from None
+    await store.put(client)
+    return client, secret
+
+
+async def set_disabled(store: ClientStore, client_id: str, disabled: bool = True) -> Client:
+    client = await store.get(client_id)
+    if client is None:
+        raise NotFound(f"no client {client_id}")
+    client = replace(client, disabled=disabled)
+    await store.put(client)
+    return client
+
+
+def public_view(client: Client) -> dict[str, Any]:
+    return {k: v for k, v in client.to_dict().items() if k != "secret_hash"}
+
+
+async def list_clients(store: ClientStore, kind: str | None = None) -> Sequence[Client]:
+    return [c for c in await store.list() if kind is None or c.kind == kind]
