@@ -390,6 +390,43 @@ def _mount_sandbox(app: web.Application, settings: Settings) -> None:
 # --- end identity ---
 
 
+# --- authorised login (issue 5; gateway/services/login.py, gateway/web/login.py) ---
+async def _login_ctx(app: web.Application) -> AsyncIterator[None]:
+    """OIDC provider: login-session, code, refresh-family and consent stores (Redis when
+    configured), the authorization_code and refresh_token grants, revocation/introspection
+    hooks for refresh tokens. Pairwise subjects and claims come from the identity service."""
+    from gateway.adapters import memory_oidc, redis_oidc
+    from gateway.services.login import AuthorizationCodeGrant, LoginService, RefreshTokenGrant
+    from gateway.web import identity as _identity
+    from gateway.web import login as _login
+
+    core = app[CORE]
+    s, clock = core.settings, core.clock
+    stores: tuple[Any, Any, Any, Any]
+    if core.redis is not None:
+        stores = (redis_oidc.RedisLoginSessionStore(core.redis, s.redis_prefix),
+                  redis_oidc.RedisCodeStore(core.redis, s.redis_prefix),
+                  redis_oidc.RedisRefreshStore(core.redis, s.redis_prefix),
+                  redis_oidc.RedisConsentStore(core.redis, s.redis_prefix))
+    else:
+        stores = (memory_oidc.MemoryLoginSessionStore(clock),
+                  memory_oidc.MemoryCodeStore(clock), memory_oidc.MemoryRefreshStore(clock),
+                  memory_oidc.MemoryConsentStore())
+    service = LoginService(
+        clients=core.clients, sessions=stores[0], codes=stores[1], refresh=stores[2],
+        consents=stores[3], persons=lambda: app[_identity.IDENTITY], keys=core.data_keys,
+        access=app[ACCESS_TOKENS], signer=app[TOKEN_SIGNER],
+        alg=lambda: core.token_ring().current().alg, issuer=s.issuer, clock=clock.now,
+        access_ttl_s=s.access_token_ttl_s, verify_bearer=app[AUTHENTICATOR].verify)
+    app[_login.LOGIN] = service
+    app[oauth.TOKENS].register(AuthorizationCodeGrant(service))
+    app[oauth.TOKENS].register(RefreshTokenGrant(service))
+    app[oauth.REVOCATION_HOOKS].append(service.revocation_hook)
+    app[oauth.INTROSPECTION_HOOKS].append(service.introspection_hook)
+    yield
+# --- end authorised login ---
+
+
 SETTINGS = web.AppKey("settings", Settings)
 CLOCK = web.AppKey("clock", Clock)
 TOKEN_SIGNER = web.AppKey("token_signer", JwtSigner)
@@ -426,4 +463,9 @@ def build_app(settings: Settings, clock: Clock | None = None) -> web.Application
     app.cleanup_ctx.append(_codes.codes_ctx)
     _codes.add_routes(app)
     # --- end codes ---
+    # --- authorised login (issue 5) ---
+    from gateway.web import login as _login
+    app.cleanup_ctx.append(_login_ctx)
+    _login.add_routes(app)
+    # --- end authorised login ---
     return app
