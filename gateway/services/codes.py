@@ -46,7 +46,6 @@ from gateway.codec import (
 from gateway.errors import Conflict, Forbidden, InvalidRequest, NotFound, Unavailable
 from gateway.ports import ClientStore, SingleUse
 from gateway.services.decision import Face, Reason, VerifyDecision
-from gateway.services.identity import Person
 from gateway.services.scenes import SceneCatalogue
 from gateway.services.trustlist import TrustList
 from gateway.services.upstream import EsscPlatform
@@ -95,20 +94,19 @@ def open_holder_handle(key: bytes, holder: bytes, nonce: bytes) -> str:
 
 
 class CodeIdentity(Protocol):
-    """What codes need from the identity service (gateway/services/identity.py,
-    ``IdentityService`` satisfies it structurally)."""
+    """What codes need from the identity service (gateway/services/identity.py provides it as
+    ``CodeIdentityAdapter``)."""
 
     async def essc_account(self, person_id: str,
-                           region: str | None = None) -> tuple[str, str] | None:
-        """(region, platform card-holder id) of the person's active e-SSC, if any."""
+                           region: str | None) -> tuple[str, str] | None:
+        """(platform holder account id, region) of the person's active e-SSC, if any."""
         ...
 
-    async def find_by_credential(self, kind: str, region: str | None,
-                                 ref: str) -> Person | None: ...
+    async def person_by_essc(self, region: str, holder_account_id: str) -> str | None:
+        """The person id linked (actively) to this e-SSC holder account, if any."""
+        ...
 
-    def ref_hash(self, kind: str, region: str | None, ref: str) -> str: ...
-
-    def is_card_revoked(self, ref_hash: str) -> bool:
+    def is_revoked(self, person_id: str, face: str, region: str | None) -> bool:
         """In-process revocation view (no I/O on the hot path)."""
         ...
 
@@ -223,7 +221,7 @@ class CodeService:
         account = await self.identity.essc_account(person_id, region)
         if account is None:
             raise Conflict("No electronic social security card is linked")
-        acct_region, holder = account
+        holder, acct_region = account
         code = await self.essc.issue_code(holder, acct_region)
         try:
             claims = decode(code).claims
@@ -299,26 +297,27 @@ class CodeService:
                               attributes=attributes)
 
     async def _person(self, claims: CodeClaims) -> str | None:
-        """The person behind a verified code; None when unknown or the credential is revoked.
+        """The person behind a verified code; None when unknown or revoked.
 
-        ykm: decrypt the holder handle (no I/O). essc: the linked credential by its keyed hash
-        (one store read), then the in-process revocation view."""
+        ykm: decrypt the holder handle (no I/O). essc: the actively linked credential (one
+        store read). Then the identity service's in-process revocation view."""
         if claims.face == "ykm":
-            return open_holder_handle(self._keys.code_holder_key, claims.holder, claims.nonce)
-        if self.identity is None or claims.region is None:
+            pid: str | None = open_holder_handle(self._keys.code_holder_key, claims.holder,
+                                                 claims.nonce)
+        elif self.identity is None or claims.region is None:
             return None
-        try:
-            holder = claims.holder.decode("ascii")
-        except UnicodeDecodeError:
+        else:
+            try:
+                holder = claims.holder.decode("ascii")
+            except UnicodeDecodeError:
+                return None
+            pid = await self.identity.person_by_essc(claims.region, holder)
+        if pid is None:
             return None
-        ref_hash = self.identity.ref_hash("essc", claims.region, holder)
-        if self.identity.is_card_revoked(ref_hash):
+        if self.identity is not None and self.identity.is_revoked(pid, claims.face,
+                                                                  claims.region):
             return None
-        person = await self.identity.find_by_credential("essc", claims.region, holder)
-        cred = person.by_ref(ref_hash) if person is not None else None
-        if person is None or cred is None or cred.status != "active":
-            return None
-        return person.person_id
+        return pid
 
     async def _expired_retry(self, code: str, client_id: str, request_id: str,
                              scene_id: str) -> VerifyDecision | None:
@@ -346,7 +345,10 @@ class CodeService:
             return None
         attributes: dict[str, Any] = {}
         if scene.attributes and self.identity is not None:
-            got = await self.identity.disclose(person_id, scene.attributes)
+            try:
+                got = await self.identity.disclose(person_id, scene.attributes)
+            except NotFound:
+                return None
             attributes = {k: v for k, v in got.items() if k in scene.attributes}
         log.info("code.verified", face=claims.face, decision="allow", reason="ok",
                  scene=scene_id, retry=True)

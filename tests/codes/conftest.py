@@ -79,3 +79,14 @@ async def extra_gate(g: Gateway, client_id: str, scene: str, sector: str) -> str
                              headers={"Authorization": basic})
     assert r.status == 200, await r.text()
     return str((await r.json())["access_token"])
+
+
+async def demo_person(g: Gateway, resident: str = "r-zhang-wei") -> str:
+    """The person id the sandbox seeded for a demo resident (gateway/data/residents.json)."""
+    from gateway.services.upstream import load_residents
+    from gateway.web.identity import IDENTITY
+
+    r = next(x for x in load_residents() if x.id == resident)
+    person = await g.app[IDENTITY].find_by_citizen_id(r.citizen_id)
+    assert person is not None
+    return person.person_id

@@ -21,6 +21,7 @@ from tests.codes.conftest import (
     PHARMACY_GATE,
     SCENIC_GATE,
     Gateway,
+    demo_person,
     extra_gate,
     issue,
     new_person_id,
@@ -31,12 +32,12 @@ from tests.codes.conftest import (
 
 
 async def _code(gw: Gateway, pid: str | None = None) -> str:
-    r = await issue(gw, resident_token(gw, pid or new_person_id()))
+    r = await issue(gw, resident_token(gw, pid or await demo_person(gw)))
     return str((await r.json())["code"])
 
 
 async def test_png_decoded_by_zxing_verifies_allow_then_replayed(gw: Gateway) -> None:
-    pid = new_person_id()
+    pid = await demo_person(gw)
     r = await issue(gw, resident_token(gw, pid), accept="image/png")
     assert r.content_type == "image/png"
     [code] = read_png(await r.read())
@@ -151,7 +152,7 @@ async def test_ttl_of_the_claim_matches_remaining_life(redis_client, gw: Gateway
 
 
 async def test_scene_attributes_and_pairwise_subjects(gw: Gateway) -> None:
-    pid = new_person_id()
+    pid = await demo_person(gw)
     subjects = {}
     for gate_id, scene in ((METRO_GATE, "metro"), (BUS_GATE, "bus"),
                            (LIBRARY_GATE, "library"), (DOOR_GATE, "community_door"),
@@ -162,6 +163,10 @@ async def test_scene_attributes_and_pairwise_subjects(gw: Gateway) -> None:
         scene_def = gw.app[__import__("gateway.web.codes").web.codes.SCENES].get(scene)
         assert set(ans["attributes"]) <= set(scene_def.attributes)
         subjects[gate_id] = ans["subject"]
+    # only the scene's attributes, with the demo resident's values
+    gate = await gw.client_token(SCENIC_GATE)
+    _, scenic = await verify(gw, gate, await _code(gw, pid), "scenic_spot")
+    assert scenic["attributes"] == {"concession": "senior"}
     # same sector (cq-transit: metro and bus) → same subject; other sectors → different
     assert subjects[METRO_GATE] == subjects[BUS_GATE]
     assert subjects[LIBRARY_GATE] == subjects[SCENIC_GATE]  # both cq-culture-tourism
@@ -171,7 +176,8 @@ async def test_scene_attributes_and_pairwise_subjects(gw: Gateway) -> None:
     _, door = await verify(gw, gate, await _code(gw, pid), "community_door")
     assert door["attributes"] == {}
     # another person at the same gate gets another subject
-    _, other = await verify(gw, gate, await _code(gw), "community_door")
+    _, other = await verify(gw, gate, await _code(gw, await demo_person(gw, "r-li-na")),
+                            "community_door")
     assert other["subject"] != door["subject"]
 
 
@@ -260,33 +266,33 @@ async def test_wrong_token_kinds_are_refused(gw: Gateway) -> None:
     assert r.status == 400
 
 
-async def test_essc_face_not_available_without_platform_is_503(gw: Gateway) -> None:
-    token = resident_token(gw, new_person_id())
-    r = await gw.client.post("/v1/codes", json={"face": "essc"},
-                             headers={"Authorization": f"Bearer {token}"})
-    assert r.status in (409, 503)
+async def test_essc_code_from_the_platform_verifies_at_the_gate(gw: Gateway) -> None:
+    """互通互认: an e-SSC code (issued by the sandbox e-SSC platform) passes where ykm does."""
+    token = resident_token(gw, await demo_person(gw, "r-zhang-wei"))
+    body = await (await issue(gw, token, {"face": "essc"})).json()
+    assert body["face"] == "essc" and body["code"].startswith("ESSC1:")
+    gate = await gw.client_token(METRO_GATE)
+    status, ans = await verify(gw, gate, body["code"], "metro")
+    assert (status, ans["decision"], ans["face"]) == (200, "allow", "essc"), ans
+    assert ans["subject"] == (await verify(gw, gate, await _code(gw), "metro"))[1]["subject"]
+    _, again = await verify(gw, gate, body["code"], "metro")
+    assert again["reason"] == "replayed"
 
 
 async def test_scene_not_permitted_for_foreign_essc_region(gw: Gateway) -> None:
     """A Sichuan e-SSC code at a Chongqing-only pharmacy: signature fine, scene says no."""
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    from gateway.codec import Es256Signer, VerificationKey, encode_essc
-    from gateway.web.codes import CODES
+    from gateway.codec import Es256Signer, encode_essc
 
-    service = gw.app[CODES]
-    pk = ec.generate_private_key(ec.SECP256R1())
-    signer = Es256Signer(pk, kid="sc-test-1")
-    service.trust.set_essc_keys([VerificationKey.of("essc:SC", pk.public_key(),
-                                                    kid="sc-test-1").to_jwk()])
-    now = int(gw.app[__import__("gateway.app").app.CLOCK].now())
-    code = encode_essc(region="SC", holder=b"essc-sc-9a1b2002", issued_at=now, lifetime_s=30,
-                       signer=signer)
+    token = resident_token(gw, await demo_person(gw, "r-li-na"))
+    body = await (await issue(gw, token, {"face": "essc", "region": "SC"})).json()
     gate = await gw.client_token(PHARMACY_GATE)
-    _, ans = await verify(gw, gate, code, "pharmacy")
+    _, ans = await verify(gw, gate, body["code"], "pharmacy")
     assert (ans["decision"], ans["reason"], ans["face"]) == ("deny", "scene_not_permitted",
                                                              "essc")
     # an e-SSC key the trust list does not hold
+    now = int(time.time())
     other = Es256Signer(ec.generate_private_key(ec.SECP256R1()), kid="sc-test-2")
     code2 = encode_essc(region="SC", holder=b"x", issued_at=now, lifetime_s=30, signer=other)
     _, ans2 = await verify(gw, gate, code2, "pharmacy")
