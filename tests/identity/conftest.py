@@ -21,9 +21,9 @@ def now_rfc3339(offset_s: float = 0.0) -> str:
 
 
 class Api:
-    def __init__(self, gw: Gateway) -> None:
-        self.gw = gw
-        self.c = gw.client
+    def __init__(self, gateway: Gateway) -> None:
+        self.gw = gateway
+        self.c = gateway.client
 
     async def assertion(self, resident: str, platform: str, region: str | None = None) -> str:
         body: dict[str, Any] = {"resident": resident, "platform": platform}
