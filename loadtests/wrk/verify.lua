@@ -1,0 +1,51 @@
+-- POST a code verification per request, one code per request from WRK_CODES (a file, one
+-- code per line; thread i of n takes lines i, i+n, …). With distinct pre-issued codes each is
+-- used once (the allow path); past the end the thread starts again (those are replays, and
+-- are counted in "wrapped"). Every request has its own request_id (no idempotent retries).
+-- Env: WRK_PATH (/v1/codes/verify), WRK_AUTH (Bearer gate token), WRK_SCENE, WRK_CODES,
+-- WRK_EXPECT ("\"allow\"" or a deny reason).
+package.path = (os.getenv("WRK_LUA_DIR") or "loadtests/wrk") .. "/?.lua;" .. package.path
+local common = require("common")
+
+local codes = {}
+local n = 0
+local i = 0
+local wrapped = 0
+local prefix, path, headers
+
+function setup(thread) common.setup(thread) end
+
+function init(args)
+  tid = _G.tid or 1            -- set by setup() through thread:set
+  local nthreads = _G.nthreads or 1
+  local k = 0
+  for line in io.lines(os.getenv("WRK_CODES")) do
+    if k % nthreads == tid - 1 and line ~= "" then
+      n = n + 1
+      codes[n] = line
+    end
+    k = k + 1
+  end
+  path = os.getenv("WRK_PATH") or "/v1/codes/verify"
+  headers = { ["Content-Type"] = "application/json" }
+  local auth = os.getenv("WRK_AUTH")
+  if auth and auth ~= "" then headers["Authorization"] = auth end
+  prefix = '","scene":"' .. (os.getenv("WRK_SCENE") or "metro") .. '","request_id":"b' .. tid .. "-"
+end
+
+function request()
+  i = i + 1
+  local idx = i
+  if idx > n then
+    wrapped = wrapped + 1
+    idx = ((idx - 1) % n) + 1
+  end
+  return wrk.format("POST", path, headers, '{"code":"' .. codes[idx] .. prefix .. i .. '"}')
+end
+
+function response(status, h, body)
+  common.response(status, h, body)
+  common.publish(wrapped)
+end
+
+function done(summary, latency, requests) common.done(summary, latency, requests) end
