@@ -427,6 +427,60 @@ async def _login_ctx(app: web.Application) -> AsyncIterator[None]:
 # --- end authorised login ---
 
 
+# --- consents + audit (issue 6; gateway/services/consents.py, gateway/web/consents.py) ---
+async def _consents_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Consent store, audit log, certificate library client (sandbox: the mounted certlib),
+    the holder's citizen ID from the identity service, the per-client type allow-list."""
+    import aiohttp
+
+    from gateway.adapters.memory_audit import MemoryAuditLog
+    from gateway.adapters.memory_consent import MemoryConsentStore
+    from gateway.adapters.redis_audit import RedisAuditLog
+    from gateway.adapters.redis_consent import RedisConsentStore
+    from gateway.adapters.upstream import CertificateLibraryClient, UpstreamPolicy
+    from gateway.errors import NotFound as _NotFound
+    from gateway.services.audit import AuditTrail
+    from gateway.services.consents import ConsentPolicy, ConsentService
+    from gateway.web import consents as _consents
+    from gateway.web import identity as _identity
+
+    core = app[CORE]
+    settings, clock = core.settings, core.clock
+    store: Any = (RedisConsentStore(core.redis, settings.redis_prefix, core.coalescer)
+                  if core.redis is not None else MemoryConsentStore(clock))
+    audit_log: Any = (RedisAuditLog(core.redis, settings.redis_prefix)
+                      if core.redis is not None else MemoryAuditLog())
+    policy_file = _env("GATEWAY_CONSENT_POLICY")  # JSON {client_id: [certificate types]}
+    policy = (ConsentPolicy(types_by_client={
+        k: frozenset(v) for k, v in json.loads(Path(policy_file).read_text("utf-8")).items()})
+        if policy_file else ConsentPolicy() if settings.is_sandbox
+        else ConsentPolicy(types_by_client={}))
+    certlib_url = (settings.issuer + "/sandbox/upstreams/certlib" if settings.is_sandbox
+                   else _env("GATEWAY_CERTLIB_URL") or "https://certlib.invalid")
+    session = aiohttp.ClientSession()
+    library = CertificateLibraryClient(
+        session, certlib_url, clock=clock,
+        policy=UpstreamPolicy(timeout_s=settings.upstream_timeout_s,
+                              connect_timeout_s=min(1.0, settings.upstream_timeout_s)))
+    identity = app[_identity.IDENTITY]
+
+    async def citizen_ids(person_id: str) -> str | None:
+        try:
+            return await identity.citizen_id(person_id)
+        except _NotFound:
+            return None
+
+    app[_consents.CONSENTS] = ConsentService(
+        store=store, audit=AuditTrail(audit_log, clock.now), library=library,
+        citizen_ids=citizen_ids, data_keys=core.data_keys, signer=app[TOKEN_SIGNER],
+        clients=core.clients, issuer=settings.issuer, clock=clock.now, policy=policy)
+    try:
+        yield
+    finally:
+        await session.close()
+# --- end consents ---
+
+
 SETTINGS = web.AppKey("settings", Settings)
 CLOCK = web.AppKey("clock", Clock)
 TOKEN_SIGNER = web.AppKey("token_signer", JwtSigner)
@@ -457,12 +511,18 @@ def build_app(settings: Settings, clock: Clock | None = None) -> web.Application
     _ratelimit.install(app, CORE)
     # --- end rate limits ---
     meta.add_routes(app)
+    admin.add_routes(app)
     oauth.add_routes(app)
     # --- codes, trust list, scenes (issue 3) ---
     from gateway.web import codes as _codes
     app.cleanup_ctx.append(_codes.codes_ctx)
     _codes.add_routes(app)
     # --- end codes ---
+    # --- consents + audit (issue 6) ---
+    from gateway.web import consents as _consents
+    app.cleanup_ctx.append(_consents_ctx)
+    _consents.add_routes(app)
+    # --- end consents ---
     # --- authorised login (issue 5) ---
     from gateway.web import login as _login
     app.cleanup_ctx.append(_login_ctx)

@@ -82,22 +82,22 @@ class RedisAuditLog:
         raise AuditAppendFailed("audit head contention")
 
     @staticmethod
-    def _decode(fields: Mapping[Any, Any]) -> dict[str, Any]:
+    def _decode(fields: Any) -> dict[str, Any]:
         raw = fields.get(b"e", fields.get("e"))
         return dict(json.loads(_text(raw)))
 
     async def entries(self, start_seq: int = 1, count: int = 1000) -> Sequence[dict[str, Any]]:
         rows = await self._r.xrange(self.stream_key, min=f"{max(1, start_seq)}-0", max="+",
                                     count=count)
-        return [self._decode(f) for _, f in rows]
+        return [self._decode(f) for _, f in rows or ()]
 
     async def for_subject(self, subject: str, limit: int = 100) -> Sequence[dict[str, Any]]:
         seqs = await self._r.lrange(self._by + subject, -limit, -1)
-        out = []
+        out: list[dict[str, Any]] = []
         for s in reversed(seqs):
             rows = await self._r.xrange(self.stream_key, min=f"{_text(s)}-1",
                                         max=f"{_text(s)}-1", count=1)
-            out.extend(self._decode(f) for _, f in rows)
+            out.extend(self._decode(f) for _, f in rows or ())
         return out
 
     async def ping(self) -> None:

@@ -153,11 +153,11 @@ class AuditTrail:
     """The use-case side: write events, read a holder's part."""
 
     def __init__(self, log: AuditLog, now: Any) -> None:
-        self._log = log
+        self.log = log
         self._now = now
 
     async def record(self, event: AuditEvent) -> dict[str, Any]:
-        return await self._log.append(event.body(), self._now())
+        return await self.log.append(event.body(), self._now())
 
     async def for_subject(self, subject: str, limit: int = 100) -> Sequence[dict[str, Any]]:
-        return await self._log.for_subject(subject, limit)
+        return await self.log.for_subject(subject, limit)

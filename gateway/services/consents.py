@@ -82,9 +82,14 @@ class Refusal(GatewayError):
 
     reason: str = "refused"
 
-    def __init__(self, reason: str, detail: str | None = None) -> None:
+    def __init__(self, reason: str, detail: str | None = None, *,
+                 audit_reason: str | None = None) -> None:
+        """`reason` is shown to the caller; `audit_reason` (default: the same) is what the
+        audit log records — e.g. another client's consent is `unknown_consent` to the caller
+        (no existence oracle) and `wrong_client` in the log."""
         super().__init__(detail)
         self.reason = reason
+        self.audit_reason = audit_reason or reason
 
 
 class RefusedNotFound(Refusal, NotFound):
@@ -229,7 +234,7 @@ def new_approval_code() -> str:
 def normalise_approval_code(raw: str) -> str | None:
     """Upper-case, drop separators, map Crockford look-alikes (O→0, I/L→1)."""
     s = raw.strip().upper().replace("-", "").replace(" ", "")
-    s = s.translate(str.maketrans({"O": "0", "I": "1", "L": "1"}))
+    s = s.translate(str.maketrans("OIL", "011"))
     if len(s) != APPROVAL_CODE_LEN or any(c not in APPROVAL_ALPHABET for c in s):
         return None
     return s
@@ -260,6 +265,8 @@ class ConsentRequest:
             raise InvalidRequest("certificate_types holds an unknown type; known: "
                                  + ", ".join(sorted(CERTIFICATE_TYPES)))
         purpose = body.get("purpose")
+        code: Any
+        text: Any
         if isinstance(purpose, str):
             code, text = "general", purpose
         elif isinstance(purpose, dict):
@@ -326,7 +333,7 @@ class ConsentService:
         await self.audit.record(AuditEvent(
             actor=actor, action=action, outcome="refused", consent_id=_safe_id(consent_id),
             subject=self.audit_subject(person_id) if person_id else None,
-            types=tuple(types), purpose=purpose, reason=exc.reason))
+            types=tuple(types), purpose=purpose, reason=exc.audit_reason))
         return exc
 
     async def _ok(self, actor: str, action: str, consent: Consent,
@@ -379,7 +386,8 @@ class ConsentService:
                                      actor=actor, consent_id=consent_id, types=types)
         if not hmac.compare_digest(consent.client_id, client_id):
             # Another client's consent: indistinguishable from a missing one.
-            raise await self._refuse(RefusedNotFound("wrong_client", "No such consent"),
+            raise await self._refuse(RefusedNotFound("unknown_consent", "No such consent",
+                                                     audit_reason="wrong_client"),
                                      actor=actor, consent=consent, types=types)
         return consent
 
@@ -440,7 +448,7 @@ class ConsentService:
 
     # --- resident -------------------------------------------------------------------------
 
-    async def _own(self, person_id: str, consent_id: str, action: str) -> Consent:
+    async def _own(self, person_id: str, consent_id: str) -> Consent:
         actor = self._resident_actor(person_id)
         consent = await self.store.get(consent_id) if CONSENT_ID_RE.match(consent_id) else None
         if consent is None:
@@ -449,7 +457,8 @@ class ConsentService:
         if not hmac.compare_digest(consent.person_id, person_id):
             # Someone else's consent: refused as if missing; audited against the ACTOR's
             # subject (the holder's log must not learn who tried).
-            raise await self._refuse(RefusedNotFound("not_holder", "No such consent"),
+            raise await self._refuse(RefusedNotFound("unknown_consent", "No such consent",
+                                                     audit_reason="not_holder"),
                                      actor=actor, consent_id=consent.id, person_id=person_id,
                                      types=consent.types, purpose=consent.purpose_code)
         return consent
@@ -463,7 +472,16 @@ class ConsentService:
             raise await self._refuse(
                 RefusedNotFound("bad_approval_code", "The approval code is unknown or used"),
                 actor=actor, person_id=person_id)
-        consent = await self._own(person_id, consent_id, "consent.scanned")
+        consent = await self.store.get(consent_id)
+        if consent is None or not hmac.compare_digest(consent.person_id, person_id):
+            # Someone else's code: the same answer as an unknown one, and the code stays
+            # usable by its holder; the log records the attempt against the scanner.
+            raise await self._refuse(
+                RefusedNotFound("bad_approval_code", "The approval code is unknown or used",
+                                audit_reason="not_holder" if consent else None),
+                actor=actor, consent_id=consent_id, person_id=person_id,
+                types=consent.types if consent else (),
+                purpose=consent.purpose_code if consent else None)
         if consent.effective_status(self.now()) != AWAITING:
             raise await self._refuse(
                 RefusedConflict("already_decided", "The consent is no longer awaiting a decision"),
@@ -477,7 +495,7 @@ class ConsentService:
 
     async def _decide(self, person_id: str, consent_id: str, allowed: Sequence[str], to: str,
                       action: str) -> Consent:
-        consent = await self._own(person_id, consent_id, action)
+        consent = await self._own(person_id, consent_id)
         actor = self._resident_actor(person_id)
         moved, before = await self.store.transition(consent.id, allowed, to, self.now())
         if not moved:
