@@ -118,7 +118,7 @@ class MemoryRefreshStore:
             tok["state"], tok["spent_at"] = "spent", repr(now)
             self._t.set(f"{family_id}:{new_hash}", {"state": "active"}, ttl)
             return ROTATED
-        if now - float(tok["spent_at"]) <= grace_s:
+        if now - float(tok["spent_at"]) < grace_s:
             self._t.set(f"{family_id}:{new_hash}", {"state": "active"}, ttl)
             return GRACE
         fam["revoked"] = "1"

@@ -57,7 +57,7 @@ if tok[1] == 'active' then
   redis.call('PEXPIRE', KEYS[3], ttl)
   return 'rotated'
 end
-if now - tonumber(tok[2]) <= tonumber(ARGV[2]) then
+if now - tonumber(tok[2]) < tonumber(ARGV[2]) then
   redis.call('HSET', KEYS[3], 'state', 'active')
   redis.call('PEXPIRE', KEYS[3], ttl)
   return 'grace'
