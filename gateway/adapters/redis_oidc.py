@@ -101,7 +101,8 @@ class RedisLoginSessionStore:
     async def create(self, session: LoginSession, ttl_s: float) -> None:
         key = self._key(session.id)
         pipe = self._r.pipeline(transaction=True)
-        pipe.hset(key, mapping=session.to_fields())
+        fields: dict[Any, Any] = dict(session.to_fields())
+        pipe.hset(key, mapping=fields)
         pipe.pexpire(key, _ms(ttl_s))
         await pipe.execute()
 

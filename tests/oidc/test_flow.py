@@ -178,3 +178,21 @@ async def test_consent_is_remembered_listed_and_revocable(op: OP) -> None:
     assert status == 400 and body["error"] == "invalid_grant"
     r = await op.c.delete(f"/v1/me/authorisations/{JKB}", headers=h)
     assert r.status == 404
+
+
+async def test_discovery_describes_what_the_provider_does(op: OP) -> None:
+    async with httpx.AsyncClient() as h:
+        conf = (await h.get(f"{op.base}/.well-known/openid-configuration")).json()
+        for name in ("authorization_endpoint", "token_endpoint", "userinfo_endpoint",
+                     "revocation_endpoint", "introspection_endpoint", "jwks_uri"):
+            assert conf[name].startswith(op.base)
+            if name != "jwks_uri" and name != "token_endpoint":
+                # each endpoint answers (not 404): GET with no parameters is a client error
+                r = await h.get(conf[name])
+                assert r.status_code in (400, 401, 405), (name, r.status_code)
+    assert conf["issuer"] == op.base
+    assert conf["code_challenge_methods_supported"] == ["S256"]
+    assert conf["response_types_supported"] == ["code"]
+    assert conf["subject_types_supported"] == ["pairwise"]
+    assert conf["authorization_response_iss_parameter_supported"] is True
+    assert {"authorization_code", "refresh_token"} <= set(conf["grant_types_supported"])
