@@ -201,6 +201,7 @@ def run_wrk(wrk: str, name: str, url: str, script: str, env: dict[str, str], *,
     res = parse_wrk(name, r.stdout)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     res.wrk_cpu_pct = round(100 * cpu / wall, 1) if wall else 0.0
+    res.note = f"loadavg {os.getloadavg()[0]:.1f}"
     return res
 
 
@@ -275,6 +276,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from loadtests import seed
 
     wrk = ensure_wrk()
+    loadavg_before = round(os.getloadavg()[0], 2)
     stamp = time.strftime("%Y%m%dT%H%M%S")
     work = OUT_DIR / f"run-{stamp}"
     work.mkdir(parents=True, exist_ok=True)
@@ -408,6 +410,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         targets[0].goal += " (target defined for 2 workers, 64 connections)"
     report = {
         "when": stamp, "workers": w, "connections": c, "duration_s": d, "wrk_threads": t,
+        "loadavg_before": loadavg_before,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                     "python": platform.python_version(), "cpu": _cpu_model()},
         "results": {k: asdict(v) for k, v in results.items()},
@@ -437,7 +440,8 @@ def _cpu_model() -> str:
 def print_report(report: dict[str, Any]) -> None:
     print(f"\nworkers={report['workers']} connections={report['connections']} "
           f"duration={report['duration_s']}s wrk_threads={report['wrk_threads']} "
-          f"cpus={report['machine']['cpus']} ({report['machine']['cpu']})")
+          f"cpus={report['machine']['cpus']} ({report['machine']['cpu']}) "
+          f"loadavg before={report['loadavg_before']} (other processes share these CPUs)")
     hdr = (f"{'scenario':28} {'rps':>9} {'expected/s':>10} {'p50 ms':>7} {'p99 ms':>7} "
            f"{'x base':>7} {'wrk cpu':>7}  notes")
     print(hdr)
@@ -451,6 +455,8 @@ def print_report(report: dict[str, Any]) -> None:
             notes.append(f"unexpected answers={r['other']}")
         if r["wrapped"]:
             notes.append(f"codes reused={r['wrapped']}")
+        if r.get("note"):
+            notes.append(r["note"])
         if r["socket_errors"]:
             notes.append("socket " + ",".join(f"{k}={v}" for k, v in r["socket_errors"].items()))
         ratio = r["ratio_to_baseline"]

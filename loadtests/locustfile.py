@@ -1,0 +1,304 @@
+"""Locust scripts (FastHttpUser) for the gateway: the morning rush (issue 7).
+
+    locust -f loadtests/locustfile.py --headless -u 50 -r 10 -t 60s --host http://127.0.0.1:8080
+
+Users (the seeding step runs once at test start — loadtests/seed.py: GET /sandbox/v1/demo,
+client_credentials for the gates and relying parties, sandbox upstream assertions + RFC 8693
+token exchange for the residents; `LOADTEST_KEYS_DIR=keys` lets it fall back to minting
+resident tokens with the gateway's own key when the sandbox's HTTP flow is absent):
+
+* `GateUser`      — the gate mix: scan a fresh code (allow), a code already used (expected
+                    deny `replayed`), junk from a wrong QR code (expected deny `malformed`).
+* `ResidentUser`  — a resident app refreshing its code every `refresh_in` seconds (POST
+                    /v1/codes); the fresh codes feed the gates.
+* `LoginUser`     — OIDC scan-to-login: /oauth2/authorize page → QR read back (zxing-cpp) →
+                    scan → approve with the matched number → poll → code redeemed with PKCE.
+* `ConsentUser`   — a service-hall RP fetching the status of a consent the resident approved
+                    (GET /v1/consents/{id}) and querying a certificate now and then.
+
+A deny that is the expected answer is a success; anything else (an unexpected status or
+reason, a 429 or a 503) is a failure. The per-user rates stay inside the default limits
+(docs/rate-limits.md): issuance 30/min per resident, login pages 30/min per IP.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import hashlib
+import itertools
+import os
+import re
+import secrets
+import threading
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlparse
+
+from locust import FastHttpUser, between, constant_pacing, events, task
+from locust.exception import StopUser
+
+from loadtests import seed
+
+#: Shared between users (one locust process, gevent): fresh codes to scan, used ones to replay.
+FRESH: collections.deque[str] = collections.deque(maxlen=5000)
+USED: collections.deque[str] = collections.deque(maxlen=500)
+STATE: dict[str, Any] = {}
+_LOCK = threading.Lock()
+_COUNTER = itertools.count()
+
+LOGIN_RP = "rp-jingkuaiban"
+LOGIN_CB = "http://127.0.0.1:8400/callback"
+CONSENT_RP = "rp-service-hall"
+HALL_GATE = "gate-hall-shapingba"
+
+
+def seeded(host: str) -> dict[str, Any]:
+    """Seed once per locust process (the first user to start does it)."""
+    with _LOCK:
+        if "seed" not in STATE:
+            keys = os.environ.get("LOADTEST_KEYS_DIR")
+            STATE["seed"] = seed.seed_http(host.rstrip("/"),
+                                           Path(keys) if keys else None)
+            STATE["demo"] = seed.demo(host.rstrip("/"), Path(keys) if keys else None)
+        return dict(STATE["seed"])
+
+
+@events.test_start.add_listener
+def _on_start(environment: Any, **_: Any) -> None:
+    if environment.host:
+        seeded(environment.host)
+
+
+def _rid() -> str:
+    return f"lt-{os.getpid()}-{next(_COUNTER)}-{secrets.token_hex(3)}"
+
+
+def _fail(resp: Any, what: str) -> None:
+    resp.failure(f"{what}: HTTP {resp.status_code} {str(resp.text)[:200]}")
+
+
+class GateUser(FastHttpUser):
+    """A gate at the morning rush: mostly fresh codes, some replays, some junk."""
+
+    weight = 6
+    wait_time = between(0.2, 1.0)
+
+    def on_start(self) -> None:
+        s = seeded(self.host)
+        gates = s["gates"]
+        if not gates:
+            raise RuntimeError("seeding found no secret-based ykm gate")
+        g = gates[next(_COUNTER) % len(gates)]
+        self.scene = g["scene"]
+        self.auth = {"Authorization": f"Bearer {g['token']}"}
+
+    def _verify(self, code: str, expect: tuple[str, str], name: str) -> None:
+        body = {"code": code, "scene": self.scene, "request_id": _rid()}
+        with self.client.post("/v1/codes/verify", json=body, headers=self.auth, name=name,
+                              catch_response=True) as resp:
+            if resp.status_code != 200:
+                _fail(resp, name)
+                return
+            j = resp.json()
+            if (j.get("decision"), j.get("reason")) != expect:
+                resp.failure(f"{name}: expected {expect}, got "
+                             f"{(j.get('decision'), j.get('reason'))}")
+            else:
+                resp.success()
+
+    @task(8)
+    def scan_fresh_code(self) -> None:
+        try:
+            code = FRESH.popleft()
+        except IndexError:
+            self.scan_junk()   # no resident has shown a code yet: the scanner reads junk
+            return
+        self._verify(code, ("allow", "ok"), "verify allow")
+        USED.append(code)
+
+    @task(1)
+    def scan_replayed_code(self) -> None:
+        if not USED:
+            return
+        self._verify(USED[-1], ("deny", "replayed"), "verify deny replayed")
+
+    @task(1)
+    def scan_junk(self) -> None:
+        self._verify(seed.junk_codes(1 + next(_COUNTER) % 5)[-1], ("deny", "malformed"),
+                     "verify deny junk")
+
+
+class ResidentUser(FastHttpUser):
+    """A resident app showing a 渝快码 and refreshing it every `refresh_in` seconds."""
+
+    weight = 3
+    wait_time = constant_pacing(20)
+
+    def on_start(self) -> None:
+        s = seeded(self.host)
+        tokens = s["residents"]
+        if not tokens:
+            raise RuntimeError("seeding produced no resident token")
+        self.auth = {"Authorization": f"Bearer {tokens[next(_COUNTER) % len(tokens)]}"}
+
+    @task
+    def refresh_code(self) -> None:
+        with self.client.post("/v1/codes", json={"face": "ykm"}, headers=self.auth,
+                              name="issue code", catch_response=True) as resp:
+            if resp.status_code != 201:
+                _fail(resp, "issue code")
+                return
+            FRESH.append(resp.json()["code"])
+            resp.success()
+
+
+def _read_qr(data: bytes) -> str:
+    """The login page's QR code, read back as a phone camera would (pypng + zxing-cpp)."""
+    import png
+    import zxingcpp
+
+    width, height, rows, info = png.Reader(bytes=data).asDirect()
+    scale = 255 // ((1 << info["bitdepth"]) - 1)
+    pixels = bytearray()
+    for row in rows:
+        pixels.extend(v * scale for v in row)
+    view = memoryview(bytes(pixels)).cast("B", (height, width))
+    found = [b.text for b in zxingcpp.read_barcodes(view,
+                                                    formats=zxingcpp.BarcodeFormat.QRCode)]
+    if len(found) != 1:
+        raise ValueError("the login page's QR code did not read back")
+    return found[0]
+
+
+def parse_login_page(html: str) -> tuple[str, str, int]:
+    """(login session id, QR text, number to match) from the /oauth2/authorize page."""
+    sid = re.search(r'data-session="([^"]+)"', html)
+    number = re.search(r'id="number">(\d+)<', html)
+    img = re.search(r'src="data:image/png;base64,([^"]+)"', html)
+    if not (sid and number and img):
+        raise ValueError("not a scan-to-login page")
+    return sid.group(1), _read_qr(base64.b64decode(img.group(1))), int(number.group(1))
+
+
+def pkce_pair() -> tuple[str, str]:
+    """(code_verifier, S256 code_challenge) — RFC 7636 §4.1-4.2."""
+    verifier = secrets.token_urlsafe(48)
+    digest = hashlib.sha256(verifier.encode("ascii")).digest()
+    return verifier, base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+class LoginUser(FastHttpUser):
+    """Scan-to-login end to end, paced under the per-IP login-page limit (30/min)."""
+
+    fixed_count = 1
+    wait_time = constant_pacing(3)
+
+    def on_start(self) -> None:
+        s = seeded(self.host)
+        demo = STATE["demo"]
+        rp = next((c for c in demo.get("clients", []) if c.get("client_id") == LOGIN_RP), {})
+        self.rp_basic = seed.basic(LOGIN_RP, str(rp.get("client_secret")))
+        self.resident = {"Authorization": f"Bearer {s['residents'][0]}"}
+
+    @task
+    def scan_to_login(self) -> None:
+        verifier, challenge = pkce_pair()
+        q = {"response_type": "code", "client_id": LOGIN_RP, "redirect_uri": LOGIN_CB,
+             "scope": "openid profile", "state": secrets.token_urlsafe(12),
+             "nonce": secrets.token_urlsafe(12), "code_challenge": challenge,
+             "code_challenge_method": "S256"}
+        with self.client.get(f"/oauth2/authorize?{urlencode(q)}", name="login page",
+                             catch_response=True) as resp:
+            if resp.status_code != 200:
+                _fail(resp, "login page")
+                return
+            try:
+                sid, qr, number = parse_login_page(resp.text or "")
+            except ValueError as exc:
+                resp.failure(str(exc))
+                return
+            cookie = resp.headers.get("Set-Cookie", "").split(";", 1)[0]
+        with self.client.post("/v1/login-sessions/scan", json={"qr": qr},
+                              headers=self.resident, name="login scan",
+                              catch_response=True) as resp:
+            if resp.status_code != 200:
+                _fail(resp, "login scan")
+                return
+        with self.client.post(f"/v1/login-sessions/{sid}/approve", json={"number": number},
+                              headers=self.resident, name="login approve",
+                              catch_response=True) as resp:
+            if resp.status_code != 200:
+                _fail(resp, "login approve")
+                return
+        with self.client.get(f"/v1/login-sessions/{sid}", headers={"Cookie": cookie},
+                             name="login poll", catch_response=True) as resp:
+            body = resp.json() if resp.status_code == 200 else {}
+            if body.get("status") != "approved" or not body.get("redirect_to"):
+                resp.failure(f"login poll: {resp.status_code} {body.get('status')}")
+                return
+            code = parse_qs(urlparse(body["redirect_to"]).query).get("code", [""])[0]
+        with self.client.post("/oauth2/token", data={
+                "grant_type": "authorization_code", "code": code, "redirect_uri": LOGIN_CB,
+                "code_verifier": verifier}, headers={"Authorization": self.rp_basic},
+                name="login token", catch_response=True) as resp:
+            if resp.status_code != 200 or "id_token" not in (resp.text or ""):
+                _fail(resp, "login token")
+
+
+class ConsentUser(FastHttpUser):
+    """A service hall's system re-reading a consent its visitor approved."""
+
+    fixed_count = 1
+    wait_time = between(0.5, 1.5)
+
+    def on_start(self) -> None:
+        s = seeded(self.host)
+        demo = STATE["demo"]
+        secrets_by_id = {c.get("client_id"): c.get("client_secret")
+                         for c in demo.get("clients", []) + demo.get("gates", [])}
+        host = self.host.rstrip("/")
+        resident = {"Authorization": f"Bearer {s['residents'][-1]}"}
+        rp_token = seed.client_token(host, CONSENT_RP, str(secrets_by_id[CONSENT_RP]))
+        self.rp = {"Authorization": f"Bearer {rp_token}"}
+        gate_token = seed.client_token(host, HALL_GATE, str(secrets_by_id[HALL_GATE]))
+        self.consent_id: str | None = None
+        # The hall learns the visitor's pairwise subject by a code scan at its counter.
+        _, issued = seed.http_json("POST", f"{host}/v1/codes", body={"face": "ykm"},
+                                   headers=resident)
+        _, answer = seed.http_json("POST", f"{host}/v1/codes/verify", body={
+            "code": issued["code"], "scene": "service_hall", "request_id": _rid()},
+            headers={"Authorization": f"Bearer {gate_token}"})
+        status, consent = seed.http_json("POST", f"{host}/v1/consents", body={
+            "subject": answer["subject"], "certificate_types": ["resident_id"],
+            "purpose": "general", "expires_in": 3600, "max_uses": 1000}, headers=self.rp)
+        if status != 201:
+            # e.g. 404 unknown_subject while no flow feeds the consents' subject index: say
+            # so once and retire this user rather than count a setup gap as load failures.
+            if not STATE.get("consent_warned"):
+                STATE["consent_warned"] = True
+                print(f"ConsentUser: consent request answered {status} "
+                      f"{(consent or {}).get('reason')}: consent fetches not exercised")
+            raise StopUser()
+        status, _ = seed.http_json(
+            "POST", f"{host}/v1/me/consents/{consent['consent_id']}/approve", body={},
+            headers=resident)
+        if status != 200:
+            raise RuntimeError(f"consent approval answered {status}")
+        self.consent_id = str(consent["consent_id"])
+
+    @task(5)
+    def fetch_consent(self) -> None:
+        with self.client.get(f"/v1/consents/{self.consent_id}", headers=self.rp,
+                             name="consent fetch", catch_response=True) as resp:
+            if resp.status_code != 200 or resp.json().get("status") != "authorised":
+                _fail(resp, "consent fetch")
+
+    @task(1)
+    def query_certificate(self) -> None:
+        with self.client.post("/v1/certificates/query", json={"consent_id": self.consent_id},
+                              headers=self.rp, name="certificate query",
+                              catch_response=True) as resp:
+            if resp.status_code != 200:
+                _fail(resp, "certificate query")
+
