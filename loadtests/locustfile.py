@@ -23,12 +23,9 @@ reason, a 429 or a 503) is a failure. The per-user rates stay inside the default
 
 from __future__ import annotations
 
-import base64
 import collections
-import hashlib
 import itertools
 import os
-import re
 import secrets
 import threading
 from pathlib import Path
@@ -39,6 +36,7 @@ from locust import FastHttpUser, between, constant_pacing, events, task
 from locust.exception import StopUser
 
 from loadtests import seed
+from loadtests.flows import parse_login_page, pkce_pair
 
 #: Shared between users (one locust process, gevent): fresh codes to scan, used ones to replay.
 FRESH: collections.deque[str] = collections.deque(maxlen=5000)
@@ -151,41 +149,6 @@ class ResidentUser(FastHttpUser):
                 return
             FRESH.append(resp.json()["code"])
             resp.success()
-
-
-def _read_qr(data: bytes) -> str:
-    """The login page's QR code, read back as a phone camera would (pypng + zxing-cpp)."""
-    import png
-    import zxingcpp
-
-    width, height, rows, info = png.Reader(bytes=data).asDirect()
-    scale = 255 // ((1 << info["bitdepth"]) - 1)
-    pixels = bytearray()
-    for row in rows:
-        pixels.extend(v * scale for v in row)
-    view = memoryview(bytes(pixels)).cast("B", (height, width))
-    found = [b.text for b in zxingcpp.read_barcodes(view,
-                                                    formats=zxingcpp.BarcodeFormat.QRCode)]
-    if len(found) != 1:
-        raise ValueError("the login page's QR code did not read back")
-    return found[0]
-
-
-def parse_login_page(html: str) -> tuple[str, str, int]:
-    """(login session id, QR text, number to match) from the /oauth2/authorize page."""
-    sid = re.search(r'data-session="([^"]+)"', html)
-    number = re.search(r'id="number">(\d+)<', html)
-    img = re.search(r'src="data:image/png;base64,([^"]+)"', html)
-    if not (sid and number and img):
-        raise ValueError("not a scan-to-login page")
-    return sid.group(1), _read_qr(base64.b64decode(img.group(1))), int(number.group(1))
-
-
-def pkce_pair() -> tuple[str, str]:
-    """(code_verifier, S256 code_challenge) — RFC 7636 §4.1-4.2."""
-    verifier = secrets.token_urlsafe(48)
-    digest = hashlib.sha256(verifier.encode("ascii")).digest()
-    return verifier, base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
 class LoginUser(FastHttpUser):

@@ -1,0 +1,225 @@
+"""Rate limits wired at the edge (gateway/web/ratelimit.py): per-kind configuration, 429 with
+Retry-After and RateLimit header fields through the real app on real Redis, the Coalescer-fed
+Redis limiter (atomic under concurrency, NOSCRIPT recovery), the in-memory one without Redis."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateway.adapters.redis_store import Coalescer
+from gateway.ratelimit import DEFAULT_LIMITS, Limit, MemoryRateLimiter
+from gateway.settings import SettingsError
+from gateway.web.ratelimit import (
+    LIMIT_DEFAULTS,
+    RATE_LIMITER,
+    CoalescedRedisRateLimiter,
+    config_from_env,
+    parse_limit,
+)
+from loadtests import seed
+from tests.web.conftest import Gateway, GatewayFactory
+
+GATE = "gate-metro-l1-xiaoshizi"
+
+
+# ---------------------------------------------------------------- configuration
+
+def test_parse_limit_reads_rate_period_burst() -> None:
+    assert parse_limit("X", "50/1/100") == Limit(rate=50, period_s=1, burst=100)
+    assert parse_limit("X", " 30/60/10 ") == Limit(rate=30, period_s=60, burst=10)
+    assert parse_limit("X", "5/0.5/1") == Limit(rate=5, period_s=0.5, burst=1)
+
+
+@pytest.mark.parametrize("raw", ["", "50", "50/1", "50/1/100/2", "a/1/1", "1/x/1", "1/1/1.5",
+                                 "0/1/1", "1/0/1", "1/1/0", "1/-1/1", "1/inf/1", "1/nan/1"])
+def test_parse_limit_refuses_nonsense_naming_the_variable(raw: str) -> None:
+    with pytest.raises(SettingsError, match="GATEWAY_RATELIMIT_GATE"):
+        parse_limit("GATEWAY_RATELIMIT_GATE", raw)
+
+
+@given(st.integers(1, 10**6), st.integers(1, 86400), st.integers(1, 10**6))
+def test_parse_limit_round_trips(rate: int, period: int, burst: int) -> None:
+    assert parse_limit("X", f"{rate}/{period}/{burst}") == Limit(rate, period, burst)
+
+
+def test_config_defaults_and_per_kind_overrides() -> None:
+    c = config_from_env({})
+    assert c.enabled and c.max_inflight == 256
+    assert {k: c.limits[k] for k in DEFAULT_LIMITS} == dict(DEFAULT_LIMITS)
+    assert c.limits["resident"] == LIMIT_DEFAULTS["resident"]
+    c = config_from_env({"GATEWAY_RATELIMIT_GATE": "10/1/20", "GATEWAY_RATELIMIT_APP_ISSUE": "",
+                         "GATEWAY_RATELIMIT_ENABLED": "false", "GATEWAY_MAX_INFLIGHT": "0"})
+    assert c.limits["gate"] == Limit(10, 1, 20)
+    assert c.limits["app_issue"] == DEFAULT_LIMITS["app_issue"]  # empty = default
+    assert not c.enabled and c.max_inflight == 0
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"GATEWAY_RATELIMIT_GAET": "1/1/1"}, "names no rate-limit kind"),
+    ({"GATEWAY_RATELIMIT_ENABLED": "maybe"}, "true or false"),
+    ({"GATEWAY_MAX_INFLIGHT": "many"}, "GATEWAY_MAX_INFLIGHT must be an integer"),
+    ({"GATEWAY_MAX_INFLIGHT": "-1"}, "between 0"),
+])
+def test_config_errors_are_clear(env: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        config_from_env(env)
+
+
+async def test_bad_setting_fails_at_start_up(make_gateway: GatewayFactory,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEWAY_RATELIMIT_RP", "100/1")
+    with pytest.raises(SettingsError, match="GATEWAY_RATELIMIT_RP"):
+        await make_gateway()
+
+
+# ---------------------------------------------------------------- through the real app
+
+async def _verify(gw: Gateway, token: str, i: int) -> Any:
+    return await gw.client.post("/v1/codes/verify", json={
+        "code": "YK1:JUNK", "scene": "metro", "request_id": f"rl-{i}"},
+        headers={"Authorization": f"Bearer {token}"})
+
+
+async def test_gate_over_its_limit_gets_429_with_headers(
+        make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch,
+        redis_client: aioredis.Redis) -> None:
+    monkeypatch.setenv("GATEWAY_RATELIMIT_GATE", "1/60/3")
+    gw = await make_gateway()
+    assert isinstance(gw.app[RATE_LIMITER], CoalescedRedisRateLimiter)
+    token = await gw.client_token(GATE)
+    for i in range(3):
+        r = await _verify(gw, token, i)
+        assert r.status == 200 and (await r.json())["reason"] == "malformed"
+        assert r.headers["RateLimit-Policy"] == '"gate";q=3;w=180'
+        assert r.headers["RateLimit"].startswith(f'"gate";r={2 - i};')
+        assert "Retry-After" not in r.headers
+    r = await _verify(gw, token, 3)
+    assert r.status == 429 and r.content_type == "application/problem+json"
+    body = await r.json()
+    assert body["code"] == "rate_limited" and body["status"] == 429 and body["request_id"]
+    assert 59 <= int(r.headers["Retry-After"]) <= 60  # one cell per minute
+    assert r.headers["RateLimit"].startswith('"gate";r=0;')
+    assert r.headers["RateLimit-Policy"] == '"gate";q=3;w=180'
+    # one key per gate, Cluster-safe hash tag, in Redis
+    assert await redis_client.exists(f"gw:rl:{{gate:{GATE}}}") == 1
+    # another gate has its own allowance
+    other = await gw.client_token("gate-bus-route-111")
+    r = await gw.client.post("/v1/codes/verify", json={
+        "code": "YK1:JUNK", "scene": "bus", "request_id": "x"},
+        headers={"Authorization": f"Bearer {other}"})
+    assert r.status == 200
+
+
+async def test_unauthenticated_calls_spend_nothing(
+        make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch,
+        redis_client: aioredis.Redis) -> None:
+    monkeypatch.setenv("GATEWAY_RATELIMIT_GATE", "1/60/1")
+    gw = await make_gateway()
+    for i in range(5):
+        r = await _verify(gw, "not-a-token", i)
+        assert r.status == 401
+    assert await redis_client.keys("gw:rl:*") == []
+
+
+async def test_concurrent_gate_calls_never_exceed_the_burst(
+        make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEWAY_RATELIMIT_GATE", "1/60/10")
+    gw = await make_gateway()
+    token = await gw.client_token(GATE)
+    answers = await asyncio.gather(*[_verify(gw, token, i) for i in range(60)])
+    statuses = sorted(a.status for a in answers)
+    assert statuses.count(200) == 10 and statuses.count(429) == 50
+
+
+async def test_resident_issuance_uses_app_issue_keyed_by_a_hash(
+        make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch,
+        redis_client: aioredis.Redis) -> None:
+    monkeypatch.setenv("GATEWAY_RATELIMIT_APP_ISSUE", "1/60/2")
+    gw = await make_gateway()
+    await gw.client.get("/healthz")
+    keys = seed.GatewayKeys.load(gw.settings.keys_dir)
+    pid = seed.new_person_id()
+    token = seed.mint_resident_token(keys, gw.settings.issuer, pid)
+    auth = {"Authorization": f"Bearer {token}"}
+    for _ in range(2):
+        r = await gw.client.post("/v1/codes", json={"face": "ykm"}, headers=auth)
+        assert r.status == 201, await r.text()
+        assert r.headers["RateLimit-Policy"] == '"app_issue";q=2;w=120'
+    r = await gw.client.post("/v1/codes", json={"face": "ykm"}, headers=auth)
+    assert r.status == 429 and (await r.json())["code"] == "rate_limited"
+    assert int(r.headers["Retry-After"]) >= 1
+    stored = [k.decode() for k in await redis_client.keys("gw:rl:*")]
+    sub = keys.data_keys.pairwise_subject(seed.DEFAULT_SECTOR, pid)
+    assert len(stored) == 1 and stored[0].startswith("gw:rl:{issue:")
+    assert sub not in stored[0] and pid not in stored[0]
+
+
+async def test_limits_can_be_turned_off(make_gateway: GatewayFactory,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEWAY_RATELIMIT_GATE", "1/60/1")
+    monkeypatch.setenv("GATEWAY_RATELIMIT_ENABLED", "false")
+    gw = await make_gateway()
+    token = await gw.client_token(GATE)
+    for i in range(4):
+        r = await _verify(gw, token, i)
+        assert r.status == 200 and "RateLimit" not in r.headers
+
+
+async def test_sandbox_without_redis_limits_in_memory(
+        make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEWAY_RATELIMIT_GATE", "1/60/2")
+    gw = await make_gateway(use_redis=False)
+    assert isinstance(gw.app[RATE_LIMITER], MemoryRateLimiter)
+    token = await gw.client_token(GATE)
+    statuses = [(await _verify(gw, token, i)).status for i in range(4)]
+    assert statuses == [200, 200, 429, 429]
+
+
+# ---------------------------------------------------------------- the Coalescer-fed limiter
+
+async def test_coalesced_limiter_is_atomic_across_pools(redis_url: str,
+                                                        redis_client: aioredis.Redis) -> None:
+    limit = Limit(rate=1, period_s=60, burst=25)
+    clients = [aioredis.Redis.from_url(redis_url) for _ in range(2)]
+    try:
+        limiters = []
+        for r in clients:
+            lim = CoalescedRedisRateLimiter(Coalescer(r), r.script_load, prefix="t:")
+            await lim.load()
+            limiters.append(lim)
+        decisions = await asyncio.gather(*[limiters[i % 2].hit("gate:g", limit)
+                                           for i in range(400)])
+        assert sum(d.allowed for d in decisions) == 25
+        denied = [d for d in decisions if not d.allowed]
+        assert all(d.retry_after_s > 0 and d.remaining == 0 for d in denied)
+    finally:
+        for r in clients:
+            await r.aclose()
+
+
+async def test_coalesced_limiter_reloads_its_script_after_a_flush(
+        redis_client: aioredis.Redis) -> None:
+    lim = CoalescedRedisRateLimiter(Coalescer(redis_client), redis_client.script_load)
+    await lim.load()
+    limit = Limit(rate=1, period_s=60, burst=2)
+    assert (await lim.hit("gate:a", limit)).allowed
+    await redis_client.script_flush()
+    d = await lim.hit("gate:a", limit)
+    assert d.allowed and d.remaining == 0
+    assert not (await lim.hit("gate:a", limit)).allowed
+
+
+async def test_coalesced_limiter_refuses_braces_and_dear_costs(
+        redis_client: aioredis.Redis) -> None:
+    lim = CoalescedRedisRateLimiter(Coalescer(redis_client), redis_client.script_load)
+    await lim.load()
+    with pytest.raises(ValueError, match="braces"):
+        await lim.hit("gate:{x}", Limit(1, 1, 1))
+    with pytest.raises(ValueError, match="burst"):
+        await lim.hit("gate:x", Limit(1, 1, 1), cost=2)
