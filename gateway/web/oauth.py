@@ -4,9 +4,13 @@ Answers are RFC 6749 §5.2 error JSON, `Cache-Control: no-store`."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Any
+
 from aiohttp import web
 
 from gateway.authz.client_auth import ClientAuthenticator
+from gateway.authz.clients import Client
 from gateway.authz.tokens import TokenInvalid
 from gateway.services.tokens import TokenService
 from gateway.web.http import AUTHENTICATOR, read_form
@@ -83,9 +87,12 @@ async def introspect(request: web.Request) -> web.Response:
     return _json(body)
 
 
-RevocationHook = object  # (client, token, hint) -> bool; registered by the OIDC grants
-REVOCATION_HOOKS = web.AppKey("revocation_hooks", list)
-INTROSPECTION_HOOKS = web.AppKey("introspection_hooks", list)
+#: (client, token, token_type_hint) -> True when the hook handled the token (RFC 7009).
+RevocationHook = Callable[[Client, str, str | None], Awaitable[bool]]
+#: (client, token, token_type_hint) -> the RFC 7662 answer, or None to fall through.
+IntrospectionHook = Callable[[Client, str, str | None], Awaitable[dict[str, Any] | None]]
+REVOCATION_HOOKS = web.AppKey("revocation_hooks", list[RevocationHook])
+INTROSPECTION_HOOKS = web.AppKey("introspection_hooks", list[IntrospectionHook])
 TOKENS_ISSUER = web.AppKey("tokens_issuer", str)
 
 
