@@ -38,7 +38,7 @@ from gateway.ports import ClientStore, SingleUse
 from gateway.services.auth import BearerAuthenticator
 from gateway.services.tokens import ClientCredentialsGrant, TokenService
 from gateway.settings import Settings
-from gateway.web import meta, oauth
+from gateway.web import admin, meta, oauth
 from gateway.web.http import (
     AUTHENTICATOR,
     MAX_BODY,
@@ -145,6 +145,18 @@ def demo_secrets(settings: Settings) -> dict[str, Any]:
     return out
 
 
+def sandbox_admin_token(settings: Settings) -> str:
+    """The sandbox's operator token when GATEWAY_ADMIN_TOKEN is unset: generated at first run
+    under keys/sandbox/admin-token (0600)."""
+    from gateway.adapters.keyfiles import _write_private, read_private_pem
+
+    path = settings.keys_dir / "sandbox" / "admin-token"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _write_private(path, secrets.token_urlsafe(32).encode())
+    return read_private_pem(path).decode().strip()
+
+
 def demo_clients(settings: Settings, now: float) -> list[Client]:
     demo = json.loads((settings.demo_data or DATA_DIR / "demo.json").read_text("utf-8"))
     creds = demo_secrets(settings)
@@ -212,6 +224,12 @@ async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
     app[meta.ISSUER] = settings.issuer
     app[meta.JWKS] = lambda: core.token_ring().jwks(clock.now())
     app[meta.READINESS] = core.readiness
+    app[admin.CLIENT_STORE] = clients
+    app[admin.NOW] = clock.now
+    admin_token = settings.admin_token or (sandbox_admin_token(settings)
+                                           if settings.is_sandbox else None)
+    if admin_token:
+        app[admin.ADMIN_TOKEN] = admin_token
     # --- codes, trust list, scenes (issue 3; gateway/web/codes.py) ---
     from gateway.services.codes import CodeService as _CodeService
     from gateway.services.scenes import SceneCatalogue as _SceneCatalogue
@@ -245,7 +263,7 @@ async def _reload_rings(core: Core, every_s: float = 2.0) -> None:
             try:
                 if holder.reload_if_changed():
                     log.info("keys.reloaded", purpose=holder.files.purpose)
-            except Exception:  # noqa: BLE001 - keep serving with the ring we have
+            except Exception:
                 log.exception("keys.reload_failed", purpose=holder.files.purpose)
 
 

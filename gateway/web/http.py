@@ -128,7 +128,7 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
                                           headers=exc.headers))
         else:
             resp = problem(exc.status, exc.code, exc.title, exc.detail, rid, exc.headers)
-    except Exception:  # noqa: BLE001 - the last line: answer 500 without any detail
+    except Exception:
         log.exception("request.crashed", path=request.path)
         resp = problem(500, "internal_error", "Internal error", None, rid)
     finally:
