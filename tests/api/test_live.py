@@ -5,6 +5,7 @@ OAuth errors, the trust list's ETag/304, issued codes in JSON and as images."""
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from tests.api.conftest import Gateway, check_response, load_spec
@@ -155,3 +156,40 @@ async def test_identity_and_sandbox_answers_match_the_spec(gw: Gateway) -> None:
     r = await gw.client.get("/sandbox/v1/demo")
     check_response("GET", "/sandbox/v1/demo", r.status, r.headers, await _json(r))
     assert r.status == 200
+
+
+async def test_card_taps_allow_then_revoked_after_loss_match_the_spec(gw: Gateway) -> None:
+    demo = await _json(await gw.client.get("/sandbox/v1/demo"))
+    zhang = next(r for r in demo["residents"] if r["id"] == "r-zhang-wei")
+    card = next(c for c in zhang["credentials"]["ssc_card"] if c["status"] == "active")
+    gate = await gw.client_token(GATE)
+    gh = {"Authorization": f"Bearer {gate}"}
+
+    async def tap() -> dict[str, Any]:
+        tap_req = {"card_no": card["card_no"], "gate_client_id": GATE,
+                   "request_id": uuid.uuid4().hex,
+                   "scanned_at": datetime.now(UTC).isoformat(timespec="seconds")}
+        r = await gw.client.post("/sandbox/v1/card-taps", json=tap_req)
+        tapped = await _json(r)
+        check_response("POST", "/sandbox/v1/card-taps", r.status, r.headers, tapped)
+        body = {k: tapped[k] for k in ("card_no", "region", "terminal_mac", "request_id",
+                                       "scanned_at")}
+        r = await gw.client.post("/v1/cards/verify", headers=gh, json={**body, "scene": "metro"})
+        decision = await _json(r)
+        check_response("POST", "/v1/cards/verify", r.status, r.headers, decision)
+        assert decision["face"] == "ssc_card"
+        return dict(decision)
+
+    first = await tap()
+    resident = await resident_token(gw)
+    rh = {"Authorization": f"Bearer {resident}"}
+    me = await _json(await gw.client.get("/v1/me", headers=rh))
+    cred = next(c for c in me["credentials"] if c["kind"] == "ssc_card"
+                and c["status"] == "active" and c["region"] == card["region"])
+    r = await gw.client.post(f"/v1/me/cards/{cred['id']}/report-loss", headers=rh)
+    lost = await _json(r)
+    check_response("POST", "/v1/me/cards/{id}/report-loss", r.status, r.headers, lost)
+    assert lost["status"] == "lost"
+    second = await tap()
+    assert (first["decision"], second["decision"], second["reason"]) == ("allow", "deny",
+                                                                         "revoked")
