@@ -193,3 +193,24 @@ async def test_card_taps_allow_then_revoked_after_loss_match_the_spec(gw: Gatewa
     second = await tap()
     assert (first["decision"], second["decision"], second["reason"]) == ("allow", "deny",
                                                                          "revoked")
+
+
+async def test_operator_api_matches_the_spec(gw: Gateway) -> None:
+    token = (gw.settings.keys_dir / "sandbox" / "admin-token").read_text().strip()
+    ah = {"Authorization": f"Bearer {token}"}
+    r = await gw.client.get("/admin/v1/clients")
+    check_response("GET", "/admin/v1/clients", r.status, r.headers, await _json(r))
+    assert r.status == 401
+    spec = {"client_id": "gate-api-spec", "kind": "gate", "display_name": "Spec gate",
+            "scene": "library"}
+    r = await gw.client.post("/admin/v1/clients", json=spec, headers=ah)
+    check_response("POST", "/admin/v1/clients", r.status, r.headers, await _json(r))
+    assert r.status == 201
+    r = await gw.client.post("/admin/v1/clients/gate-api-spec/disable", headers=ah)
+    check_response("POST", "/admin/v1/clients/{client_id}/disable", r.status, r.headers,
+                   await _json(r))
+    assert r.status == 200
+    r = await gw.client.get("/admin/v1/clients", params={"kind": "gate"}, headers=ah)
+    listed = await _json(r)
+    check_response("GET", "/admin/v1/clients", r.status, r.headers, listed)
+    assert "gate-api-spec" in {c["client_id"] for c in listed["clients"]}
