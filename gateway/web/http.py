@@ -111,7 +111,10 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
         try:
             resp = await handler(request)
         except web.HTTPException as exc:
-            raise _from_aiohttp(exc) from None
+            err = _from_aiohttp(exc)
+            if "Allow" in exc.headers:  # RFC 9110 §15.5.6: a 405 names the allowed methods
+                err.headers["Allow"] = exc.headers["Allow"]
+            raise err from None
     except OAuthError as exc:
         if is_oauth:
             log.info("oauth.error", error=exc.error, reason=exc.debug, path=request.path)

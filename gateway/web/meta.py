@@ -45,17 +45,18 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-_openapi_cache: dict[str, bytes] = {}
+OPENAPI_JSON: web.AppKey[dict[str, bytes]] = web.AppKey("openapi_json")
 
 
 async def openapi(request: web.Request) -> web.Response:
-    if "doc" not in _openapi_cache:
+    cache = request.app[OPENAPI_JSON]  # per app: the servers entry is this app's issuer
+    if "doc" not in cache:
         import yaml
 
         doc = yaml.safe_load(OPENAPI_FILE.read_text(encoding="utf-8"))
-        doc.setdefault("servers", [{"url": request.app[ISSUER]}])
-        _openapi_cache["doc"] = json.dumps(doc, ensure_ascii=False).encode("utf-8")
-    return web.Response(body=_openapi_cache["doc"], content_type="application/json")
+        doc["servers"] = [{"url": request.app[ISSUER]}]
+        cache["doc"] = json.dumps(doc, ensure_ascii=False).encode("utf-8")
+    return web.Response(body=cache["doc"], content_type="application/json")
 
 
 def discovery_document(issuer: str) -> dict[str, Any]:
@@ -105,6 +106,7 @@ async def jwks(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
+    app[OPENAPI_JSON] = {}
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

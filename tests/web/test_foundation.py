@@ -123,3 +123,15 @@ async def test_key_rotation_keeps_old_tokens_valid(gw: Gateway) -> None:
     jwks = await (await gw.client.get("/.well-known/jwks.json")).json()
     kids = {k["kid"] for k in jwks["keys"]}
     assert jwt.get_unverified_header(old)["kid"] in kids
+
+
+async def test_method_not_allowed_names_the_allowed_methods(gw: Gateway) -> None:
+    r = await gw.client.delete("/oauth2/token")
+    assert r.status == 405 and "POST" in r.headers["Allow"]
+
+
+async def test_openapi_servers_is_this_apps_issuer(gw: Gateway, make_gateway: object) -> None:
+    other = await make_gateway()  # type: ignore[operator]
+    for g in (gw, other):
+        doc = await (await g.client.get("/openapi.json")).json()
+        assert doc["servers"] == [{"url": g.base}]
