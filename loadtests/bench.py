@@ -188,7 +188,8 @@ def parse_wrk(name: str, stdout: str) -> Result:
 
 def run_wrk(wrk: str, name: str, url: str, script: str, env: dict[str, str], *,
             threads: int, connections: int, duration_s: int) -> Result:
-    full_env = {**os.environ, "WRK_LUA_DIR": str(WRK_DIR), "WRK_THREADS": str(threads), **env}
+    full_env = {**os.environ, "WRK_LUA_DIR": str(WRK_DIR), "WRK_THREADS": str(threads),
+                "WRK_RUN": f"{name}-{time.monotonic_ns()}", **env}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.monotonic()
     r = subprocess.run([wrk, "-t", str(threads), "-c", str(connections), "-d", f"{duration_s}s",

@@ -30,7 +30,9 @@ function init(args)
   headers = { ["Content-Type"] = "application/json" }
   local auth = os.getenv("WRK_AUTH")
   if auth and auth ~= "" then headers["Authorization"] = auth end
-  prefix = '","scene":"' .. (os.getenv("WRK_SCENE") or "metro") .. '","request_id":"b' .. tid .. "-"
+  -- WRK_RUN makes request ids unique across runs (a reused id would be an idempotent retry)
+  prefix = '","scene":"' .. (os.getenv("WRK_SCENE") or "metro") .. '","request_id":"' ..
+           (os.getenv("WRK_RUN") or "run") .. "-b" .. tid .. "-"
 end
 
 function request()
