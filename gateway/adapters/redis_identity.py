@@ -191,7 +191,7 @@ class RevocationFollower:
                             self._service.revocations.apply(ref_hash, flag == "1")
                 finally:
                     with contextlib.suppress(aioredis.RedisError, OSError):
-                        await pubsub.aclose()
+                        await pubsub.aclose()  # type: ignore[no-untyped-call]
             except (aioredis.RedisError, OSError):
                 log.warning("identity.revocations.subscribe_failed")
                 await asyncio.sleep(self._poll_s)
@@ -236,7 +236,7 @@ def sync_registry(settings: Any, path: Path) -> int:
                                       ref_seal_key=credential_seal_key(master))
             return await sync_registry_async(service, path)
         finally:
-            await redis.aclose()  # type: ignore[no-untyped-call]
+            await redis.aclose()
 
     report = asyncio.run(run())
     log.info("identity.sync", persons=report.persons, created=report.created,

@@ -695,7 +695,8 @@ class _Psam(Protocol):
 
 
 class _SceneLike(Protocol):
-    attributes: tuple[str, ...]
+    @property
+    def attributes(self) -> tuple[str, ...]: ...
 
     def permits(self, face: str, region: str | None = None) -> bool: ...
 

@@ -9,7 +9,7 @@ shown here because testers need them for card taps — sandbox only.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from aiohttp import web
 
@@ -20,11 +20,27 @@ from gateway.web.http import no_store, read_json, require_str
 
 __all__ = ["DEMO", "ESSC", "PSAM", "RESIDENTS", "YKB", "add_routes"]
 
+
+
+class _Ykb(Protocol):  # gateway.adapters.sandbox.YkbSandbox
+    def issue_assertion(self, resident_id: str) -> str: ...
+
+
+class _Essc(Protocol):  # gateway.adapters.sandbox.EsscSandbox
+    def issue_assertion(self, resident_id: str, region: str) -> str: ...
+
+
+class _Psam(Protocol):  # gateway.adapters.sandbox.PsamSandbox
+    def terminal_mac(self, *, card_no: str, region: str, gate_client_id: str,
+                     request_id: str, scanned_at: str) -> str: ...
+
+
+DemoListing = Callable[[], dict[str, Any]]
 RESIDENTS: Final = web.AppKey("sandbox_residents", tuple[Resident, ...])
-DEMO: Final = web.AppKey("sandbox_demo", Callable[[], dict[str, Any]])
-YKB: Final = web.AppKey("sandbox_ykb", Any)      # gateway.adapters.sandbox.YkbSandbox
-ESSC: Final = web.AppKey("sandbox_essc", Any)    # gateway.adapters.sandbox.EsscSandbox
-PSAM: Final = web.AppKey("sandbox_psam", Any)    # gateway.adapters.sandbox.PsamSandbox
+DEMO: Final[web.AppKey[DemoListing]] = web.AppKey("sandbox_demo")
+YKB: Final = web.AppKey("sandbox_ykb", _Ykb)
+ESSC: Final = web.AppKey("sandbox_essc", _Essc)
+PSAM: Final = web.AppKey("sandbox_psam", _Psam)
 
 
 def _resident_json(r: Resident) -> dict[str, Any]:
