@@ -328,6 +328,7 @@ async def _identity_ctx(app: web.Application) -> AsyncIterator[None]:
     scenes = (app[_codes.SCENES] if _codes.SCENES in app
               else SceneCatalogue.load(DATA_DIR / "scenes.json"))
     app[_identity.IDENTITY] = service
+    app[admin.ADMIN_IDENTITY] = service
     app[_identity.LINKS] = ids.Links(service, router, core.single_use)
     app[_identity.CARD_TAPS] = ids.CardTaps(service, psam, core.single_use, regions=regions)
     app[_identity.IDENTITY_SCENES] = scenes

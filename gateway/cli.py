@@ -299,14 +299,22 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_identity(args: argparse.Namespace) -> int:
-    from gateway.services import identity
+    from pathlib import Path
 
-    return int(identity.sync_registry(_settings(args), args.path))
+    from gateway.adapters.redis_identity import sync_registry
+
+    processed = sync_registry(_settings(args), Path(args.path))
+    print(f"identity: {processed} persons upserted")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.cmd != "serve":  # serve configures from its settings; commands log to stderr
+        from gateway.logs import configure
+
+        configure("console", "info")
     try:
         return int(args.func(args))
     except SettingsError as exc:

@@ -222,8 +222,11 @@ def sync_registry(settings: Any, path: Path) -> int:
     from gateway.clock import SystemClock
     from gateway.services.identity import credential_seal_key
 
+    from gateway.settings import SettingsError
+
     if not settings.redis_url:
-        raise ValueError("identity sync needs GATEWAY_REDIS_URL")
+        raise SettingsError("identity sync needs GATEWAY_REDIS_URL (an in-memory store "
+                            "would vanish with this process)")
 
     async def run() -> SyncReport:
         master = load_data_master_key(settings.keys_dir, create=settings.is_sandbox,

@@ -375,6 +375,21 @@ class IdentityService:
         """Gate path: the in-process revocation view, no store round trip."""
         return self.revocations.is_revoked(ref_hash)
 
+    @staticmethod
+    def _person_revocation_key(person_id: str) -> str:
+        return "person:" + person_id
+
+    def is_person_suspended(self, person_id: str) -> bool:
+        """Gate path: a suspended person's codes and taps deny `revoked` (in-process view)."""
+        return self.revocations.is_revoked(self._person_revocation_key(person_id))
+
+    async def suspend(self, person_id: str, suspended: bool = True) -> None:
+        """Operator action (e.g. a fraud case, a death registered): every credential of the
+        person stops at every gate within a second, through the same revocation view as a
+        lost card. Reversible."""
+        await self.require(person_id)
+        await self._set_revoked(self._person_revocation_key(person_id), suspended)
+
     async def refresh_revocations(self, force: bool = False) -> bool:
         """Reload the view when the store's version moved (the periodic poll)."""
         version = await self.store.revocation_version()
@@ -786,7 +801,8 @@ class CardTaps:
             return deny("revoked")
         person = await self.service.find_by_ref_hash(rh)
         cred = person.by_ref(rh) if person is not None else None
-        if person is None or cred is None or cred.status != "active":
+        if person is None or cred is None or cred.status != "active" \
+                or self.service.is_person_suspended(person.person_id):
             return deny("revoked")
         if not sector:
             return deny("scene_not_permitted")
@@ -823,7 +839,9 @@ class CodeIdentityAdapter:
         return p.person_id if c is not None and c.status == "active" else None
 
     def is_revoked(self, person_id: str, face: str, region: str | None) -> bool:
-        return False  # codes are bound to a live link (person_by_essc / the holder handle)
+        # e-SSC codes are also bound to a live link (person_by_essc); both faces stop when
+        # the person is suspended. In-process view: no round trip on the gate path.
+        return self.service.is_person_suspended(person_id)
 
     async def disclose(self, person_id: str, names: Sequence[str]) -> dict[str, Any]:
         return await self.service.disclose(person_id, names)

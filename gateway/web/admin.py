@@ -11,14 +11,16 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from gateway.errors import Forbidden, InvalidRequest, Unauthorized
+from gateway.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
 from gateway.ports import ClientStore
 from gateway.services import registry
+from gateway.services.identity import IdentityService
 from gateway.web.http import read_json
 
 ADMIN_TOKEN: web.AppKey[str] = web.AppKey("admin_token")
 CLIENT_STORE: web.AppKey[ClientStore] = web.AppKey("client_store")
 NOW: web.AppKey[Callable[[], float]] = web.AppKey("admin_now")
+ADMIN_IDENTITY: web.AppKey[IdentityService] = web.AppKey("admin_identity")
 
 
 def _require_admin(request: web.Request) -> None:
@@ -60,7 +62,26 @@ async def disable_client(request: web.Request) -> web.Response:
 
 
 
+async def suspend_person(request: web.Request) -> web.Response:
+    """Suspend (or reinstate) a person by citizen ID: all their codes and cards deny `revoked`
+    on every worker within a second. The ID is looked up by its keyed hash, never stored."""
+    _require_admin(request)
+    body = await read_json(request)
+    citizen_id = body.get("citizen_id")
+    suspended = body.get("suspended", True)
+    if not isinstance(citizen_id, str) or not 15 <= len(citizen_id) <= 18 \
+            or not isinstance(suspended, bool):
+        raise InvalidRequest("citizen_id (string) and suspended (boolean) are required")
+    identity = request.app[ADMIN_IDENTITY]
+    person = await identity.find_by_citizen_id(citizen_id)
+    if person is None:
+        raise NotFound("No such person")
+    await identity.suspend(person.person_id, suspended)
+    return web.json_response({"suspended": suspended})
+
+
 def add_routes(app: web.Application) -> None:
+    app.router.add_post("/admin/v1/persons/suspend", suspend_person)
     app.router.add_get("/admin/v1/clients", list_clients)
     app.router.add_post("/admin/v1/clients", register_client)
     app.router.add_post("/admin/v1/clients/{client_id}/disable", disable_client)

@@ -113,3 +113,22 @@ def test_serve_two_workers_share_the_port_and_drain_on_sigterm(tmp_path: Path,
     assert out.count("server.started") == 2 and out.count("server.stopped") == 2
     for secret_word in ("client_secret", "PRIVATE KEY"):
         assert secret_word not in out
+
+
+def test_identity_sync_is_idempotent(tmp_path: Path, redis_url: str) -> None:
+    residents = Path(__file__).resolve().parents[2] / "gateway" / "data" / "residents.json"
+    env = base_env(tmp_path, GATEWAY_REDIS_URL=redis_url, GATEWAY_REDIS_PREFIX="synctest:")
+    assert run(["keys", "generate"], env, tmp_path).returncode == 0
+    first = run(["identity", "sync", str(residents)], env, tmp_path)
+    assert first.returncode == 0, first.stderr
+    keys_after_first = sorted(redis.Redis.from_url(redis_url).keys("synctest:*"))
+    second = run(["identity", "sync", str(residents)], env, tmp_path)
+    assert second.returncode == 0 and second.stdout == first.stdout == \
+        "identity: 6 persons upserted\n"
+    assert "created=6" in first.stderr
+    assert "created=0 linked=0 persons=6 updated=0" in second.stderr
+    assert sorted(redis.Redis.from_url(redis_url).keys("synctest:*")) == keys_after_first
+    dump = b"".join(redis.Redis.from_url(redis_url).dump(k) or b"" for k in keys_after_first)
+    assert b"500106195803129997" not in dump  # the citizen ID is never stored in clear
+    assert run(["identity", "sync", str(residents)], base_env(tmp_path),
+               tmp_path).returncode == 2
