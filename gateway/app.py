@@ -105,15 +105,9 @@ def ensure_keys(settings: Settings, clock: Clock) -> None:
         else:
             files.load()
     load_data_master_key(settings.keys_dir, create=settings.is_sandbox,
-                         env_value=_env("GATEWAY_DATA_KEY"))
+                         env_value=settings.data_key_b64)
     if settings.is_sandbox:
         demo_secrets(settings)
-
-
-def _env(name: str) -> str | None:
-    import os
-
-    return os.environ.get(name) or None
 
 
 def demo_secrets(settings: Settings) -> dict[str, Any]:
@@ -182,11 +176,11 @@ async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
     token_files = KeyRingFiles(settings.keys_dir, "token")
     code_files = KeyRingFiles(settings.keys_dir, "code")
     data_keys = DataKeys(load_data_master_key(settings.keys_dir, create=settings.is_sandbox,
-                                              env_value=_env("GATEWAY_DATA_KEY")))
+                                              env_value=settings.data_key_b64))
     redis: RedisClient | None = None
     coalescer: Coalescer | None = None
     if settings.redis_url:
-        redis = connect(settings.redis_url, cluster=_env("GATEWAY_REDIS_CLUSTER") == "true")
+        redis = connect(settings.redis_url, cluster=settings.redis_cluster)
         coalescer = Coalescer(redis)
         single_use: SingleUse = RedisSingleUse(coalescer, settings.redis_prefix)
         clients: ClientStore = RedisClientStore(redis, settings.redis_prefix)
@@ -287,12 +281,12 @@ async def _identity_ctx(app: web.Application) -> AsyncIterator[None]:
     core = app[CORE]
     settings, clock = core.settings, core.clock
     master = load_data_master_key(settings.keys_dir, create=settings.is_sandbox,
-                                  env_value=_env("GATEWAY_DATA_KEY"))
+                                  env_value=settings.data_key_b64)
     store: Any = (RedisIdentityStore(core.redis, settings.redis_prefix, core.coalescer)
                   if core.redis is not None else MemoryIdentityStore())
     service = ids.IdentityService(store, clock, core.data_keys,
                                   ref_seal_key=ids.credential_seal_key(master))
-    regions = tuple(r.strip() for r in (_env("GATEWAY_ESSC_REGIONS") or "CQ,SC").split(","))
+    regions = settings.essc_regions
     policy = UpstreamPolicy(timeout_s=settings.upstream_timeout_s,
                             connect_timeout_s=min(1.0, settings.upstream_timeout_s))
     if settings.is_sandbox:
@@ -301,11 +295,11 @@ async def _identity_ctx(app: web.Application) -> AsyncIterator[None]:
         ykb_iss, essc_prefix = YKB_ISSUER, ESSC_ISSUER_PREFIX
         psam = PsamAttestation(master_key=PsamSandbox(settings.keys_dir).master_key)
     else:
-        ykb_url = _env("GATEWAY_YKB_URL") or "https://ykb.invalid"
-        essc_url = _env("GATEWAY_ESSC_URL") or "https://essc.invalid"
-        ykb_iss = _env("GATEWAY_YKB_ISSUER") or YKB_ISSUER
-        essc_prefix = _env("GATEWAY_ESSC_ISSUER_PREFIX") or ESSC_ISSUER_PREFIX
-        keys_file = _env("GATEWAY_PSAM_GATE_KEYS")  # JSON {gate_client_id: base64 K_gate}
+        ykb_url = settings.ykb_url or "https://ykb.invalid"
+        essc_url = settings.essc_url or "https://essc.invalid"
+        ykb_iss = settings.ykb_issuer or YKB_ISSUER
+        essc_prefix = settings.essc_issuer_prefix or ESSC_ISSUER_PREFIX
+        keys_file = settings.psam_gate_keys_file  # JSON {gate_client_id: base64 K_gate}
         import base64
 
         gate_keys = ({g: base64.b64decode(k) for g, k in
@@ -469,13 +463,13 @@ async def _consents_ctx(app: web.Application) -> AsyncIterator[None]:
                   if core.redis is not None else MemoryConsentStore(clock))
     audit_log: Any = (RedisAuditLog(core.redis, settings.redis_prefix)
                       if core.redis is not None else MemoryAuditLog())
-    policy_file = _env("GATEWAY_CONSENT_POLICY")  # JSON {client_id: [certificate types]}
+    policy_file = settings.consent_policy_file  # JSON {client_id: [certificate types]}
     policy = (ConsentPolicy(types_by_client={
         k: frozenset(v) for k, v in json.loads(Path(policy_file).read_text("utf-8")).items()})
         if policy_file else ConsentPolicy() if settings.is_sandbox
         else ConsentPolicy(types_by_client={}))
     certlib_url = (settings.issuer + "/sandbox/upstreams/certlib" if settings.is_sandbox
-                   else _env("GATEWAY_CERTLIB_URL") or "https://certlib.invalid")
+                   else settings.certlib_url or "https://certlib.invalid")
     session = aiohttp.ClientSession()
     library = CertificateLibraryClient(
         session, certlib_url, clock=clock,

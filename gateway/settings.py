@@ -43,6 +43,27 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise SettingsError(f"{name} must be true or false, got {raw!r}")
 
 
+def _url(env: Mapping[str, str], name: str) -> str | None:
+    raw = env.get(name)
+    if not raw:
+        return None
+    if not raw.startswith(("https://", "http://")):
+        raise SettingsError(f"{name} must be an http(s) URL")
+    return raw.rstrip("/")
+
+
+def _path(env: Mapping[str, str], name: str) -> Path | None:
+    raw = env.get(name)
+    return Path(raw) if raw else None
+
+
+def _regions(raw: str) -> tuple[str, ...]:
+    regions = tuple(r.strip().upper() for r in raw.split(",") if r.strip())
+    if not regions or not all(len(r) == 2 and r.isalpha() for r in regions):
+        raise SettingsError("GATEWAY_ESSC_REGIONS must be two-letter region codes, e.g. CQ,SC")
+    return regions
+
+
 @dataclass(frozen=True)
 class Settings:
     env: Env = "sandbox"
@@ -69,6 +90,17 @@ class Settings:
     # sandbox
     demo_data: Path | None = None
     upstream_timeout_s: float = 2.0
+    redis_cluster: bool = False
+    data_key_b64: str | None = field(default=None, repr=False)
+    # upstream platforms (production; the sandbox serves its own under /sandbox/upstreams/)
+    essc_regions: tuple[str, ...] = ("CQ", "SC")
+    ykb_url: str | None = None
+    ykb_issuer: str | None = None
+    essc_url: str | None = None
+    essc_issuer_prefix: str | None = None
+    certlib_url: str | None = None
+    psam_gate_keys_file: Path | None = None
+    consent_policy_file: Path | None = None
 
     @property
     def is_sandbox(self) -> bool:
@@ -117,6 +149,16 @@ class Settings:
             client_assertion_max_ttl_s=_int(e, "GATEWAY_CLIENT_ASSERTION_MAX_TTL_S", 300, 30, 3600),
             demo_data=Path(e["GATEWAY_DEMO_DATA"]) if e.get("GATEWAY_DEMO_DATA") else None,
             upstream_timeout_s=_int(e, "GATEWAY_UPSTREAM_TIMEOUT_MS", 2000, 50, 60000) / 1000,
+            redis_cluster=_bool(e, "GATEWAY_REDIS_CLUSTER", False),
+            data_key_b64=e.get("GATEWAY_DATA_KEY") or None,
+            essc_regions=_regions(e.get("GATEWAY_ESSC_REGIONS") or "CQ,SC"),
+            ykb_url=_url(e, "GATEWAY_YKB_URL"),
+            ykb_issuer=e.get("GATEWAY_YKB_ISSUER") or None,
+            essc_url=_url(e, "GATEWAY_ESSC_URL"),
+            essc_issuer_prefix=e.get("GATEWAY_ESSC_ISSUER_PREFIX") or None,
+            certlib_url=_url(e, "GATEWAY_CERTLIB_URL"),
+            psam_gate_keys_file=_path(e, "GATEWAY_PSAM_GATE_KEYS"),
+            consent_policy_file=_path(e, "GATEWAY_CONSENT_POLICY"),
         )
         s.validate()
         return s
@@ -134,3 +176,9 @@ class Settings:
                                     "(at least 32 characters)")
             if not self.issuer.startswith("https://"):
                 raise SettingsError("GATEWAY_ENV=production needs an https:// GATEWAY_ISSUER")
+            for name, value in (("GATEWAY_YKB_URL", self.ykb_url),
+                                ("GATEWAY_ESSC_URL", self.essc_url),
+                                ("GATEWAY_CERTLIB_URL", self.certlib_url),
+                                ("GATEWAY_PSAM_GATE_KEYS", self.psam_gate_keys_file)):
+                if not value:
+                    raise SettingsError(f"GATEWAY_ENV=production needs {name}")

@@ -214,7 +214,6 @@ def sync_registry(settings: Any, path: Path) -> int:
     """CLI hook (`gateway identity sync FILE`): upsert the registry export at `path` into the
     configured store; returns the number of persons processed. Needs GATEWAY_REDIS_URL (an
     in-memory store would vanish with this process)."""
-    import os
 
     from gateway.adapters.keyfiles import load_data_master_key
     from gateway.adapters.redis_store import connect
@@ -230,9 +229,9 @@ def sync_registry(settings: Any, path: Path) -> int:
 
     async def run() -> SyncReport:
         master = load_data_master_key(settings.keys_dir, create=settings.is_sandbox,
-                                      env_value=os.environ.get("GATEWAY_DATA_KEY") or None)
+                                      env_value=settings.data_key_b64)
         redis = connect(settings.redis_url,
-                        cluster=os.environ.get("GATEWAY_REDIS_CLUSTER") == "true")
+                        cluster=settings.redis_cluster)
         try:
             store = RedisIdentityStore(redis, settings.redis_prefix)
             service = IdentityService(store, SystemClock(), DataKeys(master),

@@ -76,7 +76,11 @@ def test_production_refuses_to_start_without_redis_or_keys(tmp_path: Path) -> No
     r = run(["serve"], base_env(tmp_path, GATEWAY_ENV="production",
                                 GATEWAY_REDIS_URL="redis://127.0.0.1:1/0",
                                 GATEWAY_ADMIN_TOKEN="a" * 40,
-                                GATEWAY_ISSUER="https://gw.example"), tmp_path)
+                                GATEWAY_ISSUER="https://gw.example",
+                                GATEWAY_YKB_URL="https://ykb.example",
+                                GATEWAY_ESSC_URL="https://essc.example",
+                                GATEWAY_CERTLIB_URL="https://certlib.example",
+                                GATEWAY_PSAM_GATE_KEYS=str(tmp_path / "psam.json")), tmp_path)
     assert r.returncode == 2 and "key" in r.stderr.lower()
     assert not (tmp_path / "keys" / "token").exists()
 
