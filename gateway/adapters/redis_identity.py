@@ -220,7 +220,6 @@ def sync_registry(settings: Any, path: Path) -> int:
     from gateway.authz.datakeys import DataKeys
     from gateway.clock import SystemClock
     from gateway.services.identity import credential_seal_key
-
     from gateway.settings import SettingsError
 
     if not settings.redis_url:
