@@ -293,9 +293,9 @@ def _extra_commands(sub: Any) -> None:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from gateway.services import audit
+    from gateway.adapters.redis_audit import audit_verify_main
 
-    return int(audit.audit_verify_main(_settings(args)))
+    return int(audit_verify_main(_settings(args)))
 
 
 def cmd_identity(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
@@ -18,7 +19,7 @@ _FORBIDDEN = ("token", "secret", "password", "code", "assertion", "citizen", "ca
 _ALLOWED = {"status_code", "error_code", "reason_code", "key_id", "kid"}
 
 
-def _scrub(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+def _scrub(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for name in list(event):
         lname = name.lower()
         if lname in _ALLOWED:
