@@ -216,6 +216,13 @@ class ConsentPolicy:
     retain_s: int = 180 * 86400          # records kept after expiry, for the holder's list
     subject_index_ttl_s: int = 30 * 86400
 
+    def __post_init__(self) -> None:
+        for client_id, types in self.types_by_client.items():
+            unknown = set(types) - CERTIFICATE_TYPES
+            if unknown:
+                raise ValueError(f"consent policy for {client_id}: unknown certificate types "
+                                 + ", ".join(sorted(unknown)))
+
     def allowed_types(self, client_id: str) -> frozenset[str]:
         return self.types_by_client.get(client_id, frozenset())
 

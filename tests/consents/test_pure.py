@@ -108,3 +108,8 @@ def test_junk_ids_never_enter_the_log_verbatim(junk: str) -> None:
     safe = _safe_id(junk)
     assert safe is not None
     assert safe == junk or (safe.startswith("forged:") and len(safe) == 19)
+
+
+def test_policy_refuses_unknown_types() -> None:
+    with pytest.raises(ValueError, match="passport"):
+        ConsentPolicy(types_by_client={"rp-x": frozenset({"degree", "passport"})})
