@@ -541,4 +541,25 @@ def build_app(settings: Settings, clock: Clock | None = None) -> web.Application
     app.cleanup_ctx.append(_login_ctx)
     _login.add_routes(app)
     # --- end authorised login ---
+    app.cleanup_ctx.append(_subject_index_ctx)  # after every feature it connects
     return app
+
+
+async def _subject_index_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Connect the consent feature's subject index to every place a subject is handed out
+    (code verify, card verify, ID tokens) — only for sectors with consent-capable RPs."""
+    from gateway.services.subjects import SubjectLedger
+    from gateway.web import codes as _codes
+    from gateway.web import consents as _consents
+    from gateway.web import identity as _identity
+    from gateway.web import login as _login
+
+    core = app[CORE]
+    consents = app[_consents.CONSENTS]
+    ledger = SubjectLedger(consents.remember_subject, core.clients.list,
+                           lambda cid: bool(consents.policy.types_by_client.get(cid)),
+                           core.clock.now)
+    app[_codes.CODES].subject_seen = ledger.seen
+    app[_identity.CARD_TAPS].subject_seen = ledger.seen
+    app[_login.LOGIN].subject_seen = ledger.seen
+    yield

@@ -47,6 +47,7 @@ from gateway.errors import Conflict, Forbidden, InvalidRequest, NotFound, Unavai
 from gateway.ports import ClientStore, SingleUse
 from gateway.services.decision import Face, Reason, VerifyDecision
 from gateway.services.scenes import SceneCatalogue
+from gateway.services.subjects import SubjectSeen
 from gateway.services.trustlist import TrustList
 from gateway.services.upstream import EsscPlatform
 
@@ -171,6 +172,7 @@ class CodeService:
         self._refresh = refresh_in_s
         self.identity = identity
         self.essc = essc
+        self.subject_seen: SubjectSeen | None = None  # the consent feature's subject index
         self._signers: dict[str, Signer] = {}
 
     # ---------------------------------------------------------------- 申码 / 制码 (issue)
@@ -293,8 +295,14 @@ class CodeService:
         log.info("code.verified", face=face, decision="allow", reason="ok", scene=scene_id,
                  retry=prev is not None)
         return VerifyDecision("allow", "ok", face, request_id, verified_at,
-                              subject=self._keys.pairwise_subject(sector, person_id),
+                              subject=await self._subject(sector, person_id),
                               attributes=attributes)
+
+    async def _subject(self, sector: str, person_id: str) -> str:
+        subject = self._keys.pairwise_subject(sector, person_id)
+        if self.subject_seen is not None:
+            await self.subject_seen(sector, subject, person_id)
+        return subject
 
     async def _person(self, claims: CodeClaims) -> str | None:
         """The person behind a verified code; None when unknown or revoked.
@@ -353,7 +361,7 @@ class CodeService:
         log.info("code.verified", face=claims.face, decision="allow", reason="ok",
                  scene=scene_id, retry=True)
         return VerifyDecision("allow", "ok", claims.face, request_id, verified_at,
-                              subject=self._keys.pairwise_subject(sector, person_id),
+                              subject=await self._subject(sector, person_id),
                               attributes=attributes)
 
 

@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from gateway.authz.datakeys import DataKeys, SealError, derive
 from gateway.clock import Clock
 from gateway.errors import Conflict, IdentityMismatch, InvalidRequest, NotFound
+from gateway.services.subjects import SubjectSeen
 from gateway.services.upstream import (
     AssertionRejected,
     UpstreamIdentity,
@@ -750,6 +751,7 @@ class CardTaps:
         self.max_age_s = max_age_s
         self.max_skew_s = max_skew_s
         self.retry_ttl_s = retry_ttl_s
+        self.subject_seen: SubjectSeen | None = None  # the consent feature's subject index
 
     def _verified_at(self) -> str:
         return dt.datetime.fromtimestamp(self.service.clock.now(), dt.UTC).isoformat(
@@ -807,8 +809,11 @@ class CardTaps:
         if not sector:
             return deny("scene_not_permitted")
         attrs = self.service.disclose_from(person, scene.attributes)
+        subject = self.service.subject_for(sector, person.person_id)
+        if self.subject_seen is not None:
+            await self.subject_seen(sector, subject, person.person_id)
         return VerifyDecision("allow", "ok", "ssc_card", tap.request_id, verified_at,
-                              subject=self.service.subject_for(sector, person.person_id),
+                              subject=subject,
                               attributes={k: v for k, v in attrs.items()
                                           if k in scene.attributes}).to_json()
 

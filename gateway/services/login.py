@@ -50,6 +50,7 @@ from gateway.authz.pkce import verify_s256
 from gateway.authz.tokens import AccessTokenClaims, AccessTokens, JwtSigner, TokenInvalid
 from gateway.errors import Conflict, Forbidden, InvalidRequest, NotFound, OAuthError
 from gateway.ports import ClientStore
+from gateway.services.subjects import SubjectSeen
 from gateway.services.tokens import bearer_response
 
 log = structlog.get_logger("gateway.login")
@@ -96,6 +97,7 @@ class LoginService:
         self.refresh = refresh
         self.consents = consents
         self.persons = persons
+        self.subject_seen: SubjectSeen | None = None  # the consent feature's subject index
         self.keys = keys
         self.access = access
         self.signer = signer
@@ -255,7 +257,10 @@ class LoginService:
     # -- tokens -----------------------------------------------------------------------------------
     async def _subject(self, sector: str, person_id: str) -> str:
         got = self.persons().subject_for(sector, person_id)
-        return str(await got) if inspect.isawaitable(got) else str(got)
+        subject = str(await got) if inspect.isawaitable(got) else str(got)
+        if self.subject_seen is not None:
+            await self.subject_seen(sector, subject, person_id)
+        return subject
 
     async def issue(self, client: Client, person_id: str, scopes: tuple[str, ...],
                     family_id: str, auth_time: int, nonce: str | None,
