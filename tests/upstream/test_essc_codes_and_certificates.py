@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -55,7 +57,9 @@ async def test_certificates_fetched_and_issuer_signed(certlib, certlib_sandbox, 
         assert isinstance(c, Certificate)
         key = certlib_sandbox.issuer_keys[c.issuer].private_key.public_key()
         payload = jwt.decode(c.issuer_signature, key, algorithms=["ES256"])
-        assert payload["cid"] == zhang.citizen_id and payload["num"] == c.number
+        assert payload["num"] == c.number and payload["hld"]
+        # the signature travels to relying parties: it must not carry the ID number
+        assert zhang.citizen_id not in json.dumps(payload)
     assert await certlib.fetch(zhang.citizen_id, []) == []
 
 
@@ -86,7 +90,7 @@ async def test_certificate_signed_by_a_stranger_is_refused(certlib, certlib_sand
         for c in out:
             kid = jwt.get_unverified_header(c["issuer_signature"])["kid"]
             c["issuer_signature"] = jwt.encode(
-                certificate_payload(c, cid), ec.generate_private_key(ec.SECP256R1()),
+                certificate_payload(c), ec.generate_private_key(ec.SECP256R1()),
                 algorithm="ES256", headers={"kid": kid})
         return out
 

@@ -11,7 +11,9 @@ worker. The demo residents are fictitious (gateway/data/residents.json).
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import secrets
 from collections.abc import Sequence
 from pathlib import Path
@@ -359,12 +361,18 @@ class CertLibSandbox(_Base):
     def __init__(self, residents: Sequence[Resident], keys_dir: Path, *, clock: Clock) -> None:
         super().__init__(residents, clock)
         self.by_cid = {r.citizen_id: r for r in residents}
+        self.holder_secret = load_or_create_secret(keys_dir, "certlib-holder")
         issuers = sorted({c.issuer for r in residents for c in r.certificates})
         self.issuer_keys = {
             name: load_or_create_ec_key(
                 keys_dir, "certissuer-" + hashlib.sha256(name.encode()).hexdigest()[:12],
                 clock.now())
             for name in issuers}
+
+    def holder_ref(self, citizen_id: str) -> str:
+        """The library's opaque holder binding: HMAC of the ID number under its own secret."""
+        mac = hmac.new(self.holder_secret, citizen_id.encode("ascii"), hashlib.sha256)
+        return base64.urlsafe_b64encode(mac.digest()[:16]).rstrip(b"=").decode("ascii")
 
     def certificates(self, citizen_id: str, types: Sequence[str]) -> list[dict[str, Any]]:
         r = self.by_cid.get(citizen_id)
@@ -375,10 +383,11 @@ class CertLibSandbox(_Base):
             if c.type not in types:
                 continue
             doc: dict[str, Any] = {"type": c.type, "number": c.number, "issuer": c.issuer,
+                                   "holder_ref": self.holder_ref(citizen_id),
                                    "fields": dict(c.fields), "issued_at": c.issued_at}
             key = self.issuer_keys[c.issuer]
             doc["issuer_signature"] = jwt.encode(
-                certificate_payload(doc, citizen_id), key.private_key, algorithm="ES256",
+                certificate_payload(doc), key.private_key, algorithm="ES256",
                 headers={"kid": key.kid})
             out.append(doc)
         return out

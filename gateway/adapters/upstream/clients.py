@@ -213,7 +213,7 @@ class CertificateLibraryClient:
         def parse(resp: UpstreamResponse) -> list[dict[str, Any]]:
             items = expect_list(resp.body, "certificates")
             for c in items:
-                for k in ("type", "number", "issuer", "issuer_signature"):
+                for k in ("type", "number", "issuer", "holder_ref", "issuer_signature"):
                     expect_str(c, k, max_len=16384)
                 expect_int(c, "issued_at")
                 if not isinstance(c.get("fields"), dict) or c["type"] not in wanted:
@@ -223,9 +223,9 @@ class CertificateLibraryClient:
         raw = await self.http.request(
             "POST", "/certificates/query", op="certificates", idempotent=True,
             json_body={"citizen_id": citizen_id, "types": wanted}, parse=parse)
-        return [await self._checked(c, citizen_id) for c in raw]
+        return [await self._checked(c) for c in raw]
 
-    async def _checked(self, c: Mapping[str, Any], citizen_id: str) -> Certificate:
+    async def _checked(self, c: Mapping[str, Any]) -> Certificate:
         """The issuer JWS must verify and its payload must be exactly this certificate."""
         jws = c["issuer_signature"]
         bad = UpstreamUnavailable("The certificate library returned an unverifiable certificate",
@@ -243,14 +243,18 @@ class CertificateLibraryClient:
                                           "verify_nbf": False, "verify_aud": False})
         except jwt.InvalidTokenError:
             raise bad from None
-        if payload != certificate_payload(c, citizen_id):
+        if payload != certificate_payload(c):
             raise bad
         return Certificate(type=c["type"], number=c["number"], issuer=c["issuer"],
                            fields=dict(c["fields"]), issuer_signature=jws,
                            issued_at=c["issued_at"])
 
 
-def certificate_payload(c: Mapping[str, Any], citizen_id: str) -> dict[str, Any]:
-    """The JWS payload an issuing authority signs over a certificate (docs/upstreams.md)."""
-    return {"typ": c["type"], "num": c["number"], "iss": c["issuer"], "cid": citizen_id,
+def certificate_payload(c: Mapping[str, Any]) -> dict[str, Any]:
+    """The JWS payload an issuing authority signs over a certificate (docs/upstreams.md).
+
+    The holder is bound by the library's opaque `holder_ref` (a keyed hash of the citizen ID
+    that only the library can compute), never by the ID number itself: the signature travels
+    to relying parties intact, and must not disclose more than the certificate's fields."""
+    return {"typ": c["type"], "num": c["number"], "iss": c["issuer"], "hld": c["holder_ref"],
             "fields": c["fields"], "iat": c["issued_at"]}
