@@ -120,10 +120,8 @@ async def _verify(redis_url: str, prefix: str, cluster: bool) -> int:
 def audit_verify_main(settings: Any) -> int:
     """`gateway audit verify`: check the whole chain and its head; print the first broken
     link. Exit 0 = intact, 1 = broken, 2 = nothing durable to verify (no Redis configured)."""
-    import os
-
     if not settings.redis_url:
         print("no GATEWAY_REDIS_URL: the audit log is in memory only (sandbox); nothing to verify")
         return 2
     return asyncio.run(_verify(settings.redis_url, settings.redis_prefix,
-                               os.environ.get("GATEWAY_REDIS_CLUSTER") == "true"))
+                               settings.redis_cluster))
