@@ -19,6 +19,7 @@ from gateway.web.ratelimit import (
     LIMIT_DEFAULTS,
     RATE_LIMITER,
     CoalescedRedisRateLimiter,
+    LeasingRateLimiter,
     config_from_env,
     parse_limit,
 )
@@ -53,8 +54,11 @@ def test_config_defaults_and_per_kind_overrides() -> None:
     assert c.enabled and c.max_inflight == 256
     assert {k: c.limits[k] for k in DEFAULT_LIMITS} == dict(DEFAULT_LIMITS)
     assert c.limits["resident"] == LIMIT_DEFAULTS["resident"]
+    assert c.lease
     c = config_from_env({"GATEWAY_RATELIMIT_GATE": "10/1/20", "GATEWAY_RATELIMIT_APP_ISSUE": "",
-                         "GATEWAY_RATELIMIT_ENABLED": "false", "GATEWAY_MAX_INFLIGHT": "0"})
+                         "GATEWAY_RATELIMIT_ENABLED": "false", "GATEWAY_MAX_INFLIGHT": "0",
+                         "GATEWAY_RATELIMIT_LEASE": "off"})
+    assert not c.lease
     assert c.limits["gate"] == Limit(10, 1, 20)
     assert c.limits["app_issue"] == DEFAULT_LIMITS["app_issue"]  # empty = default
     assert not c.enabled and c.max_inflight == 0
@@ -91,7 +95,9 @@ async def test_gate_over_its_limit_gets_429_with_headers(
         redis_client: aioredis.Redis) -> None:
     monkeypatch.setenv("GATEWAY_RATELIMIT_GATE", "1/60/3")
     gw = await make_gateway()
-    assert isinstance(gw.app[RATE_LIMITER], CoalescedRedisRateLimiter)
+    limiter = gw.app[RATE_LIMITER]
+    assert isinstance(limiter, LeasingRateLimiter)
+    assert isinstance(limiter._inner, CoalescedRedisRateLimiter)
     token = await gw.client_token(GATE)
     for i in range(3):
         r = await _verify(gw, token, i)
@@ -223,3 +229,66 @@ async def test_coalesced_limiter_refuses_braces_and_dear_costs(
         await lim.hit("gate:{x}", Limit(1, 1, 1))
     with pytest.raises(ValueError, match="burst"):
         await lim.hit("gate:x", Limit(1, 1, 1), cost=2)
+
+
+# ---------------------------------------------------------------- leases of cells
+
+async def _leasing(redis_client: aioredis.Redis, **kw: Any) -> LeasingRateLimiter:
+    inner = CoalescedRedisRateLimiter(Coalescer(redis_client), redis_client.script_load,
+                                      prefix="t:")
+    await inner.load()
+    return LeasingRateLimiter(inner, **kw)
+
+
+async def test_leases_never_admit_more_than_the_burst(redis_url: str,
+                                                      redis_client: aioredis.Redis) -> None:
+    limit = Limit(rate=1, period_s=60, burst=100)   # leases of 10
+    clients = [aioredis.Redis.from_url(redis_url) for _ in range(2)]
+    try:
+        workers = [await _leasing(r) for r in clients]   # two workers, one Redis
+        assert workers[0].lease_size(limit) == 10
+        decisions = await asyncio.gather(*[workers[i % 2].hit("gate:g", limit)
+                                           for i in range(400)])
+        assert sum(d.allowed for d in decisions) == 100
+        assert all(d.retry_after_s > 0 for d in decisions if not d.allowed)
+        assert all(0 <= d.remaining <= 100 for d in decisions)
+    finally:
+        for r in clients:
+            await r.aclose()
+
+
+async def test_an_expired_lease_drops_its_cells(redis_client: aioredis.Redis) -> None:
+    lim = await _leasing(redis_client, lease_s=0.05)
+    limit = Limit(rate=1, period_s=3600, burst=100)
+    assert (await lim.hit("gate:e", limit)).allowed      # leased 10, 9 left locally
+    assert (await lim.hit("gate:e", limit)).allowed      # from the lease
+    await asyncio.sleep(0.08)
+    assert (await lim.hit("gate:e", limit)).allowed      # a new lease of 10
+    peek = await lim._inner.hit("gate:e", limit, 0)
+    assert peek.remaining == 80   # 20 cells counted in Redis: under-admits, never over
+
+
+async def test_small_bursts_are_never_leased(redis_client: aioredis.Redis) -> None:
+    lim = await _leasing(redis_client)
+    limit = Limit(rate=1, period_s=3600, burst=19)
+    assert lim.lease_size(limit) == 1
+    assert sum([(await lim.hit("res:x", limit)).allowed for _ in range(25)]) == 19
+
+
+async def test_leasing_can_be_turned_off(make_gateway: GatewayFactory,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEWAY_RATELIMIT_LEASE", "false")
+    gw = await make_gateway()
+    assert isinstance(gw.app[RATE_LIMITER], CoalescedRedisRateLimiter)
+    token = await gw.client_token(GATE)
+    assert (await _verify(gw, token, 0)).status == 200
+
+
+async def test_gate_with_a_leased_limit_gets_exactly_its_burst_through_the_app(
+        make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEWAY_RATELIMIT_GATE", "1/60/40")   # leases of 4
+    gw = await make_gateway()
+    token = await gw.client_token(GATE)
+    answers = await asyncio.gather(*[_verify(gw, token, i) for i in range(70)])
+    statuses = [a.status for a in answers]
+    assert statuses.count(200) == 40 and statuses.count(429) == 30
