@@ -74,6 +74,18 @@ def oauth_error(exc: OAuthError) -> web.Response:
     return web.json_response(body, status=exc.http_status, headers=headers)
 
 
+def bearer_challenge(exc: GatewayError) -> web.Response:
+    """RFC 6750 §3 on a Bearer-protected OAuth resource (userinfo): the challenge is in
+    WWW-Authenticate; with no credentials at all the answer carries no error code (§3.1)."""
+    challenge = exc.headers.get("WWW-Authenticate", "")
+    headers = {"Cache-Control": "no-store", **exc.headers}
+    if 'error="invalid_token"' in challenge:
+        return web.json_response({"error": "invalid_token",
+                                  "error_description": "The access token is not valid"},
+                                 status=401, headers=headers)
+    return web.Response(status=401, headers=headers)
+
+
 class Metrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.requests = Counter("gateway_http_requests_total", "HTTP requests",
@@ -126,7 +138,10 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
         if exc.status >= 500:
             log.warning("request.failed", error_code=exc.code, reason=exc.debug,
                         path=request.path)
-        if is_oauth and exc.status < 500:
+        if is_oauth and exc.status == 401 and \
+                exc.headers.get("WWW-Authenticate", "").startswith("Bearer"):
+            resp = bearer_challenge(exc)
+        elif is_oauth and exc.status < 500:
             resp = oauth_error(OAuthError("invalid_request", exc.detail, exc.status,
                                           headers=exc.headers))
         else:

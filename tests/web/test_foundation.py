@@ -135,3 +135,12 @@ async def test_openapi_servers_is_this_apps_issuer(gw: Gateway, make_gateway: ob
     for g in (gw, other):
         doc = await (await g.client.get("/openapi.json")).json()
         assert doc["servers"] == [{"url": g.base}]
+
+
+async def test_userinfo_bearer_challenges_follow_rfc6750(gw: Gateway) -> None:
+    r = await gw.client.get("/oauth2/userinfo")
+    assert r.status == 401 and r.headers["WWW-Authenticate"].startswith("Bearer")
+    assert "error=" not in r.headers["WWW-Authenticate"] and await r.read() == b""
+    r = await gw.client.get("/oauth2/userinfo", headers={"Authorization": "Bearer nope"})
+    assert r.status == 401 and 'error="invalid_token"' in r.headers["WWW-Authenticate"]
+    assert (await r.json())["error"] == "invalid_token"
