@@ -20,7 +20,9 @@ docs/performance.md).
 * **Limiter**: `MemoryRateLimiter` without Redis (sandbox: one process); with Redis,
   `CoalescedRedisRateLimiter` runs the same GCRA script (gcra.lua) by EVALSHA through the
   `Coalescer`, so the hit rides in the one pipeline per loop tick with every other in-flight
-  request's commands instead of costing its own redis-py round trip.
+  request's commands instead of costing its own redis-py round trip; for gate and rp limits
+  (burst >= 20) each worker leases cells k at a time (`LeasingRateLimiter`, never over-admits;
+  `GATEWAY_RATELIMIT_LEASE=false` turns it off).
 * **Answer**: 429 problem+json `rate_limited` with `Retry-After` and the RateLimit header
   fields (draft-ietf-httpapi-ratelimit-headers); allowed answers carry the RateLimit fields too.
 * **Overload**: at most `GATEWAY_MAX_INFLIGHT` requests (default 256, 0 = unlimited) run at once
