@@ -41,7 +41,8 @@ class NotFound(GatewayError):
 
 
 class MethodNotAllowed(GatewayError):
-    code, status, title = "method_not_allowed", 405, "Method not allowed"
+    # The contract's stable codes have none for 405/406: they are bad requests of a kind.
+    code, status, title = "invalid_request", 405, "Method not allowed"
 
 
 class Conflict(GatewayError):
@@ -61,7 +62,7 @@ class UnsupportedMediaType(GatewayError):
 
 
 class NotAcceptable(GatewayError):
-    code, status, title = "not_acceptable", 406, "No acceptable representation"
+    code, status, title = "invalid_request", 406, "No acceptable representation"
 
 
 class RateLimited(GatewayError):

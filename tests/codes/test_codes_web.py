@@ -314,6 +314,7 @@ async def test_unacceptable_media_type(gw: Gateway, accept: str) -> None:
     r = await gw.client.post("/v1/codes", json={},
                              headers={"Authorization": f"Bearer {token}", "Accept": accept})
     assert r.status == 406
+    assert (await r.json())["code"] == "invalid_request"  # one of the contract's stable codes
 
 
 def test_secrets_module_is_used_for_request_ids() -> None:

@@ -126,8 +126,9 @@ async def test_key_rotation_keeps_old_tokens_valid(gw: Gateway) -> None:
 
 
 async def test_method_not_allowed_names_the_allowed_methods(gw: Gateway) -> None:
-    r = await gw.client.delete("/oauth2/token")
+    r = await gw.client.delete("/v1/codes")
     assert r.status == 405 and "POST" in r.headers["Allow"]
+    assert (await r.json())["code"] == "invalid_request"  # one of the contract's stable codes
 
 
 async def test_openapi_servers_is_this_apps_issuer(gw: Gateway, make_gateway: object) -> None:
