@@ -154,6 +154,7 @@ class RevocationFollower:
         self._service = service
         self._poll_s = poll_s
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
 
     async def start(self) -> None:
         await self._service.refresh_revocations(force=True)
@@ -161,15 +162,17 @@ class RevocationFollower:
                        asyncio.ensure_future(self._poll())]
 
     async def stop(self) -> None:
+        # redis-py can swallow a cancellation that lands while a pub/sub connection is being
+        # set up; the flag and the bounded wait make stopping finite whatever it does.
+        self._stopping = True
         for t in self._tasks:
             t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=2.0)
         self._tasks = []
 
     async def _poll(self) -> None:
-        while True:
+        while not self._stopping:
             await asyncio.sleep(self._poll_s)
             try:
                 await self._service.refresh_revocations()
@@ -177,24 +180,24 @@ class RevocationFollower:
                 log.warning("identity.revocations.poll_failed")
 
     async def _listen(self) -> None:
-        while True:
+        while not self._stopping:
+            pubsub = self._r.pubsub()
             try:
-                pubsub = self._r.pubsub()
                 await pubsub.subscribe(self._store.channel)
-                try:
-                    async for msg in pubsub.listen():
-                        if msg.get("type") != "message":
-                            continue
-                        data = _text(msg.get("data")) or ""
-                        flag, _, ref_hash = data.partition("|")
-                        if ref_hash and flag in ("0", "1"):
-                            self._service.revocations.apply(ref_hash, flag == "1")
-                finally:
-                    with contextlib.suppress(aioredis.RedisError, OSError):
-                        await pubsub.aclose()  # type: ignore[no-untyped-call]
+                while not self._stopping:
+                    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
+                    if msg is None or msg.get("type") != "message":
+                        continue
+                    data = _text(msg.get("data")) or ""
+                    flag, _, ref_hash = data.partition("|")
+                    if ref_hash and flag in ("0", "1"):
+                        self._service.revocations.apply(ref_hash, flag == "1")
             except (aioredis.RedisError, OSError):
                 log.warning("identity.revocations.subscribe_failed")
                 await asyncio.sleep(self._poll_s)
+            finally:
+                with contextlib.suppress(aioredis.RedisError, OSError):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
 
 
 def load_registry(path: Path) -> Mapping[str, Any]:
