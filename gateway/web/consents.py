@@ -12,7 +12,8 @@ from typing import Any
 from aiohttp import web
 
 from gateway.errors import InvalidRequest, NotFound
-from gateway.services.consents import ConsentService, Refusal, person_of, rfc3339_ms
+from gateway.services.audit import rfc3339_ms
+from gateway.services.consents import ConsentService, Refusal, person_of
 from gateway.web.http import REQUEST_ID, no_store, principal, problem, read_json, require_str
 
 CONSENTS = web.AppKey("consents", ConsentService)
