@@ -218,6 +218,23 @@ def gateway_env(redis_url: str, keys_dir: Path, port: int, workers: int) -> dict
             "GATEWAY_RATELIMIT_RESIDENT": UNLIMITED, "GATEWAY_RATELIMIT_RP": UNLIMITED}
 
 
+def sealed_attributes(base: str, keys: Any, resident_token: str) -> dict[str, Any] | None:
+    """What POST /v1/codes seals in this resident's codes (read back from one real code), so
+    the pre-issued codes are the ones the gateway itself would issue."""
+    from gateway.codec import decode
+    from gateway.services.codes import SEALABLE, HolderCipher, open_attributes
+    from loadtests import seed
+
+    status, body = seed.http_json("POST", f"{base}/v1/codes", body={"face": "ykm"},
+                                  headers={"Authorization": f"Bearer {resident_token}"})
+    if status != 201 or not isinstance(body, dict):
+        return None
+    claims = decode(str(body["code"])).claims
+    _, flags = HolderCipher(keys.data_keys.code_holder_key).open(claims.holder, claims.nonce,
+                                                                 claims.flags)
+    return open_attributes(flags, tuple(sorted(SEALABLE)))
+
+
 def prepare_keys(keys_dir: Path) -> None:
     """The gateway's sandbox keys (code, token, data, demo secrets), made as `serve` would."""
     from gateway.app import ensure_keys
@@ -349,7 +366,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     threads=t, connections=c, duration_s=2)
 
             say(f"(c) verify allow: issuing {codes_per_run} codes")
-            allow_codes = seed.issue_codes(keys, codes_per_run, person_id)
+            allow_codes = seed.issue_codes(keys, codes_per_run, person_id,
+                                           attributes=sealed_attributes(base, keys,
+                                                                        resident_token))
             f_allow = seed.write_lines(work / "gw-codes.txt", allow_codes)
             results["verify_allow"] = run_wrk(
                 wrk, "verify_allow", base, "verify.lua",

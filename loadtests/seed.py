@@ -64,19 +64,24 @@ def new_person_id() -> str:
 
 
 def issue_codes(keys: GatewayKeys, n: int, person_id: str, lifetime_s: int = 60,
-                issued_at: int | None = None) -> list[str]:
-    """`n` fresh ykm codes for one person, each with its own nonce (each usable once)."""
+                issued_at: int | None = None,
+                attributes: dict[str, object] | None = None) -> list[str]:
+    """`n` fresh ykm codes for one person, each with its own nonce (each usable once), made as
+    POST /v1/codes makes them: `attributes` (the person's concession and adult flag) sealed in
+    the code's flags, so gates of fare scenes read no identity record."""
     from gateway.codec import encode_ykm
-    from gateway.services.codes import holder_handle
+    from gateway.services.codes import HolderCipher, seal_attributes
 
     signer = keys.code_signer()
-    hkey = keys.data_keys.code_holder_key
+    cipher = HolderCipher(keys.data_keys.code_holder_key)
+    flags = seal_attributes(dict(attributes)) if attributes is not None else 0
     now = int(time.time()) if issued_at is None else issued_at
     out = []
     for _ in range(n):
         nonce = secrets.token_bytes(12)
-        out.append(encode_ykm(holder=holder_handle(hkey, person_id, nonce), issued_at=now,
-                              lifetime_s=lifetime_s, signer=signer, nonce=nonce))
+        holder, sealed = cipher.seal(person_id, nonce, flags)
+        out.append(encode_ykm(holder=holder, issued_at=now, lifetime_s=lifetime_s,
+                              signer=signer, nonce=nonce, flags=sealed))
     return out
 
 
