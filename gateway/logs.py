@@ -19,13 +19,22 @@ _FORBIDDEN = ("token", "secret", "password", "code", "assertion", "citizen", "ca
 _ALLOWED = {"status_code", "error_code", "reason_code", "key_id", "kid"}
 
 
-def _scrub(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    for name in list(event):
+_verdicts: dict[str, bool] = {}  # field name → redact? (memoised: names are few and fixed)
+
+
+def _redact(name: str) -> bool:
+    verdict = _verdicts.get(name)
+    if verdict is None:
         lname = name.lower()
-        if lname in _ALLOWED:
-            continue
-        if any(f in lname for f in _FORBIDDEN):
-            event[name] = "[redacted]"
+        verdict = lname not in _ALLOWED and any(f in lname for f in _FORBIDDEN)
+        if len(_verdicts) < 4096:
+            _verdicts[name] = verdict
+    return verdict
+
+
+def _scrub(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for name in [n for n in event if _redact(n)]:
+        event[name] = "[redacted]"
     return event
 
 

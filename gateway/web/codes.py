@@ -109,8 +109,7 @@ async def verify(request: web.Request) -> web.StreamResponse:
     decision = await service.verify_code(code, scene, gate, request_id, scanned_at)
     metrics = request.app.get(METRICS)
     if metrics is not None:
-        metrics.decisions.labels(decision.face or "none", decision.decision,
-                                 decision.reason).inc()
+        metrics.decision(decision.face or "none", decision.decision, decision.reason)
     return no_store(web.json_response(decision.to_json()))
 
 

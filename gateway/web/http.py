@@ -95,6 +95,27 @@ class Metrics:
                                  buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5))
         self.decisions = Counter("gateway_verify_decisions_total", "Verify decisions",
                                  ["face", "decision", "reason"], registry=registry)
+        # labels() costs a lock and a tuple hash per call; the children are few and fixed
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._decision_children: dict[tuple[str, str, str, str], Any] = {}  # faces×reasons
+
+    def decision(self, face: str, decision: str, reason: str) -> None:
+        key = ("decision", face, decision, reason)
+        child = self._decision_children.get(key)
+        if child is None:
+            child = self._decision_children[key] = self.decisions.labels(face, decision, reason)
+        child.inc()
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        key = (route, method, status)
+        child = self._children.get(key)
+        if child is None:
+            child = (self.requests.labels(route, method, str(status)),
+                     self.latency.labels(route))
+            if len(self._children) < 10_000:  # unmatched paths are one route: bounded anyway
+                self._children[key] = child
+        child[0].inc()
+        child[1].observe(seconds)
 
 
 METRICS = web.AppKey("metrics", Metrics)
@@ -157,9 +178,8 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
     resp.headers.setdefault("Content-Security-Policy", API_CSP)
     metrics = request.app.get(METRICS)
     if metrics is not None:
-        route = _route_name(request)
-        metrics.requests.labels(route, request.method, str(resp.status)).inc()
-        metrics.latency.labels(route).observe(time.perf_counter() - started)
+        metrics.observe(_route_name(request), request.method, resp.status,
+                        time.perf_counter() - started)
     return resp
 
 

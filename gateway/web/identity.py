@@ -109,7 +109,7 @@ async def verify_card(request: web.Request) -> web.StreamResponse:
         tap, scene, gate.client_id, await _sector(request, gate.client_id))
     metrics = request.app.get(METRICS)
     if metrics is not None:
-        metrics.decisions.labels("ssc_card", decision["decision"], decision["reason"]).inc()
+        metrics.decision("ssc_card", decision["decision"], decision["reason"])
     return no_store(web.json_response(decision))
 
 
