@@ -46,15 +46,7 @@ def test_keystream_is_aes_ctr(key: bytes, nonce: bytes, pid: bytes, flags: int) 
 async def test_issued_code_seals_the_residents_attributes(gw: Gateway) -> None:
     from gateway.app import CORE
 
-    r = await gw.client.post("/sandbox/v1/upstream-assertions",
-                             json={"resident": "r-zhang-wei", "platform": "ykb"})
-    assertion = (await r.json())["assertion"]
-    r = await gw.client.post("/oauth2/token", data={
-        "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
-        "subject_token": assertion,
-        "subject_token_type": "urn:ietf:params:oauth:token-type:jwt"},
-        headers={"Authorization": gw.basic("app-ykb")})
-    token = (await r.json())["access_token"]
+    token = await gw.resident_token("r-zhang-wei")
     r = await gw.client.post("/v1/codes", json={"face": "ykm"},
                              headers={"Authorization": f"Bearer {token}"})
     claims = decode((await r.json())["code"]).claims

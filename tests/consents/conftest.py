@@ -35,15 +35,7 @@ class Api:
         return self.gw.app[CONSENTS]
 
     async def resident(self, resident: str, app: str = "app-ykb") -> str:
-        r = await self.c.post("/sandbox/v1/upstream-assertions",
-                              json={"resident": resident, "platform": "ykb"})
-        assert r.status == 201, await r.text()
-        assertion = (await r.json())["assertion"]
-        r = await self.c.post("/oauth2/token", data={
-            "grant_type": TOKEN_EXCHANGE, "subject_token": assertion,
-            "subject_token_type": JWT_TYPE}, headers={"Authorization": self.gw.basic(app)})
-        assert r.status == 200, await r.text()
-        return str((await r.json())["access_token"])
+        return await self.gw.resident_token(resident, app)
 
     def person(self, resident_token: str) -> str:
         claims = jwt.decode(resident_token, options={"verify_signature": False})
