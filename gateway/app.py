@@ -18,6 +18,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
+from redis.asyncio.cluster import RedisCluster
 
 from gateway.adapters.keyfiles import KeyRingFiles, load_data_master_key
 from gateway.adapters.memory import MemoryClientStore, MemorySingleUse
@@ -181,6 +182,9 @@ async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
     coalescer: Coalescer | None = None
     if settings.redis_url:
         redis = connect(settings.redis_url, cluster=settings.redis_cluster)
+        if isinstance(redis, RedisCluster):
+            # learn the slot map before concurrent use (redis-py's lazy set-up races)
+            await redis.initialize()
         coalescer = Coalescer(redis)
         single_use: SingleUse = RedisSingleUse(coalescer, settings.redis_prefix)
         clients: ClientStore = RedisClientStore(redis, settings.redis_prefix)

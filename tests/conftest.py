@@ -20,6 +20,24 @@ def redis_url() -> Iterator[str]:
             server.stop()
 
 
+@pytest.fixture(scope="session")
+def redis_cluster_url() -> Iterator[str]:
+    """A private three-master Redis Cluster (or GATEWAY_TEST_REDIS_CLUSTER_URL)."""
+    import os
+
+    from tests.redis_server import RedisClusterServers
+
+    url = os.environ.get("GATEWAY_TEST_REDIS_CLUSTER_URL")
+    if url:
+        yield url
+        return
+    cluster = RedisClusterServers().start()
+    try:
+        yield cluster.url
+    finally:
+        cluster.stop()
+
+
 @pytest.fixture
 async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     """A client on a freshly flushed database: each test starts from nothing."""

@@ -21,6 +21,22 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_cluster_port() -> int:
+    """A free port whose cluster-bus port (port + 10000) is free and valid too."""
+    import random
+
+    for _ in range(200):
+        port = random.randint(20000, 55000)
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 10000))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no free port pair for a Redis Cluster node")
+
+
 @dataclass
 class RedisServer:
     """A redis-server process this test session owns (so it may kill or restart it)."""
@@ -28,6 +44,7 @@ class RedisServer:
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     workdir: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="gw-redis-"))
+    extra_args: list[str] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -42,7 +59,8 @@ class RedisServer:
             )
         self.proc = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", self.workdir, "--loglevel", "warning"],
+             "--appendonly", "no", "--dir", self.workdir, "--loglevel", "warning",
+             *self.extra_args],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
@@ -73,3 +91,46 @@ def session_redis_url() -> tuple[str, RedisServer | None]:
         return url, None
     server = RedisServer().start()
     return server.url, server
+
+
+@dataclass
+class RedisClusterServers:
+    """A real three-master Redis Cluster on free loopback ports (no replicas), for the store
+    contract suite: every multi-key script and transaction must stay within one slot."""
+
+    nodes: list[RedisServer] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return self.nodes[0].url.rsplit("/", 1)[0]
+
+    def start(self, size: int = 3) -> RedisClusterServers:
+        import redis
+
+        for _ in range(size):
+            node = RedisServer(port=free_cluster_port())
+            node.extra_args = ["--cluster-enabled", "yes", "--cluster-config-file",
+                               f"{node.workdir}/nodes.conf", "--cluster-node-timeout", "2000"]
+            self.nodes.append(node.start())
+        per = 16384 // size
+        clients = [redis.Redis(port=n.port) for n in self.nodes]
+        try:
+            for i, c in enumerate(clients):
+                last = 16383 if i == size - 1 else (i + 1) * per - 1
+                c.execute_command("CLUSTER", "ADDSLOTSRANGE", i * per, last)
+            for n in self.nodes[1:]:
+                clients[0].execute_command("CLUSTER", "MEET", "127.0.0.1", n.port)
+            deadline = time.monotonic() + 20
+            while not all(b"cluster_state:ok" in c.execute_command("CLUSTER", "INFO")
+                          for c in clients):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the test Redis Cluster did not converge")
+                time.sleep(0.1)
+        finally:
+            for c in clients:
+                c.close()
+        return self
+
+    def stop(self) -> None:
+        for n in self.nodes:
+            n.stop()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -28,6 +29,7 @@ class Backend:
     redis: aioredis.Redis | None = None
     coalescer: Coalescer | None = None
     prefix: str = "test:"
+    url: str = ""
 
     async def elapse(self, seconds: float) -> None:
         self.clock.advance(seconds)
@@ -39,23 +41,48 @@ class Backend:
             return RedisSingleUse(self.coalescer, self.prefix)
         return MemorySingleUse(self.clock)
 
+    async def another_client(self) -> Any:
+        """A second, independent client of the same server (another worker's view)."""
+        assert self.redis is not None
+        if self.name == "redis-cluster":
+            from redis.asyncio.cluster import RedisCluster
+
+            # initialise before concurrent use: redis-py's lazy cluster set-up races otherwise
+            return await RedisCluster.from_url(self.url).initialize()
+        return aioredis.Redis.from_url(self.url)
+
     def clients(self) -> ClientStore:
         if self.redis is not None:
             return RedisClientStore(self.redis, self.prefix)
         return MemoryClientStore()
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "redis-cluster"])
 async def backend(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterator[Backend]:
     clock = FrozenClock()
     if request.param == "memory":
         yield Backend("memory", clock)
         return
+    if request.param == "redis-cluster":
+        # The same suite on a real Redis Cluster: multi-key scripts must share one hash slot.
+        from redis.asyncio.cluster import RedisCluster
+
+        url = request.getfixturevalue("redis_cluster_url")
+        cluster = await RedisCluster.from_url(url).initialize()
+        await cluster.flushall()
+        coalescer = Coalescer(cluster)
+        try:
+            yield Backend("redis-cluster", clock, cluster, coalescer,  # type: ignore[arg-type]
+                          url=url)
+        finally:
+            await coalescer.aclose()
+            await cluster.aclose()
+        return
     client = aioredis.Redis.from_url(redis_url)
     await client.flushdb()
     coalescer = Coalescer(client)
     try:
-        yield Backend("redis", clock, client, coalescer)
+        yield Backend("redis", clock, client, coalescer, url=redis_url)
     finally:
         await coalescer.aclose()
         await client.aclose()

@@ -69,11 +69,7 @@ async def test_two_writers_on_one_redis_never_fork(backend: Backend) -> None:
         await asyncio.gather(*(log.append(event(i), 1.0) for i in range(10)))
         assert (await verify_log(log))[0]
         return
-    import redis.asyncio as aioredis
-
-    url = backend.redis.connection_pool.connection_kwargs
-    other = aioredis.Redis(host=url.get("host", "127.0.0.1"), port=url.get("port", 6379),
-                           db=url.get("db", 0))
+    other = await backend.another_client()
     try:
         a, b = RedisAuditLog(backend.redis, backend.prefix), RedisAuditLog(other, backend.prefix)
         await asyncio.gather(*((a if i % 2 else b).append(event(i), 2.0) for i in range(40)))
