@@ -8,6 +8,7 @@ request consents (a metro gate's sector has none: the gate path stays at one rou
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Iterable
 
 from gateway.authz.clients import Client
@@ -27,15 +28,27 @@ class SubjectLedger:
         self._refresh_s = refresh_s
         self._sectors: frozenset[str] = frozenset()
         self._loaded_at = float("-inf")
+        self._loading: asyncio.Task[None] | None = None
+
+    async def _load(self) -> None:
+        self._sectors = frozenset(
+            c.sector for c in await self._list()
+            if c.kind == "rp" and not c.disabled and self._may_request(c.client_id))
+        self._loaded_at = self._now()
 
     async def consent_sectors(self) -> frozenset[str]:
         """Sectors of relying parties allowed to request consents (re-read once a minute, so a
-        newly registered relying party is covered without a restart)."""
+        newly registered relying party is covered without a restart). One reload at a time:
+        the first call waits for it; later ones keep the current set meanwhile (64 concurrent
+        verifications each listing every client was measured on the gate path)."""
         if self._now() - self._loaded_at >= self._refresh_s:
-            self._sectors = frozenset(
-                c.sector for c in await self._list()
-                if c.kind == "rp" and not c.disabled and self._may_request(c.client_id))
-            self._loaded_at = self._now()
+            if self._loading is None or self._loading.done():
+                self._loading = asyncio.ensure_future(self._load())
+                # a failed background reload is retried by the next call; never unobserved
+                self._loading.add_done_callback(
+                    lambda t: None if t.cancelled() else t.exception())
+            if self._loaded_at == float("-inf"):
+                await asyncio.shield(self._loading)
         return self._sectors
 
     async def seen(self, sector: str, subject: str, person_id: str) -> None:

@@ -145,3 +145,15 @@ async def test_userinfo_bearer_challenges_follow_rfc6750(gw: Gateway) -> None:
     r = await gw.client.get("/oauth2/userinfo", headers={"Authorization": "Bearer nope"})
     assert r.status == 401 and 'error="invalid_token"' in r.headers["WWW-Authenticate"]
     assert (await r.json())["error"] == "invalid_token"
+
+
+async def test_chunked_body_over_the_limit_is_413(gw: Gateway) -> None:
+    token = await gw.client_token("gate-metro-l1-xiaoshizi")
+
+    async def chunks():  # no Content-Length: the limit holds while reading
+        for _ in range(40):
+            yield b" " * 1024
+
+    r = await gw.client.post("/v1/codes/verify", data=chunks(), headers={
+        "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    assert r.status == 413 and (await r.json())["code"] == "payload_too_large"
