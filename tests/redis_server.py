@@ -105,6 +105,13 @@ class RedisClusterServers:
         return self.nodes[0].url.rsplit("/", 1)[0]
 
     def start(self, size: int = 3) -> RedisClusterServers:
+        try:
+            return self._start(size)
+        except BaseException:
+            self.stop()  # never leave half a cluster running
+            raise
+
+    def _start(self, size: int) -> RedisClusterServers:
         import redis
 
         for _ in range(size):
