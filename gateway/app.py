@@ -284,12 +284,9 @@ async def _identity_ctx(app: web.Application) -> AsyncIterator[None]:
 
     core = app[CORE]
     settings, clock = core.settings, core.clock
-    master = load_data_master_key(settings.keys_dir, create=settings.is_sandbox,
-                                  env_value=settings.data_key_b64)
     store: Any = (RedisIdentityStore(core.redis, settings.redis_prefix, core.coalescer)
                   if core.redis is not None else MemoryIdentityStore())
-    service = ids.IdentityService(store, clock, core.data_keys,
-                                  ref_seal_key=ids.credential_seal_key(master))
+    service = ids.IdentityService(store, clock, core.data_keys)
     regions = settings.essc_regions
     policy = UpstreamPolicy(timeout_s=settings.upstream_timeout_s,
                             connect_timeout_s=min(1.0, settings.upstream_timeout_s))

@@ -227,7 +227,6 @@ def sync_registry(settings: Any, path: Path) -> int:
     from gateway.adapters.redis_store import connect
     from gateway.authz.datakeys import DataKeys
     from gateway.clock import SystemClock
-    from gateway.services.identity import credential_seal_key
     from gateway.settings import SettingsError
 
     if not settings.redis_url:
@@ -241,8 +240,7 @@ def sync_registry(settings: Any, path: Path) -> int:
                         cluster=settings.redis_cluster)
         try:
             store = RedisIdentityStore(redis, settings.redis_prefix)
-            service = IdentityService(store, SystemClock(), DataKeys(master),
-                                      ref_seal_key=credential_seal_key(master))
+            service = IdentityService(store, SystemClock(), DataKeys(master))
             return await sync_registry_async(service, path)
         finally:
             await redis.aclose()

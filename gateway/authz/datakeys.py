@@ -47,6 +47,8 @@ class DataKeys:
         self._pid_aead = AESGCM(derive(master, "person-id-seal"))
         self._cred_mac = derive(master, "credential-ref-hash")
         self.code_holder_key = derive(master, "code-holder-handle")
+        # AES-GCM key for credential numbers at rest (identity service)
+        self.credential_seal_key = derive(master, "credential-ref-seal")
 
     @staticmethod
     def normalise_citizen_id(citizen_id: str) -> str:

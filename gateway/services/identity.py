@@ -33,7 +33,7 @@ from typing import Any, Final, Literal, Protocol
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from gateway.authz.datakeys import DataKeys, SealError, derive
+from gateway.authz.datakeys import DataKeys, SealError
 from gateway.clock import Clock
 from gateway.errors import Conflict, IdentityMismatch, InvalidRequest, NotFound
 from gateway.services.subjects import SubjectSeen
@@ -294,13 +294,14 @@ class SyncReport:
 
 class IdentityService:
     def __init__(self, store: IdentityStore, clock: Clock, keys: DataKeys, *,
-                 ref_seal_key: bytes) -> None:
-        """`ref_seal_key`: 32 bytes for AES-GCM sealing of credential refs, derived from the
-        data master key with its own label (`credential_seal_key`)."""
+                 ref_seal_key: bytes | None = None) -> None:
+        """`ref_seal_key`: 32 bytes for AES-GCM sealing of credential refs; by default
+        `keys.credential_seal_key` (HKDF of the data master key, its own label)."""
         self.store = store
         self.clock = clock
         self.keys = keys
-        self._ref_aead = AESGCM(ref_seal_key)
+        self._ref_aead = AESGCM(ref_seal_key if ref_seal_key is not None
+                                else keys.credential_seal_key)
         self.revocations = RevocationView()
 
     # -- sealing ------------------------------------------------------------------------------
@@ -637,9 +638,8 @@ class IdentityService:
 
 
 def credential_seal_key(master: bytes) -> bytes:
-    """The AES-256-GCM key for credential refs: HKDF (RFC 5869) from the data master key with
-    its own label, so it never serves another purpose."""
-    return derive(master, "credential-ref-seal")
+    """The AES-256-GCM key for credential refs (the same as `DataKeys.credential_seal_key`)."""
+    return DataKeys(master).credential_seal_key
 
 
 def registry_entries(doc: Mapping[str, Any]) -> list[RegistryEntry]:
