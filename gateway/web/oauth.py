@@ -12,6 +12,7 @@ from aiohttp import web
 from gateway.authz.client_auth import ClientAuthenticator
 from gateway.authz.clients import Client
 from gateway.authz.tokens import TokenInvalid
+from gateway.errors import OAuthError
 from gateway.services.tokens import TokenService
 from gateway.web.http import AUTHENTICATOR, read_form
 
@@ -31,19 +32,23 @@ async def token(request: web.Request) -> web.Response:
     return _json(await request.app[TOKENS].token(client, form))
 
 
-async def revoke(request: web.Request) -> web.Response:
-    """RFC 7009 §2.2: 200 whether or not the token was valid; only its own client may revoke."""
+async def _token_request(request: web.Request) -> tuple[Client, str, str | None]:
+    """RFC 7009 §2.1 / RFC 7662 §2.1: an authenticated client names a `token` (and maybe a
+    `token_type_hint`)."""
     form = await read_form(request)
     client = await request.app[CLIENT_AUTH].authenticate(
         request.headers.get("Authorization"), form)
     value = form.get("token")
     if not value:
-        from gateway.errors import OAuthError
-
         raise OAuthError("invalid_request", "token is required")
-    hooks = request.app.get(REVOCATION_HOOKS, [])
-    for hook in hooks:
-        if await hook(client, value, form.get("token_type_hint")):
+    return client, value, form.get("token_type_hint")
+
+
+async def revoke(request: web.Request) -> web.Response:
+    """RFC 7009 §2.2: 200 whether or not the token was valid; only its own client may revoke."""
+    client, value, hint = await _token_request(request)
+    for hook in request.app.get(REVOCATION_HOOKS, []):
+        if await hook(client, value, hint):
             return _json({})
     authn = request.app[AUTHENTICATOR]
     try:
@@ -57,16 +62,9 @@ async def revoke(request: web.Request) -> web.Response:
 
 async def introspect(request: web.Request) -> web.Response:
     """RFC 7662: active + metadata for the caller's own tokens (and gates' scenes)."""
-    form = await read_form(request)
-    client = await request.app[CLIENT_AUTH].authenticate(
-        request.headers.get("Authorization"), form)
-    value = form.get("token")
-    if not value:
-        from gateway.errors import OAuthError
-
-        raise OAuthError("invalid_request", "token is required")
+    client, value, hint = await _token_request(request)
     for hook in request.app.get(INTROSPECTION_HOOKS, []):
-        answer = await hook(client, value, form.get("token_type_hint"))
+        answer = await hook(client, value, hint)
         if answer is not None:
             return _json(answer)
     try:
