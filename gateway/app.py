@@ -117,7 +117,7 @@ def demo_secrets(settings: Settings) -> dict[str, Any]:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    from gateway.adapters.keyfiles import _write_private, read_private_pem
+    from gateway.adapters.keyfiles import read_private_pem, write_private
     from gateway.authz.keyring import derive_kid, public_jwk
 
     path = settings.keys_dir / "sandbox" / "demo-secrets.json"
@@ -136,19 +136,19 @@ def demo_secrets(settings: Settings) -> dict[str, Any]:
         else:
             out[c["client_id"]] = {"client_secret": secrets.token_urlsafe(32)}
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    _write_private(path, json.dumps(out).encode())
+    write_private(path, json.dumps(out).encode())
     return out
 
 
 def sandbox_admin_token(settings: Settings) -> str:
     """The sandbox's operator token when GATEWAY_ADMIN_TOKEN is unset: generated at first run
     under keys/sandbox/admin-token (0600)."""
-    from gateway.adapters.keyfiles import _write_private, read_private_pem
+    from gateway.adapters.keyfiles import read_private_pem, write_private
 
     path = settings.keys_dir / "sandbox" / "admin-token"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        _write_private(path, secrets.token_urlsafe(32).encode())
+        write_private(path, secrets.token_urlsafe(32).encode())
     return read_private_pem(path).decode().strip()
 
 

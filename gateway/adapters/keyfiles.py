@@ -26,7 +26,7 @@ class KeyFileError(RuntimeError):
     """A key file is missing, unreadable or too widely readable (message names no secret)."""
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes) -> None:
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
@@ -102,7 +102,7 @@ class KeyRingFiles:
         for k in ring.keys:
             pem_path = self.dir / f"{k.kid}.pem"
             if not pem_path.exists():
-                _write_private(pem_path, k.private_key.private_bytes(
+                write_private(pem_path, k.private_key.private_bytes(
                     serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                     serialization.NoEncryption()))
             meta.append({"kid": k.kid, "alg": k.alg, "state": k.state,
