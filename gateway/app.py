@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from typing import Any
 
 import structlog
 from aiohttp import web
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Info
 from redis.asyncio.cluster import RedisCluster
 
 from gateway.adapters.keyfiles import KeyRingFiles, load_data_master_key
@@ -510,6 +511,9 @@ def build_app(settings: Settings, clock: Clock | None = None) -> web.Application
     registry = CollectorRegistry()
     app[REGISTRY] = registry
     app[METRICS] = Metrics(registry)
+    # /metrics is per worker process (docs/performance.md): say which one answered
+    Info("gateway_worker", "The worker process behind this /metrics answer",
+         registry=registry).info({"pid": str(os.getpid())})
     app[oauth.REVOCATION_HOOKS] = []
     app[oauth.INTROSPECTION_HOOKS] = []
     app.cleanup_ctx.append(_core_ctx)
