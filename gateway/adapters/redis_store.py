@@ -15,7 +15,9 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import UnixDomainSocketConnection
 
+from gateway.adapters.resp import RespPipe
 from gateway.authz.clients import Client
 
 RedisClient = aioredis.Redis | RedisCluster
@@ -38,6 +40,10 @@ class Coalescer:
     costs far more CPU in the client than Redis spends on it. Batching the tick's commands into
     one non-transactional pipeline keeps the per-request cost near the floor (issue 7
     measurements). Each caller still gets its own reply (or its own exception).
+
+    On one Redis node (redis:// or unix://) the batch goes through `RespPipe`: one pipelined
+    socket per worker, hiredis parsing, no redis-py per command. On Redis Cluster, or over TLS
+    (rediss://), it goes through a redis-py pipeline (which routes by slot, or wraps TLS).
     """
 
     def __init__(self, redis: RedisClient, max_batch: int = 512) -> None:
@@ -46,9 +52,23 @@ class Coalescer:
         self._scheduled = False
         self._max_batch = max_batch
         self._tasks: set[asyncio.Task[None]] = set()
+        self._pipe: RespPipe | None = None
+        if isinstance(redis, aioredis.Redis):
+            pool = redis.connection_pool
+            if pool.connection_class in (aioredis.Connection, UnixDomainSocketConnection):
+                self._pipe = RespPipe.from_connection_kwargs(dict(pool.connection_kwargs))
+
+    @property
+    def pipelined(self) -> bool:
+        """True when commands go through the gateway's own RESP pipe."""
+        return self._pipe is not None
 
     def execute(self, *args: Any, **options: Any) -> asyncio.Future[Any]:
-        """Queue one command; `options` go to redis-py's reply parser (e.g. get=True)."""
+        """Queue one command; `options` go to redis-py's reply parser (e.g. get=True) on the
+        redis-py path; the RESP pipe returns the raw reply, which is the same for the commands
+        queued here (GET, SET … GET, HGET, EVALSHA, SET … PX)."""
+        if self._pipe is not None:
+            return self._pipe.execute(*args)
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
         self._pending.append((args, options, fut))
@@ -97,6 +117,8 @@ class Coalescer:
     async def aclose(self) -> None:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._pipe is not None:
+            await self._pipe.aclose()
 
 
 def _text(v: Any) -> str | None:
