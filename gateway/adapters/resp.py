@@ -99,7 +99,7 @@ class _Protocol(asyncio.Protocol):
         reader.feed(data)
         waiting = self._pipe._waiting
         pipe = self._pipe
-        pipe._progress = pipe._loop.time()
+        pipe._progress = pipe._loop.time() if pipe._loop is not None else 0.0
         try:
             while True:
                 reply = reader.gets()
