@@ -79,8 +79,8 @@ class DataKeys:
 
     def pairwise_subject(self, sector: str, person_id: str) -> str:
         """Stable per sector, uncorrelatable across sectors (OIDC Core §8.1)."""
-        mac = hmac.new(self._pairwise, f"{sector}\x00{person_id}".encode(), hashlib.sha256)
-        return _b64u(mac.digest()[:18])
+        mac = hmac.digest(self._pairwise, f"{sector}\x00{person_id}".encode(), "sha256")
+        return _b64u(mac[:18])
 
     def seal_person_id(self, person_id: str, context: str) -> str:
         """Internal person id as it travels inside our own tokens: encrypted, fresh nonce each

@@ -111,6 +111,9 @@ def _sf_string(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+_POLICIES: dict[tuple[str, int, float | None], tuple[str, str]] = {}
+
+
 def rate_limit_headers(decision: Decision, policy_name: str) -> dict[str, str]:
     """Response header fields for one decision.
 
@@ -120,10 +123,17 @@ def rate_limit_headers(decision: Decision, policy_name: str) -> dict[str, str]:
     When denied, RFC 9110 §10.2.3 `Retry-After` in whole seconds, rounded up, at least 1.
     Integers are RFC 8941 sf-integers (w and t rounded up: never promise too early).
     """
-    name = _sf_string(policy_name)
-    policy = f"{name};q={decision.limit}"
-    if decision.window_s is not None:
-        policy += f";w={max(1, math.ceil(decision.window_s))}"
+    key = (policy_name, decision.limit, decision.window_s)
+    cached = _POLICIES.get(key)
+    if cached is None:
+        name = _sf_string(policy_name)
+        policy = f"{name};q={decision.limit}"
+        if decision.window_s is not None:
+            policy += f";w={max(1, math.ceil(decision.window_s))}"
+        cached = (name, policy)
+        if len(_POLICIES) < 1024:  # a policy per limit kind: few
+            _POLICIES[key] = cached
+    name, policy = cached
     headers = {
         "RateLimit-Policy": policy,
         "RateLimit": (f"{name};r={max(0, decision.remaining)}"
