@@ -7,16 +7,27 @@ such values in the first place.
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import logging
 import sys
 from collections.abc import MutableMapping
-from typing import Any
+from typing import Any, TextIO, cast
 
 import structlog
 
 _FORBIDDEN = ("token", "secret", "password", "code", "assertion", "citizen", "card_no",
               "authorization", "cookie", "private", "key", "qr", "mac")
 _ALLOWED = {"status_code", "error_code", "reason_code", "key_id", "kid"}
+
+
+def _writer() -> TickBufferedWriter:
+    global _WRITER
+    if _WRITER is None or _WRITER._stream is not sys.stderr:
+        if _WRITER is not None:
+            _WRITER.drain()
+        _WRITER = TickBufferedWriter(sys.stderr)
+    return _WRITER
 
 
 _verdicts: dict[str, bool] = {}  # field name → redact? (memoised: names are few and fixed)
@@ -38,6 +49,51 @@ def _scrub(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[s
     return event
 
 
+class TickBufferedWriter:
+    """A stderr for structlog that writes once per event-loop tick.
+
+    With a running loop, lines are collected and written together by a callback scheduled for
+    the end of the current tick (so a line is out within one tick, and N lines of one tick cost
+    one write(2) instead of N); without a loop (CLI commands, start-up) a line is written at
+    once. Whatever is still buffered at interpreter exit is written by an atexit hook."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self._lines: list[str] = []
+        self._scheduled = False
+        atexit.register(self.drain)
+
+    def write(self, text: str) -> None:
+        self._lines.append(text)
+        if self._scheduled:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.drain()
+            return
+        self._scheduled = True
+        loop.call_soon(self.drain)
+
+    def flush(self) -> None:
+        """structlog flushes after every line; the tick's drain does the real work."""
+
+    def drain(self) -> None:
+        self._scheduled = False
+        if not self._lines:
+            return
+        text = "".join(self._lines)
+        self._lines.clear()
+        try:
+            self._stream.write(text)
+            self._stream.flush()
+        except (OSError, ValueError):  # stderr closed or gone: nothing better to do
+            pass
+
+
+_WRITER: TickBufferedWriter | None = None
+
+
 def configure(fmt: str = "console", level: str = "info") -> None:
     lvl = getattr(logging, level.upper(), logging.INFO)
     logging.basicConfig(stream=sys.stderr, level=lvl, format="%(message)s")
@@ -54,6 +110,6 @@ def configure(fmt: str = "console", level: str = "info") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(lvl),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.WriteLoggerFactory(file=cast(TextIO, _writer())),
         cache_logger_on_first_use=True,
     )
