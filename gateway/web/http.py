@@ -32,7 +32,13 @@ from gateway.errors import (
     UnsupportedMediaType,
 )
 from gateway.services.auth import BearerAuthenticator
-from gateway.web.ratelimit import enforce_rate_limit  # issue 7: per-caller limits
+from gateway.web.ratelimit import (  # issue 7: per-caller limits and overload shedding
+    NEVER_SHED,
+    RL_HEADERS,
+    SHEDDER,
+    enforce_rate_limit,
+    shed_response,
+)
 
 log = structlog.get_logger("gateway.http")
 
@@ -142,18 +148,58 @@ def _next_request_id() -> str:
 
 @web.middleware
 async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Request id, error rendering, security headers, metrics: the one place errors turn
-    into answers."""
+    """Request id, overload shedding, error rendering, security and RateLimit headers,
+    metrics: the one place errors turn into answers (one middleware: each layer is a coroutine
+    per request on the gate path)."""
     rid = request.headers.get("X-Request-Id", "")
     if not (0 < len(rid) <= 64 and rid.replace("-", "").replace("_", "").isalnum()):
         rid = _next_request_id()
     request[REQUEST_ID] = rid
-    structlog.contextvars.bind_contextvars(request_id=rid)
     started = time.perf_counter()
+    app = request.app
+    shedder = app.get(SHEDDER)
+    if shedder is not None and shedder.max_inflight and \
+            shedder.inflight >= shedder.max_inflight and request.path not in NEVER_SHED:
+        # No log line: under overload a line per shed request would add to the load.
+        resp: web.StreamResponse = shed_response(shedder, rid)
+    else:
+        if shedder is not None:
+            shedder.inflight += 1
+        structlog.contextvars.bind_contextvars(request_id=rid)
+        try:
+            resp = await _answer(request, handler, rid)
+        finally:
+            structlog.contextvars.unbind_contextvars("request_id")
+            if shedder is not None:
+                shedder.inflight -= 1
+    headers = resp.headers
+    if "X-Request-Id" not in headers:
+        headers["X-Request-Id"] = rid
+    for k, v in _EDGE_HEADERS:
+        if k not in headers:
+            headers[k] = v
+    rl = request.get(RL_HEADERS)
+    if rl:
+        for k, v in rl.items():
+            if k not in headers:
+                headers[k] = v
+    metrics = app.get(METRICS)
+    if metrics is not None:
+        metrics.observe(_route_name(request), request.method, resp.status,
+                        time.perf_counter() - started)
+    return resp
+
+
+_EDGE_HEADERS: tuple[tuple[str, str], ...] = (
+    *SECURITY_HEADERS.items(), ("Content-Security-Policy", API_CSP))
+
+
+async def _answer(request: web.Request, handler: Handler, rid: str) -> web.StreamResponse:
+    """The handler's answer, or the answer for the error it raised."""
     is_oauth = request.path.startswith(OAUTH_PATH_PREFIX)
     try:
         try:
-            resp = await handler(request)
+            return await handler(request)
         except web.HTTPException as exc:
             err = _from_aiohttp(exc)
             if "Allow" in exc.headers:  # RFC 9110 §15.5.6: a 405 names the allowed methods
@@ -162,36 +208,22 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
     except OAuthError as exc:
         if is_oauth:
             log.info("oauth.error", error=exc.error, reason=exc.debug, path=request.path)
-            resp = oauth_error(exc)
-        else:
-            resp = problem(exc.http_status, exc.error, exc.error, exc.description, rid,
-                           exc.headers)
+            return oauth_error(exc)
+        return problem(exc.http_status, exc.error, exc.error, exc.description, rid, exc.headers)
     except GatewayError as exc:
         if exc.status >= 500:
             log.warning("request.failed", error_code=exc.code, reason=exc.debug,
                         path=request.path)
         if is_oauth and exc.status == 401 and \
                 exc.headers.get("WWW-Authenticate", "").startswith("Bearer"):
-            resp = bearer_challenge(exc)
-        elif is_oauth and exc.status < 500:
-            resp = oauth_error(OAuthError("invalid_request", exc.detail, exc.status,
+            return bearer_challenge(exc)
+        if is_oauth and exc.status < 500:
+            return oauth_error(OAuthError("invalid_request", exc.detail, exc.status,
                                           headers=exc.headers))
-        else:
-            resp = problem(exc.status, exc.code, exc.title, exc.detail, rid, exc.headers)
+        return problem(exc.status, exc.code, exc.title, exc.detail, rid, exc.headers)
     except Exception:
         log.exception("request.crashed", path=request.path)
-        resp = problem(500, "internal_error", "Internal error", None, rid)
-    finally:
-        structlog.contextvars.unbind_contextvars("request_id")
-    resp.headers.setdefault("X-Request-Id", rid)
-    for k, v in SECURITY_HEADERS.items():
-        resp.headers.setdefault(k, v)
-    resp.headers.setdefault("Content-Security-Policy", API_CSP)
-    metrics = request.app.get(METRICS)
-    if metrics is not None:
-        metrics.observe(_route_name(request), request.method, resp.status,
-                        time.perf_counter() - started)
-    return resp
+        return problem(500, "internal_error", "Internal error", None, rid)
 
 
 def _from_aiohttp(exc: web.HTTPException) -> GatewayError:

@@ -380,7 +380,11 @@ class LoadShedder:
 SHEDDER = web.AppKey("load_shedder", LoadShedder)
 
 
-def _shed_response(request: web.Request, rid: str) -> web.Response:
+def shed_response(shedder: LoadShedder, rid: str) -> web.Response:
+    """503 `unavailable` for a request past max in-flight (the edge middleware, which counts
+    requests in flight, answers with it; gateway/web/http.py)."""
+    if shedder.shed is not None:
+        shedder.shed.inc()
     body = {"type": "https://gateway.example/problems/unavailable",
             "title": "Temporarily unavailable", "status": 503, "code": "unavailable",
             "detail": "The gateway is at capacity; retry shortly", "request_id": rid}
@@ -388,43 +392,16 @@ def _shed_response(request: web.Request, rid: str) -> web.Response:
                         headers={"Retry-After": "1", "Cache-Control": "no-store"})
 
 
-def _make_middleware(request_id_of: Callable[[web.Request], str]) -> Any:
-    @web.middleware
-    async def limit_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-        shedder: LoadShedder | None = request.app.get(SHEDDER)
-        if shedder is None or shedder.max_inflight == 0:
-            resp: web.StreamResponse = await handler(request)
-        else:
-            if shedder.inflight >= shedder.max_inflight and request.path not in NEVER_SHED:
-                # No log line: under overload a line per shed request would add to the load.
-                if shedder.shed is not None:
-                    shedder.shed.inc()
-                return _shed_response(request, request_id_of(request))
-            shedder.inflight += 1
-            try:
-                resp = await handler(request)
-            finally:
-                shedder.inflight -= 1
-        headers = request.get(RL_HEADERS)
-        if headers:
-            for k, v in headers.items():
-                resp.headers.setdefault(k, v)
-        return resp
-
-    return limit_middleware
-
-
 # ---------------------------------------------------------------- wiring
 
 def install(app: web.Application, core_key: web.AppKey[Any],
             env: Mapping[str, str] | None = None) -> RateLimitConfig:
-    """Add the limiter middleware (inside the edge middleware) and a cleanup context that
-    builds the limiter from the app's Core once it exists. Reads the configuration now, so a
-    bad GATEWAY_RATELIMIT_* fails at start-up."""
-    from gateway.web.http import REGISTRY, REQUEST_ID
+    """Install the load shedder (the edge middleware counts requests in flight against it)
+    and a cleanup context that builds the limiter from the app's Core once it exists. Reads
+    the configuration now, so a bad GATEWAY_RATELIMIT_* fails at start-up."""
+    from gateway.web.http import REGISTRY
 
     config = config_from_env(env)
-    app.middlewares.append(_make_middleware(lambda r: r.get(REQUEST_ID, "")))
     app[SHEDDER] = LoadShedder(config.max_inflight, app.get(REGISTRY))
 
     async def ctx(app: web.Application) -> Any:
