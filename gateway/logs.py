@@ -12,6 +12,7 @@ import atexit
 import logging
 import sys
 from collections.abc import MutableMapping
+from contextvars import ContextVar
 from typing import Any, TextIO, cast
 
 import structlog
@@ -28,6 +29,19 @@ def _writer() -> TickBufferedWriter:
             _WRITER.drain()
         _WRITER = TickBufferedWriter(sys.stderr)
     return _WRITER
+
+
+#: The request being answered (set by the edge middleware; each aiohttp request runs in its
+#: own task, hence its own context). One ContextVar.set per request instead of structlog's
+#: bind/unbind pair, which cost ~4 µs on the gate path.
+REQUEST_ID: ContextVar[str | None] = ContextVar("gateway_request_id", default=None)
+
+
+def _add_request_id(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    rid = REQUEST_ID.get()
+    if rid is not None and "request_id" not in event:
+        event["request_id"] = rid
+    return event
 
 
 _verdicts: dict[str, bool] = {}  # field name → redact? (memoised: names are few and fixed)
@@ -104,6 +118,7 @@ def configure(fmt: str = "console", level: str = "info") -> None:
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            _add_request_id,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             _scrub,
