@@ -9,12 +9,36 @@ same worker count for every server:
   (e) gateway POST /oauth2/token (client_credentials) and POST /oauth2/introspect
 
 Load: wrk (Debian package `wrk`, installed with apt-get if missing), Lua scripts in
-loadtests/wrk/ feeding one code per request. Prints rps, p50/p99 and the ratio to the
-baseline, then the targets with PASS/MISS; writes loadtests/out/bench-<time>.json (and
-bench-latest.json).
+loadtests/wrk/ feeding one code per request. Prints rps, p50/p99, the ratio to the baseline
+and the server's CPU per request, then the targets with PASS/MISS; writes
+loadtests/out/bench-<time>.json (and bench-latest.json).
 
     script/bench                      # = python -m loadtests.bench (2 workers, 64 conns, 10 s)
-    script/bench --workers 2 --connections 64 --duration 10 --wrk-threads 1
+    script/bench --workers 2 --connections 64 --duration 10 --wrk-threads 1 --rounds 3
+
+Method against a noisy shared machine (the same 10 s run moves ±25% from one run to the next):
+
+* Interleaved rounds for the verify comparison. The bare server (b) and the gateway (c) are up
+  at the same time (an idle server costs nothing) and the allow scenario runs alternately —
+  bare, gateway, bare, gateway, … — `--rounds` times each, `--duration` s per run, every run
+  with its own file of fresh pre-issued codes (codes are single use; the bare server claims
+  nonces under `bare:`, the gateway under its own prefix). The rows `bare_verify_allow` and
+  `verify_allow` are the per-field medians over the rounds (the rounds are listed under the
+  table and kept in the JSON under "rounds"); the "verify / bare" target divides the medians
+  of expected answers/s. Both servers see the same drift of the machine, and a median of
+  paired runs is not one unlucky run. The no-op baseline, the deny scenarios, issuance, token
+  and introspection are single runs.
+* Server CPU per request. Around every wrk run the CPU time of the server under test (its
+  whole process tree: the parent and every descendant, found by ppid in /proc/*/stat, at the
+  start and at the end of the run) and of redis-server is read from /proc/<pid>/stat —
+  utime + stime, plus cutime + cstime so that a worker that exits (and is reaped by its
+  parent) keeps its time in the sum — in clock ticks (SC_CLK_TCK). The delta divided by the
+  requests wrk completed is `srv us/req` and `redis us/req`: what a request costs, which
+  other processes on the box do not move as much as they move the throughput. The
+  "per-request CPU ratio" bare / gateway (medians) is printed as information, not a target.
+* Code files are sized from --codes-per-second for a server's first round; later rounds get
+  2x the best allows/s seen so far for that server (capped at --codes-per-second), so that
+  issuing codes does not dominate the run time; a run that ran out would show "codes reused".
 
 Limits: the gateway runs with GATEWAY_RATELIMIT_GATE / _APP_ISSUE raised to 10^6/s so that
 one gate token and one resident can drive the whole load: the limiter still runs on every
@@ -26,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import re
@@ -33,14 +58,15 @@ import resource
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +80,7 @@ TARGET_VERIFY_P99_MS = 20.0
 TARGET_VERIFY_VS_BARE = 0.8
 TARGET_TOKEN_RPS = 2000.0
 UNLIMITED = "1000000/1/1000000"
+CODE_HEADROOM = 2.0  # later rounds: codes for 2x the best allows/s seen (runs vary by ±25%)
 
 
 # ---------------------------------------------------------------- processes
@@ -124,14 +151,15 @@ def process(args: list[str], env: dict[str, str] | None = None,
 
 
 @contextmanager
-def redis_server() -> Iterator[str]:
+def redis_server() -> Iterator[tuple[str, int]]:
+    """A private redis-server: yields (url, pid); the pid is for the CPU accounting."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise SystemExit("bench: redis-server is not installed (apt-get install redis-server)")
     port = free_port()
     workdir = tempfile.mkdtemp(prefix="gw-bench-redis-")
     with process([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                  "--appendonly", "no", "--dir", workdir, "--loglevel", "warning"]):
+                  "--appendonly", "no", "--dir", workdir, "--loglevel", "warning"]) as proc:
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -143,7 +171,78 @@ def redis_server() -> Iterator[str]:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
+        yield f"redis://127.0.0.1:{port}/0", proc.pid
+
+
+# ---------------------------------------------------------------- CPU accounting (/proc)
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def parse_proc_stat(raw: bytes) -> tuple[int, int] | None:
+    """(ppid, CPU ticks) from the text of a /proc/<pid>/stat file (None if it is cut short).
+
+    The ticks are utime + stime + cutime + cstime: the process's own time (all its threads)
+    plus that of the children it has reaped, so a worker that exits and is waited for by its
+    parent keeps its time inside the tree's sum (a live child is not in cutime yet: no double
+    count). The command name (field 2) may hold spaces and parentheses: split after the last ')'.
+    """
+    rest = raw[raw.rfind(b")") + 2:].split()
+    if len(rest) < 15:
+        return None
+    # rest[0] is field 3 (state): ppid is field 4, utime, stime, cutime, cstime fields 14-17
+    return int(rest[1]), int(rest[11]) + int(rest[12]) + int(rest[13]) + int(rest[14])
+
+
+def read_proc_stat(pid: int | str) -> tuple[int, int] | None:
+    """(ppid, CPU ticks) of one process (parse_proc_stat), or None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return parse_proc_stat(f.read())
+    except OSError:  # vanished (ENOENT, ESRCH) between the listing and the read
+        return None
+
+
+def process_tree(root: int) -> dict[int, int]:
+    """{pid: CPU ticks} of `root` and all its live descendants (by ppid, one scan of /proc);
+    empty when `root` is gone. Processes that vanish during the scan are left out."""
+    stats: dict[int, tuple[int, int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            st = read_proc_stat(entry)
+            if st is not None:
+                stats[int(entry)] = st
+    if root not in stats:
+        return {}
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in stats.items():
+        children.setdefault(ppid, []).append(pid)
+    tree: dict[int, int] = {}
+    todo = [root]
+    while todo:
+        pid = todo.pop()
+        if pid in tree:
+            continue
+        tree[pid] = stats[pid][1]
+        todo.extend(children.get(pid, ()))
+    return tree
+
+
+def tree_cpu_s(root: int | None) -> float | None:
+    """CPU seconds used so far by `root`'s process tree (None: no root, or it is gone). The
+    descendants are sampled anew on every call, so a worker started or reaped between two
+    samples is accounted for (see parse_proc_stat)."""
+    if root is None:
+        return None
+    tree = process_tree(root)
+    return sum(tree.values()) / CLK_TCK if tree else None
+
+
+def cpu_us_per_request(before: float | None, after: float | None, requests: int) -> float | None:
+    """Microseconds of CPU per request between two tree_cpu_s samples (None if unknown)."""
+    if before is None or after is None or requests <= 0:
+        return None
+    return round(max(0.0, after - before) * 1e6 / requests, 1)
 
 
 # ---------------------------------------------------------------- wrk
@@ -165,6 +264,8 @@ class Result:
     status: dict[str, int] = field(default_factory=dict)
     socket_errors: dict[str, int] = field(default_factory=dict)
     wrk_cpu_pct: float = 0.0
+    server_cpu_us_per_req: float | None = None  # the server's process tree, see tree_cpu_s
+    redis_cpu_us_per_req: float | None = None
     ratio_to_baseline: float | None = None
     note: str = ""
 
@@ -187,9 +288,13 @@ def parse_wrk(name: str, stdout: str) -> Result:
 
 
 def run_wrk(wrk: str, name: str, url: str, script: str, env: dict[str, str], *,
-            threads: int, connections: int, duration_s: int) -> Result:
+            threads: int, connections: int, duration_s: int, server_pid: int | None = None,
+            redis_pid: int | None = None) -> Result:
+    """One wrk run; with `server_pid` / `redis_pid`, the CPU those process trees used during
+    the run is sampled before and after it and reported per completed request."""
     full_env = {**os.environ, "WRK_LUA_DIR": str(WRK_DIR), "WRK_THREADS": str(threads),
                 "WRK_RUN": f"{name}-{time.monotonic_ns()}", **env}
+    srv0, redis0 = tree_cpu_s(server_pid), tree_cpu_s(redis_pid)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.monotonic()
     r = subprocess.run([wrk, "-t", str(threads), "-c", str(connections), "-d", f"{duration_s}s",
@@ -197,13 +302,59 @@ def run_wrk(wrk: str, name: str, url: str, script: str, env: dict[str, str], *,
                        env=full_env, capture_output=True, text=True, check=False, cwd=ROOT)
     wall = time.monotonic() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    time.sleep(0.1)  # the last answers in flight when wrk stopped are served
+    srv1, redis1 = tree_cpu_s(server_pid), tree_cpu_s(redis_pid)
     if r.returncode != 0:
         raise RuntimeError(f"{name}: wrk failed ({r.returncode}): {r.stderr[-2000:]}")
     res = parse_wrk(name, r.stdout)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     res.wrk_cpu_pct = round(100 * cpu / wall, 1) if wall else 0.0
+    res.server_cpu_us_per_req = cpu_us_per_request(srv0, srv1, res.requests)
+    res.redis_cpu_us_per_req = cpu_us_per_request(redis0, redis1, res.requests)
     res.note = f"loadavg {os.getloadavg()[0]:.1f}"
     return res
+
+
+# ---------------------------------------------------------------- rounds
+
+def _median(values: list[Any]) -> Any:
+    """The median of a field's values over rounds: ints stay ints, None values are skipped
+    (None when all are), dicts (status, socket errors) are medians per key (0 if absent)."""
+    present = [v for v in values if v is not None]
+    if not present:
+        return None
+    if isinstance(present[0], dict):
+        keys = dict.fromkeys(k for v in present for k in v)  # first-seen order
+        per_key = {k: _median([v.get(k, 0) for v in present]) for k in keys}
+        # a key every round has stays (status' "429": 0); one some rounds lack, only if > 0
+        return {k: m for k, m in per_key.items() if m or all(k in v for v in present)}
+    m = statistics.median(present)
+    if all(isinstance(v, int) for v in present):
+        return round(m)
+    return round(float(m), 3)
+
+
+def median_result(name: str, rounds: list[Result]) -> Result:
+    """Per-field median of several runs of one scenario (rps, expected/s, latencies, CPU per
+    request, counts): the figure the table and the targets use for interleaved rounds."""
+    if not rounds:
+        raise ValueError(f"{name}: no rounds")
+    out = Result(name=name, note=f"median of {len(rounds)} rounds")
+    for f in fields(Result):
+        if f.name in ("name", "note", "ratio_to_baseline"):
+            continue
+        setattr(out, f.name, _median([getattr(r, f.name) for r in rounds]))
+    return out
+
+
+def codes_for_run(cap: int, duration_s: int, seen_rps: list[float]) -> int:
+    """How many fresh codes to pre-issue for one allow run: `cap` (--codes-per-second x
+    duration) before the first round of a server, then CODE_HEADROOM x the best expected
+    answers/s seen for that server (never more than `cap`): issuing 140 000 codes takes ~13 s
+    here, and a run that would need more shows up as "codes reused"."""
+    if not seen_rps:
+        return cap
+    return max(1, min(cap, math.ceil(CODE_HEADROOM * max(seen_rps) * duration_s)))
 
 
 # ---------------------------------------------------------------- seeding (library)
@@ -304,17 +455,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     w, c, d, t = args.workers, args.connections, args.duration, args.wrk_threads
     wopts = {"threads": t, "connections": c, "duration_s": d}
     results: dict[str, Result] = {}
-    codes_per_run = args.codes_per_second * d
+    n_rounds = args.rounds
+    rounds: dict[str, list[Result]] = {"bare_verify_allow": [], "verify_allow": []}
+    codes_cap = args.codes_per_second * d
     junk_file = seed.write_lines(work / "junk.txt", seed.junk_codes(5000))
 
     def say(msg: str) -> None:
         print(f"bench: {msg}", file=sys.stderr, flush=True)
 
-    with redis_server() as redis_url:
+    with redis_server() as (redis_url, redis_pid):
         # (a) baseline
         port = free_port()
         with process([PY, "-m", "loadtests.servers", "noop", "--port", str(port),
-                      "--workers", str(w)]):
+                      "--workers", str(w)]) as noop_proc:
             wait_http(f"http://127.0.0.1:{port}/noop", method="POST")
             env = {"WRK_PATH": "/noop", "WRK_BODY": '{"code":"YK1:X","scene":"metro"}',
                    "WRK_EXPECT": '"ok"'}
@@ -323,94 +476,115 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             run_wrk(wrk, "warmup", url, "post.lua", env, threads=t, connections=c,
                     duration_s=2)
             say("(a) aiohttp POST no-op")
-            results["noop"] = run_wrk(wrk, "noop", url, "post.lua", env, **wopts)
+            results["noop"] = run_wrk(wrk, "noop", url, "post.lua", env, **wopts,
+                                      server_pid=noop_proc.pid, redis_pid=redis_pid)
 
-        # (b) bare decode + verify + SET NX
-        port = free_port()
-        with process([PY, "-m", "loadtests.servers", "bare", "--port", str(port),
-                      "--workers", str(w), "--keys-dir", str(keys_dir), "--redis", redis_url]):
-            wait_http(f"http://127.0.0.1:{port}/verify", method="POST")
-            url = f"http://127.0.0.1:{port}"
-            base_env = {"WRK_PATH": "/verify", "WRK_SCENE": "metro"}
-            say("warm-up bare (junk)")
-            run_wrk(wrk, "warmup", url, "verify.lua",
-                    {**base_env, "WRK_CODES": str(junk_file), "WRK_EXPECT": "malformed"},
-                    threads=t, connections=c, duration_s=2)
-            say(f"(b) bare handler: issuing {codes_per_run} codes")
-            codes = seed.write_lines(work / "bare-codes.txt",
-                                     seed.issue_codes(keys, codes_per_run, seed.new_person_id()))
-            results["bare_verify_allow"] = run_wrk(
-                wrk, "bare_verify_allow", url, "verify.lua",
-                {**base_env, "WRK_CODES": str(codes), "WRK_EXPECT": '"allow"'}, **wopts)
-
-        # (c)-(e) the gateway
-        port = free_port()
+        # (b) bare decode + verify + SET NX and (c) the gateway, both up: the allow scenario
+        # runs in interleaved rounds (bare, gateway, bare, gateway, …), each run on its own
+        # file of fresh codes; the table shows the per-field medians of the rounds.
+        bare_port, port = free_port(), free_port()
+        bare_url = f"http://127.0.0.1:{bare_port}"
         base = f"http://127.0.0.1:{port}"
         genv = gateway_env(redis_url, keys_dir, port, w)
-        with process([PY, "-m", "gateway", "serve", "--workers", str(w), "--port", str(port)],
-                     env=genv, log=work / "gateway.log"):
-            wait_http(f"{base}/healthz", timeout_s=60)
-            time.sleep(1.0)  # both workers listening
-            gate_id = args.gate
-            gate_secret = demo_secret(keys_dir, gate_id)
-            gate_basic = seed.basic(gate_id, gate_secret)
-            gate_token = seed.client_token(base, gate_id, gate_secret)
-            scene = args.scene
-            resident_token, person_id, source = resident_person(base, keys_dir)
-            say(f"resident for codes: {source}")
-            venv = {"WRK_PATH": "/v1/codes/verify", "WRK_SCENE": scene,
-                    "WRK_AUTH": f"Bearer {gate_token}"}
-            say("warm-up gateway verify (junk)")
-            run_wrk(wrk, "warmup", base, "verify.lua",
-                    {**venv, "WRK_CODES": str(junk_file), "WRK_EXPECT": "malformed"},
-                    threads=t, connections=c, duration_s=2)
+        with ExitStack() as bare_stack:
+            bare_proc = bare_stack.enter_context(process(
+                [PY, "-m", "loadtests.servers", "bare", "--port", str(bare_port),
+                 "--workers", str(w), "--keys-dir", str(keys_dir), "--redis", redis_url]))
+            with process([PY, "-m", "gateway", "serve", "--workers", str(w), "--port",
+                          str(port)], env=genv, log=work / "gateway.log") as gw_proc:
+                wait_http(f"{bare_url}/verify", method="POST")
+                wait_http(f"{base}/healthz", timeout_s=60)
+                time.sleep(1.0)  # both workers listening
+                gate_id = args.gate
+                gate_secret = demo_secret(keys_dir, gate_id)
+                gate_basic = seed.basic(gate_id, gate_secret)
+                gate_token = seed.client_token(base, gate_id, gate_secret)
+                scene = args.scene
+                resident_token, person_id, source = resident_person(base, keys_dir)
+                say(f"resident for codes: {source}")
+                attributes = sealed_attributes(base, keys, resident_token)
+                bare_env = {"WRK_PATH": "/verify", "WRK_SCENE": "metro"}
+                venv = {"WRK_PATH": "/v1/codes/verify", "WRK_SCENE": scene,
+                        "WRK_AUTH": f"Bearer {gate_token}"}
+                bare_cpu = {"server_pid": bare_proc.pid, "redis_pid": redis_pid}
+                gw_cpu = {"server_pid": gw_proc.pid, "redis_pid": redis_pid}
+                say("warm-up bare (junk)")
+                run_wrk(wrk, "warmup", bare_url, "verify.lua",
+                        {**bare_env, "WRK_CODES": str(junk_file), "WRK_EXPECT": "malformed"},
+                        threads=t, connections=c, duration_s=2)
+                say("warm-up gateway verify (junk)")
+                run_wrk(wrk, "warmup", base, "verify.lua",
+                        {**venv, "WRK_CODES": str(junk_file), "WRK_EXPECT": "malformed"},
+                        threads=t, connections=c, duration_s=2)
 
-            say(f"(c) verify allow: issuing {codes_per_run} codes")
-            allow_codes = seed.issue_codes(keys, codes_per_run, person_id,
-                                           attributes=sealed_attributes(base, keys,
-                                                                        resident_token))
-            f_allow = seed.write_lines(work / "gw-codes.txt", allow_codes)
-            results["verify_allow"] = run_wrk(
-                wrk, "verify_allow", base, "verify.lua",
-                {**venv, "WRK_CODES": str(f_allow), "WRK_EXPECT": '"allow"'}, **wopts)
+                bare_rounds = rounds["bare_verify_allow"]
+                gw_rounds = rounds["verify_allow"]
+                allow_codes: list[str] = []
+                for i in range(1, n_rounds + 1):
+                    n = codes_for_run(codes_cap, d, [r.expected_rps for r in bare_rounds])
+                    say(f"(b) bare handler, round {i}/{n_rounds}: issuing {n} codes")
+                    f_bare = seed.write_lines(work / f"bare-codes-{i}.txt",
+                                              seed.issue_codes(keys, n, seed.new_person_id()))
+                    bare_rounds.append(run_wrk(
+                        wrk, f"bare_verify_allow#{i}", bare_url, "verify.lua",
+                        {**bare_env, "WRK_CODES": str(f_bare), "WRK_EXPECT": '"allow"'},
+                        **wopts, **bare_cpu))
+                    f_bare.unlink()
 
-            say("(c) verify deny: replayed")
-            f_replay = seed.write_lines(work / "replay.txt", allow_codes[:1])
-            results["verify_deny_replayed"] = run_wrk(
-                wrk, "verify_deny_replayed", base, "verify.lua",
-                {**venv, "WRK_CODES": str(f_replay), "WRK_EXPECT": '"replayed"'}, **wopts)
-            say("(c) verify deny: junk")
-            results["verify_deny_junk"] = run_wrk(
-                wrk, "verify_deny_junk", base, "verify.lua",
-                {**venv, "WRK_CODES": str(junk_file), "WRK_EXPECT": '"malformed"'}, **wopts)
-            say("(c) verify deny: bad signature")
-            f_bad = seed.write_lines(work / "badsig.txt",
-                                     seed.bad_signature_codes(keys, 2000, person_id))
-            results["verify_deny_bad_signature"] = run_wrk(
-                wrk, "verify_deny_bad_signature", base, "verify.lua",
-                {**venv, "WRK_CODES": str(f_bad), "WRK_EXPECT": '"bad_signature"'}, **wopts)
+                    n = codes_for_run(codes_cap, d, [r.expected_rps for r in gw_rounds])
+                    say(f"(c) verify allow, round {i}/{n_rounds}: issuing {n} codes")
+                    allow_codes = seed.issue_codes(keys, n, person_id, attributes=attributes)
+                    f_allow = seed.write_lines(work / f"gw-codes-{i}.txt", allow_codes)
+                    gw_rounds.append(run_wrk(
+                        wrk, f"verify_allow#{i}", base, "verify.lua",
+                        {**venv, "WRK_CODES": str(f_allow), "WRK_EXPECT": '"allow"'},
+                        **wopts, **gw_cpu))
+                    f_allow.unlink()
+                bare_stack.close()  # the bare server is done: stop it
+                results["bare_verify_allow"] = median_result("bare_verify_allow", bare_rounds)
+                results["verify_allow"] = median_result("verify_allow", gw_rounds)
 
-            say("(d) code issuance")
-            results["issue_code"] = run_wrk(
-                wrk, "issue_code", base, "post.lua",
-                {"WRK_PATH": "/v1/codes", "WRK_BODY": '{"face":"ykm"}',
-                 "WRK_AUTH": f"Bearer {resident_token}", "WRK_EXPECT": '"code"'}, **wopts)
+                say("(c) verify deny: replayed")
+                f_replay = seed.write_lines(work / "replay.txt", allow_codes[:1])
+                results["verify_deny_replayed"] = run_wrk(
+                    wrk, "verify_deny_replayed", base, "verify.lua",
+                    {**venv, "WRK_CODES": str(f_replay), "WRK_EXPECT": '"replayed"'},
+                    **wopts, **gw_cpu)
+                say("(c) verify deny: junk")
+                results["verify_deny_junk"] = run_wrk(
+                    wrk, "verify_deny_junk", base, "verify.lua",
+                    {**venv, "WRK_CODES": str(junk_file), "WRK_EXPECT": '"malformed"'},
+                    **wopts, **gw_cpu)
+                say("(c) verify deny: bad signature")
+                f_bad = seed.write_lines(work / "badsig.txt",
+                                         seed.bad_signature_codes(keys, 2000, person_id))
+                results["verify_deny_bad_signature"] = run_wrk(
+                    wrk, "verify_deny_bad_signature", base, "verify.lua",
+                    {**venv, "WRK_CODES": str(f_bad), "WRK_EXPECT": '"bad_signature"'},
+                    **wopts, **gw_cpu)
 
-            say("(e) token endpoint client_credentials")
-            results["token_client_credentials"] = run_wrk(
-                wrk, "token_client_credentials", base, "post.lua",
-                {"WRK_PATH": "/oauth2/token", "WRK_BODY": "grant_type=client_credentials",
-                 "WRK_CTYPE": "application/x-www-form-urlencoded", "WRK_AUTH": gate_basic,
-                 "WRK_EXPECT": "access_token"}, **wopts)
-            say("(e) introspection")
-            results["introspect"] = run_wrk(
-                wrk, "introspect", base, "post.lua",
-                {"WRK_PATH": "/oauth2/introspect", "WRK_BODY": f"token={gate_token}",
-                 "WRK_CTYPE": "application/x-www-form-urlencoded", "WRK_AUTH": gate_basic,
-                 "WRK_EXPECT": '"active": true'}, **wopts)
+                say("(d) code issuance")
+                results["issue_code"] = run_wrk(
+                    wrk, "issue_code", base, "post.lua",
+                    {"WRK_PATH": "/v1/codes", "WRK_BODY": '{"face":"ykm"}',
+                     "WRK_AUTH": f"Bearer {resident_token}", "WRK_EXPECT": '"code"'},
+                    **wopts, **gw_cpu)
+
+                say("(e) token endpoint client_credentials")
+                results["token_client_credentials"] = run_wrk(
+                    wrk, "token_client_credentials", base, "post.lua",
+                    {"WRK_PATH": "/oauth2/token", "WRK_BODY": "grant_type=client_credentials",
+                     "WRK_CTYPE": "application/x-www-form-urlencoded", "WRK_AUTH": gate_basic,
+                     "WRK_EXPECT": "access_token"}, **wopts, **gw_cpu)
+                say("(e) introspection")
+                results["introspect"] = run_wrk(
+                    wrk, "introspect", base, "post.lua",
+                    {"WRK_PATH": "/oauth2/introspect", "WRK_BODY": f"token={gate_token}",
+                     "WRK_CTYPE": "application/x-www-form-urlencoded", "WRK_AUTH": gate_basic,
+                     "WRK_EXPECT": '"active": true'}, **wopts, **gw_cpu)
 
     baseline = results["noop"].rps
-    for r in results.values():
+    for r in [*results.values(), *(x for rs in rounds.values() for x in rs)]:
         r.ratio_to_baseline = round(r.expected_rps / baseline, 3) if baseline else None
     va, bare, tok = results["verify_allow"], results["bare_verify_allow"], \
         results["token_client_credentials"]
@@ -428,15 +602,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ]
     if w != 2 or c != 64:
         targets[0].goal += " (target defined for 2 workers, 64 connections)"
+    bare_cpu_req, gw_cpu_req = bare.server_cpu_us_per_req, va.server_cpu_us_per_req
+    info = [{"name": "per-request CPU ratio bare / gateway (server process trees, us/req, "
+                     f"medians of {n_rounds} rounds)",
+             "value": round(bare_cpu_req / gw_cpu_req, 3) if bare_cpu_req and gw_cpu_req
+             else None}]
     report = {
         "when": stamp, "workers": w, "connections": c, "duration_s": d, "wrk_threads": t,
         "loadavg_before": loadavg_before,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                     "python": platform.python_version(), "cpu": _cpu_model()},
         "results": {k: asdict(v) for k, v in results.items()},
+        "rounds": {k: [asdict(x) for x in v] for k, v in rounds.items()},
         "targets": [asdict(x) for x in targets],
+        "info": info,
     }
-    (work / "keys").exists() and shutil.rmtree(work / "keys")
+    if (work / "keys").exists():
+        shutil.rmtree(work / "keys")
     for f in work.glob("*.txt"):
         f.unlink()
     out = OUT_DIR / f"bench-{stamp}.json"
@@ -457,36 +639,58 @@ def _cpu_model() -> str:
     return platform.processor()
 
 
+def _us(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
+def _row(name: str, r: dict[str, Any]) -> str:
+    notes = []
+    bad = {k: v for k, v in r["status"].items() if v and k != "2xx"}
+    if bad:
+        notes.append("status " + ",".join(f"{k}={v}" for k, v in bad.items()))
+    if r["other"] and r["expected"]:
+        notes.append(f"unexpected answers={r['other']}")
+    if r["wrapped"]:
+        notes.append(f"codes reused={r['wrapped']}")
+    if r.get("note"):
+        notes.append(r["note"])
+    if r["socket_errors"]:
+        notes.append("socket " + ",".join(f"{k}={v}" for k, v in r["socket_errors"].items()))
+    ratio = r["ratio_to_baseline"]
+    return (f"{name:28} {r['rps']:9.0f} {r['expected_rps']:10.0f} {r['p50_ms']:7.2f} "
+            f"{r['p99_ms']:7.2f} {ratio if ratio is not None else 0:7.3f} "
+            f"{r['wrk_cpu_pct']:6.0f}% {_us(r.get('server_cpu_us_per_req')):>10} "
+            f"{_us(r.get('redis_cpu_us_per_req')):>12}  {'; '.join(notes)}")
+
+
 def print_report(report: dict[str, Any]) -> None:
     print(f"\nworkers={report['workers']} connections={report['connections']} "
           f"duration={report['duration_s']}s wrk_threads={report['wrk_threads']} "
           f"cpus={report['machine']['cpus']} ({report['machine']['cpu']}) "
           f"loadavg before={report['loadavg_before']} (other processes share these CPUs)")
     hdr = (f"{'scenario':28} {'rps':>9} {'expected/s':>10} {'p50 ms':>7} {'p99 ms':>7} "
-           f"{'x base':>7} {'wrk cpu':>7}  notes")
+           f"{'x base':>7} {'wrk cpu':>7} {'srv us/req':>10} {'redis us/req':>12}  notes")
     print(hdr)
     print("-" * len(hdr))
     for name, r in report["results"].items():
-        notes = []
-        bad = {k: v for k, v in r["status"].items() if v and k != "2xx"}
-        if bad:
-            notes.append("status " + ",".join(f"{k}={v}" for k, v in bad.items()))
-        if r["other"] and r["expected"]:
-            notes.append(f"unexpected answers={r['other']}")
-        if r["wrapped"]:
-            notes.append(f"codes reused={r['wrapped']}")
-        if r.get("note"):
-            notes.append(r["note"])
-        if r["socket_errors"]:
-            notes.append("socket " + ",".join(f"{k}={v}" for k, v in r["socket_errors"].items()))
-        ratio = r["ratio_to_baseline"]
-        print(f"{name:28} {r['rps']:9.0f} {r['expected_rps']:10.0f} {r['p50_ms']:7.2f} "
-              f"{r['p99_ms']:7.2f} {ratio if ratio is not None else 0:7.3f} "
-              f"{r['wrk_cpu_pct']:6.0f}%  {'; '.join(notes)}")
+        print(_row(name, r))
+    rounds: dict[str, list[dict[str, Any]]] = report.get("rounds") or {}
+    if any(rounds.values()):
+        print(f"\nrounds, in the order run ({' / '.join(rounds)} alternately, each on fresh "
+              "codes; the rows above are their per-field medians):")
+        for i in range(max(len(v) for v in rounds.values())):
+            for name, rs in rounds.items():
+                if i < len(rs):
+                    print(_row(rs[i].get("name") or f"{name}#{i + 1}", rs[i]))
     print("\ntargets:")
     for t in report["targets"]:
         verdict = "PASS" if t["passed"] else "MISS"
         print(f"  {verdict}  {t['name']}: {t['value']} (goal {t['goal']})")
+    if report.get("info"):
+        print("\ninfo (not targets):")
+        for x in report["info"]:
+            value = "n/a" if x["value"] is None else x["value"]
+            print(f"  {x['name']}: {value}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -500,7 +704,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="fresh codes pre-issued per second of the allow run")
     p.add_argument("--gate", default="gate-metro-l1-xiaoshizi")
     p.add_argument("--scene", default="metro")
-    run(p.parse_args(argv))
+    p.add_argument("--rounds", type=int, default=3,
+                   help="interleaved rounds of the allow scenario on the bare server and the "
+                        "gateway (bare, gateway, bare, …); the table shows the medians")
+    args = p.parse_args(argv)
+    if args.rounds < 1:
+        p.error("--rounds must be at least 1")
+    run(args)
     return 0
 
 

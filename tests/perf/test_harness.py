@@ -1,13 +1,20 @@
 """The load-test harness works (functional checks only, never timings): seeding makes codes the
 gateway's codec accepts or rejects as intended, wrk's result line parses, the reference servers
-answer, the Lua scripts run under wrk, the locust file imports and its helpers are right."""
+answer, the Lua scripts run under wrk, the locust file imports and its helpers are right, the
+server CPU accounting reads /proc right (own time, live descendants, reaped children), and the
+interleaved rounds reduce to per-field medians."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import json
+import os
+import re
+import subprocess
+import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -94,12 +101,143 @@ def test_report_prints_pass_and_miss(capsys: pytest.CaptureFixture[str]) -> None
     r = bench.parse_wrk("noop", WRK_OUT)
     report = {"workers": 2, "connections": 64, "duration_s": 1, "wrk_threads": 1,
               "loadavg_before": 0.5, "machine": {"cpus": 2, "cpu": "x"},
-              "results": {"noop": bench.asdict(r)},
-              "targets": [bench.asdict(bench.Target("a", 1.0, ">= 2", False)),
-                          bench.asdict(bench.Target("b", 3.0, ">= 2", True))]}
+              "results": {"noop": asdict(r)},
+              "targets": [asdict(bench.Target("a", 1.0, ">= 2", False)),
+                          asdict(bench.Target("b", 3.0, ">= 2", True))]}
     bench.print_report(report)
     out = capsys.readouterr().out
     assert "MISS  a" in out and "PASS  b" in out and "noop" in out
+    assert "srv us/req" in out and "redis us/req" in out  # unmeasured CPU prints as "-"
+    assert "rounds" not in out and "info" not in out       # an old report still prints
+
+
+def _result(name: str, rps: float, p99: float, srv: float | None, requests: int,
+            wrapped: int = 0) -> bench.Result:
+    r = bench.parse_wrk(name, WRK_OUT)
+    r.rps = r.expected_rps = rps
+    r.p99_ms, r.server_cpu_us_per_req, r.redis_cpu_us_per_req = p99, srv, 20.0
+    r.requests, r.wrapped = requests, wrapped
+    return r
+
+
+def test_rounds_reduce_to_per_field_medians() -> None:
+    rounds = [_result("v#1", 3000.0, 40.0, 500.0, 30000),
+              _result("v#2", 1000.0, 90.0, None, 10000, wrapped=7),
+              _result("v#3", 2000.0, 10.0, 300.0, 20001)]
+    rounds[1].socket_errors = {"timeout": 4}
+    m = bench.median_result("verify_allow", rounds)
+    assert m.name == "verify_allow" and m.note == "median of 3 rounds"
+    assert (m.rps, m.expected_rps, m.p99_ms) == (2000.0, 2000.0, 40.0)  # each field on its own
+    assert m.requests == 20001 and isinstance(m.requests, int)
+    assert m.server_cpu_us_per_req == 400.0   # an unmeasured round is left out
+    assert m.redis_cpu_us_per_req == 20.0 and m.wrapped == 0
+    assert m.status == {"2xx": 990, "4xx": 0, "429": 10, "5xx": 0}
+    assert m.socket_errors == {"status": 10}  # "timeout" in one round of three: median 0
+    assert m.ratio_to_baseline is None        # computed by run() against the baseline
+    # an even number of rounds: the mean of the middle two; ints stay ints
+    two = bench.median_result("b", rounds[:2])
+    assert two.rps == 2000.0 and two.requests == 20000 and two.wrapped == 4
+    assert two.server_cpu_us_per_req == 500.0
+    with pytest.raises(ValueError):
+        bench.median_result("x", [])
+
+
+def test_code_files_are_sized_from_the_rounds_seen() -> None:
+    assert bench.codes_for_run(140000, 10, []) == 140000        # first round: the cap
+    assert bench.codes_for_run(140000, 10, [2000.0, 2500.4]) == 50008  # 2x the best seen
+    assert bench.codes_for_run(140000, 10, [9000.0]) == 140000  # never past the cap
+
+
+def test_report_prints_cpu_columns_rounds_and_info(capsys: pytest.CaptureFixture[str]) -> None:
+    bare = [_result(f"bare_verify_allow#{i}", 4000.0 + i, 20.0, 150.0, 40000) for i in (1, 2)]
+    gw = [_result(f"verify_allow#{i}", 2000.0 + i, 40.0, 400.0, 20000) for i in (1, 2)]
+    results = {"noop": bench.parse_wrk("noop", WRK_OUT),
+               "bare_verify_allow": bench.median_result("bare_verify_allow", bare),
+               "verify_allow": bench.median_result("verify_allow", gw)}
+    results["noop"].server_cpu_us_per_req = 123.4
+    report = {"workers": 2, "connections": 64, "duration_s": 1, "wrk_threads": 1,
+              "loadavg_before": 0.5, "machine": {"cpus": 2, "cpu": "x"},
+              "results": {k: asdict(v) for k, v in results.items()},
+              "rounds": {"bare_verify_allow": [asdict(x) for x in bare],
+                         "verify_allow": [asdict(x) for x in gw]},
+              "targets": [asdict(bench.Target("verify / bare", 0.5, ">= 0.8", False))],
+              "info": [{"name": "per-request CPU ratio bare / gateway", "value": 0.375}]}
+    bench.print_report(report)
+    lines = capsys.readouterr().out.splitlines()
+    hdr = next(x for x in lines if x.startswith("scenario"))
+    assert hdr.index("srv us/req") < hdr.index("redis us/req") < hdr.index("notes")
+    noop = next(x for x in lines if x.startswith("noop"))
+    assert re.search(r" 123 +- ", noop)  # server us/req measured, Redis not: "-"
+    med = next(x for x in lines if x.startswith("verify_allow "))
+    assert "median of 2 rounds" in med and " 400 " in med and " 20 " in med
+    # the rounds, one line each, in the order they ran: bare, gateway, bare, gateway
+    names = [x.split()[0] for x in lines if x and "#" in x.split()[0]]
+    assert names == ["bare_verify_allow#1", "verify_allow#1", "bare_verify_allow#2",
+                     "verify_allow#2"]
+    assert "MISS  verify / bare: 0.5" in "\n".join(lines)
+    assert "  per-request CPU ratio bare / gateway: 0.375" in lines
+
+
+def test_proc_stat_parses_odd_command_names() -> None:
+    fields = " ".join(["S", "4242"] + ["0"] * 9 + ["100", "50", "7", "3"] + ["0"] * 30)
+    assert bench.parse_proc_stat(f"99 (a) b (c)) {fields}\n".encode()) == (4242, 160)
+    assert bench.parse_proc_stat(b"99 (x) S 1") is None
+
+
+def _burn(seconds: float) -> None:
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+        pass
+
+
+def test_proc_cpu_of_this_process_matches_os_times() -> None:
+    _burn(0.1)
+    t = os.times()
+    ppid, ticks = bench.read_proc_stat(os.getpid()) or (0, 0)
+    assert ppid == os.getppid()
+    own = t.user + t.system + t.children_user + t.children_system
+    assert abs(ticks / bench.CLK_TCK - own) < 0.1
+    before = bench.tree_cpu_s(os.getpid())
+    _burn(0.3)
+    after = bench.tree_cpu_s(os.getpid())
+    assert before is not None and after is not None and after - before >= 0.25
+    assert bench.read_proc_stat(2**22 + 1) is None        # beyond pid_max: no such process
+    assert bench.tree_cpu_s(2**22 + 1) is None and bench.tree_cpu_s(None) is None
+
+
+def test_tree_cpu_counts_live_descendants_and_reaped_children() -> None:
+    """A parent (idle) with a child burning CPU: the tree's time is the child's; once the child
+    exits and is reaped, its time stays in the sum (the parent's cutime)."""
+    burner = ("import time\nend = time.process_time() + 1.0\n"
+              "while time.process_time() < end: pass\n")
+    parent = ("import subprocess, sys\n"
+              f"p = subprocess.Popen([sys.executable, '-c', {burner!r}])\n"
+              "print(p.pid, flush=True)\nsys.stdin.readline()\np.wait()\n"
+              "print('reaped', flush=True)\nsys.stdin.readline()\n")
+    proc = subprocess.Popen([sys.executable, "-c", parent], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        child = int(proc.stdout.readline())
+        start = bench.tree_cpu_s(proc.pid)
+        tree = bench.process_tree(proc.pid)
+        assert set(tree) == {proc.pid, child}   # the root and its live child, nothing else
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline().strip() == "reaped"
+        assert set(bench.process_tree(proc.pid)) == {proc.pid}  # the child is gone
+        end = bench.tree_cpu_s(proc.pid)
+        assert start is not None and end is not None
+        assert end - start >= 0.3                 # the burner's time, though it has vanished
+        assert bench.cpu_us_per_request(start, end, 1000) == round((end - start) * 1e3, 1)
+    finally:
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        proc.wait(timeout=10)
+    assert bench.tree_cpu_s(proc.pid) is None      # root gone (reaped): nothing to measure
+    assert bench.cpu_us_per_request(1.0, 1.5, 1000) == 500.0
+    assert bench.cpu_us_per_request(None, 1.5, 1000) is None
+    assert bench.cpu_us_per_request(1.0, 1.5, 0) is None
 
 
 async def test_reference_noop_server_answers() -> None:
@@ -155,13 +293,16 @@ async def test_wrk_lua_scripts_feed_one_code_per_request(tmp_path: Path) -> None
             wrk, "t", str(client.make_url("")).rstrip("/"), "verify.lua",
             {"WRK_PATH": "/v1/codes/verify", "WRK_AUTH": "Bearer T", "WRK_SCENE": "bus",
              "WRK_CODES": str(codes), "WRK_EXPECT": '"allow"'},
-            threads=1, connections=2, duration_s=1))
+            threads=1, connections=2, duration_s=1, server_pid=os.getpid()))
     finally:
         await client.close()
     assert r.requests > 0 and r.expected == r.requests and r.status["2xx"] == r.requests
     assert len({b["request_id"] for b in seen}) == len(seen)   # never an idempotent retry
     assert len({b["code"] for b in seen}) == len(seen)         # each code once
     assert {b["scene"] for b in seen} == {"bus"}
+    # the server here is this process: its CPU per request is measured; no Redis pid given
+    assert r.server_cpu_us_per_req is not None and r.server_cpu_us_per_req > 0
+    assert r.redis_cpu_us_per_req is None
 
 
 def test_locust_helpers_work() -> None:
@@ -203,4 +344,5 @@ def test_bench_cli_help(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as e:
         bench.main(["--help"])
     assert e.value.code == 0
-    assert "--workers" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "--workers" in out and "--rounds" in out
