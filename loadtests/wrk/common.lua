@@ -25,6 +25,9 @@ function M.response(status, headers, body)
     c.expected = c.expected + 1
   else
     c.other = c.other + 1
+    if M.first_other == nil then  -- kept for the report: what an unexpected answer said
+      M.first_other = status .. " " .. string.sub(tostring(body), 1, 240)
+    end
   end
 end
 
@@ -40,16 +43,27 @@ function M.done(summary, latency, requests)
     'WRKJSON {"requests":%d,"duration_us":%d,"p50_us":%d,"p90_us":%d,"p99_us":%d,' ..
     '"max_us":%d,"mean_us":%.1f,"s2":%d,"s4":%d,"s429":%d,"s5":%d,"expected":%d,' ..
     '"other":%d,"wrapped":%d,"err_connect":%d,"err_read":%d,"err_write":%d,' ..
-    '"err_status":%d,"err_timeout":%d}\n',
+    '"err_status":%d,"err_timeout":%d,"first_other":"%s"}\n',
     summary.requests, summary.duration, latency:percentile(50), latency:percentile(90),
     latency:percentile(99), latency.max, latency.mean, t.s2, t.s4, t.s429, t.s5,
-    t.expected, t.other, t.wrapped, e.connect, e.read, e.write, e.status, e.timeout))
+    t.expected, t.other, t.wrapped, e.connect, e.read, e.write, e.status, e.timeout,
+    first_other()))
+end
+
+-- The first thread's first unexpected answer, made safe inside a JSON string.
+function first_other()
+  for _, thread in ipairs(threads) do
+    local v = thread:get("c_first_other")
+    if v then return (string.gsub(v, '[%c"\\]', "'")) end
+  end
+  return ""
 end
 
 -- Threads publish their counters as globals so done() (in the main state) can read them.
 function M.publish(wrapped)
   for k, v in pairs(M.counts) do _G["c_" .. k] = v end
   _G["c_wrapped"] = wrapped or 0
+  _G["c_first_other"] = M.first_other
 end
 
 return M
