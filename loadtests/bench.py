@@ -264,6 +264,7 @@ class Result:
     status: dict[str, int] = field(default_factory=dict)
     socket_errors: dict[str, int] = field(default_factory=dict)
     wrk_cpu_pct: float = 0.0
+    first_other: str = ""  # the first unexpected answer (status + body head), for diagnosis
     server_cpu_us_per_req: float | None = None  # the server's process tree, see tree_cpu_s
     redis_cpu_us_per_req: float | None = None
     ratio_to_baseline: float | None = None
@@ -284,7 +285,8 @@ def parse_wrk(name: str, stdout: str) -> Result:
         max_ms=d["max_us"] / 1000, expected=d["expected"], other=d["other"],
         wrapped=d["wrapped"],
         status={"2xx": d["s2"], "4xx": d["s4"], "429": d["s429"], "5xx": d["s5"]},
-        socket_errors={k[4:]: d[k] for k in d if k.startswith("err_") and d[k]})
+        socket_errors={k[4:]: d[k] for k in d if k.startswith("err_") and d[k]},
+        first_other=str(d.get("first_other", "")))
 
 
 def run_wrk(wrk: str, name: str, url: str, script: str, env: dict[str, str], *,
@@ -323,6 +325,8 @@ def _median(values: list[Any]) -> Any:
     present = [v for v in values if v is not None]
     if not present:
         return None
+    if isinstance(present[0], str):
+        return next((v for v in present if v), "")  # text (first unexpected answer): the first
     if isinstance(present[0], dict):
         keys = dict.fromkeys(k for v in present for k in v)  # first-seen order
         per_key = {k: _median([v.get(k, 0) for v in present]) for k in keys}
@@ -650,6 +654,8 @@ def _row(name: str, r: dict[str, Any]) -> str:
         notes.append("status " + ",".join(f"{k}={v}" for k, v in bad.items()))
     if r["other"] and r["expected"]:
         notes.append(f"unexpected answers={r['other']}")
+        if r.get("first_other"):
+            notes.append(f"first: {r['first_other'][:100]}")
     if r["wrapped"]:
         notes.append(f"codes reused={r['wrapped']}")
     if r.get("note"):
