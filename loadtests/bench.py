@@ -549,6 +549,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 results["verify_allow"] = median_result("verify_allow", gw_rounds)
 
                 say("(c) verify deny: replayed")
+                # The replayed code is claimed once here first, so every answer of the run must be
+                # `replayed` whatever the allow run did with it (its first line: wrk can leave it
+                # unsent, and then the run saw one `allow`).
+                status, first = seed.http_json(
+                    "POST", f"{base}/v1/codes/verify",
+                    body={"code": allow_codes[0], "scene": scene,
+                          "request_id": f"bench-replay-{time.monotonic_ns()}"},
+                    headers={"Authorization": f"Bearer {gate_token}"})
+                say(f"replayed code's own first answer: {status} "
+                    f"{first.get('reason') if isinstance(first, dict) else first}")
                 f_replay = seed.write_lines(work / "replay.txt", allow_codes[:1])
                 results["verify_deny_replayed"] = run_wrk(
                     wrk, "verify_deny_replayed", base, "verify.lua",
