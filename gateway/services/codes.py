@@ -220,6 +220,32 @@ class _ClientCache:
         return client.sector
 
 
+class LineBudget:
+    """At most `per_second` log lines per key (a deny reason) per second in this worker; the
+    line that follows a suppressed stretch says how many were left out. A flood of junk or
+    replays is counted in full by gateway_verify_decisions_total; the log keeps a sample
+    instead of a line per scan (a line costs ~20 µs and a write under attack)."""
+
+    def __init__(self, per_second: int = 20) -> None:
+        self._per_second = per_second
+        self._state: dict[str, list[int]] = {}  # key -> [second, lines this second, suppressed]
+
+    def take(self, key: str, now: float) -> int | None:
+        """None: do not log; else log, with this many lines suppressed since the last one."""
+        sec = int(now)
+        st = self._state.get(key)
+        if st is None:
+            st = self._state[key] = [sec, 0, 0]
+        if st[0] != sec:
+            st[0], st[1] = sec, 0
+        if st[1] >= self._per_second:
+            st[2] += 1
+            return None
+        st[1] += 1
+        suppressed, st[2] = st[2], 0
+        return suppressed
+
+
 class CodeService:
     def __init__(self, *, code_ring: Callable[[], KeyRing], data_keys: DataKeys,
                  single_use: SingleUse, scenes: SceneCatalogue, trust: TrustList,
@@ -242,6 +268,7 @@ class CodeService:
         self.subject_seen: SubjectSeen | None = None  # the consent feature's subject index
         self._signers: dict[str, Signer] = {}
         self._holder = HolderCipher(data_keys.code_holder_key)
+        self._deny_lines = LineBudget()
 
     # ---------------------------------------------------------------- 申码 / 制码 (issue)
     def person_of(self, resident: AccessTokenClaims) -> str:
@@ -312,7 +339,10 @@ class CodeService:
     # ---------------------------------------------------------------- 验码 (verify)
     def _deny(self, reason: Reason, face: Face | None, request_id: str, verified_at: str,
               scene: str) -> VerifyDecision:
-        log.info("code.verified", face=face, decision="deny", reason=reason, scene=scene)
+        suppressed = self._deny_lines.take(reason, self._clock.now())
+        if suppressed is not None:
+            log.info("code.verified", face=face, decision="deny", reason=reason, scene=scene,
+                     suppressed=suppressed)
         return VerifyDecision("deny", reason, face, request_id, verified_at)
 
     async def verify_code(self, code: str, scene_id: str, gate: AccessTokenClaims,
