@@ -332,9 +332,22 @@ def caller_subject(claims: AccessTokenClaims, scope: str | None, hkey: bytes,
     return kind, f"client:{claims.client_id}"
 
 
-async def _spend(request: web.Request, kind: str, subject: str) -> None:
-    limit = request.app[RATE_LIMITS].limits[kind]
-    decision = await request.app[RATE_LIMITER].hit(subject, limit)
+@dataclass
+class CallerLimits:
+    """What a limiter hit needs, in one app entry (one lookup per request on the gate path
+    instead of four)."""
+
+    limiter: RateLimiter
+    config: RateLimitConfig
+    subject_key: bytes
+
+
+CALLER_LIMITS = web.AppKey("caller_limits", CallerLimits)
+
+
+async def _spend(request: web.Request, lim: CallerLimits, kind: str, subject: str) -> None:
+    limit = lim.config.limits[kind]
+    decision = await lim.limiter.hit(subject, limit)
     headers = rate_limit_headers(decision, kind)
     if not decision.allowed:
         raise RateLimited(int(headers["Retry-After"]),
@@ -348,18 +361,19 @@ async def enforce_rate_limit(request: web.Request, claims: AccessTokenClaims,
     """One limiter hit for an authenticated caller; raises RateLimited (429) when over.
 
     A no-op when the app has no limiter (rate limits disabled or not installed)."""
-    if RATE_LIMITER not in request.app:
+    lim = request.app.get(CALLER_LIMITS)
+    if lim is None:
         return
-    kind, subject = caller_subject(claims, scope, request.app[RL_SUBJECT_KEY],
-                                   request.app[RATE_LIMITS].limits)
-    await _spend(request, kind, subject)
+    kind, subject = caller_subject(claims, scope, lim.subject_key, lim.config.limits)
+    await _spend(request, lim, kind, subject)
 
 
 async def enforce_ip_limit(request: web.Request, kind: str = "login_ip") -> None:
     """Per client IP (login pages): `ip:<remote address>` under the `login_ip` limit."""
-    if RATE_LIMITER not in request.app:
+    lim = request.app.get(CALLER_LIMITS)
+    if lim is None:
         return
-    await _spend(request, kind, f"ip:{request.remote or 'unknown'}")
+    await _spend(request, lim, kind, f"ip:{request.remote or 'unknown'}")
 
 
 # ---------------------------------------------------------------- overload shedding
@@ -420,6 +434,7 @@ def install(app: web.Application, core_key: web.AppKey[Any],
             app[RATE_LIMITER] = limiter
             app[RATE_LIMITS] = config
             app[RL_SUBJECT_KEY] = subject_key(core.data_keys.code_holder_key)
+            app[CALLER_LIMITS] = CallerLimits(limiter, config, app[RL_SUBJECT_KEY])
         yield
 
     app.cleanup_ctx.append(ctx)
