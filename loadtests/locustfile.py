@@ -8,7 +8,12 @@ token exchange for the residents; `LOADTEST_KEYS_DIR=keys` lets it fall back to 
 resident tokens with the gateway's own key when the sandbox's HTTP flow is absent):
 
 * `GateUser`      — the gate mix: scan a fresh code (allow), a code already used (expected
-                    deny `replayed`), junk from a wrong QR code (expected deny `malformed`).
+                    deny `replayed`), junk from a wrong QR code (expected deny `malformed`),
+                    8 : 1 : 1. Fresh codes come from the ResidentUsers; with
+                    `LOADTEST_KEYS_DIR` (a local gateway whose keys you hold) the rest of the
+                    city's codes are minted with the gateway's code key when none is waiting,
+                    so the mix is mostly allows; without it a gate with no code waiting
+                    scans junk.
 * `ResidentUser`  — a resident app refreshing its code every `refresh_in` seconds (POST
                     /v1/codes); the fresh codes feed the gates.
 * `LoginUser`     — OIDC scan-to-login: /oauth2/authorize page → QR read back (zxing-cpp) →
@@ -59,7 +64,31 @@ def seeded(host: str) -> dict[str, Any]:
             STATE["seed"] = seed.seed_http(host.rstrip("/"),
                                            Path(keys) if keys else None)
             STATE["demo"] = seed.demo(host.rstrip("/"), Path(keys) if keys else None)
+            if keys:
+                STATE["press"] = _code_press(host.rstrip("/"), Path(keys))
         return dict(STATE["seed"])
+
+
+def _code_press(host: str, keys_dir: Path) -> tuple[Any, str, Any] | None:
+    """(keys, person id, sealed attributes) to mint fresh codes with the gateway's own code
+    key — the rest of the city's residents showing codes — for a gateway whose key dir the
+    load tester holds. The person and the attributes are a real demo resident's (read back from
+    one code the gateway issued), so the gates' answers are real allows."""
+    from loadtests.bench import resident_person, sealed_attributes
+
+    keys = seed.GatewayKeys.load(keys_dir)
+    token, person_id, _ = resident_person(host, keys_dir)
+    return keys, person_id, sealed_attributes(host, keys, token)
+
+
+def _press_codes(n: int = 100) -> bool:
+    """Refill FRESH with n minted codes; False without a key dir (no press)."""
+    press = STATE.get("press")
+    if press is None:
+        return False
+    keys, person_id, attributes = press
+    FRESH.extend(seed.issue_codes(keys, n, person_id, attributes=attributes))
+    return True
 
 
 @events.test_start.add_listener
@@ -107,11 +136,10 @@ class GateUser(FastHttpUser):
 
     @task(8)
     def scan_fresh_code(self) -> None:
-        try:
-            code = FRESH.popleft()
-        except IndexError:
+        if not FRESH and not _press_codes():
             self.scan_junk()   # no resident has shown a code yet: the scanner reads junk
             return
+        code = FRESH.popleft()
         self._verify(code, ("allow", "ok"), "verify allow")
         USED.append(code)
 
