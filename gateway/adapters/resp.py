@@ -80,7 +80,13 @@ def pack_command(args: tuple[Any, ...]) -> bytes:
     """One command as a RESP array of bulk strings."""
     parts = [b"*%d\r\n" % len(args)]
     for a in args:
-        b = _arg(a)
+        t = type(a)  # the gate path sends str and int: those first, without isinstance chains
+        if t is str:
+            b = a.encode("utf-8")
+        elif t is int:
+            b = b"%d" % a
+        else:
+            b = _arg(a)
         parts.append(b"$%d\r\n%s\r\n" % (len(b), b))
     return b"".join(parts)
 

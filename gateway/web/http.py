@@ -278,10 +278,12 @@ def _from_aiohttp(exc: web.HTTPException) -> GatewayError:
 
 async def read_body(request: web.Request, limit: int | None = None) -> bytes:
     """The body, refused with 413 past the limit (checked before and while reading)."""
-    limit = limit or request.app[MAX_BODY]
-    if request.content_length is not None and request.content_length > limit:
+    app_limit = request.app[MAX_BODY]
+    limit = limit or app_limit
+    length = request.content_length
+    if length is not None and length > limit:
         raise PayloadTooLarge(f"The body may be at most {limit} bytes")
-    if limit == request.app[MAX_BODY]:
+    if limit == app_limit:
         # the app's client_max_size is this same limit (build_app): aiohttp's buffered read
         # enforces it while reading
         try:
