@@ -211,7 +211,9 @@ async def test_coalesced_limiter_is_atomic_across_pools(redis_url: str,
 
 async def test_coalesced_limiter_reloads_its_script_after_a_flush(
         redis_client: aioredis.Redis) -> None:
-    lim = CoalescedRedisRateLimiter(Coalescer(redis_client), redis_client.script_load)
+    coalescer = Coalescer(redis_client)
+    assert coalescer.pipelined  # NOSCRIPT arrives through the gateway's own RESP socket
+    lim = CoalescedRedisRateLimiter(coalescer, redis_client.script_load)
     await lim.load()
     limit = Limit(rate=1, period_s=60, burst=2)
     assert (await lim.hit("gate:a", limit)).allowed
