@@ -21,7 +21,14 @@ from gateway.errors import Forbidden, InvalidRequest, NotAcceptable
 from gateway.qr import render_png, render_svg
 from gateway.services.codes import CodeService
 from gateway.services.scenes import SceneCatalogue
-from gateway.web.http import METRICS, no_store, principal, read_json, require_str
+from gateway.web.http import (
+    METRICS,
+    no_store,
+    no_store_json,
+    principal,
+    read_json,
+    require_str,
+)
 
 __all__ = ["CODES", "SCENES", "add_routes", "codes_ctx"]
 
@@ -110,7 +117,7 @@ async def verify(request: web.Request) -> web.StreamResponse:
     metrics = request.app.get(METRICS)
     if metrics is not None:
         metrics.decision(decision.face or "none", decision.decision, decision.reason)
-    return no_store(web.json_response(decision.to_json()))
+    return no_store_json(decision.to_json())
 
 
 async def trust_list(request: web.Request) -> web.StreamResponse:

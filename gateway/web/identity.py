@@ -17,7 +17,14 @@ from gateway.errors import Forbidden, InvalidRequest, Unauthorized
 from gateway.ports import ClientStore
 from gateway.services.identity import CardTaps, IdentityService, Links, Tap
 from gateway.services.scenes import SceneCatalogue
-from gateway.web.http import METRICS, no_store, principal, read_json, require_str
+from gateway.web.http import (
+    METRICS,
+    no_store,
+    no_store_json,
+    principal,
+    read_json,
+    require_str,
+)
 
 __all__ = ["CARD_TAPS", "IDENTITY", "IDENTITY_CLIENTS", "IDENTITY_SCENES", "LINKS",
            "add_routes"]
@@ -110,7 +117,7 @@ async def verify_card(request: web.Request) -> web.StreamResponse:
     metrics = request.app.get(METRICS)
     if metrics is not None:
         metrics.decision("ssc_card", decision["decision"], decision["reason"])
-    return no_store(web.json_response(decision))
+    return no_store_json(decision)
 
 
 def add_routes(app: web.Application) -> None:
