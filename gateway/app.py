@@ -432,7 +432,8 @@ async def _login_ctx(app: web.Application) -> AsyncIterator[None]:
         consents=stores[3], persons=lambda: app[_identity.IDENTITY], keys=core.data_keys,
         access=app[ACCESS_TOKENS], signer=app[TOKEN_SIGNER],
         alg=lambda: core.token_ring().current().alg, issuer=s.issuer, clock=clock.now,
-        access_ttl_s=s.access_token_ttl_s, verify_bearer=app[AUTHENTICATOR].verify)
+        access_ttl_s=s.access_token_ttl_s, verify_bearer=app[AUTHENTICATOR].verify,
+        require_number=s.login_require_number)
     app[_login.LOGIN] = service
     app[oauth.TOKENS].register(AuthorizationCodeGrant(service))
     app[oauth.TOKENS].register(RefreshTokenGrant(service))

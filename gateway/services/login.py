@@ -90,7 +90,8 @@ class LoginService:
                  signer: JwtSigner, alg: Callable[[], str], issuer: str,
                  clock: Callable[[], float], access_ttl_s: int,
                  verify_bearer: Callable[[str], Awaitable[AccessTokenClaims]],
-                 session_ttl_s: int = LOGIN_SESSION_TTL_S) -> None:
+                 session_ttl_s: int = LOGIN_SESSION_TTL_S, require_number: bool = False) -> None:
+        self.require_number = require_number
         self.clients = clients
         self.sessions = sessions
         self.codes = codes
@@ -212,12 +213,15 @@ class LoginService:
 
     async def approve(self, session_id: str, person_id: str, number: Any) -> dict[str, Any]:
         s = await self._scanned_by(session_id, person_id)
+        if number is None and self.require_number:
+            raise InvalidRequest("number (the one shown in the browser) is required")
         if isinstance(number, str) and number.isdigit():
             number = int(number)
-        if not isinstance(number, int) or isinstance(number, bool):
-            raise InvalidRequest("number (the one shown in the browser) is required")
+        if number is not None and (not isinstance(number, int) or isinstance(number, bool)):
+            raise InvalidRequest("number must be the number shown in the browser")
         now = self.now()
-        if not hmac.compare_digest(str(number).encode(), str(s.number).encode()):
+        if number is not None and \
+                not hmac.compare_digest(str(number).encode(), str(s.number).encode()):
             # A wrong pick may be a hijack attempt: the session is spent (RFC 8628 §5.4).
             await self.sessions.transition(session_id, "scanned", "denied",
                                            {"decided_at": repr(now)})

@@ -159,7 +159,8 @@ async def scan(request: web.Request) -> web.StreamResponse:
 
 async def approve(request: web.Request) -> web.StreamResponse:
     person = await _resident(request, "login:approve")
-    body: dict[str, Any] = await read_json(request)
+    # CONTRACT: approve has no body; an app doing number matching sends {"number": n}
+    body: dict[str, Any] = await read_json(request) if request.can_read_body else {}
     return no_store(web.json_response(await request.app[LOGIN].approve(
         request.match_info["id"], person, body.get("number"))))
 
