@@ -44,15 +44,41 @@ SCENES_MAX_AGE_S: Final = 300
 MAX_CODE_FIELD: Final = 64 * 1024
 
 
+_OFFERED = ("application/json", "image/png", "image/svg+xml")  # in order of preference
+
+
 def _accept(request: web.Request) -> str:
-    accept = request.headers.get("Accept", "")
-    kinds = [part.split(";")[0].strip().lower() for part in accept.split(",")]
-    for k in kinds:
-        if k in ("image/png", "image/svg+xml", "application/json"):
-            return k
-    if not accept or any(k in ("*/*", "application/*", "") for k in kinds):
+    """The answer's media type by RFC 9110 §12.5.1 content negotiation: the offered type with
+    the highest q-value (q=0 means "not this"), ties broken by our preference (JSON first);
+    wildcards match. No Accept header means JSON."""
+    accept = request.headers.get("Accept", "").strip()
+    if not accept:
         return "application/json"
-    raise NotAcceptable("Ask for application/json, image/png or image/svg+xml")
+    # per offered type: the q of the most specific range that matches it (RFC 9110 §12.5.1:
+    # "text/html" beats "text/*" beats "*/*", whatever their order)
+    q_of: dict[str, tuple[int, float]] = {}
+    for part in accept.split(",")[:32]:
+        media, *params = [x.strip() for x in part.split(";")]
+        media = media.lower()
+        q = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = min(1.0, max(0.0, float(value)))
+                except ValueError:
+                    q = 0.0
+        for offered in _OFFERED:
+            specificity = (2 if media == offered else
+                           1 if media == offered.split("/")[0] + "/*" else
+                           0 if media == "*/*" else -1)
+            if specificity >= 0 and specificity >= q_of.get(offered, (-1, 0.0))[0]:
+                q_of[offered] = (specificity, q)
+    ranked = [(q, -rank, offered) for rank, offered in enumerate(_OFFERED)
+              if (q := q_of.get(offered, (0, 0.0))[1]) > 0]
+    if not ranked:
+        raise NotAcceptable("Ask for application/json, image/png or image/svg+xml")
+    return max(ranked)[2]
 
 
 async def issue(request: web.Request) -> web.StreamResponse:

@@ -75,8 +75,10 @@ def problem(status: int, code: str, title: str, detail: str | None, request_id: 
     if detail and detail != title:
         body["detail"] = detail
     body.update(extra)
+    # An error is about one request: never cached (and POST /v1/codes is "always no-store")
     return web.Response(status=status, text=json.dumps(body, ensure_ascii=False),
-                        content_type=PROBLEM, headers=headers)
+                        content_type=PROBLEM,
+                        headers={"Cache-Control": "no-store", **(headers or {})})
 
 
 def oauth_error(exc: OAuthError) -> web.Response:

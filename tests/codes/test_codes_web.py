@@ -317,5 +317,31 @@ async def test_unacceptable_media_type(gw: Gateway, accept: str) -> None:
     assert (await r.json())["code"] == "invalid_request"  # one of the contract's stable codes
 
 
+@pytest.mark.parametrize(("accept", "expected"), [
+    ("image/png;q=0.5, application/json", "application/json"),
+    ("application/json;q=0, image/png", "image/png"),
+    ("image/*", "image/png"),
+    ("image/svg+xml, image/png;q=0.9", "image/svg+xml"),
+    ("text/html, */*;q=0.1", "application/json"),
+    ("image/*;q=0.2, image/svg+xml;q=0, application/json;q=0.1", "image/png"),
+    ("IMAGE/PNG", "image/png"),
+])
+async def test_accept_is_negotiated_by_q_values(gw: Gateway, accept: str, expected: str) -> None:
+    """RFC 9110 §12.5.1: the highest q wins, q=0 refuses a type, the most specific range
+    gives a type its q; ties go to JSON."""
+    token = resident_token(gw, new_person_id())
+    r = await issue(gw, token, accept=accept)
+    assert r.headers["Content-Type"].split(";")[0] == expected
+
+
+async def test_an_accept_refusing_every_offered_type_is_406(gw: Gateway) -> None:
+    token = resident_token(gw, new_person_id())
+    r = await gw.client.post("/v1/codes", json={}, headers={
+        "Authorization": f"Bearer {token}",
+        "Accept": "application/json;q=0, image/*;q=0"})
+    assert r.status == 406
+    assert r.headers["Cache-Control"] == "no-store"  # CONTRACT: POST /v1/codes, always
+
+
 def test_secrets_module_is_used_for_request_ids() -> None:
     assert len(secrets.token_hex(8)) == 16
