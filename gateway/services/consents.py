@@ -541,7 +541,8 @@ class ConsentService:
         """The holder's part of the audit log: who did what with which certificate types."""
         rows = await self.audit.for_subject(self.audit_subject(person_id), limit)
         names: dict[str, str] = {}
-        out = []
+        texts: dict[str, str | None] = {}  # consent id -> the purpose in words (CONTRACT:
+        out = []                           # the log shows "for what purpose")
         own_actor = self._resident_actor(person_id)
         for e in rows:
             actor = str(e.get("actor") or "")
@@ -555,10 +556,16 @@ class ConsentService:
                 who = {"kind": "you"}
             else:
                 who = {"kind": "other"}
+            consent_id = e.get("consent_id")
+            if isinstance(consent_id, str) and consent_id not in texts:
+                consent = (await self.store.get(consent_id)
+                           if CONSENT_ID_RE.match(consent_id) else None)
+                texts[consent_id] = consent.purpose_text if consent else None
             out.append({"at": e["ts"], "seq": e["seq"], "action": e["action"], "by": who,
-                        "consent_id": e.get("consent_id"), "certificate_types": e.get("types"),
-                        "purpose": e.get("purpose"), "outcome": e.get("outcome"),
-                        "reason": e.get("reason")})
+                        "consent_id": consent_id, "certificate_types": e.get("types"),
+                        "purpose": e.get("purpose"),
+                        "purpose_text": texts.get(consent_id) if consent_id else None,
+                        "outcome": e.get("outcome"), "reason": e.get("reason")})
         return out
 
     # --- views and the receipt ------------------------------------------------------------

@@ -112,6 +112,7 @@ async def test_counter_flow(api: Api) -> None:
                                 "display_name": "沙坪坝区政务服务中心"}
     assert fetched[0]["certificate_types"] == ["resident_id"]
     assert fetched[0]["purpose"] == "hall.household_move"
+    assert fetched[0]["purpose_text"] == "户口迁移 材料核验"  # "for what purpose", in words
     assert {e["action"] for e in log["entries"]} >= {
         "consent.requested", "consent.scanned", "consent.authorised", "consent.fetched",
         "consent.refused"}
