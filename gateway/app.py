@@ -234,7 +234,7 @@ async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
     from gateway.services.scenes import SceneCatalogue as _SceneCatalogue
     from gateway.services.trustlist import TrustList as _TrustList
     from gateway.web import codes as _codes
-    app[_codes.SCENES] = _SceneCatalogue.load(DATA_DIR / "scenes.json")
+    app[_codes.SCENES] = _SceneCatalogue.load(settings.scenes_file or DATA_DIR / "scenes.json")
     app[_codes.CODES] = _CodeService(
         code_ring=core.code_ring, data_keys=data_keys, single_use=single_use,
         scenes=app[_codes.SCENES], trust=_TrustList(core.code_ring, core.token_ring, clock.now),
@@ -322,7 +322,7 @@ async def _identity_ctx(app: web.Application) -> AsyncIterator[None]:
         app[ACCESS_TOKENS], core.data_keys, core.single_use, router, resolve_person,
         clock.now, settings.access_token_ttl_s))
     scenes = (app[_codes.SCENES] if _codes.SCENES in app
-              else SceneCatalogue.load(DATA_DIR / "scenes.json"))
+              else SceneCatalogue.load(settings.scenes_file or DATA_DIR / "scenes.json"))
     app[_identity.IDENTITY] = service
     app[admin.ADMIN_IDENTITY] = service
     app[_identity.LINKS] = ids.Links(service, router, core.single_use)

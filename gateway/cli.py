@@ -294,8 +294,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extra_commands(sub: Any) -> None:
     """Commands of the identity and audit features (registered here, implemented there)."""
-    a = sub.add_parser("audit", help="verify the hash-chained audit log end to end")
-    a.add_argument("audit_cmd", choices=["verify"])
+    a = sub.add_parser("audit", help="verify or read the hash-chained audit log")
+    a.add_argument("audit_cmd", choices=["verify", "list"])
+    a.add_argument("--from", dest="from_seq", type=int, default=0,
+                   help="list: first seq (default: the last --count entries)")
+    a.add_argument("--count", type=int, default=100, help="list: how many entries (max 10000)")
     a.set_defaults(func=cmd_audit)
     i = sub.add_parser("identity", help="operator registry sync from an upstream export")
     i.add_argument("identity_cmd", choices=["sync"])
@@ -304,8 +307,10 @@ def _extra_commands(sub: Any) -> None:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from gateway.adapters.redis_audit import audit_verify_main
+    from gateway.adapters.redis_audit import audit_list_main, audit_verify_main
 
+    if args.audit_cmd == "list":
+        return int(audit_list_main(_settings(args), args.from_seq, args.count))
     return int(audit_verify_main(_settings(args)))
 
 

@@ -104,6 +104,8 @@ class Settings:
     certlib_url: str | None = None
     psam_gate_keys_file: Path | None = None
     consent_policy_file: Path | None = None
+    #: The scene catalogue (docs/scenes.md); None = the built-in gateway/data/scenes.json.
+    scenes_file: Path | None = None
 
     @property
     def is_sandbox(self) -> bool:
@@ -163,6 +165,7 @@ class Settings:
             certlib_url=_url(e, "GATEWAY_CERTLIB_URL"),
             psam_gate_keys_file=_path(e, "GATEWAY_PSAM_GATE_KEYS"),
             consent_policy_file=_path(e, "GATEWAY_CONSENT_POLICY"),
+            scenes_file=_path(e, "GATEWAY_SCENES_FILE"),
         )
         s.validate()
         return s

@@ -117,6 +117,30 @@ async def _verify(redis_url: str, prefix: str, cluster: bool) -> int:
     return 1
 
 
+async def _list(redis_url: str, prefix: str, cluster: bool, start: int, count: int) -> int:
+    r = connect(redis_url, cluster=cluster)
+    try:
+        log = RedisAuditLog(r, prefix)
+        if start <= 0:  # the last `count` entries
+            head_seq, _ = await log.head()
+            start = max(1, head_seq - count + 1)
+        for entry in await log.entries(start, count):
+            print(json.dumps(entry, ensure_ascii=False, sort_keys=True))
+    finally:
+        await r.aclose()
+    return 0
+
+
+def audit_list_main(settings: Any, start: int = 0, count: int = 100) -> int:
+    """`gateway audit list`: entries as JSON lines (the last `count`, or from seq `start`).
+    The entries hold no personal data (subjects are keyed hashes); exit 2 without Redis."""
+    if not settings.redis_url:
+        print("no GATEWAY_REDIS_URL: the audit log is in memory only (sandbox); nothing to list")
+        return 2
+    return asyncio.run(_list(settings.redis_url, settings.redis_prefix, settings.redis_cluster,
+                             start, max(1, min(count, 10_000))))
+
+
 def audit_verify_main(settings: Any) -> int:
     """`gateway audit verify`: check the whole chain and its head; print the first broken
     link. Exit 0 = intact, 1 = broken, 2 = nothing durable to verify (no Redis configured)."""

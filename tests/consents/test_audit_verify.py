@@ -9,7 +9,7 @@ import json
 import pytest
 import redis.asyncio as aioredis
 
-from gateway.adapters.redis_audit import RedisAuditLog, audit_verify_main
+from gateway.adapters.redis_audit import RedisAuditLog, audit_list_main, audit_verify_main
 
 from .conftest import HALL_RP, Api
 
@@ -83,3 +83,20 @@ def test_no_redis_means_nothing_durable_to_verify(capsys: pytest.CaptureFixture[
 
     assert audit_verify_main(Settings()) == 2
     assert "memory only" in capsys.readouterr().out
+
+
+async def test_audit_list_prints_the_entries_as_json_lines(
+        api: Api, capsys: pytest.CaptureFixture[str]) -> None:
+    """`gateway audit list`: what an operator reads — the chain's entries, no personal data."""
+    await _traffic(api)
+    settings = api.gw.settings
+    assert await asyncio.to_thread(audit_list_main, settings, 0, 3) == 0
+    out = capsys.readouterr().out
+    last3 = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert [e["seq"] for e in last3] == [3, 4, 5]
+    assert last3[-1]["action"] == "consent.refused"
+    assert await asyncio.to_thread(audit_list_main, settings, 2, 2) == 0
+    assert [json.loads(x)["seq"] for x in capsys.readouterr().out.splitlines()] == [2, 3]
+    person = api.person(await api.resident("r-zhang-wei"))
+    assert await asyncio.to_thread(audit_list_main, settings, 1, 100) == 0
+    assert person not in capsys.readouterr().out
