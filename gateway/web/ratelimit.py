@@ -74,8 +74,6 @@ LIMIT_DEFAULTS: Mapping[str, Limit] = MappingProxyType({
     "resident": Limit(rate=10, period_s=1, burst=20),
 })
 
-RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
-RL_SUBJECT_KEY = web.AppKey("rate_limit_subject_key", bytes)
 RL_HEADERS = web.RequestKey("rate_limit_headers", dict)
 
 
@@ -146,7 +144,6 @@ def config_from_env(env: Mapping[str, str] | None = None) -> RateLimitConfig:
                            lease=flags["lease"])
 
 
-RATE_LIMITS = web.AppKey("rate_limits", RateLimitConfig)
 
 
 # ---------------------------------------------------------------- the Redis limiter
@@ -431,10 +428,8 @@ def install(app: web.Application, core_key: web.AppKey[Any],
             else:
                 clock: Clock = core.clock
                 limiter = MemoryRateLimiter(clock)
-            app[RATE_LIMITER] = limiter
-            app[RATE_LIMITS] = config
-            app[RL_SUBJECT_KEY] = subject_key(core.data_keys.code_holder_key)
-            app[CALLER_LIMITS] = CallerLimits(limiter, config, app[RL_SUBJECT_KEY])
+            app[CALLER_LIMITS] = CallerLimits(limiter, config,
+                                              subject_key(core.data_keys.code_holder_key))
         yield
 
     app.cleanup_ctx.append(ctx)

@@ -16,8 +16,8 @@ from gateway.adapters.redis_store import Coalescer
 from gateway.ratelimit import DEFAULT_LIMITS, Limit, MemoryRateLimiter
 from gateway.settings import SettingsError
 from gateway.web.ratelimit import (
+    CALLER_LIMITS,
     LIMIT_DEFAULTS,
-    RATE_LIMITER,
     CoalescedRedisRateLimiter,
     LeasingRateLimiter,
     config_from_env,
@@ -95,7 +95,7 @@ async def test_gate_over_its_limit_gets_429_with_headers(
         redis_client: aioredis.Redis) -> None:
     monkeypatch.setenv("GATEWAY_RATELIMIT_GATE", "1/60/3")
     gw = await make_gateway()
-    limiter = gw.app[RATE_LIMITER]
+    limiter = gw.app[CALLER_LIMITS].limiter
     assert isinstance(limiter, LeasingRateLimiter)
     assert isinstance(limiter._inner, CoalescedRedisRateLimiter)
     token = await gw.client_token(GATE)
@@ -181,7 +181,7 @@ async def test_sandbox_without_redis_limits_in_memory(
         make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GATEWAY_RATELIMIT_GATE", "1/60/2")
     gw = await make_gateway(use_redis=False)
-    assert isinstance(gw.app[RATE_LIMITER], MemoryRateLimiter)
+    assert isinstance(gw.app[CALLER_LIMITS].limiter, MemoryRateLimiter)
     token = await gw.client_token(GATE)
     statuses = [(await _verify(gw, token, i)).status for i in range(4)]
     assert statuses == [200, 200, 429, 429]
@@ -281,7 +281,7 @@ async def test_leasing_can_be_turned_off(make_gateway: GatewayFactory,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GATEWAY_RATELIMIT_LEASE", "false")
     gw = await make_gateway()
-    assert isinstance(gw.app[RATE_LIMITER], CoalescedRedisRateLimiter)
+    assert isinstance(gw.app[CALLER_LIMITS].limiter, CoalescedRedisRateLimiter)
     token = await gw.client_token(GATE)
     assert (await _verify(gw, token, 0)).status == 200
 
