@@ -13,7 +13,14 @@ import redis.asyncio as aioredis
 
 from gateway.clock import Clock
 from gateway.ratelimit import gcra_lua
-from gateway.ratelimit.gcra import Decision, DecisionUs, Limit, check_cost, decision_from_us, to_us
+from gateway.ratelimit.gcra import (
+    Decision,
+    Limit,
+    check_cost,
+    decision_from_reply,
+    redis_key,
+    to_us,
+)
 
 
 class RedisRateLimiter:
@@ -32,20 +39,12 @@ class RedisRateLimiter:
 
     def key_for(self, key: str) -> str:
         """The Redis key of a subject: `rl:{gate:abc}` for `gate:abc`."""
-        if "{" in key or "}" in key:
-            raise ValueError("rate-limit subject keys must not contain braces")
-        return f"{self._prefix}{{{key}}}"
+        return redis_key(self._prefix, key)
 
     async def hit(self, key: str, limit: Limit, cost: int = 1) -> Decision:
         check_cost(cost, limit.burst)
         args: list[int] = [limit.emission_interval_us, limit.burst, cost]
         if self._clock is not None:
             args.append(to_us(self._clock.now()))
-        allowed, remaining, retry_us, reset_us = await self._script(
-            keys=[self.key_for(key)], args=args)
-        return decision_from_us(
-            DecisionUs(allowed=bool(allowed), remaining=int(remaining),
-                       retry_after_us=int(retry_us), reset_after_us=int(reset_us),
-                       new_tat_us=None),
-            limit,
-        )
+        reply = await self._script(keys=[self.key_for(key)], args=args)
+        return decision_from_reply(reply, limit)

@@ -27,6 +27,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import cached_property
+from typing import Any
 
 US_PER_S = 1_000_000
 
@@ -53,7 +55,7 @@ class Limit:
         """T = period_s / rate: the sustained spacing between two cells."""
         return self.period_s / self.rate
 
-    @property
+    @cached_property
     def emission_interval_us(self) -> int:
         """T in whole microseconds, rounded up (never looser than the configured limit).
 
@@ -63,7 +65,7 @@ class Limit:
         exact = Fraction(repr(float(self.period_s))) * US_PER_S / self.rate
         return max(1, math.ceil(exact))
 
-    @property
+    @cached_property
     def window_s(self) -> float:
         """b·T: the time to earn back a full burst (the `w` of the RateLimit-Policy field)."""
         return self.burst * self.emission_interval_us / US_PER_S
@@ -141,6 +143,24 @@ def gcra_us(tat_us: int | None, now_us: int, interval_us: int, burst: int,
 def to_us(seconds: float) -> int:
     """Seconds since the epoch → integer microseconds (nearest)."""
     return round(seconds * US_PER_S)
+
+
+def redis_key(prefix: str, key: str) -> str:
+    """The Redis key of a subject: `<prefix>{gate:abc}` for `gate:abc` (one hash tag: one
+    Cluster slot per subject)."""
+    if "{" in key or "}" in key:
+        raise ValueError("rate-limit subject keys must not contain braces")
+    return f"{prefix}{{{key}}}"
+
+
+def decision_from_reply(reply: Any, limit: Limit) -> Decision:
+    """The GCRA script's reply `[allowed, remaining, retry_after_us, reset_after_us]`."""
+    allowed, remaining, retry_us, reset_us = reply
+    return decision_from_us(
+        DecisionUs(allowed=bool(allowed), remaining=int(remaining),
+                   retry_after_us=int(retry_us), reset_after_us=int(reset_us),
+                   new_tat_us=None),
+        limit)
 
 
 def decision_from_us(d: DecisionUs, limit: Limit) -> Decision:

@@ -60,7 +60,7 @@ from gateway.ratelimit import (
     gcra_lua,
     rate_limit_headers,
 )
-from gateway.ratelimit.gcra import US_PER_S, Decision, check_cost
+from gateway.ratelimit.gcra import Decision, check_cost, decision_from_reply, redis_key
 from gateway.settings import SettingsError
 
 ENV_PREFIX = "GATEWAY_RATELIMIT_"
@@ -175,35 +175,18 @@ class CoalescedRedisRateLimiter:
         await self._script_load(self._script)
 
     def key_for(self, key: str) -> str:
-        if "{" in key or "}" in key:
-            raise ValueError("rate-limit subject keys must not contain braces")
-        return f"{self._prefix}{{{key}}}"
+        return redis_key(self._prefix, key)
 
     async def hit(self, key: str, limit: Limit, cost: int = 1) -> Decision:
         check_cost(cost, limit.burst)
-        interval_us, window_s = _limit_consts(limit)
-        args = ("EVALSHA", self._sha, 1, self.key_for(key), interval_us, limit.burst, cost)
+        args = ("EVALSHA", self._sha, 1, self.key_for(key), limit.emission_interval_us,
+                limit.burst, cost)
         try:
             reply = await self._commands.execute(*args)
         except redis.exceptions.NoScriptError:
             await self.load()
             reply = await self._commands.execute(*args)
-        allowed, remaining, retry_us, reset_us = reply
-        return Decision(allowed=bool(allowed), limit=limit.burst, remaining=int(remaining),
-                        retry_after_s=int(retry_us) / US_PER_S,
-                        reset_after_s=int(reset_us) / US_PER_S, window_s=window_s)
-
-
-_CONSTS: dict[Limit, tuple[int, float]] = {}
-
-
-def _limit_consts(limit: Limit) -> tuple[int, float]:
-    """(T in µs, b·T in s) of a Limit, computed once: `Limit.emission_interval_us` is exact
-    decimal arithmetic (Fraction), ~10 µs a call, and was 3 calls per request (measured)."""
-    got = _CONSTS.get(limit)
-    if got is None:
-        got = _CONSTS[limit] = (limit.emission_interval_us, limit.window_s)
-    return got
+        return decision_from_reply(reply, limit)
 
 
 class LeasingRateLimiter:
@@ -263,7 +246,7 @@ class LeasingRateLimiter:
     def _leased(self, limit: Limit, lease: list[float]) -> Decision:
         return Decision(allowed=True, limit=limit.burst, remaining=int(lease[2] + lease[0]),
                         retry_after_s=0.0, reset_after_s=lease[3],
-                        window_s=_limit_consts(limit)[1])
+                        window_s=limit.window_s)
 
     async def _refill(self, key: str, limit: Limit, k: int) -> None:
         """Serve the queue in order: lease enough cells for it (up to a tenth of the burst);
