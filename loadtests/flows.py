@@ -9,8 +9,9 @@ import re
 import secrets
 
 
-def _read_qr(data: bytes) -> str:
-    """The login page's QR code, read back as a phone camera would (pypng + zxing-cpp)."""
+def read_qr_png(data: bytes) -> list[str]:
+    """Every QR code in a PNG, read back as a phone camera would: pypng to an 8-bit
+    greyscale buffer, then zxing-cpp (an independent decoder). Tests use it too."""
     import png
     import zxingcpp
 
@@ -19,9 +20,16 @@ def _read_qr(data: bytes) -> str:
     pixels = bytearray()
     for row in rows:
         pixels.extend(v * scale for v in row)
+    if len(pixels) != width * height:
+        raise ValueError("not a one-channel (greyscale) PNG")
     view = memoryview(bytes(pixels)).cast("B", (height, width))
-    found = [b.text for b in zxingcpp.read_barcodes(view,
-                                                    formats=zxingcpp.BarcodeFormat.QRCode)]
+    return [b.text for b in zxingcpp.read_barcodes(view,
+                                                   formats=zxingcpp.BarcodeFormat.QRCode)]
+
+
+def _read_qr(data: bytes) -> str:
+    """The login page's QR code."""
+    found = read_qr_png(data)
     if len(found) != 1:
         raise ValueError("the login page's QR code did not read back")
     return found[0]

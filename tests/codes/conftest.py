@@ -6,10 +6,8 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-import png
-import zxingcpp
-
 from gateway.app import ACCESS_TOKENS, CORE
+from loadtests.flows import read_qr_png as read_png  # noqa: F401 - used by the tests
 from tests.web.conftest import Gateway, gw, make_gateway  # noqa: F401 - fixtures
 
 METRO_GATE = "gate-metro-l1-xiaoshizi"
@@ -53,15 +51,6 @@ async def verify(g: Gateway, gate_token: str, code: Any, scene: str,
     return r.status, await r.json()
 
 
-def read_png(data: bytes) -> list[str]:
-    """Decode a PNG with pypng into 8-bit greyscale and hand it to zxing-cpp."""
-    width, height, rows, info = png.Reader(bytes=data).asDirect()
-    scale = 255 // ((1 << info["bitdepth"]) - 1)
-    pixels = bytearray()
-    for row in rows:
-        pixels.extend(v * scale for v in row)
-    view = memoryview(bytes(pixels)).cast("B", (height, width))
-    return [b.text for b in zxingcpp.read_barcodes(view, formats=zxingcpp.BarcodeFormat.QRCode)]
 
 
 async def extra_gate(g: Gateway, client_id: str, scene: str, sector: str) -> str:

@@ -11,11 +11,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-import png
 import pytest
-import zxingcpp
 
 from gateway.authz.pkce import s256
+from loadtests.flows import read_qr_png
 from tests.web.conftest import Gateway, GatewayFactory, make_gateway  # noqa: F401
 
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
@@ -26,13 +25,7 @@ JKB_CB = "http://127.0.0.1:8400/callback"
 
 def read_qr(data: bytes) -> str:
     """Decode the page's PNG the way a phone camera would (zxing-cpp)."""
-    width, height, rows, info = png.Reader(bytes=data).asDirect()
-    scale = 255 // ((1 << info["bitdepth"]) - 1)
-    pixels = bytearray()
-    for row in rows:
-        pixels.extend(v * scale for v in row)
-    view = memoryview(bytes(pixels)).cast("B", (height, width))
-    found = [b.text for b in zxingcpp.read_barcodes(view, formats=zxingcpp.BarcodeFormat.QRCode)]
+    found = read_qr_png(data)
     assert len(found) == 1
     return found[0]
 
