@@ -270,6 +270,71 @@ async def test_an_expired_lease_drops_its_cells(redis_client: aioredis.Redis) ->
     assert peek.remaining == 80   # 20 cells counted in Redis: under-admits, never over
 
 
+class _CountingLimiter:
+    """The shared limiter, counting the hits and cells asked of it."""
+
+    def __init__(self, inner: CoalescedRedisRateLimiter) -> None:
+        self.inner = inner
+        self.hits: list[int] = []
+
+    async def hit(self, key: str, limit: Limit, cost: int = 1) -> Any:
+        self.hits.append(cost)
+        return await self.inner.hit(key, limit, cost)
+
+
+async def test_the_next_lease_is_asked_for_before_this_one_runs_out(
+        redis_client: aioredis.Redis) -> None:
+    inner = CoalescedRedisRateLimiter(Coalescer(redis_client), redis_client.script_load,
+                                      prefix="t:")
+    await inner.load()
+    counting = _CountingLimiter(inner)
+    lim = LeasingRateLimiter(counting)
+    limit = Limit(rate=1, period_s=3600, burst=10_000)   # first lease 10; ~no refill in Redis
+    assert (await lim.hit("gate:p", limit)).allowed           # waits for the first lease
+    assert counting.hits == [10]
+    taken = [lim.take("gate:p", limit) for _ in range(7)]     # 2 cells left: < a quarter
+    assert all(d is not None and d.allowed for d in taken)
+    await asyncio.sleep(0.05)                                 # the prefetch lands meanwhile
+    assert len(counting.hits) == 2
+    assert 10 <= counting.hits[1] <= 2 * 7                    # at most 2x what was spent
+    # the two leases are spent in order without any request waiting: 2 + the new lease
+    more = [lim.take("gate:p", limit) for _ in range(2 + counting.hits[1])]
+    assert all(d is not None and d.allowed for d in more)
+    await asyncio.sleep(0.05)                                 # any refill in flight lands
+    peek = await inner.hit("gate:p", limit, 0)
+    assert 10_000 - peek.remaining == sum(counting.hits)      # every cell spent was counted
+
+
+async def test_a_busy_subject_gets_bigger_leases(redis_client: aioredis.Redis) -> None:
+    inner = CoalescedRedisRateLimiter(Coalescer(redis_client), redis_client.script_load,
+                                      prefix="t:")
+    await inner.load()
+    counting = _CountingLimiter(inner)
+    lim = LeasingRateLimiter(counting)
+    limit = Limit(rate=100_000, period_s=1, burst=100_000)
+    for _ in range(3000):
+        assert (await lim.hit("gate:busy", limit)).allowed
+    assert max(counting.hits) > 10                   # sized to the measured rate...
+    assert max(counting.hits) <= 1000                # ...within b // 10 and max_cells
+    assert len(counting.hits) < 3000 // 10           # fewer trips than leases of 10
+
+
+async def test_a_refused_prefetch_keeps_the_boundary_exact(redis_url: str,
+                                                           redis_client: aioredis.Redis) -> None:
+    limit = Limit(rate=1, period_s=3600, burst=40)   # leases of 4
+    clients = [aioredis.Redis.from_url(redis_url) for _ in range(3)]
+    try:
+        workers = [await _leasing(r) for r in clients]
+        decisions = []
+        for i in range(120):   # one at a time, round robin: prefetches happen and get refused
+            decisions.append(await workers[i % 3].hit("gate:edge", limit))
+        assert sum(d.allowed for d in decisions) <= 40
+        assert sum(d.allowed for d in decisions) >= 40 - 3 * 2 * 4   # ≤ two leases per worker
+    finally:
+        for r in clients:
+            await r.aclose()
+
+
 async def test_small_bursts_are_never_leased(redis_client: aioredis.Redis) -> None:
     lim = await _leasing(redis_client)
     limit = Limit(rate=1, period_s=3600, burst=19)
