@@ -41,12 +41,14 @@ async def _serve_worker(settings: Settings) -> None:
     from aiohttp import web
 
     from gateway.app import build_app
+    from gateway.web import lane
 
     log = structlog.get_logger("gateway.serve")
     app = build_app(settings)
     runner = web.AppRunner(app, access_log=None, handle_signals=False,
                            shutdown_timeout=settings.shutdown_timeout_s)
     await runner.setup()
+    lane.install(runner)  # the gate's verification skips the router's dispatch (issue 7)
     site = web.TCPSite(runner, settings.host, settings.port, reuse_port=True, backlog=2048)
     await site.start()
     # Everything built at start-up lives as long as the worker: move it out of the cyclic

@@ -18,6 +18,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from gateway.app import build_app
 from gateway.clock import Clock
 from gateway.settings import Settings
+from gateway.web import lane
 from tests.redis_server import free_port
 
 
@@ -86,8 +87,11 @@ async def make_gateway(tmp_path: Path, redis_url: str) -> AsyncIterator[GatewayF
             "issuer": f"http://127.0.0.1:{port}", "keys_dir": keys_dir or tmp_path / "keys",
             "redis_url": redis_url if use_redis else None, **overrides})
         app = build_app(settings, clock)
-        client = TestClient(TestServer(app, host="127.0.0.1", port=port))
+        server = TestServer(app, host="127.0.0.1", port=port)
+        client = TestClient(server)
         await client.start_server()
+        assert server.runner is not None
+        lane.install(server.runner)  # as `gateway serve` does: the gate lane in front
         clients.append(client)
         return Gateway(client, app, settings)
 
