@@ -205,6 +205,13 @@ class _ClientCache:
         self._now = now
         self._cache: dict[str, tuple[float, str]] = {}
 
+    def cached(self, client_id: str) -> str | None:
+        """The sector of a gate read in the last minute, without awaiting (else None)."""
+        hit = self._cache.get(client_id)
+        if hit is not None and hit[0] > self._now():
+            return hit[1]
+        return None
+
     async def sector(self, client_id: str) -> str | None:
         hit = self._cache.get(client_id)
         now = self._now()
@@ -368,10 +375,13 @@ class CodeService:
         face = claims.face
         if not scene.permits(claims.face, claims.region):
             return self._deny("scene_not_permitted", face, request_id, verified_at, scene_id)
-        person_id, sealed = await self._person(claims)
+        # the ykm person and a known gate's sector need no I/O: no coroutine for them
+        person_id, sealed = self._ykm_person(claims) if face == "ykm" else \
+            await self._person(claims)
         if person_id is None:
             return self._deny("revoked", face, request_id, verified_at, scene_id)
-        sector = await self._clients.sector(gate.client_id)
+        sector = self._clients.cached(gate.client_id) or \
+            await self._clients.sector(gate.client_id)
         if sector is None:
             return self._deny("scene_not_permitted", face, request_id, verified_at, scene_id)
 
@@ -421,20 +431,23 @@ class CodeService:
 
         ykm: decrypt the holder handle and flags (no I/O). essc: the actively linked
         credential (one store read). Then the identity service's in-process revocation view."""
-        flags = 0
         if claims.face == "ykm":
-            pid: str | None
-            pid, flags = self._holder.open(claims.holder, claims.nonce, claims.flags)
-        elif self.identity is None or claims.region is None:
+            return self._ykm_person(claims)
+        if self.identity is None or claims.region is None:
             return None, 0
-        else:
-            try:
-                holder = claims.holder.decode("ascii")
-            except UnicodeDecodeError:
-                return None, 0
-            pid = await self.identity.person_by_essc(claims.region, holder)
-        if pid is None:
+        try:
+            holder = claims.holder.decode("ascii")
+        except UnicodeDecodeError:
             return None, 0
+        pid = await self.identity.person_by_essc(claims.region, holder)
+        if pid is None or self.identity.is_revoked(pid, claims.face, claims.region):
+            return None, 0
+        return pid, 0
+
+    def _ykm_person(self, claims: CodeClaims) -> tuple[str | None, int]:
+        """`_person` for a ykm code: the holder handle and flags decrypted, then the
+        revocation view (no I/O)."""
+        pid, flags = self._holder.open(claims.holder, claims.nonce, claims.flags)
         if self.identity is not None and self.identity.is_revoked(pid, claims.face,
                                                                   claims.region):
             return None, 0

@@ -143,7 +143,7 @@ async def verify(request: web.Request) -> web.StreamResponse:
     metrics = request.app.get(METRICS)
     if metrics is not None:
         metrics.decision(decision.face or "none", decision.decision, decision.reason)
-    return no_store_json(decision.to_json())
+    return no_store_json(decision.to_json_bytes())
 
 
 async def trust_list(request: web.Request) -> web.StreamResponse:

@@ -18,7 +18,7 @@ from typing import Any
 
 import structlog
 from aiohttp import web
-from multidict import CIMultiDict
+from multidict import CIMultiDict, istr
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -42,7 +42,7 @@ from gateway.web.ratelimit import (  # issue 7: per-caller limits and overload s
     NEVER_SHED,
     RL_HEADERS,
     SHEDDER,
-    enforce_rate_limit,
+    limit_now,
     shed_response,
 )
 
@@ -167,12 +167,20 @@ class Metrics(Collector):
 METRICS = web.AppKey("metrics", Metrics)
 
 
+_ROUTE_NAMES: dict[object, str] = {}  # route -> its label (routes are fixed at start-up)
+
+
 def _route_name(request: web.Request) -> str:
-    info = request.match_info
-    route = getattr(info, "route", None)
+    route = getattr(request.match_info, "route", None)
+    name = _ROUTE_NAMES.get(route)
+    if name is not None:
+        return name
     resource = getattr(route, "resource", None)
     canonical = getattr(resource, "canonical", None)
-    return str(canonical) if canonical else "unmatched"
+    name = str(canonical) if canonical else "unmatched"
+    if resource is not None and len(_ROUTE_NAMES) < 1024:  # not the per-error system routes
+        _ROUTE_NAMES[route] = name
+    return name
 
 
 # Request ids need to be unique, not secret: a per-process random prefix and a counter (an
@@ -190,7 +198,7 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
     """Request id, overload shedding, error rendering, security and RateLimit headers,
     metrics: the one place errors turn into answers (one middleware: each layer is a coroutine
     per request on the gate path)."""
-    rid = request.headers.get("X-Request-Id", "")
+    rid = request.headers.get(_X_REQUEST_ID, "")
     if not (0 < len(rid) <= 64 and rid.replace("-", "").replace("_", "").isalnum()):
         rid = _next_request_id()
     request[REQUEST_ID] = rid
@@ -206,14 +214,16 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
             shedder.inflight += 1
         token = LOG_REQUEST_ID.set(rid)
         try:
-            resp = await _answer(request, handler, rid)
+            resp = await handler(request)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes an answer, here only
+            resp = _error_answer(request, exc, rid)
         finally:
             LOG_REQUEST_ID.reset(token)
             if shedder is not None:
                 shedder.inflight -= 1
     headers = resp.headers
-    if "X-Request-Id" not in headers:
-        headers["X-Request-Id"] = rid
+    if _X_REQUEST_ID not in headers:
+        headers[_X_REQUEST_ID] = rid
     for k, v in _EDGE_HEADERS:
         if k not in headers:
             headers[k] = v
@@ -229,27 +239,28 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
     return resp
 
 
-_EDGE_HEADERS: tuple[tuple[str, str], ...] = (
-    *SECURITY_HEADERS.items(), ("Content-Security-Policy", API_CSP))
+# Header names as multidict `istr`: their case-folded identity is computed once, not on
+# every lookup and insertion (as aiohttp's own `hdrs` constants are).
+_X_REQUEST_ID = istr("X-Request-Id")
+_EDGE_HEADERS: tuple[tuple[istr, str], ...] = tuple(
+    (istr(k), v) for k, v in (*SECURITY_HEADERS.items(), ("Content-Security-Policy", API_CSP)))
 
 
-async def _answer(request: web.Request, handler: Handler, rid: str) -> web.StreamResponse:
-    """The handler's answer, or the answer for the error it raised."""
+def _error_answer(request: web.Request, exc: Exception, rid: str) -> web.StreamResponse:
+    """The answer for an exception a handler raised (called inside the `except` block, so
+    `log.exception` has the traceback)."""
     is_oauth = request.path.startswith(OAUTH_PATH_PREFIX)
-    try:
-        try:
-            return await handler(request)
-        except web.HTTPException as exc:
-            err = _from_aiohttp(exc)
-            if "Allow" in exc.headers:  # RFC 9110 §15.5.6: a 405 names the allowed methods
-                err.headers["Allow"] = exc.headers["Allow"]
-            raise err from None
-    except OAuthError as exc:
+    if isinstance(exc, web.HTTPException):
+        err = _from_aiohttp(exc)
+        if "Allow" in exc.headers:  # RFC 9110 §15.5.6: a 405 names the allowed methods
+            err.headers["Allow"] = exc.headers["Allow"]
+        exc = err
+    if isinstance(exc, OAuthError):
         if is_oauth:
             log.info("oauth.error", error=exc.error, reason=exc.debug, path=request.path)
             return oauth_error(exc)
         return problem(exc.http_status, exc.error, exc.error, exc.description, rid, exc.headers)
-    except GatewayError as exc:
+    if isinstance(exc, GatewayError):
         if exc.status >= 500:
             log.warning("request.failed", error_code=exc.code, reason=exc.debug,
                         path=request.path)
@@ -260,9 +271,8 @@ async def _answer(request: web.Request, handler: Handler, rid: str) -> web.Strea
             return oauth_error(OAuthError("invalid_request", exc.detail, exc.status,
                                           headers=exc.headers))
         return problem(exc.status, exc.code, exc.title, exc.detail, rid, exc.headers)
-    except Exception:
-        log.exception("request.crashed", path=request.path)
-        return problem(500, "internal_error", "Internal error", None, rid)
+    log.exception("request.crashed", path=request.path)
+    return problem(500, "internal_error", "Internal error", None, rid)
 
 
 def _from_aiohttp(exc: web.HTTPException) -> GatewayError:
@@ -366,8 +376,9 @@ async def principal(request: web.Request, *, kinds: tuple[str, ...],
     """The verified access token of the caller; 401 if none or invalid, 403 if the token is
     of another kind of client or lacks the scope."""
     token = bearer_token(request)
+    authenticator = request.app[AUTHENTICATOR]
     try:
-        claims = await request.app[AUTHENTICATOR].verify(token)
+        claims = authenticator.cached(token) or await authenticator.verify(token)
     except TokenInvalid as exc:
         raise Unauthorized("The access token is not valid", debug=exc.reason,
                            headers={"WWW-Authenticate":
@@ -380,21 +391,25 @@ async def principal(request: web.Request, *, kinds: tuple[str, ...],
                                  f'Bearer realm="gateway", error="insufficient_scope", '
                                  f'scope="{scope}"'})
     # --- rate limit per caller, after authentication (issue 7; gateway/web/ratelimit.py) ---
-    await enforce_rate_limit(request, claims, scope)
+    pending = limit_now(request, claims, scope)
+    if pending is not None:
+        await pending
     # --- end rate limit ---
     return claims
 
 
-_NO_STORE_JSON = CIMultiDict([("Content-Type", "application/json; charset=utf-8"),
-                              ("Cache-Control", "no-store"), ("Pragma", "no-cache"),
+_NO_STORE_JSON = CIMultiDict([(istr("Content-Type"), "application/json; charset=utf-8"),
+                              (istr("Cache-Control"), "no-store"), (istr("Pragma"), "no-cache"),
                               *_EDGE_HEADERS])
 
 
 def no_store_json(data: Any) -> web.Response:
     """A 200 JSON answer that must not be cached (a gate's decision), its static headers
     copied from one prebuilt map: `no_store(web.json_response(...))` plus the edge headers
-    set one by one cost 23.5 µs, this 10 µs (measured; the gate path answers with it)."""
-    return web.Response(body=json.dumps(data).encode("utf-8"), headers=_NO_STORE_JSON)
+    set one by one cost 23.5 µs, this 10 µs (measured; the gate path answers with it).
+    `data` is a JSON value, or its encoding already (bytes)."""
+    body = data if isinstance(data, bytes) else json.dumps(data).encode("utf-8")
+    return web.Response(body=body, headers=_NO_STORE_JSON)
 
 
 def no_store(resp: web.StreamResponse) -> web.StreamResponse:
