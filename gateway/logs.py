@@ -11,6 +11,7 @@ import asyncio
 import atexit
 import logging
 import sys
+import traceback
 from collections.abc import MutableMapping
 from contextvars import ContextVar
 from typing import Any, TextIO, cast
@@ -55,6 +56,39 @@ def _redact(name: str) -> bool:
         if len(_verdicts) < 4096:
             _verdicts[name] = verdict
     return verdict
+
+
+def _exception_summary(_: Any, __: str,
+                       event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """`exc_info` (log.exception) as the exception's type and where it was raised — the last
+    frames as `file:line function` — without its message or any local: a message may carry a
+    personal datum or a secret, a frame list does not. Enough for an operator to find the
+    bug; the request id ties it to the request."""
+    exc_info = event.pop("exc_info", None)
+    if not exc_info:
+        return event
+    if exc_info is True:
+        exc_info = sys.exc_info()
+    elif isinstance(exc_info, BaseException):
+        exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
+    if not isinstance(exc_info, tuple) or exc_info[0] is None:
+        return event
+    event["error"] = exc_info[0].__name__
+    frames = traceback.extract_tb(exc_info[2])[-MAX_FRAMES:]
+    event["where"] = [f"{_short(f.filename)}:{f.lineno} {f.name}" for f in frames]
+    return event
+
+
+MAX_FRAMES = 8
+
+
+def _short(path: str) -> str:
+    """A source path from its package on (`gateway/web/http.py`, `aiohttp/streams.py`)."""
+    for marker in ("/gateway/", "/site-packages/", "/lib/python"):
+        i = path.rfind(marker)
+        if i >= 0:
+            return path[i + 1:]
+    return path.rsplit("/", 1)[-1]
 
 
 def _scrub(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
@@ -121,6 +155,7 @@ def configure(fmt: str = "console", level: str = "info") -> None:
             _add_request_id,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _exception_summary,
             _scrub,
             renderer,
         ],

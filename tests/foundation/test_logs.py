@@ -56,3 +56,23 @@ def test_a_line_logged_just_before_exit_is_not_lost() -> None:
     assert r.returncode == 3
     lines = [json.loads(x) for x in r.stderr.splitlines() if x.startswith("{")]
     assert [x["event"] for x in lines] == ["last.words"]
+
+
+def test_a_logged_exception_is_its_type_and_frames_never_its_message() -> None:
+    code = """
+import structlog
+from gateway.logs import configure
+configure("json", "info")
+def person_lookup():
+    raise ValueError("person 110101199003074514 not found")
+try:
+    person_lookup()
+except ValueError:
+    structlog.get_logger("t").exception("request.crashed")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stderr
+    line = json.loads(out.strip().splitlines()[-1])
+    assert line["event"] == "request.crashed" and line["error"] == "ValueError"
+    assert line["where"][-1].endswith(" person_lookup")
+    assert "110101199003074514" not in out and "exc_info" not in line
