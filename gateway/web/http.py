@@ -249,6 +249,11 @@ _EDGE_HEADERS: tuple[tuple[istr, str], ...] = tuple(
 def _error_answer(request: web.Request, exc: Exception, rid: str) -> web.StreamResponse:
     """The answer for an exception a handler raised (called inside the `except` block, so
     `log.exception` has the traceback)."""
+    if isinstance(exc, ConnectionResetError) and _client_gone(request):
+        # The caller hung up mid-request (a gate's timeout, a load generator stopping): not
+        # our failure, and there is nobody to answer. 499 as nginx counts it, for metrics.
+        log.info("request.aborted", path=request.path, error=type(exc).__name__)
+        return web.Response(status=CLIENT_CLOSED_REQUEST)
     is_oauth = request.path.startswith(OAUTH_PATH_PREFIX)
     if isinstance(exc, web.HTTPException):
         err = _from_aiohttp(exc)
@@ -273,6 +278,14 @@ def _error_answer(request: web.Request, exc: Exception, rid: str) -> web.StreamR
         return problem(exc.status, exc.code, exc.title, exc.detail, rid, exc.headers)
     log.exception("request.crashed", path=request.path)
     return problem(500, "internal_error", "Internal error", None, rid)
+
+
+CLIENT_CLOSED_REQUEST = 499
+
+
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 def _from_aiohttp(exc: web.HTTPException) -> GatewayError:

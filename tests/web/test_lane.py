@@ -4,13 +4,21 @@ headers, errors, metrics), same handler. Everything else goes to the Application
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.app import build_app
+from gateway.settings import Settings
 from gateway.web import lane
+from loadtests.bench import demo_secret
+from loadtests.seed import basic
+from tests.redis_server import free_port
 from tests.web.conftest import Gateway
 
 GATE = "gate-metro-l1-xiaoshizi"
@@ -87,3 +95,43 @@ async def test_install_needs_a_set_up_runner() -> None:
     runner = web.AppRunner(web.Application())
     with pytest.raises(RuntimeError, match="setup"):
         lane.install(runner)
+
+
+async def test_a_caller_hanging_up_mid_body_is_not_a_crash(tmp_path: Path,
+                                                            redis_url: str) -> None:
+    # As `gateway serve` runs it (aiohttp's test server cancels the handler instead)
+    port = free_port()
+    settings = Settings(env="sandbox", host="127.0.0.1", port=port,
+                        issuer=f"http://127.0.0.1:{port}", keys_dir=tmp_path / "keys",
+                        redis_url=redis_url)
+    app = build_app(settings)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    lane.install(runner)
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as http:
+            secret = demo_secret(settings.keys_dir, GATE)
+            async with http.post(f"{base}/oauth2/token",
+                                 headers={"Authorization": basic(GATE, secret)},
+                                 data={"grant_type": "client_credentials"}) as r:
+                token = (await r.json())["access_token"]
+            for _ in range(3):
+                _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(f"POST /v1/codes/verify HTTP/1.1\r\nHost: gw\r\n"
+                             f"Authorization: Bearer {token}\r\n"
+                             f"Content-Type: application/json\r\n"
+                             f"Content-Length: 100\r\n\r\n{{\"code\":".encode())
+                await writer.drain()
+                await asyncio.sleep(0.05)
+                writer.close()
+            await asyncio.sleep(0.2)
+            async with http.get(f"{base}/metrics") as r:
+                text = await r.text()
+    finally:
+        await runner.cleanup()
+    statuses = {s.labels["status"]: s.value for f in text_string_to_metric_families(text)
+                for s in f.samples if s.name == "gateway_http_requests_total"
+                and s.labels["route"] == "/v1/codes/verify"}
+    assert statuses.get("499") == 3 and "500" not in statuses, statuses
