@@ -66,6 +66,9 @@ SECURITY_HEADERS = {
     "Strict-Transport-Security": "max-age=31536000; includeSubDomains",
 }
 API_CSP = "default-src 'none'; frame-ancestors 'none'"
+#: The Server field names the product, not its stack and versions (aiohttp's default is
+#: "Python/3.11 aiohttp/3.x": a free fingerprint for anyone scanning for known flaws).
+SERVER_NAME = "cq-gateway"
 
 
 def problem(status: int, code: str, title: str, detail: str | None, request_id: str,
@@ -243,7 +246,8 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
 # every lookup and insertion (as aiohttp's own `hdrs` constants are).
 _X_REQUEST_ID = istr("X-Request-Id")
 _EDGE_HEADERS: tuple[tuple[istr, str], ...] = tuple(
-    (istr(k), v) for k, v in (*SECURITY_HEADERS.items(), ("Content-Security-Policy", API_CSP)))
+    (istr(k), v) for k, v in (*SECURITY_HEADERS.items(), ("Content-Security-Policy", API_CSP),
+                              ("Server", SERVER_NAME)))
 
 
 def _error_answer(request: web.Request, exc: Exception, rid: str) -> web.StreamResponse:

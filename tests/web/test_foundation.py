@@ -26,6 +26,18 @@ async def test_unknown_path_is_problem_json(gw: Gateway) -> None:
     body = await r.json()
     assert body["code"] == "not_found" and body["request_id"] == "abc-123"
     assert r.headers["X-Content-Type-Options"] == "nosniff"
+    assert r.headers["Server"] == "cq-gateway"   # no stack or version fingerprint
+
+
+async def test_no_answer_names_the_stack(gw: Gateway) -> None:
+    token = await gw.client_token("gate-metro-l1-xiaoshizi")
+    answers = [await gw.client.get("/healthz"), await gw.client.get("/v1/trust-list"),
+               await gw.client.post("/v1/codes/verify", json={
+                   "code": "YK1:X", "scene": "metro", "request_id": "srv-1"},
+                   headers={"Authorization": f"Bearer {token}"}),
+               await gw.client.get("/.well-known/openid-configuration")]
+    for r in answers:
+        assert r.headers.getall("Server") == ["cq-gateway"], r.url
 
 
 async def test_discovery_and_jwks(gw: Gateway) -> None:
