@@ -7,6 +7,8 @@ gate within that time, and immediately on every uncached path.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -15,6 +17,13 @@ from gateway.ports import SingleUse
 
 
 class BearerAuthenticator:
+    """Verifies bearer access tokens, caching a verified token for `cache_ttl_s`.
+
+    One verification per token at a time: when a busy gate's cached token expires, the
+    requests in flight with it share one signature check and one revocation read instead of
+    each doing both (measured: 32 ES256 checks and 32 Redis reads at once, every 10 s, from
+    one gate token on 32 connections)."""
+
     def __init__(self, tokens: AccessTokens, revoked: SingleUse, clock: Callable[[], float],
                  cache_ttl_s: float = 10.0, cache_size: int = 10_000) -> None:
         self._tokens = tokens
@@ -23,6 +32,8 @@ class BearerAuthenticator:
         self._ttl = cache_ttl_s
         self._size = cache_size
         self._cache: OrderedDict[str, tuple[float, AccessTokenClaims]] = OrderedDict()
+        self._checking: dict[str, asyncio.Task[AccessTokenClaims]] = {}
+        self._revocations = 0  # a check that overlaps a revocation does not cache its result
 
     def cached(self, token: str) -> AccessTokenClaims | None:
         """The claims of a token verified in the last `cache_ttl_s` (and not expired), without
@@ -35,24 +46,40 @@ class BearerAuthenticator:
         return None
 
     async def verify(self, token: str) -> AccessTokenClaims:
+        claims = self.cached(token)
+        if claims is not None:
+            return claims
+        task = self._checking.get(token)
+        if task is None:
+            task = asyncio.ensure_future(self._check(token))
+            self._checking[token] = task
+            task.add_done_callback(functools.partial(self._checked, token))
+        # shielded: a caller that goes away does not cancel the others' check
+        return await asyncio.shield(task)
+
+    def _checked(self, token: str, task: asyncio.Task[AccessTokenClaims]) -> None:
+        if self._checking.get(token) is task:
+            del self._checking[token]
+        if not task.cancelled():
+            task.exception()  # each waiter re-raises it; never "never retrieved"
+
+    async def _check(self, token: str) -> AccessTokenClaims:
         now = self._now()
-        hit = self._cache.get(token)
-        if hit is not None:
-            until, claims = hit
-            if now < until and now < claims.exp:
-                return claims
-            del self._cache[token]
+        revocations = self._revocations
         claims = self._tokens.verify(token)
         if await self._revoked.peek(f"revoked:{claims.jti}") is not None:
             raise TokenInvalid("revoked")
-        self._cache[token] = (min(now + self._ttl, claims.exp), claims)
-        if len(self._cache) > self._size:
-            self._cache.popitem(last=False)
+        if revocations == self._revocations:
+            self._cache.pop(token, None)
+            self._cache[token] = (min(now + self._ttl, claims.exp), claims)
+            if len(self._cache) > self._size:
+                self._cache.popitem(last=False)
         return claims
 
     async def revoke(self, claims: AccessTokenClaims) -> None:
         """RFC 7009 for access tokens: remember the jti until the token would expire anyway."""
         ttl = max(1.0, claims.exp - self._now())
+        self._revocations += 1
         await self._revoked.claim(f"revoked:{claims.jti}", ttl)
         for token, (_, c) in list(self._cache.items()):
             if c.jti == claims.jti:

@@ -90,7 +90,7 @@ async def make_gateway(tmp_path: Path, redis_url: str) -> AsyncIterator[GatewayF
         server = TestServer(app, host="127.0.0.1", port=port)
         client = TestClient(server)
         await client.start_server()
-        assert server.runner is not None
+        assert isinstance(server.runner, web.AppRunner)
         lane.install(server.runner)  # as `gateway serve` does: the gate lane in front
         clients.append(client)
         return Gateway(client, app, settings)
