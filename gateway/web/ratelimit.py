@@ -281,9 +281,10 @@ class LeasingRateLimiter:
         task.add_done_callback(self._tasks.discard)
 
     def _next_size(self, key: str, limit: Limit, now: float, waiting: int) -> int:
-        """Cells for the next lease: what this worker spent since the last refill, scaled to
-        a quarter of `lease_s` (at most doubled: a lease spent faster grows 2× per refill),
-        plus the requests waiting, between the first lease's size and b // 10 (≤ max_cells)."""
+        """Cells for the next lease: what this worker spent since the last refill (waiters
+        served included), scaled to a quarter of `lease_s` (at most doubled: a lease spent
+        faster grows 2× per refill), plus the requests waiting, between the first lease's
+        size and b // 10 (≤ max_cells)."""
         k = self.lease_size(limit)
         spent = self._spent.get(key)
         want = waiting
@@ -329,10 +330,13 @@ class LeasingRateLimiter:
                 if leases is None:
                     leases = self._leases[key] = deque()
                 leases.append(lease)
+                spent = self._spent.get(key)
                 while queue and lease[0] >= 1:
                     fut = queue.popleft()
                     if not fut.done():
                         lease[0] -= 1
+                        if spent is not None:
+                            spent[0] += 1   # waiters served count in the rate, too
                         fut.set_result(self._leased(limit, lease, leases))
                 if not queue:
                     self._queues.pop(key, None)
