@@ -296,7 +296,7 @@ async def test_the_next_lease_is_asked_for_before_this_one_runs_out(
     assert all(d is not None and d.allowed for d in taken)
     await asyncio.sleep(0.05)                                 # the prefetch lands meanwhile
     assert len(counting.hits) == 2
-    assert 10 <= counting.hits[1] <= 2 * 7                    # at most 2x what was spent
+    assert 10 <= counting.hits[1] <= 2 * 8                    # at most 2x what was spent (1 + 7)
     # the two leases are spent in order without any request waiting: 2 + the new lease
     more = [lim.take("gate:p", limit) for _ in range(2 + counting.hits[1])]
     assert all(d is not None and d.allowed for d in more)
