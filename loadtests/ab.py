@@ -1,0 +1,123 @@
+"""Paired A/B of the gateway's verify allow path: an earlier revision against the working tree.
+
+On a shared machine the same benchmark run moves ±25 %, more than most changes; two full
+`script/bench` runs cannot tell a 7 % gain from the box's drift. This runs both gateways at
+once (same Redis, same keys, each under its own key prefix), warms both, then alternates
+wrk runs between them on freshly issued codes — old/new, new/old, … — so both see the same
+drift, and prints each run's allows/s, p99 and server/Redis CPU per allow, and the medians.
+
+    python -m loadtests.ab --old d30fd6a                   # 3 pairs, 2 workers, 64 conns, 8 s
+    python -m loadtests.ab --old HEAD~3 --rounds 5 --duration 10
+
+The old revision is checked out with `git worktree` under loadtests/out/ and removed after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from loadtests import bench, seed
+
+GATE = "gate-metro-l1-xiaoshizi"
+
+
+def run(args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
+    wrk = bench.ensure_wrk()
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    work = bench.OUT_DIR / f"ab-{stamp}"
+    work.mkdir(parents=True, exist_ok=True)
+    old_tree = work / "old"
+    subprocess.run(["git", "worktree", "add", "--detach", "-q", str(old_tree), args.old],
+                   cwd=bench.ROOT, check=True)
+    keys_dir = work / "keys"
+    bench.prepare_keys(keys_dir)
+    keys = seed.GatewayKeys.load(keys_dir)
+    trees = {"old": old_tree, "new": bench.ROOT}
+    results: dict[str, list[dict[str, Any]]] = {"old": [], "new": []}
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        with bench.redis_server() as (redis_url, redis_pid):
+            bases: dict[str, str] = {}
+            for name, tree in trees.items():
+                port = bench.free_port()
+                env = {**bench.gateway_env(redis_url, keys_dir, port, args.workers),
+                       "GATEWAY_REDIS_PREFIX": f"ab-{name}:", "PYTHONPATH": str(tree)}
+                procs[name] = subprocess.Popen(
+                    [bench.PY, "-m", "gateway", "serve", "--workers", str(args.workers),
+                     "--port", str(port)], env=env, cwd=tree, start_new_session=True,
+                    stdout=open(work / f"{name}.log", "wb"), stderr=subprocess.STDOUT)
+                bases[name] = f"http://127.0.0.1:{port}"
+            for base in bases.values():
+                bench.wait_http(f"{base}/healthz", timeout_s=60)
+            time.sleep(1.5)  # every worker listening
+            secret = bench.demo_secret(keys_dir, GATE)
+            tokens = {n: seed.client_token(b, GATE, secret) for n, b in bases.items()}
+            resident, person, _ = bench.resident_person(bases["new"], keys_dir)
+            attributes = bench.sealed_attributes(bases["new"], keys, resident)
+            junk = seed.write_lines(work / "junk.txt", seed.junk_codes(3000))
+
+            def env_for(name: str, codes: Path, expect: str) -> dict[str, str]:
+                return {"WRK_PATH": "/v1/codes/verify", "WRK_SCENE": "metro",
+                        "WRK_AUTH": f"Bearer {tokens[name]}", "WRK_CODES": str(codes),
+                        "WRK_EXPECT": expect}
+
+            for name, base in bases.items():
+                bench.run_wrk(wrk, "warm-up", base, "verify.lua",
+                              env_for(name, junk, "malformed"), threads=1,
+                              connections=args.connections, duration_s=2)
+            for i in range(args.rounds):
+                for name in ("old", "new") if i % 2 == 0 else ("new", "old"):
+                    codes = seed.issue_codes(keys, args.codes_per_second * args.duration,
+                                             person, attributes=attributes)
+                    f = seed.write_lines(work / f"codes-{name}.txt", codes)
+                    r = bench.run_wrk(wrk, name, bases[name], "verify.lua",
+                                      env_for(name, f, '"allow"'), threads=1,
+                                      connections=args.connections,
+                                      duration_s=args.duration, server_pid=procs[name].pid,
+                                      redis_pid=redis_pid)
+                    f.unlink()
+                    row = {"allows_per_s": r.expected_rps, "p99_ms": r.p99_ms,
+                           "server_us": r.server_cpu_us_per_req,
+                           "redis_us": r.redis_cpu_us_per_req, "other": r.other}
+                    results[name].append(row)
+                    print(f"{name}  {row}", flush=True)
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+                p.wait(timeout=30)
+        subprocess.run(["git", "worktree", "remove", "--force", str(old_tree)],
+                       cwd=bench.ROOT, check=False)
+        shutil.rmtree(keys_dir, ignore_errors=True)
+    for field in ("allows_per_s", "p99_ms", "server_us", "redis_us"):
+        old = statistics.median([r[field] or 0.0 for r in results["old"]])
+        new = statistics.median([r[field] or 0.0 for r in results["new"]])
+        change = f"{(new - old) / old * 100:+.1f} %" if old else "n/a"
+        print(f"median {field:13s} old {old:9.1f}  new {new:9.1f}  {change}")
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--old", required=True, help="the git revision to compare against")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--connections", type=int, default=64)
+    p.add_argument("--duration", type=int, default=8)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--codes-per-second", type=int, default=6000)
+    args = p.parse_args(argv)
+    run(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
