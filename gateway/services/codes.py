@@ -213,10 +213,10 @@ class _ClientCache:
         return None
 
     async def sector(self, client_id: str) -> str | None:
-        hit = self._cache.get(client_id)
+        cached = self.cached(client_id)
+        if cached is not None:
+            return cached
         now = self._now()
-        if hit is not None and hit[0] > now:
-            return hit[1]
         client = await self._store.get(client_id)
         if client is None or client.disabled:
             self._cache.pop(client_id, None)
