@@ -23,7 +23,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from aiohttp import hdrs, web
-from aiohttp.web_urldispatcher import UrlMappingMatchInfo
 
 from gateway.web.http import edge_middleware
 
@@ -34,12 +33,12 @@ LANE_PATH = "/v1/codes/verify"
 RequestHandler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
 
-def _route_info(app: web.Application, path: str, method: str) -> UrlMappingMatchInfo:
+def _route_info(app: web.Application, path: str, method: str) -> web.UrlMappingMatchInfo:
     """The frozen match info the router would make for (method, path) — the app's own route."""
     for route in app.router.routes():
         if route.method == method and route.resource is not None and \
                 route.resource.canonical == path:
-            info = UrlMappingMatchInfo({}, route)
+            info = web.UrlMappingMatchInfo({}, route)
             info.add_app(app)
             info.freeze()
             return info
