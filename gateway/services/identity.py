@@ -637,11 +637,6 @@ class IdentityService:
         return total
 
 
-def credential_seal_key(master: bytes) -> bytes:
-    """The AES-256-GCM key for credential refs (the same as `DataKeys.credential_seal_key`)."""
-    return DataKeys(master).credential_seal_key
-
-
 def registry_entries(doc: Mapping[str, Any]) -> list[RegistryEntry]:
     """Registry document → entries. Shape: {"residents": [{citizen_id, display_name,
     ykm_account?, essc_accounts: [{region, holder_id}], cards: [{card_no, region, status}],

@@ -19,7 +19,6 @@ from gateway.services.identity import (
     CredentialInput,
     IdentityService,
     Person,
-    credential_seal_key,
 )
 from gateway.services.upstream import UpstreamIdentity
 
@@ -32,9 +31,7 @@ CID_B = "500240197506219985"
 def make(backend: Backend) -> tuple[Any, IdentityService]:
     store: Any = (RedisIdentityStore(backend.redis, backend.prefix, backend.coalescer)
                   if backend.redis is not None else MemoryIdentityStore())
-    master = os.urandom(32)
-    return store, IdentityService(store, backend.clock, DataKeys(master),
-                                  ref_seal_key=credential_seal_key(master))
+    return store, IdentityService(store, backend.clock, DataKeys(os.urandom(32)))
 
 
 def ident(cid: str, account: str, platform: str = "ykb", region: str | None = None,
