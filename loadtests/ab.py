@@ -15,13 +15,12 @@ The old revision is checked out with `git worktree` under loadtests/out/ and rem
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -43,19 +42,18 @@ def run(args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
     keys = seed.GatewayKeys.load(keys_dir)
     trees = {"old": old_tree, "new": bench.ROOT}
     results: dict[str, list[dict[str, Any]]] = {"old": [], "new": []}
-    procs: dict[str, subprocess.Popen[bytes]] = {}
     try:
-        with bench.redis_server() as (redis_url, redis_pid):
+        with bench.redis_server() as (redis_url, redis_pid), ExitStack() as servers:
             bases: dict[str, str] = {}
+            pids: dict[str, int] = {}
             for name, tree in trees.items():
                 port = bench.free_port()
                 env = {**bench.gateway_env(redis_url, keys_dir, port, args.workers),
                        "GATEWAY_REDIS_PREFIX": f"ab-{name}:", "PYTHONPATH": str(tree)}
-                procs[name] = subprocess.Popen(
+                proc = servers.enter_context(bench.process(
                     [bench.PY, "-m", "gateway", "serve", "--workers", str(args.workers),
-                     "--port", str(port)], env=env, cwd=tree, start_new_session=True,
-                    stdout=open(work / f"{name}.log", "wb"), stderr=subprocess.STDOUT)
-                bases[name] = f"http://127.0.0.1:{port}"
+                     "--port", str(port)], env=env, log=work / f"{name}.log", cwd=tree))
+                bases[name], pids[name] = f"http://127.0.0.1:{port}", proc.pid
             for base in bases.values():
                 bench.wait_http(f"{base}/healthz", timeout_s=60)
             time.sleep(1.5)  # every worker listening
@@ -82,7 +80,7 @@ def run(args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
                     r = bench.run_wrk(wrk, name, bases[name], "verify.lua",
                                       env_for(name, f, '"allow"'), threads=1,
                                       connections=args.connections,
-                                      duration_s=args.duration, server_pid=procs[name].pid,
+                                      duration_s=args.duration, server_pid=pids[name],
                                       redis_pid=redis_pid)
                     f.unlink()
                     row = {"allows_per_s": r.expected_rps, "p99_ms": r.p99_ms,
@@ -91,10 +89,6 @@ def run(args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
                     results[name].append(row)
                     print(f"{name}  {row}", flush=True)
     finally:
-        for p in procs.values():
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGTERM)
-                p.wait(timeout=30)
         subprocess.run(["git", "worktree", "remove", "--force", str(old_tree)],
                        cwd=bench.ROOT, check=False)
         shutil.rmtree(keys_dir, ignore_errors=True)

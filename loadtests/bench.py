@@ -131,10 +131,10 @@ def wait_http(url: str, timeout_s: float = 30.0, method: str = "GET") -> None:
 
 @contextmanager
 def process(args: list[str], env: dict[str, str] | None = None,
-            log: Path | None = None) -> Iterator[subprocess.Popen[bytes]]:
+            log: Path | None = None, cwd: Path = ROOT) -> Iterator[subprocess.Popen[bytes]]:
     """A child process in its own session, stopped (SIGTERM, then SIGKILL) on exit."""
     out = open(log, "wb") if log else subprocess.DEVNULL
-    proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+    proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=cwd,
                             start_new_session=True)
     try:
         yield proc
