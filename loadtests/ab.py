@@ -5,8 +5,9 @@ On a shared machine the same benchmark run moves ±25 %, more than most changes;
 once (same Redis, same keys, each under its own key prefix), warms both, then alternates
 wrk runs between them on freshly issued codes — old/new, new/old, … — so both see the same
 drift, and prints each run's allows/s, p99 and server/Redis CPU per allow, and the medians.
+Use an even number of rounds: each server then runs first as often as second.
 
-    python -m loadtests.ab --old d30fd6a                   # 3 pairs, 2 workers, 64 conns, 8 s
+    python -m loadtests.ab --old d30fd6a                   # 4 pairs, 2 workers, 64 conns, 8 s
     python -m loadtests.ab --old HEAD~3 --rounds 5 --duration 10
 
 The old revision is checked out with `git worktree` under loadtests/out/ and removed after.
@@ -68,10 +69,19 @@ def run(args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
                         "WRK_AUTH": f"Bearer {tokens[name]}", "WRK_CODES": str(codes),
                         "WRK_EXPECT": expect}
 
+            # warm-up on junk, then one untimed allow run each: the first allow run of a fresh
+            # server is slower (new Redis keys, first leases), which would favour whichever
+            # server runs second (measured: +17 % between two copies of the same code)
             for name, base in bases.items():
                 bench.run_wrk(wrk, "warm-up", base, "verify.lua",
                               env_for(name, junk, "malformed"), threads=1,
                               connections=args.connections, duration_s=2)
+                warm = seed.write_lines(work / f"warm-{name}.txt", seed.issue_codes(
+                    keys, args.codes_per_second * 2, person, attributes=attributes))
+                bench.run_wrk(wrk, "warm-up", base, "verify.lua",
+                              env_for(name, warm, '"allow"'), threads=1,
+                              connections=args.connections, duration_s=2)
+                warm.unlink()
             for i in range(args.rounds):
                 for name in ("old", "new") if i % 2 == 0 else ("new", "old"):
                     codes = seed.issue_codes(keys, args.codes_per_second * args.duration,
@@ -106,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--connections", type=int, default=64)
     p.add_argument("--duration", type=int, default=8)
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--codes-per-second", type=int, default=6000)
     args = p.parse_args(argv)
     run(args)
