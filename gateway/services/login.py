@@ -15,7 +15,6 @@ from __future__ import annotations
 import hmac
 import inspect
 import secrets
-import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -52,6 +51,7 @@ from gateway.errors import Conflict, Forbidden, InvalidRequest, NotFound, OAuthE
 from gateway.ports import ClientStore
 from gateway.services.subjects import SubjectSeen
 from gateway.services.tokens import bearer_response
+from gateway.timefmt import rfc3339_s
 
 log = structlog.get_logger("gateway.login")
 
@@ -62,10 +62,6 @@ class PersonClaims(Protocol):
     def subject_for(self, sector: str, person_id: str) -> str: ...
 
     def disclose(self, person_id: str, names: Sequence[str]) -> Any: ...
-
-
-def _rfc3339(t: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 
 def add_query(uri: str, params: Mapping[str, str | None]) -> str:
@@ -132,7 +128,7 @@ class LoginService:
         s = await self._session(session_id)
         now = self.now()
         status = s.public_status(now)
-        body: dict[str, Any] = {"status": status, "expires_at": _rfc3339(s.expires_at)}
+        body: dict[str, Any] = {"status": status, "expires_at": rfc3339_s(s.expires_at)}
         bound = binding is not None and hmac.compare_digest(
             oidc.digest(binding).encode(), s.binding_hash.encode())
         if status != "approved" or not bound:
@@ -194,8 +190,8 @@ class LoginService:
             "consent_remembered": remembered is not None
             and set(s.scopes) <= set(remembered.scopes),
             "context": {"browser": s.browser, "place": s.place,
-                        "time": _rfc3339(s.created_at)},
-            "expires_at": _rfc3339(s.expires_at),
+                        "time": rfc3339_s(s.created_at)},
+            "expires_at": rfc3339_s(s.expires_at),
             "number_choices": oidc.number_choices(s.number),
         }
 
@@ -249,7 +245,7 @@ class LoginService:
             client = await self.clients.get(c.client_id)
             out.append({"client_id": c.client_id,
                         "display_name": client.display_name if client else c.client_id,
-                        "scopes": list(c.scopes), "granted_at": _rfc3339(c.granted_at)})
+                        "scopes": list(c.scopes), "granted_at": rfc3339_s(c.granted_at)})
         return out
 
     async def forget(self, person_id: str, client_id: str) -> None:
