@@ -90,7 +90,7 @@ class LoginService:
                  signer: JwtSigner, alg: Callable[[], str], issuer: str,
                  clock: Callable[[], float], access_ttl_s: int,
                  verify_bearer: Callable[[str], Awaitable[AccessTokenClaims]],
-                 session_ttl_s: int = LOGIN_SESSION_TTL_S, require_number: bool = False) -> None:
+                 session_ttl_s: int = LOGIN_SESSION_TTL_S, require_number: bool = True) -> None:
         self.require_number = require_number
         self.clients = clients
         self.sessions = sessions
@@ -185,7 +185,7 @@ class LoginService:
                 raise Conflict("The login session was already scanned")
         client = await self.clients.get(s.client_id)
         remembered = await self.consents.get(person_id, s.client_id)
-        return {
+        answer: dict[str, Any] = {
             "login_session_id": sid,
             "client": {"client_id": s.client_id,
                        "display_name": client.display_name if client else s.client_id},
@@ -196,8 +196,10 @@ class LoginService:
             "context": {"browser": s.browser, "place": s.place,
                         "time": _rfc3339(s.created_at)},
             "expires_at": _rfc3339(s.expires_at),
-            "number_choices": oidc.number_choices(s.number),
         }
+        if self.require_number:   # choices only when a pick is required (review finding 1)
+            answer["number_choices"] = oidc.number_choices(s.number)
+        return answer
 
     async def _scanned_by(self, session_id: str, person_id: str) -> LoginSession:
         s = await self._session(session_id)
