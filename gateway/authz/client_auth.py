@@ -18,7 +18,7 @@ from urllib.parse import unquote_plus
 
 import jwt
 
-from gateway.authz.clients import Client
+from gateway.authz.clients import PUBLIC_KINDS, Client
 from gateway.errors import OAuthError
 from gateway.ports import ClientStore, SingleUse
 
@@ -87,7 +87,7 @@ class ClientAuthenticator:
         client_id = form.get("client_id")
         if client_id:
             client = await self._load(client_id)
-            if client.auth_method == "none":
+            if client.is_public and client.kind in PUBLIC_KINDS:
                 return client  # public client: PKCE carries the proof (RFC 7636)
         raise invalid_client("no client authentication", basic=True)
 

@@ -15,6 +15,7 @@ from gateway.authz.clients import (
     AUTH_METHODS,
     DEFAULT_SCOPES,
     KINDS,
+    PUBLIC_KINDS,
     Client,
     hash_secret,
     new_secret,
@@ -55,6 +56,9 @@ async def register_client(store: ClientStore, spec: Mapping[str, Any],
     auth_method = spec.get("auth_method", "client_secret_basic")
     if auth_method not in AUTH_METHODS:
         raise InvalidRequest(f"auth_method must be one of {', '.join(AUTH_METHODS)}")
+    if auth_method == "none" and kind not in PUBLIC_KINDS:
+        # RFC 6749 §2.1 / §4.4: gates (client_credentials) and apps must authenticate.
+        raise InvalidRequest("auth_method none (a public client) is only for kind rp")
     name = spec.get("display_name")
     if not isinstance(name, str) or not name or len(name) > 128:
         raise InvalidRequest("display_name is required (at most 128 characters)")

@@ -54,7 +54,8 @@ class ClientCredentialsGrant:
     grant_type: str = "client_credentials"
 
     async def __call__(self, client: Client, form: Mapping[str, str]) -> dict[str, Any]:
-        if client.kind not in ("gate", "rp"):
+        if client.kind not in ("gate", "rp") or client.is_public:
+            # RFC 6749 §4.4: "MUST only be used by confidential clients"
             raise OAuthError("unauthorized_client", "This client may not use client_credentials")
         machine_scopes = tuple(s for s in client.scopes if s not in ("openid", "profile", "essc"))
         scopes = _scopes(form.get("scope"), machine_scopes, machine_scopes)
@@ -91,7 +92,7 @@ class TokenExchangeGrant:
     grant_type: str = TOKEN_EXCHANGE
 
     async def __call__(self, client: Client, form: Mapping[str, str]) -> dict[str, Any]:
-        if client.kind != "app":
+        if client.kind != "app" or client.is_public:
             raise OAuthError("unauthorized_client", "Only resident apps may exchange tokens")
         subject_token = form.get("subject_token")
         if not subject_token:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from gateway.app import CORE
+from gateway.authz.clients import Client
 from tests.oidc.conftest import OP
-from tests.web.conftest import GatewayFactory
+from tests.web.conftest import Gateway, GatewayFactory
 
 
 # -- finding 1: number matching is on by default ------------------------------------------------
@@ -35,3 +37,45 @@ async def test_without_number_matching_no_choices_are_offered(
     r = await op.c.post(f"/v1/login-sessions/{page.session_id}/approve",
                         headers={"Authorization": f"Bearer {token}"})
     assert r.status == 200, await r.text()
+
+
+# -- finding 3: `none` only where RFC 6749 allows a public client ---------------------------
+@pytest.fixture
+def gw(op: OP) -> Gateway:
+    return op.gw
+
+
+def _admin(gw: Gateway) -> dict[str, str]:
+    token = (gw.settings.keys_dir / "sandbox" / "admin-token").read_text().strip()
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.mark.parametrize("kind,extra", [("gate", {"scene": "library"}), ("app", {})])
+async def test_registration_refuses_none_for_confidential_kinds(
+        gw: Gateway, kind: str, extra: dict[str, str]) -> None:
+    spec = {"client_id": f"{kind}-public-1", "kind": kind, "display_name": "Public",
+            "auth_method": "none", **extra}
+    r = await gw.client.post("/admin/v1/clients", json=spec, headers=_admin(gw))
+    assert r.status == 400 and (await r.json())["code"] == "invalid_request"
+
+
+async def test_a_public_rp_may_not_use_client_credentials(gw: Gateway) -> None:
+    """RFC 6749 §4.4: the client credentials grant MUST only be used by confidential clients."""
+    spec = {"client_id": "rp-public-1", "kind": "rp", "display_name": "Public RP",
+            "auth_method": "none", "redirect_uris": ["http://127.0.0.1:8409/cb"]}
+    r = await gw.client.post("/admin/v1/clients", json=spec, headers=_admin(gw))
+    assert r.status == 201, await r.text()
+    r = await gw.client.post("/oauth2/token", data={"grant_type": "client_credentials",
+                                                    "client_id": "rp-public-1"})
+    assert r.status in (400, 401)
+    assert (await r.json())["error"] in ("unauthorized_client", "invalid_client")
+
+
+async def test_a_stored_gate_with_none_cannot_get_a_token(gw: Gateway) -> None:
+    """A record written before registration refused `none` (or by hand) still gets nothing."""
+    await gw.app[CORE].clients.put(Client(client_id="gate-legacy-none", kind="gate",
+                                          display_name="Legacy", auth_method="none",
+                                          scene="library"))
+    r = await gw.client.post("/oauth2/token", data={"grant_type": "client_credentials",
+                                                    "client_id": "gate-legacy-none"})
+    assert r.status == 401 and (await r.json())["error"] == "invalid_client"
