@@ -213,7 +213,7 @@ async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
     app[ACCESS_TOKENS] = access
     app[AUTHENTICATOR] = BearerAuthenticator(access, single_use, clock.now)
     app[oauth.CLIENT_AUTH] = ClientAuthenticator(
-        clients, single_use, (settings.issuer, f"{settings.issuer}/oauth2/token"), clock.now,
+        clients, single_use, settings.issuer, clock.now,
         settings.client_assertion_max_ttl_s)
     tokens = TokenService()
     tokens.register(ClientCredentialsGrant(access, settings.gate_token_ttl_s,

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import secrets
+import time
+
+import jwt
 import pytest
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from gateway.app import CORE
+from gateway.authz.client_auth import JWT_BEARER
 from gateway.authz.clients import Client
 from tests.oidc.conftest import OP
 from tests.web.conftest import Gateway, GatewayFactory
@@ -79,3 +85,35 @@ async def test_a_stored_gate_with_none_cannot_get_a_token(gw: Gateway) -> None:
     r = await gw.client.post("/oauth2/token", data={"grant_type": "client_credentials",
                                                     "client_id": "gate-legacy-none"})
     assert r.status == 401 and (await r.json())["error"] == "invalid_client"
+
+
+# -- finding 5: a client assertion's audience is exactly the issuer -------------------------
+def _gate_assertion(gw: Gateway, **over: object) -> str:
+    cred = gw.demo_secret("gate-metro-l2-jwt")
+    key = load_pem_private_key(cred["private_key_pem"].encode(), None)
+    now = int(time.time())
+    claims = {"iss": "gate-metro-l2-jwt", "sub": "gate-metro-l2-jwt", "aud": gw.base,
+              "iat": now, "exp": now + 60, "jti": secrets.token_urlsafe(12), **over}
+    return jwt.encode(claims, key, algorithm="ES256",  # type: ignore[arg-type]
+                      headers={"kid": cred["public_jwk"]["kid"]})
+
+
+async def _assertion_status(gw: Gateway, assertion: str) -> int:
+    r = await gw.client.post("/oauth2/token", data={
+        "grant_type": "client_credentials", "client_assertion_type": JWT_BEARER,
+        "client_assertion": assertion})
+    return r.status
+
+
+@pytest.mark.parametrize("aud", [
+    ["https://foreign.example", "{issuer}"], ["{issuer}", "{issuer}/oauth2/token"],
+    "{issuer}/oauth2/token", "{issuer}/", ["{issuer}"]])
+async def test_an_assertion_audience_other_than_exactly_the_issuer_is_refused(
+        gw: Gateway, aud: str | list[str]) -> None:
+    value: object = ([a.format(issuer=gw.base) for a in aud] if isinstance(aud, list)
+                     else aud.format(issuer=gw.base))
+    assert await _assertion_status(gw, _gate_assertion(gw, aud=value)) == 401
+
+
+async def test_an_assertion_for_exactly_the_issuer_is_accepted(gw: Gateway) -> None:
+    assert await _assertion_status(gw, _gate_assertion(gw)) == 200
