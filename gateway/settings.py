@@ -190,3 +190,10 @@ class Settings:
                                 ("GATEWAY_PSAM_GATE_KEYS", self.psam_gate_keys_file)):
                 if not value:
                     raise SettingsError(f"GATEWAY_ENV=production needs {name}")
+            for name, url in (("GATEWAY_YKB_URL", self.ykb_url),
+                              ("GATEWAY_ESSC_URL", self.essc_url),
+                              ("GATEWAY_CERTLIB_URL", self.certlib_url)):
+                # these serve the key sets that verify upstream assertions and e-SSC codes,
+                # and the certificates themselves: never over plain http in production
+                if url is not None and not url.startswith("https://"):
+                    raise SettingsError(f"{name} must be an https:// URL in production")
