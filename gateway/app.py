@@ -388,6 +388,11 @@ def _mount_sandbox(app: web.Application, settings: Settings) -> None:
                          "auth_method": c.get("auth_method", "client_secret_basic"),
                          "scopes": list(c.get("scopes") or DEFAULT_SCOPES[kind]),
                          "sector": c.get("sector"), "scene": c.get("scene")}
+                if kind == "rp":   # what a newcomer needs to log in and ask for consent
+                    from gateway.web import consents as _consents
+                    entry["redirect_uris"] = list(c.get("redirect_uris") or ())
+                    entry["certificate_types"] = sorted(
+                        app[_consents.CONSENTS].policy.allowed_types(c["client_id"]))
                 cred = secrets_.get(c["client_id"], {})
                 if "client_secret" in cred:
                     entry["client_secret"] = cred["client_secret"]

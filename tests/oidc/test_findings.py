@@ -117,3 +117,21 @@ async def test_an_assertion_audience_other_than_exactly_the_issuer_is_refused(
 
 async def test_an_assertion_for_exactly_the_issuer_is_accepted(gw: Gateway) -> None:
     assert await _assertion_status(gw, _gate_assertion(gw)) == 200
+
+
+# -- finding 10: a newcomer can log in from the sandbox listing alone ------------------------
+async def test_the_demo_lists_redirect_uris_and_certificate_types(gw: Gateway) -> None:
+    r = await gw.client.get("/sandbox/v1/demo")
+    assert r.status == 200
+    rps = {c["client_id"]: c for c in (await r.json())["clients"] if c["kind"] == "rp"}
+    assert rps["rp-jingkuaiban"]["redirect_uris"][0] == "http://127.0.0.1:8400/callback"
+    assert rps["rp-ykb-portal"]["redirect_uris"] == ["http://127.0.0.1:8402/callback"]
+    assert rps["rp-jingkuaiban"]["certificate_types"] == sorted(
+        ["driving_licence", "resident_id", "household_register"])
+    assert "resident_id" in rps["rp-service-hall"]["certificate_types"]
+    assert rps["rp-ykb-portal"]["certificate_types"] == []
+    # and with them, the authorization request of a newcomer is accepted
+    op = OP(gw)
+    page = await op.open_page(op.auth_request(
+        client_id="rp-ykb-portal", redirect_uri=rps["rp-ykb-portal"]["redirect_uris"][0]).url)
+    assert page.session_id
