@@ -417,8 +417,12 @@ class RefreshStore(Protocol):
     async def get(self, family_id: str) -> Family | None: ...
 
     async def rotate(self, family_id: str, presented_hash: str, new_hash: str, now: float,
-                     grace_s: float) -> str:
-        """One of ROTATED, GRACE, REUSED (the family is now revoked), REVOKED, UNKNOWN."""
+                     grace_s: float, successor: str = "") -> tuple[str, str | None]:
+        """(outcome, successor): one of ROTATED, GRACE, REUSED (the family is now revoked),
+        REVOKED, UNKNOWN. ROTATED spends the presented token, activates `new_hash` and keeps
+        `successor` (the sealed answer that carried the new token) with the spent token;
+        GRACE (the spent token again within `grace_s`) activates nothing and hands back that
+        stored successor, so a retried or concurrent refresh never forks the family."""
         ...
 
     async def token_state(self, family_id: str, token_hash: str) -> str | None: ...

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hmac
 import inspect
+import json
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -403,7 +404,8 @@ class AuthorizationCodeGrant:
 @dataclass
 class RefreshTokenGrant:
     """RFC 6749 §6 with rotation (RFC 9700 §4.14.2): each refresh token works once; a spent
-    one presented again after `grace_s` revokes the whole family."""
+    one presented again within `grace_s` gets the very answer its first use got (the same
+    successor pair: one live branch), after it revokes the whole family."""
 
     login: LoginService
     grace_s: float = REFRESH_GRACE_S
@@ -433,12 +435,21 @@ class RefreshTokenGrant:
         if await self.login.consents.get(fam.person_id, client.client_id) is None:
             await self.login.refresh.revoke(family_id, REFRESH_ABSOLUTE_TTL_S)
             raise OAuthError("invalid_grant", "The authorisation was withdrawn")
+        # The answer is made first and kept (sealed) with the spent token, so a retry within
+        # the grace window gets this same pair instead of a second live branch (finding 2).
         token, token_hash = oidc.new_refresh_token(family_id)
-        outcome = await self.login.refresh.rotate(family_id, oidc.digest(secret), token_hash,
-                                                  now, self.grace_s)
-        if outcome not in (ROTATED, GRACE):
-            if outcome == REUSED:
-                log.warning("refresh.reused", client_id=client.client_id)
-            raise OAuthError("invalid_grant", "The refresh token is not valid", debug=outcome)
-        return await self.login.issue(client, fam.person_id, scopes, family_id,
-                                      fam.auth_time, None, token)
+        answer = await self.login.issue(client, fam.person_id, scopes, family_id,
+                                        fam.auth_time, None, token)
+        presented_hash = oidc.digest(secret)
+        context = f"refresh-successor:{family_id}:{presented_hash}"
+        sealed = self.login.keys.seal_record(json.dumps(answer), context)
+        outcome, kept = await self.login.refresh.rotate(family_id, presented_hash, token_hash,
+                                                        now, self.grace_s, sealed)
+        if outcome == ROTATED:
+            return answer
+        if outcome == GRACE and kept is not None:
+            log.info("refresh.grace", client_id=client.client_id)
+            return dict(json.loads(self.login.keys.open_record(kept, context)))
+        if outcome == REUSED:
+            log.warning("refresh.reused", client_id=client.client_id)
+        raise OAuthError("invalid_grant", "The refresh token is not valid", debug=outcome)

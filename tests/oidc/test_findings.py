@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
+from urllib.parse import parse_qs, urlsplit
 
 import jwt
 import pytest
@@ -12,7 +14,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from gateway.app import CORE
 from gateway.authz.client_auth import JWT_BEARER
 from gateway.authz.clients import Client
-from tests.oidc.conftest import OP
+from tests.oidc.conftest import JKB_CB, OP
 from tests.web.conftest import Gateway, GatewayFactory
 
 
@@ -135,3 +137,42 @@ async def test_the_demo_lists_redirect_uris_and_certificate_types(gw: Gateway) -
     page = await op.open_page(op.auth_request(
         client_id="rp-ykb-portal", redirect_uri=rps["rp-ykb-portal"]["redirect_uris"][0]).url)
     assert page.session_id
+
+
+# -- finding 2: the refresh grace window hands back the same successor -----------------------
+async def _tokens(op: OP) -> dict[str, str]:
+    token = await op.resident()
+    req = op.auth_request()
+    redirect_to = await op.login(req, token)
+    code = parse_qs(urlsplit(redirect_to).query)["code"][0]
+    status, body = await op.token({"grant_type": "authorization_code", "code": code,
+                                   "redirect_uri": JKB_CB, "code_verifier": req.verifier})
+    assert status == 200, body
+    return dict(body)
+
+
+async def test_a_spent_refresh_token_within_the_grace_window_gets_the_same_pair(op: OP) -> None:
+    first = await _tokens(op)
+    form = {"grant_type": "refresh_token", "refresh_token": first["refresh_token"]}
+    s1, b1 = await op.token(form)
+    s2, b2 = await op.token(form)      # a retry within 2 s: the same successor, no branch
+    assert (s1, s2) == (200, 200)
+    assert b2["refresh_token"] == b1["refresh_token"]
+    assert b2["access_token"] == b1["access_token"]
+    # the family has one live branch: rotating it works once, then its reuse revokes all
+    s3, b3 = await op.token({"grant_type": "refresh_token",
+                             "refresh_token": b1["refresh_token"]})
+    assert s3 == 200
+    await asyncio.sleep(2.3)
+    s4, _ = await op.token({"grant_type": "refresh_token", "refresh_token": b1["refresh_token"]})
+    assert s4 == 400
+    s5, _ = await op.token({"grant_type": "refresh_token", "refresh_token": b3["refresh_token"]})
+    assert s5 == 400     # reuse detection fired: the whole family is revoked
+
+
+async def test_concurrent_refreshes_share_one_successor(op: OP) -> None:
+    first = await _tokens(op)
+    form = {"grant_type": "refresh_token", "refresh_token": first["refresh_token"]}
+    answers = await asyncio.gather(*(op.token(form) for _ in range(5)))
+    assert {s for s, _ in answers} == {200}
+    assert len({b["refresh_token"] for _, b in answers}) == 1
