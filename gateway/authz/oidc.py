@@ -31,6 +31,10 @@ REFRESH_ABSOLUTE_TTL_S = 7 * 86400
 REFRESH_GRACE_S = 2.0
 ID_TOKEN_TTL_S = 600
 RP_USER_KIND = "rp_user"         # access tokens a relying party holds for a resident
+#: The ID token's JWS `typ`, named explicitly (RFC 8725 §3.11): access tokens are `at+jwt`,
+#: consent receipts `consent-receipt+jwt`; OIDC Core names none for ID tokens, and "JWT" is
+#: what every certified RP library accepts.
+ID_TOKEN_TYP = "JWT"
 
 #: The parameters of OIDC Core §3.1.2.1 + RFC 7636 + RFC 8707; anything else is refused.
 KNOWN_PARAMS = frozenset({

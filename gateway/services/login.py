@@ -279,7 +279,8 @@ class LoginService:
                                   sealed_person=sealed, sid=family_id)
         id_token = self.signer.sign(oidc.id_token_claims(
             issuer=self.issuer, sub=sub, client_id=client.client_id, now=int(self.now()),
-            auth_time=auth_time, nonce=nonce, access_token=at, alg=self.alg()))
+            auth_time=auth_time, nonce=nonce, access_token=at, alg=self.alg()),
+            typ=oidc.ID_TOKEN_TYP)
         return bearer_response(at, self.access_ttl_s, scopes, refresh_token=refresh_token,
                                id_token=id_token)
 

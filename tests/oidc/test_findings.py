@@ -10,10 +10,12 @@ from urllib.parse import parse_qs, urlsplit
 import jwt
 import pytest
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from jwt import PyJWKSet
 
 from gateway.app import CORE
 from gateway.authz.client_auth import JWT_BEARER
 from gateway.authz.clients import Client
+from tests.consents.conftest import Api
 from tests.oidc.conftest import JKB_CB, OP
 from tests.web.conftest import Gateway, GatewayFactory
 
@@ -176,3 +178,35 @@ async def test_concurrent_refreshes_share_one_successor(op: OP) -> None:
     answers = await asyncio.gather(*(op.token(form) for _ in range(5)))
     assert {s for s, _ in answers} == {200}
     assert len({b["refresh_token"] for _, b in answers}) == 1
+
+
+# -- finding 4: a consent receipt cannot pass for an ID token ------------------------------
+async def test_a_consent_receipt_does_not_validate_as_an_id_token(gw: Gateway) -> None:
+    """An RP validating an ID token (OIDC Core §3.1.3.7: iss, aud = itself, sub, signature from
+    the JWKS) must refuse the consent receipt it holds for the same resident; the receipt and
+    the ID token each name their own `typ`."""
+    api = Api(gw)
+    token = await api.resident("r-chen-jing")
+    subject = await api.login_subject(token, "cq-police")
+    rp = await gw.client_token("rp-jingkuaiban")
+    status, created = await api.request(rp, subject, ["driving_licence"])
+    assert status == 201, created
+    cid = created["consent_id"]
+    assert (await api.me("POST", f"/v1/me/consents/{cid}/approve", token))[0] == 200
+    r = await gw.client.get(f"/v1/consents/{cid}", headers={"Authorization": f"Bearer {rp}"})
+    receipt = (await r.json())["consent_receipt"]
+    jwks = PyJWKSet.from_dict(await (await gw.client.get("/.well-known/jwks.json")).json())
+    head = jwt.get_unverified_header(receipt)
+    assert head["typ"] == "consent-receipt+jwt"
+    with pytest.raises(jwt.PyJWTError):   # what an RP's ID-token check does
+        jwt.decode(receipt, jwks[head["kid"]].key, algorithms=[head["alg"]],
+                   audience="rp-jingkuaiban", issuer=gw.base,
+                   options={"require": ["iss", "sub", "aud", "exp", "iat"]})
+    claims = jwt.decode(receipt, jwks[head["kid"]].key, algorithms=[head["alg"]],
+                        issuer=gw.base, options={"verify_aud": False})
+    assert "aud" not in claims and "sub" not in claims
+    assert claims["recipient"] == "rp-jingkuaiban" and claims["piiPrincipalId"] == subject
+    # and the ID token names its own type
+    op = OP(gw)
+    body = await _tokens(op)
+    assert jwt.get_unverified_header(body["id_token"])["typ"] == "JWT"
