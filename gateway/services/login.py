@@ -77,6 +77,10 @@ def add_query(uri: str, params: Mapping[str, str | None]) -> str:
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
+def _redirect_context(session_id: str) -> str:
+    return f"login-redirect:{session_id}"
+
+
 @dataclass(frozen=True)
 class Started:
     session: LoginSession
@@ -142,7 +146,8 @@ class LoginService:
             await self._complete(s)
             s = await self._session(session_id)
         if s.status == "done" and s.redirect_to:
-            body["redirect_to"] = s.redirect_to
+            body["redirect_to"] = self.keys.open_record(s.redirect_to,
+                                                        _redirect_context(s.id))
         return body
 
     async def _complete(self, s: LoginSession) -> None:
@@ -157,7 +162,9 @@ class LoginService:
         await self.codes.put(oidc.digest(code), record, CODE_RECORD_TTL_S)
         redirect_to = add_query(s.redirect_uri, {"code": code, "state": s.state,
                                                  "iss": self.issuer})
-        await self.sessions.transition(s.id, "approved", "done", {"redirect_to": redirect_to})
+        # sealed at rest: the stored session never holds a usable code (review finding 8)
+        sealed = self.keys.seal_record(redirect_to, _redirect_context(s.id))
+        await self.sessions.transition(s.id, "approved", "done", {"redirect_to": sealed})
 
     async def _session(self, session_id: str) -> LoginSession:
         s = await self.sessions.get(session_id) if oidc.is_id(session_id) else None

@@ -9,6 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import jwt
 import pytest
+import redis.asyncio as aioredis
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from jwt import PyJWKSet
 
@@ -210,3 +211,25 @@ async def test_a_consent_receipt_does_not_validate_as_an_id_token(gw: Gateway) -
     op = OP(gw)
     body = await _tokens(op)
     assert jwt.get_unverified_header(body["id_token"])["typ"] == "JWT"
+
+
+# -- finding 8: the login session's redirect (with its code) is sealed at rest --------------
+async def test_the_redirect_with_the_code_is_not_in_clear_in_redis(op: OP, redis_url: str) -> None:
+    token = await op.resident()
+    req = op.auth_request()
+    page = await op.open_page(req.url)
+    await op.scan(token, page.qr)
+    await op.approve(token, page.session_id, page.number)
+    r = await op.c.get(f"/v1/login-sessions/{page.session_id}")
+    polled = await r.json()
+    code = parse_qs(urlsplit(polled["redirect_to"]).query)["code"][0]
+    redis = aioredis.Redis.from_url(redis_url)
+    try:
+        raw = b"".join(k + v for k, v in
+                       (await redis.hgetall(f"gw:oidc:ls:{{{page.session_id}}}")).items())
+    finally:
+        await redis.aclose()
+    assert raw and code.encode() not in raw and b"code=" not in raw
+    # and the bound browser still reads it on its next poll
+    again = await (await op.c.get(f"/v1/login-sessions/{page.session_id}")).json()
+    assert again["redirect_to"] == polled["redirect_to"]
