@@ -25,11 +25,15 @@ AUTH_METHODS: tuple[AuthMethod, ...] = ("client_secret_basic", "client_secret_po
 #: back-end trades upstream assertions for resident tokens and must prove who it is.
 PUBLIC_KINDS: frozenset[ClientKind] = frozenset({"rp"})
 
+#: Every scope a kind may hold (and, unless registration names fewer, what it gets): a gate
+#: verifies, an app acts for its resident, an RP logs residents in and asks consent.
 DEFAULT_SCOPES: dict[ClientKind, tuple[str, ...]] = {
     "gate": ("codes:verify", "cards:verify"),
     "app": ("codes:issue", "me", "login:approve", "consents:decide"),
     "rp": ("openid", "profile", "essc", "consents:request", "certificates:read"),
 }
+KIND_SCOPES: dict[ClientKind, frozenset[str]] = {k: frozenset(v)
+                                                 for k, v in DEFAULT_SCOPES.items()}
 
 
 def new_secret() -> str:

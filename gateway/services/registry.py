@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from gateway.authz.clients import (
     AUTH_METHODS,
     DEFAULT_SCOPES,
+    KIND_SCOPES,
     KINDS,
     PUBLIC_KINDS,
     Client,
@@ -72,7 +73,11 @@ async def register_client(store: ClientStore, spec: Mapping[str, Any],
         raise InvalidRequest("jwks must hold public keys only")
     if kind == "gate" and not spec.get("scene"):
         raise InvalidRequest("a gate needs its scene")
-    scopes = _str_list(spec, "scopes") or DEFAULT_SCOPES[kind]
+    scopes = tuple(dict.fromkeys(_str_list(spec, "scopes"))) or DEFAULT_SCOPES[kind]
+    foreign = sorted(set(scopes) - KIND_SCOPES[kind])
+    if foreign:   # a scope the kind has no use for is a mistake or a grab (review finding 8)
+        raise InvalidRequest(f"scopes not allowed for kind {kind}: {', '.join(foreign)[:200]}; "
+                             f"allowed: {', '.join(sorted(KIND_SCOPES[kind]))}")
     if await store.get(client_id) is not None:
         raise Conflict(f"client {client_id} exists")
     secret = new_secret() if auth_method in ("client_secret_basic", "client_secret_post") \

@@ -233,3 +233,26 @@ async def test_the_redirect_with_the_code_is_not_in_clear_in_redis(op: OP, redis
     # and the bound browser still reads it on its next poll
     again = await (await op.c.get(f"/v1/login-sessions/{page.session_id}")).json()
     assert again["redirect_to"] == polled["redirect_to"]
+
+
+# -- finding 8: registration validates scopes per client kind ------------------------------
+@pytest.mark.parametrize("kind,scopes,extra", [
+    ("rp", ["openid", "anything-at-all"], {"redirect_uris": ["http://127.0.0.1:8409/cb"]}),
+    ("rp", ["openid", "codes:verify"], {"redirect_uris": ["http://127.0.0.1:8409/cb"]}),
+    ("gate", ["codes:verify", "me"], {"scene": "library"}),
+    ("app", ["codes:issue", "certificates:read"], {}),
+    ("app", ["me", ""], {}),
+])
+async def test_registration_refuses_scopes_foreign_to_the_kind(
+        gw: Gateway, kind: str, scopes: list[str], extra: dict[str, object]) -> None:
+    spec = {"client_id": f"{kind}-scoped-1", "kind": kind, "display_name": "Scoped",
+            "scopes": scopes, **extra}
+    r = await gw.client.post("/admin/v1/clients", json=spec, headers=_admin(gw))
+    assert r.status == 400 and (await r.json())["code"] == "invalid_request"
+
+
+async def test_registration_accepts_a_subset_of_the_kinds_scopes(gw: Gateway) -> None:
+    spec = {"client_id": "rp-scoped-2", "kind": "rp", "display_name": "Scoped",
+            "scopes": ["openid", "profile"], "redirect_uris": ["http://127.0.0.1:8409/cb"]}
+    r = await gw.client.post("/admin/v1/clients", json=spec, headers=_admin(gw))
+    assert r.status == 201 and (await r.json())["scopes"] == ["openid", "profile"]
