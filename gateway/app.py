@@ -320,7 +320,7 @@ async def _identity_ctx(app: web.Application) -> AsyncIterator[None]:
 
     app[oauth.TOKENS].register(TokenExchangeGrant(
         app[ACCESS_TOKENS], core.data_keys, core.single_use, router, resolve_person,
-        clock.now, settings.access_token_ttl_s))
+        clock.now, settings.access_token_ttl_s, is_suspended=service.person_suspended))
     scenes = (app[_codes.SCENES] if _codes.SCENES in app
               else SceneCatalogue.load(settings.scenes_file or DATA_DIR / "scenes.json"))
     app[_identity.IDENTITY] = service

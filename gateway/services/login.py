@@ -64,6 +64,8 @@ class PersonClaims(Protocol):
 
     def disclose(self, person_id: str, names: Sequence[str]) -> Any: ...
 
+    async def person_suspended(self, person_id: str) -> bool: ...
+
 
 def _rfc3339(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
@@ -178,6 +180,7 @@ class LoginService:
         if parsed is None:
             raise InvalidRequest("This is not a login QR code")
         sid, secret = parsed
+        await self._not_suspended(person_id)
         s = await self.sessions.get(sid)
         if s is None or not hmac.compare_digest(oidc.digest(secret).encode(),
                                                 s.scan_secret_hash.encode()):
@@ -221,7 +224,12 @@ class LoginService:
             raise Conflict("The login session was already decided")
         return s
 
+    async def _not_suspended(self, person_id: str) -> None:
+        if await self.persons().person_suspended(person_id):
+            raise Forbidden("This resident may not log in")
+
     async def approve(self, session_id: str, person_id: str, number: Any) -> dict[str, Any]:
+        await self._not_suspended(person_id)
         s = await self._scanned_by(session_id, person_id)
         if number is None and self.require_number:
             raise InvalidRequest("number (the one shown in the browser) is required")
@@ -299,6 +307,8 @@ class LoginService:
                 or self.now() >= fam.expires_at:
             return None
         if await self.consents.get(fam.person_id, client_id) is None:
+            return None
+        if await self.persons().person_suspended(fam.person_id):
             return None
         return fam
 
@@ -398,6 +408,8 @@ class AuthorizationCodeGrant:
             raise OAuthError("invalid_grant", "redirect_uri does not match the request")
         if not verify_s256(form.get("code_verifier"), rec.code_challenge):
             raise OAuthError("invalid_grant", "The code_verifier does not match")
+        if await self.login.persons().person_suspended(rec.person_id):
+            raise OAuthError("invalid_grant", "The code is not valid", debug="person suspended")
         now = self.login.now()
         token, token_hash = oidc.new_refresh_token(rec.family_id)
         fam = Family(family_id=rec.family_id, client_id=client.client_id,
@@ -443,6 +455,9 @@ class RefreshTokenGrant:
         if await self.login.consents.get(fam.person_id, client.client_id) is None:
             await self.login.refresh.revoke(family_id, REFRESH_ABSOLUTE_TTL_S)
             raise OAuthError("invalid_grant", "The authorisation was withdrawn")
+        if await self.login.persons().person_suspended(fam.person_id):
+            raise OAuthError("invalid_grant", "The refresh token is not valid",
+                             debug="person suspended")
         # The answer is made first and kept (sealed) with the spent token, so a retry within
         # the grace window gets this same pair instead of a second live branch (finding 2).
         token, token_hash = oidc.new_refresh_token(family_id)

@@ -90,6 +90,8 @@ class TokenExchangeGrant:
     clock: Callable[[], float]
     ttl_s: int
     grant_type: str = TOKEN_EXCHANGE
+    #: person id -> suspended? (an operator's suspension stops the exchange: finding 8)
+    is_suspended: Callable[[str], Awaitable[bool]] | None = None
 
     async def __call__(self, client: Client, form: Mapping[str, str]) -> dict[str, Any]:
         if client.kind != "app" or client.is_public:
@@ -119,6 +121,9 @@ class TokenExchangeGrant:
             raise OAuthError("invalid_grant", "The subject token was already used",
                              debug="assertion replayed")
         ref = await self.resolve_person(identity)
+        if self.is_suspended is not None and await self.is_suspended(ref.person_id):
+            raise OAuthError("invalid_grant", "The subject token is not valid",
+                             debug="person suspended")
         sub = self.keys.pairwise_subject(client.sector, ref.person_id)
         sealed = self.keys.seal_person_id(ref.person_id, client.client_id)
         token, _ = self.tokens.issue(client_id=client.client_id, kind="resident", sub=sub,

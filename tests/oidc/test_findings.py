@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import time
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import jwt
@@ -17,8 +19,10 @@ from gateway.app import CORE
 from gateway.authz.client_auth import JWT_BEARER
 from gateway.authz.clients import Client
 from tests.consents.conftest import Api
-from tests.oidc.conftest import JKB_CB, OP
+from tests.oidc.conftest import JKB_CB, JWT_TYPE, OP, TOKEN_EXCHANGE
 from tests.web.conftest import Gateway, GatewayFactory
+
+RESIDENTS = Path(__file__).resolve().parents[2] / "gateway" / "data" / "residents.json"
 
 
 # -- finding 1: number matching is on by default ------------------------------------------------
@@ -256,3 +260,53 @@ async def test_registration_accepts_a_subset_of_the_kinds_scopes(gw: Gateway) ->
             "scopes": ["openid", "profile"], "redirect_uris": ["http://127.0.0.1:8409/cb"]}
     r = await gw.client.post("/admin/v1/clients", json=spec, headers=_admin(gw))
     assert r.status == 201 and (await r.json())["scopes"] == ["openid", "profile"]
+
+
+# -- finding 8: a suspended person can neither exchange tokens nor log in -------------------
+def _citizen_id(resident: str) -> str:
+    data = json.loads(RESIDENTS.read_text("utf-8"))
+    rows = data["residents"] if isinstance(data, dict) else data
+    return str(next(r["citizen_id"] for r in rows if r["id"] == resident))
+
+
+async def _suspend(gw: Gateway, resident: str, suspended: bool = True) -> None:
+    r = await gw.client.post("/admin/v1/persons/suspend", headers=_admin(gw),
+                             json={"citizen_id": _citizen_id(resident), "suspended": suspended})
+    assert r.status == 200, await r.text()
+
+
+async def test_suspension_stops_token_exchange_and_login(op: OP) -> None:
+    gw = op.gw
+    before = await _tokens(op)               # a grant made before the suspension
+    token = await op.resident()              # a resident token made before it
+    page = await op.open_page(op.auth_request().url)
+    await _suspend(gw, "r-zhang-wei")
+    r = await gw.client.post("/sandbox/v1/upstream-assertions",
+                             json={"resident": "r-zhang-wei", "platform": "ykb"})
+    assertion = (await r.json())["assertion"]
+    r = await gw.client.post("/oauth2/token", headers={"Authorization": gw.basic("app-ykb")},
+                             data={"grant_type": TOKEN_EXCHANGE, "subject_token": assertion,
+                                   "subject_token_type": JWT_TYPE})
+    assert r.status == 400 and (await r.json())["error"] == "invalid_grant"
+    status, body = await op.scan(token, page.qr)
+    assert status == 403 and body["code"] == "forbidden"
+    status, body = await op.token({"grant_type": "refresh_token",
+                                   "refresh_token": before["refresh_token"]})
+    assert status == 400 and body["error"] == "invalid_grant"
+    r = await gw.client.get("/oauth2/userinfo",
+                            headers={"Authorization": f"Bearer {before['access_token']}"})
+    assert r.status == 401
+    # reinstated, the person logs in again
+    await _suspend(gw, "r-zhang-wei", False)
+    assert (await _tokens(op))["id_token"]
+
+
+async def test_suspension_between_approval_and_redemption_refuses_the_code(op: OP) -> None:
+    token = await op.resident()
+    req = op.auth_request()
+    redirect_to = await op.login(req, token)
+    code = parse_qs(urlsplit(redirect_to).query)["code"][0]
+    await _suspend(op.gw, "r-zhang-wei")
+    status, body = await op.token({"grant_type": "authorization_code", "code": code,
+                                   "redirect_uri": JKB_CB, "code_verifier": req.verifier})
+    assert status == 400 and body["error"] == "invalid_grant"
