@@ -310,3 +310,22 @@ async def test_suspension_between_approval_and_redemption_refuses_the_code(op: O
     status, body = await op.token({"grant_type": "authorization_code", "code": code,
                                    "redirect_uri": JKB_CB, "code_verifier": req.verifier})
     assert status == 400 and body["error"] == "invalid_grant"
+
+
+# -- finding 8: the token, introspection and revocation endpoints are limited per client IP,
+#    before any client authentication (a private_key_jwt costs an ECDSA check) ---------------
+@pytest.mark.parametrize("path", ["/oauth2/token", "/oauth2/introspect", "/oauth2/revoke"])
+async def test_oauth_endpoints_are_limited_before_client_authentication(
+        make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch, path: str) -> None:
+    monkeypatch.setenv("GATEWAY_RATELIMIT_OAUTH_IP", "3/60/3")
+    gw = await make_gateway()
+    form = {"grant_type": "client_credentials", "token": "x",
+            "client_assertion_type": JWT_BEARER, "client_assertion": _gate_assertion(
+                gw, aud="https://foreign.example")}
+    statuses = []
+    for _ in range(5):
+        r = await gw.client.post(path, data=form)
+        statuses.append(r.status)
+        body = await r.json()
+    assert statuses == [401, 401, 401, 429, 429]
+    assert int(r.headers["Retry-After"]) >= 1 and body["error"] == "invalid_request"
