@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import secrets
 import time
@@ -19,7 +20,7 @@ from gateway.app import CORE
 from gateway.authz.client_auth import JWT_BEARER
 from gateway.authz.clients import Client
 from tests.consents.conftest import Api
-from tests.oidc.conftest import JKB_CB, JWT_TYPE, OP, TOKEN_EXCHANGE
+from tests.oidc.conftest import JKB, JKB_CB, JWT_TYPE, OP, TOKEN_EXCHANGE
 from tests.web.conftest import Gateway, GatewayFactory
 
 RESIDENTS = Path(__file__).resolve().parents[2] / "gateway" / "data" / "residents.json"
@@ -329,3 +330,50 @@ async def test_oauth_endpoints_are_limited_before_client_authentication(
         body = await r.json()
     assert statuses == [401, 401, 401, 429, 429]
     assert int(r.headers["Retry-After"]) >= 1 and body["error"] == "invalid_request"
+
+
+# -- finding 8: ES256 signatures are not malleable (low-S only) ------------------------------
+P256_N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+
+
+def _b64u(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _twin(token: str) -> str:
+    """The same token with S replaced by n - S: an equally valid ECDSA signature."""
+    head, body, sig = token.split(".")
+    raw = base64.urlsafe_b64decode(sig + "=" * (-len(sig) % 4))
+    r, s = raw[:32], int.from_bytes(raw[32:], "big")
+    return f"{head}.{body}.{_b64u(r + (P256_N - s).to_bytes(32, 'big'))}"
+
+
+def _s(token: str) -> int:
+    sig = token.split(".")[2]
+    return int.from_bytes(base64.urlsafe_b64decode(sig + "=" * (-len(sig) % 4))[32:], "big")
+
+
+async def test_high_s_twins_of_our_tokens_are_refused(op: OP) -> None:
+    body = await _tokens(op)
+    access = body["access_token"]
+    assert jwt.get_unverified_header(access)["alg"] == "ES256"
+    jwks = PyJWKSet.from_dict(await (await op.c.get("/.well-known/jwks.json")).json())
+    key = jwks[jwt.get_unverified_header(access)["kid"]].key
+    twin = _twin(access)
+    # the twin is a valid signature to a plain ECDSA check ...
+    jwt.decode(twin, key, algorithms=["ES256"], audience=op.base, issuer=op.base)
+    # ... but the gateway refuses it wherever a token is presented
+    r = await op.c.get("/oauth2/userinfo", headers={"Authorization": f"Bearer {twin}"})
+    assert r.status == 401
+    r = await op.c.post("/oauth2/introspect", data={"token": twin},
+                        headers={"Authorization": op.gw.basic(JKB)})
+    assert (await r.json()) == {"active": False}
+    r = await op.c.get("/oauth2/userinfo", headers={"Authorization": f"Bearer {access}"})
+    assert r.status == 200
+
+
+async def test_every_signature_we_make_is_low_s(op: OP) -> None:
+    tokens = [await op.gw.client_token("gate-metro-l1-xiaoshizi") for _ in range(24)]
+    body = await _tokens(op)
+    tokens += [body["access_token"], body["id_token"]]
+    assert all(_s(t) <= P256_N // 2 for t in tokens)
