@@ -62,7 +62,7 @@ async def test_client_assertion_lifetime_follows_the_injected_clock() -> None:
                              auth_method="private_key_jwt",
                              jwks=(public_jwk(pk, kid, "ES256"),),
                              redirect_uris=("https://rp.example/cb",)))
-    auth = ClientAuthenticator(clients, MemorySingleUse(clock), (ISSUER,), clock.now)
+    auth = ClientAuthenticator(clients, MemorySingleUse(clock), ISSUER, clock.now)
 
     def assertion(jti: str, lifetime_s: int = 60) -> dict[str, str]:
         now = int(clock.now())
