@@ -1,28 +1,58 @@
 """The composition root: builds stores, key rings, adapters and services from Settings,
 registers routes and middlewares, and owns every lifetime (aiohttp cleanup_ctx).
 
-The only module that knows every concrete class. Nothing here runs at import time.
+The only module that knows every concrete class. Nothing here runs at import time. It is laid
+out by capability, each built once, complete, from what the ones before it built:
+
+    foundation   keys (rings reloaded on rotation, data keys), Redis, every store typed by
+                 its port (`Stores`: mypy checks each adapter against its port)
+    tokens       client registry and authentication, the token endpoint and its grants,
+                 the bearer check, discovery / JWKS, the operator API
+    upstreams    one HTTP session: 渝快办, the e-SSC platforms, the certificate library, PSAM
+    identity     one person per resident: links, token exchange, revocation follower
+    codes        issuing codes, the trust list, the scene catalogue
+    consents     consent store, audit trail, the subject ledger
+    login        the OIDC provider (authorization_code, refresh_token)
+    gate         the gate decision pipeline (codes and card taps)
+    sandbox      demo data (parsed once), the upstream sandboxes, /sandbox/v1/*
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import os
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import structlog
 from aiohttp import web
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from jwt.algorithms import ECAlgorithm
 from prometheus_client import CollectorRegistry, Info
 from redis.asyncio.cluster import RedisCluster
 
-from gateway.adapters.keyfiles import KeyRingFiles, load_data_master_key
+from gateway.adapters import memory_oidc, redis_oidc
+from gateway.adapters.keyfiles import (
+    KeyRingFiles,
+    load_data_master_key,
+    read_private_pem,
+    write_private,
+)
 from gateway.adapters.memory import MemoryClientStore, MemorySingleUse
+from gateway.adapters.memory_audit import MemoryAuditLog
+from gateway.adapters.memory_consent import MemoryConsentStore
+from gateway.adapters.memory_identity import MemoryIdentityStore
+from gateway.adapters.redis_audit import RedisAuditLog
+from gateway.adapters.redis_consent import RedisConsentStore
+from gateway.adapters.redis_identity import RedisIdentityStore, RevocationFollower
 from gateway.adapters.redis_store import (
     Coalescer,
     RedisClient,
@@ -30,18 +60,64 @@ from gateway.adapters.redis_store import (
     RedisSingleUse,
     connect,
 )
+from gateway.adapters.sandbox import (
+    ESSC_ISSUER_PREFIX,
+    ESSC_SANDBOX,
+    YKB_ISSUER,
+    YKB_SANDBOX,
+    PsamSandbox,
+    build_sandbox_upstreams,
+)
+from gateway.adapters.upstream import (
+    CertificateLibraryClient,
+    EsscPlatformClient,
+    UpstreamPolicy,
+    YkbClient,
+)
+from gateway.authz import oidc
 from gateway.authz.client_auth import ClientAuthenticator
 from gateway.authz.clients import DEFAULT_SCOPES, Client, hash_secret
 from gateway.authz.datakeys import DataKeys
-from gateway.authz.keyring import Alg, KeyRing
+from gateway.authz.keyring import Alg, KeyRing, derive_kid, public_jwk
 from gateway.authz.tokens import AccessTokens, JwtSigner
 from gateway.clock import Clock, SystemClock
+from gateway.errors import NotFound
 from gateway.ports import ClientStore, SingleUse
+from gateway.services import consents as consent_svc
+from gateway.services.audit import AuditLog, AuditTrail
 from gateway.services.auth import BearerAuthenticator
-from gateway.services.tokens import ClientCredentialsGrant, TokenService
-from gateway.services.upstream import PsamAttestation
+from gateway.services.codes import CodeService
+from gateway.services.consents import ConsentPolicy, ConsentService
+from gateway.services.faces import CardFace, CodeFace
+from gateway.services.gate import GatePipeline, GateSectors
+from gateway.services.identity import (
+    AssertionRouter,
+    GateIdentityAdapter,
+    IdentityService,
+    IdentityStore,
+    Links,
+    registry_entries,
+)
+from gateway.services.login import AuthorizationCodeGrant, LoginService, RefreshTokenGrant
+from gateway.services.scenes import SceneCatalogue
+from gateway.services.subjects import SubjectLedger
+from gateway.services.tokens import (
+    ClientCredentialsGrant,
+    ResidentRef,
+    TokenExchangeGrant,
+    TokenService,
+)
+from gateway.services.trustlist import TrustList
+from gateway.services.upstream import PsamAttestation, UpstreamIdentity, load_residents
 from gateway.settings import Settings
 from gateway.web import admin, meta, oauth
+from gateway.web import codes as codes_web
+from gateway.web import consents as consents_web
+from gateway.web import gate as gate_web
+from gateway.web import identity as identity_web
+from gateway.web import login as login_web
+from gateway.web import ratelimit as ratelimit_web
+from gateway.web import sandbox as sandbox_web
 from gateway.web.http import (
     AUTHENTICATOR,
     MAX_BODY,
@@ -58,6 +134,7 @@ TOKEN_ALG: Alg = "ES256"   # the most widely supported by OIDC client libraries
 CODE_ALG: Alg = "EdDSA"    # fastest verify at the gate (libsodium), smallest signature
 
 
+# ============================================================================ foundation
 class RingHolder:
     """The current view of one key ring; reloaded from disk when the ring file changes, so
     `gateway keys rotate` takes effect on every worker without a restart."""
@@ -79,23 +156,75 @@ class RingHolder:
         return False
 
 
+@dataclass(frozen=True)
+class Stores:
+    """Every store the services use, each typed by its port: an adapter that drifts from its
+    port fails `mypy gateway` here. Memory without Redis (the sandbox), Redis with it."""
+
+    single_use: SingleUse
+    clients: ClientStore
+    identity: IdentityStore
+    login_sessions: oidc.LoginSessionStore
+    login_codes: oidc.CodeStore
+    refresh_families: oidc.RefreshStore
+    remembered_grants: oidc.ConsentStore
+    consents: consent_svc.ConsentStore
+    audit_log: AuditLog
+
+
+def build_stores(settings: Settings, clock: Clock, redis: RedisClient | None,
+                 coalescer: Coalescer | None) -> Stores:
+    """The one place that chooses memory or Redis."""
+    if redis is None or coalescer is None:
+        return Stores(
+            single_use=MemorySingleUse(clock), clients=MemoryClientStore(),
+            identity=MemoryIdentityStore(),
+            login_sessions=memory_oidc.MemoryLoginSessionStore(clock),
+            login_codes=memory_oidc.MemoryCodeStore(clock),
+            refresh_families=memory_oidc.MemoryRefreshStore(clock),
+            remembered_grants=memory_oidc.MemoryConsentStore(),
+            consents=MemoryConsentStore(clock), audit_log=MemoryAuditLog())
+    prefix = settings.redis_prefix
+    return Stores(
+        single_use=RedisSingleUse(coalescer, prefix), clients=RedisClientStore(redis, prefix),
+        identity=RedisIdentityStore(redis, prefix, coalescer),
+        login_sessions=redis_oidc.RedisLoginSessionStore(redis, prefix),
+        login_codes=redis_oidc.RedisCodeStore(redis, prefix),
+        refresh_families=redis_oidc.RedisRefreshStore(redis, prefix),
+        remembered_grants=redis_oidc.RedisConsentStore(redis, prefix),
+        consents=RedisConsentStore(redis, prefix, coalescer),
+        audit_log=RedisAuditLog(redis, prefix))
+
+
 @dataclass
 class Core:
-    """What every feature builds on; created once per worker at start-up."""
+    """What every capability builds on; created once per worker at start-up."""
 
     settings: Settings
     clock: Clock
     data_keys: DataKeys
     token_ring: RingHolder
     code_ring: RingHolder
-    single_use: SingleUse
-    clients: ClientStore
+    stores: Stores
+    scenes: SceneCatalogue
     redis: RedisClient | None = None
     coalescer: Coalescer | None = None
-    readiness: list[tuple[str, Any]] = field(default_factory=list)
+    readiness: list[tuple[str, Callable[[], Awaitable[Any]]]] = field(default_factory=list)
+
+    @property
+    def single_use(self) -> SingleUse:
+        return self.stores.single_use
+
+    @property
+    def clients(self) -> ClientStore:
+        return self.stores.clients
 
 
 CORE = web.AppKey("core", Core)
+SETTINGS = web.AppKey("settings", Settings)
+CLOCK = web.AppKey("clock", Clock)
+TOKEN_SIGNER = web.AppKey("token_signer", JwtSigner)
+ACCESS_TOKENS = web.AppKey("access_tokens", AccessTokens)
 
 
 def ensure_keys(settings: Settings, clock: Clock) -> None:
@@ -113,68 +242,9 @@ def ensure_keys(settings: Settings, clock: Clock) -> None:
         demo_secrets(settings)
 
 
-def demo_secrets(settings: Settings) -> dict[str, Any]:
-    """Secrets and private keys of the sandbox's demo clients: generated at first run under
-    keys/sandbox/ (0600), never in git; shown by GET /sandbox/v1/demo."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    from gateway.adapters.keyfiles import read_private_pem, write_private
-    from gateway.authz.keyring import derive_kid, public_jwk
-
-    path = settings.keys_dir / "sandbox" / "demo-secrets.json"
-    if path.exists():
-        return dict(json.loads(read_private_pem(path)))
-    demo = json.loads((settings.demo_data or DATA_DIR / "demo.json").read_text("utf-8"))
-    out: dict[str, Any] = {}
-    for c in demo["clients"] + demo["gates"]:
-        if c.get("auth_method") == "private_key_jwt":
-            pk = ec.generate_private_key(ec.SECP256R1())
-            kid = derive_kid(pk)
-            pem = pk.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                   serialization.NoEncryption()).decode()
-            out[c["client_id"]] = {"private_key_pem": pem,
-                                   "public_jwk": public_jwk(pk, kid, "ES256")}
-        else:
-            out[c["client_id"]] = {"client_secret": secrets.token_urlsafe(32)}
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    write_private(path, json.dumps(out).encode())
-    return out
-
-
-def sandbox_admin_token(settings: Settings) -> str:
-    """The sandbox's operator token when GATEWAY_ADMIN_TOKEN is unset: generated at first run
-    under keys/sandbox/admin-token (0600)."""
-    from gateway.adapters.keyfiles import read_private_pem, write_private
-
-    path = settings.keys_dir / "sandbox" / "admin-token"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        write_private(path, secrets.token_urlsafe(32).encode())
-    return read_private_pem(path).decode().strip()
-
-
-def demo_clients(settings: Settings, now: float) -> list[Client]:
-    demo = json.loads((settings.demo_data or DATA_DIR / "demo.json").read_text("utf-8"))
-    creds = demo_secrets(settings)
-    out = []
-    for c in demo["clients"] + demo["gates"]:
-        kind = c.get("kind", "gate")
-        cred = creds.get(c["client_id"], {})
-        out.append(Client(
-            client_id=c["client_id"], kind=kind, display_name=c["display_name"],
-            auth_method=c.get("auth_method", "client_secret_basic"),
-            secret_hash=hash_secret(cred["client_secret"]) if "client_secret" in cred else None,
-            jwks=(cred["public_jwk"],) if "public_jwk" in cred else (),
-            scopes=tuple(c.get("scopes") or DEFAULT_SCOPES[kind]),
-            sector=c.get("sector", ""), redirect_uris=tuple(c.get("redirect_uris") or ()),
-            scene=c.get("scene"), operator=c.get("operator"), created_at=now))
-    return out
-
-
-async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
-    settings: Settings = app[SETTINGS]
-    clock: Clock = app[CLOCK]
+@contextlib.asynccontextmanager
+async def _foundation(app: web.Application) -> AsyncIterator[Core]:
+    settings, clock = app[SETTINGS], app[CLOCK]
     ensure_keys(settings, clock)
     token_files = KeyRingFiles(settings.keys_dir, "token")
     code_files = KeyRingFiles(settings.keys_dir, "code")
@@ -188,55 +258,17 @@ async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
             # learn the slot map before concurrent use (redis-py's lazy set-up races)
             await redis.initialize()
         coalescer = Coalescer(redis)
-        single_use: SingleUse = RedisSingleUse(coalescer, settings.redis_prefix)
-        clients: ClientStore = RedisClientStore(redis, settings.redis_prefix)
-    else:
-        single_use = MemorySingleUse(clock)
-        clients = MemoryClientStore()
     core = Core(settings=settings, clock=clock, data_keys=data_keys,
                 token_ring=RingHolder(token_files, token_files.load()),
                 code_ring=RingHolder(code_files, code_files.load()),
-                single_use=single_use, clients=clients, redis=redis, coalescer=coalescer)
+                stores=build_stores(settings, clock, redis, coalescer),
+                scenes=SceneCatalogue.load(settings.scenes_file or DATA_DIR / "scenes.json"),
+                redis=redis, coalescer=coalescer)
     if redis is not None:
         core.readiness.append(("redis", redis.ping))
-    app[CORE] = core
-
-    if settings.is_sandbox:
-        for client in demo_clients(settings, clock.now()):
-            existing = await clients.get(client.client_id)
-            if existing is None or existing.secret_hash != client.secret_hash \
-                    or existing.jwks != client.jwks:
-                await clients.put(client)
-
-    signer = JwtSigner(core.token_ring, clock.now)
-    access = AccessTokens(signer, settings.issuer, clock.now)
-    app[TOKEN_SIGNER] = signer
-    app[ACCESS_TOKENS] = access
-    app[AUTHENTICATOR] = BearerAuthenticator(access, single_use, clock.now)
-    app[oauth.CLIENT_AUTH] = ClientAuthenticator(
-        clients, single_use, settings.issuer, clock.now,
-        settings.client_assertion_max_ttl_s)
-    tokens = TokenService()
-    tokens.register(ClientCredentialsGrant(access, settings.gate_token_ttl_s,
-                                           settings.access_token_ttl_s))
-    app[oauth.TOKENS] = tokens
-    app[oauth.TOKENS_ISSUER] = settings.issuer
-    app[meta.ISSUER] = settings.issuer
-    app[meta.JWKS] = lambda: core.token_ring().jwks(clock.now())
-    app[meta.READINESS] = core.readiness
-    app[admin.CLIENT_STORE] = clients
-    app[admin.NOW] = clock.now
-    admin_token = settings.admin_token or (sandbox_admin_token(settings)
-                                           if settings.is_sandbox else None)
-    if admin_token:
-        app[admin.ADMIN_TOKEN] = admin_token
-    from gateway.services.scenes import SceneCatalogue as _SceneCatalogue
-    from gateway.web import codes as _codes
-    app[_codes.SCENES] = _SceneCatalogue.load(settings.scenes_file or DATA_DIR / "scenes.json")
-
     reloader = asyncio.ensure_future(_reload_rings(core))
     try:
-        yield
+        yield core
     finally:
         reloader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -258,243 +290,240 @@ async def _reload_rings(core: Core, every_s: float = 2.0) -> None:
                 log.exception("keys.reload_failed", purpose=holder.files.purpose)
 
 
-# --- identity (issue 4; gateway/services/identity.py, gateway/web/identity.py, sandbox.py) ---
-async def _identity_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The one-person identity: store, upstream clients (one aiohttp session), the assertion
-    router for token exchange and links, card taps, and (sandbox) the demo residents."""
-    import aiohttp
+# ============================================================================ tokens
+@dataclass(frozen=True)
+class Tokens:
+    signer: JwtSigner
+    access: AccessTokens
+    bearer: BearerAuthenticator
+    grants: TokenService
 
-    from gateway.adapters.memory_identity import MemoryIdentityStore
-    from gateway.adapters.redis_identity import RedisIdentityStore, RevocationFollower
-    from gateway.adapters.sandbox import ESSC_ISSUER_PREFIX, YKB_ISSUER, PsamSandbox
-    from gateway.adapters.upstream import EsscPlatformClient, UpstreamPolicy, YkbClient
-    from gateway.services import identity as ids
-    from gateway.services.codes import CodeService
-    from gateway.services.tokens import ResidentRef, TokenExchangeGrant
-    from gateway.services.trustlist import TrustList
-    from gateway.services.upstream import UpstreamIdentity
-    from gateway.web import codes as _codes
-    from gateway.web import identity as _identity
 
-    core = app[CORE]
+async def _tokens(app: web.Application, core: Core, demo: DemoData | None) -> Tokens:
+    """Clients (the sandbox's demo clients registered), client authentication, the token
+    endpoint with the client_credentials grant, the bearer check, discovery and JWKS, the
+    operator API."""
+    settings, clock, clients = core.settings, core.clock, core.clients
+    if demo is not None:
+        for client in demo.clients(clock.now()):
+            existing = await clients.get(client.client_id)
+            if existing is None or existing.secret_hash != client.secret_hash \
+                    or existing.jwks != client.jwks:
+                await clients.put(client)
+    signer = JwtSigner(core.token_ring, clock.now)
+    access = AccessTokens(signer, settings.issuer, clock.now)
+    bearer = BearerAuthenticator(access, core.single_use, clock.now)
+    grants = TokenService()
+    grants.register(ClientCredentialsGrant(access, settings.gate_token_ttl_s,
+                                           settings.access_token_ttl_s))
+    app[TOKEN_SIGNER] = signer
+    app[ACCESS_TOKENS] = access
+    app[AUTHENTICATOR] = bearer
+    app[oauth.CLIENT_AUTH] = ClientAuthenticator(
+        clients, core.single_use, settings.issuer, clock.now,
+        settings.client_assertion_max_ttl_s)
+    app[oauth.TOKENS] = grants
+    app[oauth.TOKENS_ISSUER] = settings.issuer
+    app[meta.ISSUER] = settings.issuer
+    app[meta.JWKS] = lambda: core.token_ring().jwks(clock.now())
+    app[meta.READINESS] = core.readiness
+    app[admin.CLIENT_STORE] = clients
+    app[admin.NOW] = clock.now
+    admin_token = settings.admin_token or (sandbox_admin_token(settings)
+                                           if settings.is_sandbox else None)
+    if admin_token:
+        app[admin.ADMIN_TOKEN] = admin_token
+    return Tokens(signer, access, bearer, grants)
+
+
+# ============================================================================ upstreams
+@dataclass(frozen=True)
+class Upstreams:
+    ykb: YkbClient
+    essc: EsscPlatformClient
+    certificates: CertificateLibraryClient
+    psam: PsamAttestation
+
+
+@contextlib.asynccontextmanager
+async def _upstreams(core: Core) -> AsyncIterator[Upstreams]:
+    """The platforms behind the gateway, over one HTTP session (sandbox: the mounted
+    upstream sandboxes, real HTTP on the gateway's own port)."""
     settings, clock = core.settings, core.clock
-    store: Any = (RedisIdentityStore(core.redis, settings.redis_prefix, core.coalescer)
-                  if core.redis is not None else MemoryIdentityStore())
-    service = ids.IdentityService(store, clock, core.data_keys)
-    regions = settings.essc_regions
     policy = UpstreamPolicy(timeout_s=settings.upstream_timeout_s,
                             connect_timeout_s=min(1.0, settings.upstream_timeout_s))
     if settings.is_sandbox:
         base = settings.issuer + "/sandbox/upstreams"
-        ykb_url, essc_url = base + "/ykb", base + "/essc"
+        ykb_url, essc_url, certlib_url = base + "/ykb", base + "/essc", base + "/certlib"
         ykb_iss, essc_prefix = YKB_ISSUER, ESSC_ISSUER_PREFIX
         psam = PsamAttestation(master_key=PsamSandbox(settings.keys_dir).master_key)
     else:
         ykb_url = settings.ykb_url or "https://ykb.invalid"
         essc_url = settings.essc_url or "https://essc.invalid"
+        certlib_url = settings.certlib_url or "https://certlib.invalid"
         ykb_iss = settings.ykb_issuer or YKB_ISSUER
         essc_prefix = settings.essc_issuer_prefix or ESSC_ISSUER_PREFIX
         keys_file = settings.psam_gate_keys_file  # JSON {gate_client_id: base64 K_gate}
-        import base64
-
         gate_keys = ({g: base64.b64decode(k) for g, k in
                       json.loads(Path(keys_file).read_text("utf-8")).items()}
                      if keys_file else {})
         psam = PsamAttestation(gate_keys=gate_keys)
     session = aiohttp.ClientSession()
-    ykb = YkbClient(session, ykb_url, issuer=ykb_iss, audience=settings.issuer, clock=clock,
-                    policy=policy)
-    essc = EsscPlatformClient(session, essc_url, regions=regions, issuer_prefix=essc_prefix,
-                              audience=settings.issuer, clock=clock, policy=policy)
-    router = ids.AssertionRouter({ykb.issuer: ykb, **{iss: essc for iss in essc.issuers}})
+    try:
+        yield Upstreams(
+            ykb=YkbClient(session, ykb_url, issuer=ykb_iss, audience=settings.issuer,
+                          clock=clock, policy=policy),
+            essc=EsscPlatformClient(session, essc_url, regions=settings.essc_regions,
+                                    issuer_prefix=essc_prefix, audience=settings.issuer,
+                                    clock=clock, policy=policy),
+            certificates=CertificateLibraryClient(session, certlib_url, clock=clock,
+                                                  policy=policy),
+            psam=psam)
+    finally:
+        await session.close()
+
+
+# ============================================================================ identity
+@contextlib.asynccontextmanager
+async def _identity(app: web.Application, core: Core, tokens: Tokens,
+                    upstreams: Upstreams) -> AsyncIterator[IdentityService]:
+    """The one-person identity: the service over its store, the assertion router for token
+    exchange and links, (sandbox) the demo residents, and the revocation follower."""
+    settings, clock = core.settings, core.clock
+    store = core.stores.identity
+    service = IdentityService(store, clock, core.data_keys)
+    ykb, essc = upstreams.ykb, upstreams.essc
+    router = AssertionRouter({ykb.issuer: ykb, **{iss: essc for iss in essc.issuers}})
 
     async def resolve_person(ident: UpstreamIdentity) -> ResidentRef:
         return ResidentRef((await service.resolve_upstream(ident)).person_id)
 
-    app[oauth.TOKENS].register(TokenExchangeGrant(
-        app[ACCESS_TOKENS], core.data_keys, core.single_use, router, resolve_person,
+    tokens.grants.register(TokenExchangeGrant(
+        tokens.access, core.data_keys, core.single_use, router, resolve_person,
         clock.now, settings.access_token_ttl_s, is_suspended=service.person_suspended))
-    app[_identity.IDENTITY] = service
+    app[identity_web.IDENTITY] = service
     app[admin.ADMIN_IDENTITY] = service
-    app[_identity.LINKS] = ids.Links(service, router, core.single_use)
-    app[PSAM] = psam
-    app[_codes.CODES] = CodeService(
-        code_ring=core.code_ring, data_keys=core.data_keys,
-        trust=TrustList(core.code_ring, core.token_ring, clock.now),
-        identity=ids.GateIdentityAdapter(service), essc=essc, clock=clock,
-        code_ttl_s=settings.code_ttl_s, refresh_in_s=settings.code_refresh_in_s)
+    app[identity_web.LINKS] = Links(service, router, core.single_use)
     if settings.is_sandbox:
         residents_doc = json.loads((DATA_DIR / "residents.json").read_text("utf-8"))
-        report = await service.sync(ids.registry_entries(residents_doc))
+        report = await service.sync(registry_entries(residents_doc))
         log.info("identity.demo_residents", persons=report.persons, created=report.created)
     follower = None
     if isinstance(store, RedisIdentityStore) and core.redis is not None:
         follower = RevocationFollower(core.redis, store, service)
         await follower.start()
     try:
-        yield
+        yield service
     finally:
         if follower is not None:
             await follower.stop()
-        await session.close()
 
 
-def _mount_sandbox(app: web.Application, settings: Settings) -> None:
-    """Sandbox: the upstream platforms as sub-apps under /sandbox/upstreams/<name>, and the
-    /sandbox/v1/* endpoints (never registered in production: 404 there)."""
-    from cryptography.hazmat.primitives import serialization
-    from jwt.algorithms import ECAlgorithm
-
-    from gateway.adapters.sandbox import (
-        ESSC_SANDBOX,
-        YKB_SANDBOX,
-        PsamSandbox,
-        build_sandbox_upstreams,
-    )
-    from gateway.services.upstream import load_residents
-    from gateway.web import sandbox as _sandbox
-
-    residents = load_residents()
-    subs = build_sandbox_upstreams(residents, settings.keys_dir, settings.issuer,
-                                   clock=app[CLOCK])
-    for name, sub in subs.items():
-        app.add_subapp(f"/sandbox/upstreams/{name}", sub)
-    app[_sandbox.RESIDENTS] = residents
-    app[_sandbox.YKB] = subs["ykb"][YKB_SANDBOX]
-    app[_sandbox.ESSC] = subs["essc"][ESSC_SANDBOX]
-    app[_sandbox.PSAM] = PsamSandbox(settings.keys_dir)
-
-    def listing() -> dict[str, Any]:
-        demo = json.loads((settings.demo_data or DATA_DIR / "demo.json").read_text("utf-8"))
-        secrets_ = demo_secrets(settings)
-        out: dict[str, Any] = {"clients": [], "gates": []}
-        for group in ("clients", "gates"):
-            for c in demo[group]:
-                kind = c.get("kind", "gate")
-                entry = {"client_id": c["client_id"], "kind": kind,
-                         "display_name": c["display_name"],
-                         "auth_method": c.get("auth_method", "client_secret_basic"),
-                         "scopes": list(c.get("scopes") or DEFAULT_SCOPES[kind]),
-                         "sector": c.get("sector"), "scene": c.get("scene")}
-                if kind == "rp":   # what a newcomer needs to log in and ask for consent
-                    from gateway.web import consents as _consents
-                    entry["redirect_uris"] = list(c.get("redirect_uris") or ())
-                    entry["certificate_types"] = sorted(
-                        app[_consents.CONSENTS].policy.allowed_types(c["client_id"]))
-                cred = secrets_.get(c["client_id"], {})
-                if "client_secret" in cred:
-                    entry["client_secret"] = cred["client_secret"]
-                if "private_key_pem" in cred:
-                    pk = serialization.load_pem_private_key(
-                        cred["private_key_pem"].encode(), password=None)
-                    jwk = json.loads(ECAlgorithm.to_jwk(pk))  # type: ignore[arg-type]
-                    jwk.update(kid=cred["public_jwk"]["kid"], alg="ES256", use="sig")
-                    entry["private_jwk"] = jwk
-                out[group].append(entry)
-        return out
-
-    app[_sandbox.DEMO] = listing
-    _sandbox.add_routes(app)
-# --- end identity ---
+# ============================================================================ codes
+def _codes(app: web.Application, core: Core, identity: IdentityService,
+           upstreams: Upstreams) -> CodeService:
+    """Issuing 渝快码 / e-SSC codes, the trust list, the scene catalogue."""
+    settings = core.settings
+    service = CodeService(
+        code_ring=core.code_ring, data_keys=core.data_keys,
+        trust=TrustList(core.code_ring, core.token_ring, core.clock.now),
+        identity=GateIdentityAdapter(identity), essc=upstreams.essc, clock=core.clock,
+        code_ttl_s=settings.code_ttl_s, refresh_in_s=settings.code_refresh_in_s)
+    app[codes_web.CODES] = service
+    app[codes_web.SCENES] = core.scenes
+    return service
 
 
-# --- authorised login (issue 5; gateway/services/login.py, gateway/web/login.py) ---
-async def _login_ctx(app: web.Application) -> AsyncIterator[None]:
-    """OIDC provider: login-session, code, refresh-family and consent stores (Redis when
-    configured), the authorization_code and refresh_token grants, revocation/introspection
-    hooks for refresh tokens. Pairwise subjects and claims come from the identity service."""
-    from gateway.adapters import memory_oidc, redis_oidc
-    from gateway.services.login import AuthorizationCodeGrant, LoginService, RefreshTokenGrant
-    from gateway.web import identity as _identity
-    from gateway.web import login as _login
-
-    core = app[CORE]
-    s, clock = core.settings, core.clock
-    stores: tuple[Any, Any, Any, Any]
-    if core.redis is not None:
-        stores = (redis_oidc.RedisLoginSessionStore(core.redis, s.redis_prefix),
-                  redis_oidc.RedisCodeStore(core.redis, s.redis_prefix),
-                  redis_oidc.RedisRefreshStore(core.redis, s.redis_prefix),
-                  redis_oidc.RedisConsentStore(core.redis, s.redis_prefix))
-    else:
-        stores = (memory_oidc.MemoryLoginSessionStore(clock),
-                  memory_oidc.MemoryCodeStore(clock), memory_oidc.MemoryRefreshStore(clock),
-                  memory_oidc.MemoryConsentStore())
-    service = LoginService(
-        clients=core.clients, sessions=stores[0], codes=stores[1], refresh=stores[2],
-        consents=stores[3], persons=lambda: app[_identity.IDENTITY], keys=core.data_keys,
-        access=app[ACCESS_TOKENS], signer=app[TOKEN_SIGNER],
-        alg=lambda: core.token_ring().current().alg, issuer=s.issuer, clock=clock.now,
-        access_ttl_s=s.access_token_ttl_s, verify_bearer=app[AUTHENTICATOR].verify,
-        require_number=s.login_require_number)
-    app[_login.LOGIN] = service
-    app[oauth.TOKENS].register(AuthorizationCodeGrant(service))
-    app[oauth.TOKENS].register(RefreshTokenGrant(service))
-    app[oauth.REVOCATION_HOOKS].append(service.revocation_hook)
-    app[oauth.INTROSPECTION_HOOKS].append(service.introspection_hook)
-    yield
-# --- end authorised login ---
-
-
-# --- consents + audit (issue 6; gateway/services/consents.py, gateway/web/consents.py) ---
-async def _consents_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Consent store, audit log, certificate library client (sandbox: the mounted certlib),
-    the holder's citizen ID from the identity service, the per-client type allow-list."""
-    import aiohttp
-
-    from gateway.adapters.memory_audit import MemoryAuditLog
-    from gateway.adapters.memory_consent import MemoryConsentStore
-    from gateway.adapters.redis_audit import RedisAuditLog
-    from gateway.adapters.redis_consent import RedisConsentStore
-    from gateway.adapters.upstream import CertificateLibraryClient, UpstreamPolicy
-    from gateway.errors import NotFound as _NotFound
-    from gateway.services.audit import AuditTrail
-    from gateway.services.consents import ConsentPolicy, ConsentService
-    from gateway.web import consents as _consents
-    from gateway.web import identity as _identity
-
-    core = app[CORE]
-    settings, clock = core.settings, core.clock
-    store: Any = (RedisConsentStore(core.redis, settings.redis_prefix, core.coalescer)
-                  if core.redis is not None else MemoryConsentStore(clock))
-    audit_log: Any = (RedisAuditLog(core.redis, settings.redis_prefix)
-                      if core.redis is not None else MemoryAuditLog())
+# ============================================================================ consents
+def _consent_policy(settings: Settings) -> ConsentPolicy:
     policy_file = settings.consent_policy_file  # JSON {client_id: [certificate types]}
-    policy = (ConsentPolicy(types_by_client={
-        k: frozenset(v) for k, v in json.loads(Path(policy_file).read_text("utf-8")).items()})
-        if policy_file else ConsentPolicy() if settings.is_sandbox
-        else ConsentPolicy(types_by_client={}))
-    certlib_url = (settings.issuer + "/sandbox/upstreams/certlib" if settings.is_sandbox
-                   else settings.certlib_url or "https://certlib.invalid")
-    session = aiohttp.ClientSession()
-    library = CertificateLibraryClient(
-        session, certlib_url, clock=clock,
-        policy=UpstreamPolicy(timeout_s=settings.upstream_timeout_s,
-                              connect_timeout_s=min(1.0, settings.upstream_timeout_s)))
-    identity = app[_identity.IDENTITY]
+    if policy_file:
+        doc = json.loads(Path(policy_file).read_text("utf-8"))
+        return ConsentPolicy(types_by_client={k: frozenset(v) for k, v in doc.items()})
+    return ConsentPolicy() if settings.is_sandbox else ConsentPolicy(types_by_client={})
+
+
+def _consents(app: web.Application, core: Core, tokens: Tokens, identity: IdentityService,
+              upstreams: Upstreams) -> tuple[ConsentService, SubjectLedger]:
+    """Consent store, audit trail, the certificate library, the holder's citizen ID from the
+    identity service, the per-client type allow-list; and the subject ledger every place
+    that hands out a subject (gate verify, ID tokens) reports to — only for sectors with
+    consent-capable relying parties."""
+    settings, clock = core.settings, core.clock
 
     async def citizen_ids(person_id: str) -> str | None:
         try:
             return await identity.citizen_id(person_id)
-        except _NotFound:
+        except NotFound:
             return None
 
-    app[_consents.CONSENTS] = ConsentService(
-        store=store, audit=AuditTrail(audit_log, clock.now), library=library,
-        citizen_ids=citizen_ids, data_keys=core.data_keys, signer=app[TOKEN_SIGNER],
-        clients=core.clients, issuer=settings.issuer, clock=clock.now, policy=policy)
-    try:
+    service = ConsentService(
+        store=core.stores.consents, audit=AuditTrail(core.stores.audit_log, clock.now),
+        library=upstreams.certificates, citizen_ids=citizen_ids, data_keys=core.data_keys,
+        signer=tokens.signer, clients=core.clients, issuer=settings.issuer, clock=clock.now,
+        policy=_consent_policy(settings))
+    app[consents_web.CONSENTS] = service
+    ledger = SubjectLedger(service.remember_subject, core.clients.list,
+                           lambda cid: bool(service.policy.types_by_client.get(cid)),
+                           clock.now)
+    return service, ledger
+
+
+# ============================================================================ login
+def _login(app: web.Application, core: Core, tokens: Tokens, identity: IdentityService,
+           ledger: SubjectLedger) -> LoginService:
+    """The OIDC provider: login sessions, codes, refresh families and remembered grants; the
+    authorization_code and refresh_token grants; revocation/introspection of refresh tokens.
+    Pairwise subjects and claims come from the identity service."""
+    s, stores = core.settings, core.stores
+    service = LoginService(
+        clients=core.clients, sessions=stores.login_sessions, codes=stores.login_codes,
+        refresh=stores.refresh_families, consents=stores.remembered_grants, persons=identity,
+        subject_seen=ledger.seen, keys=core.data_keys, access=tokens.access,
+        signer=tokens.signer, alg=lambda: core.token_ring().current().alg, issuer=s.issuer,
+        clock=core.clock.now, access_ttl_s=s.access_token_ttl_s,
+        verify_bearer=tokens.bearer.verify, require_number=s.login_require_number)
+    app[login_web.LOGIN] = service
+    tokens.grants.register(AuthorizationCodeGrant(service))
+    tokens.grants.register(RefreshTokenGrant(service))
+    app[oauth.REVOCATION_HOOKS].append(service.revocation_hook)
+    app[oauth.INTROSPECTION_HOOKS].append(service.introspection_hook)
+    return service
+
+
+# ============================================================================ gate
+def _gate(app: web.Application, core: Core, identity: IdentityService, codes: CodeService,
+          upstreams: Upstreams, ledger: SubjectLedger) -> GatePipeline:
+    """The gate decision pipeline for 渝快码, e-SSC codes and card taps."""
+    gate_identity = GateIdentityAdapter(identity)
+    pipeline = GatePipeline(
+        scenes=core.scenes, sectors=GateSectors(core.clients, core.clock.now),
+        codes=CodeFace(lookup=codes.trust.lookup, holder=core.data_keys.code_holder,
+                       identity=gate_identity, max_skew_s=core.settings.code_max_skew_s),
+        cards=CardFace(psam=upstreams.psam, identity=gate_identity,
+                       regions=core.settings.essc_regions),
+        single_use=core.single_use, identity=gate_identity, data_keys=core.data_keys,
+        subject_seen=ledger.seen, count=app[METRICS].count, clock=core.clock)
+    app[gate_web.GATE] = pipeline
+    return pipeline
+
+
+async def _gateway_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Every capability, in dependency order; torn down in reverse."""
+    async with contextlib.AsyncExitStack() as stack:
+        core = await stack.enter_async_context(_foundation(app))
+        app[CORE] = core
+        demo = DemoData.load(core.settings) if core.settings.is_sandbox else None
+        if demo is not None:
+            app[DEMO_DATA] = demo
+        tokens = await _tokens(app, core, demo)
+        upstreams = await stack.enter_async_context(_upstreams(core))
+        identity = await stack.enter_async_context(_identity(app, core, tokens, upstreams))
+        codes = _codes(app, core, identity, upstreams)
+        _, ledger = _consents(app, core, tokens, identity, upstreams)
+        _login(app, core, tokens, identity, ledger)
+        _gate(app, core, identity, codes, upstreams, ledger)
         yield
-    finally:
-        await session.close()
-# --- end consents ---
-
-
-SETTINGS = web.AppKey("settings", Settings)
-CLOCK = web.AppKey("clock", Clock)
-TOKEN_SIGNER = web.AppKey("token_signer", JwtSigner)
-PSAM = web.AppKey("psam", PsamAttestation)
-ACCESS_TOKENS = web.AppKey("access_tokens", AccessTokens)
 
 
 def build_app(settings: Settings, clock: Clock | None = None) -> web.Application:
@@ -511,70 +540,136 @@ def build_app(settings: Settings, clock: Clock | None = None) -> web.Application
          registry=registry).info({"pid": str(os.getpid())})
     app[oauth.REVOCATION_HOOKS] = []
     app[oauth.INTROSPECTION_HOOKS] = []
-    app.cleanup_ctx.append(_core_ctx)
-    # --- identity + sandbox (issue 4) ---
-    from gateway.web import identity as _identity
-    app.cleanup_ctx.append(_identity_ctx)
-    _identity.add_routes(app)
+    app.cleanup_ctx.append(_gateway_ctx)
+    ratelimit_web.install(app, CORE)   # its context runs once CORE is set
+    app.cleanup_ctx.append(codes_web.codes_ctx)
+    for routes in (identity_web.add_routes, meta.add_routes, admin.add_routes,
+                   oauth.add_routes, codes_web.add_routes, consents_web.add_routes,
+                   login_web.add_routes, gate_web.add_routes):
+        routes(app)
     if settings.is_sandbox:
         _mount_sandbox(app, settings)
-    # --- end identity + sandbox ---
-    # --- rate limits + overload shedding (issue 7; gateway/web/ratelimit.py) ---
-    from gateway.web import ratelimit as _ratelimit
-    _ratelimit.install(app, CORE)
-    # --- end rate limits ---
-    meta.add_routes(app)
-    admin.add_routes(app)
-    oauth.add_routes(app)
-    # --- codes, trust list, scenes (issue 3) ---
-    from gateway.web import codes as _codes
-    app.cleanup_ctx.append(_codes.codes_ctx)
-    _codes.add_routes(app)
-    # --- end codes ---
-    # --- consents + audit (issue 6) ---
-    from gateway.web import consents as _consents
-    app.cleanup_ctx.append(_consents_ctx)
-    _consents.add_routes(app)
-    # --- end consents ---
-    # --- authorised login (issue 5) ---
-    from gateway.web import login as _login
-    app.cleanup_ctx.append(_login_ctx)
-    _login.add_routes(app)
-    # --- end authorised login ---
-    # --- the gate decision pipeline (gateway/services/gate.py, gateway/web/gate.py) ---
-    from gateway.web import gate as _gate
-    _gate.add_routes(app)
-    app.cleanup_ctx.append(_gate_ctx)  # after every feature it connects
     return app
 
 
-async def _gate_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The gate decision pipeline (codes and card taps), and the consent feature's subject
-    index connected to every place a subject is handed out (gate verify, ID tokens) — only for
-    sectors with consent-capable RPs."""
-    from gateway.services.faces import CardFace, CodeFace
-    from gateway.services.gate import GatePipeline, GateSectors
-    from gateway.services.identity import GateIdentityAdapter
-    from gateway.services.subjects import SubjectLedger
-    from gateway.web import codes as _codes
-    from gateway.web import consents as _consents
-    from gateway.web import gate as _gate
-    from gateway.web import identity as _identity
-    from gateway.web import login as _login
+# ============================================================================ sandbox
+@dataclass(frozen=True)
+class DemoData:
+    """The sandbox's demo clients and gates (gateway/data/demo.json or GATEWAY_DEMO_DATA),
+    parsed once, with their generated secrets."""
 
-    core = app[CORE]
-    settings, clock = core.settings, core.clock
-    consents = app[_consents.CONSENTS]
-    ledger = SubjectLedger(consents.remember_subject, core.clients.list,
-                           lambda cid: bool(consents.policy.types_by_client.get(cid)),
-                           clock.now)
-    identity = GateIdentityAdapter(app[_identity.IDENTITY])
-    app[_gate.GATE] = GatePipeline(
-        scenes=app[_codes.SCENES], sectors=GateSectors(core.clients, clock.now),
-        codes=CodeFace(lookup=app[_codes.CODES].trust.lookup, holder=core.data_keys.code_holder,
-                       identity=identity, max_skew_s=settings.code_max_skew_s),
-        cards=CardFace(psam=app[PSAM], identity=identity, regions=settings.essc_regions),
-        single_use=core.single_use, identity=identity, data_keys=core.data_keys,
-        subject_seen=ledger.seen, count=app[METRICS].count, clock=clock)
-    app[_login.LOGIN].subject_seen = ledger.seen
-    yield
+    groups: Mapping[str, list[dict[str, Any]]]   # "clients", "gates"
+    secrets: Mapping[str, dict[str, Any]]
+
+    @classmethod
+    def load(cls, settings: Settings) -> DemoData:
+        doc = _demo_doc(settings)
+        return cls({g: list(doc[g]) for g in ("clients", "gates")},
+                   demo_secrets(settings, doc))
+
+    def entries(self) -> list[dict[str, Any]]:
+        return self.groups["clients"] + self.groups["gates"]
+
+    def clients(self, now: float) -> list[Client]:
+        out = []
+        for c in self.entries():
+            kind = c.get("kind", "gate")
+            cred = self.secrets.get(c["client_id"], {})
+            out.append(Client(
+                client_id=c["client_id"], kind=kind, display_name=c["display_name"],
+                auth_method=c.get("auth_method", "client_secret_basic"),
+                secret_hash=(hash_secret(cred["client_secret"]) if "client_secret" in cred
+                             else None),
+                jwks=(cred["public_jwk"],) if "public_jwk" in cred else (),
+                scopes=tuple(c.get("scopes") or DEFAULT_SCOPES[kind]),
+                sector=c.get("sector", ""), redirect_uris=tuple(c.get("redirect_uris") or ()),
+                scene=c.get("scene"), operator=c.get("operator"), created_at=now))
+        return out
+
+    def listing(self, allowed_types: Callable[[str], frozenset[str]]) -> dict[str, Any]:
+        """GET /sandbox/v1/demo: every demo client with its credentials."""
+        out: dict[str, Any] = {"clients": [], "gates": []}
+        for group in ("clients", "gates"):
+            for c in self.groups[group]:
+                kind = c.get("kind", "gate")
+                entry = {"client_id": c["client_id"], "kind": kind,
+                         "display_name": c["display_name"],
+                         "auth_method": c.get("auth_method", "client_secret_basic"),
+                         "scopes": list(c.get("scopes") or DEFAULT_SCOPES[kind]),
+                         "sector": c.get("sector"), "scene": c.get("scene")}
+                if kind == "rp":   # what a newcomer needs to log in and ask for consent
+                    entry["redirect_uris"] = list(c.get("redirect_uris") or ())
+                    entry["certificate_types"] = sorted(allowed_types(c["client_id"]))
+                cred = self.secrets.get(c["client_id"], {})
+                if "client_secret" in cred:
+                    entry["client_secret"] = cred["client_secret"]
+                if "private_key_pem" in cred:
+                    pk = serialization.load_pem_private_key(
+                        cred["private_key_pem"].encode(), password=None)
+                    jwk = json.loads(ECAlgorithm.to_jwk(pk))  # type: ignore[arg-type]
+                    jwk.update(kid=cred["public_jwk"]["kid"], alg="ES256", use="sig")
+                    entry["private_jwk"] = jwk
+                out[group].append(entry)
+        return out
+
+
+DEMO_DATA = web.AppKey("demo_data", DemoData)
+
+
+def _demo_doc(settings: Settings) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads(
+        (settings.demo_data or DATA_DIR / "demo.json").read_text("utf-8"))
+    return doc
+
+
+def demo_secrets(settings: Settings, doc: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Secrets and private keys of the sandbox's demo clients: generated at first run under
+    keys/sandbox/ (0600), never in git; shown by GET /sandbox/v1/demo."""
+    path = settings.keys_dir / "sandbox" / "demo-secrets.json"
+    if path.exists():
+        return dict(json.loads(read_private_pem(path)))
+    demo = doc if doc is not None else _demo_doc(settings)
+    out: dict[str, Any] = {}
+    for c in list(demo["clients"]) + list(demo["gates"]):
+        if c.get("auth_method") == "private_key_jwt":
+            pk = ec.generate_private_key(ec.SECP256R1())
+            kid = derive_kid(pk)
+            pem = pk.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                   serialization.NoEncryption()).decode()
+            out[c["client_id"]] = {"private_key_pem": pem,
+                                   "public_jwk": public_jwk(pk, kid, "ES256")}
+        else:
+            out[c["client_id"]] = {"client_secret": secrets.token_urlsafe(32)}
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    write_private(path, json.dumps(out).encode())
+    return out
+
+
+def sandbox_admin_token(settings: Settings) -> str:
+    """The sandbox's operator token when GATEWAY_ADMIN_TOKEN is unset: generated at first run
+    under keys/sandbox/admin-token (0600)."""
+    path = settings.keys_dir / "sandbox" / "admin-token"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        write_private(path, secrets.token_urlsafe(32).encode())
+    return read_private_pem(path).decode().strip()
+
+
+def _mount_sandbox(app: web.Application, settings: Settings) -> None:
+    """Sandbox: the upstream platforms as sub-apps under /sandbox/upstreams/<name>, and the
+    /sandbox/v1/* endpoints (never registered in production: 404 there)."""
+    residents = load_residents()
+    subs = build_sandbox_upstreams(residents, settings.keys_dir, settings.issuer,
+                                   clock=app[CLOCK])
+    for name, sub in subs.items():
+        app.add_subapp(f"/sandbox/upstreams/{name}", sub)
+    app[sandbox_web.RESIDENTS] = residents
+    app[sandbox_web.YKB] = subs["ykb"][YKB_SANDBOX]
+    app[sandbox_web.ESSC] = subs["essc"][ESSC_SANDBOX]
+    app[sandbox_web.PSAM] = PsamSandbox(settings.keys_dir)
+
+    def listing() -> dict[str, Any]:
+        return app[DEMO_DATA].listing(app[consents_web.CONSENTS].policy.allowed_types)
+
+    app[sandbox_web.DEMO] = listing
+    sandbox_web.add_routes(app)

@@ -89,7 +89,8 @@ class Started:
 class LoginService:
     def __init__(self, *, clients: ClientStore, sessions: LoginSessionStore, codes: CodeStore,
                  refresh: RefreshStore, consents: ConsentStore,
-                 persons: Callable[[], PersonClaims], keys: DataKeys, access: AccessTokens,
+                 persons: PersonClaims, subject_seen: SubjectSeen, keys: DataKeys,
+                 access: AccessTokens,
                  signer: JwtSigner, alg: Callable[[], str], issuer: str,
                  clock: Callable[[], float], access_ttl_s: int,
                  verify_bearer: Callable[[str], Awaitable[AccessTokenClaims]],
@@ -101,7 +102,7 @@ class LoginService:
         self.refresh = refresh
         self.consents = consents
         self.persons = persons
-        self.subject_seen: SubjectSeen | None = None  # the consent feature's subject index
+        self.subject_seen = subject_seen  # the consent feature's subject index
         self.keys = keys
         self.access = access
         self.signer = signer
@@ -221,7 +222,7 @@ class LoginService:
         return s
 
     async def _not_suspended(self, person_id: str) -> None:
-        if await self.persons().person_suspended(person_id):
+        if await self.persons.person_suspended(person_id):
             raise Forbidden("This resident may not log in")
 
     async def approve(self, session_id: str, person_id: str, number: Any) -> dict[str, Any]:
@@ -274,10 +275,9 @@ class LoginService:
 
     # -- tokens -----------------------------------------------------------------------------------
     async def _subject(self, sector: str, person_id: str) -> str:
-        got = self.persons().subject_for(sector, person_id)
+        got = self.persons.subject_for(sector, person_id)
         subject = str(await got) if inspect.isawaitable(got) else str(got)
-        if self.subject_seen is not None:
-            await self.subject_seen(sector, subject, person_id)
+        await self.subject_seen(sector, subject, person_id)
         return subject
 
     async def issue(self, client: Client, person_id: str, scopes: tuple[str, ...],
@@ -304,7 +304,7 @@ class LoginService:
             return None
         if await self.consents.get(fam.person_id, client_id) is None:
             return None
-        if await self.persons().person_suspended(fam.person_id):
+        if await self.persons.person_suspended(fam.person_id):
             return None
         return fam
 
@@ -330,7 +330,7 @@ class LoginService:
         out: dict[str, Any] = {"sub": claims.sub}
         names = oidc.claims_for_scopes(sorted(claims.scopes))
         if names:
-            got = self.persons().disclose(person_id, names)
+            got = self.persons.disclose(person_id, names)
             values = await got if inspect.isawaitable(got) else got
             for name in names:
                 if values.get(name) is not None:
@@ -404,7 +404,7 @@ class AuthorizationCodeGrant:
             raise OAuthError("invalid_grant", "redirect_uri does not match the request")
         if not verify_s256(form.get("code_verifier"), rec.code_challenge):
             raise OAuthError("invalid_grant", "The code_verifier does not match")
-        if await self.login.persons().person_suspended(rec.person_id):
+        if await self.login.persons.person_suspended(rec.person_id):
             raise OAuthError("invalid_grant", "The code is not valid", debug="person suspended")
         now = self.login.now()
         token, token_hash = oidc.new_refresh_token(rec.family_id)
@@ -451,7 +451,7 @@ class RefreshTokenGrant:
         if await self.login.consents.get(fam.person_id, client.client_id) is None:
             await self.login.refresh.revoke(family_id, REFRESH_ABSOLUTE_TTL_S)
             raise OAuthError("invalid_grant", "The authorisation was withdrawn")
-        if await self.login.persons().person_suspended(fam.person_id):
+        if await self.login.persons.person_suspended(fam.person_id):
             raise OAuthError("invalid_grant", "The refresh token is not valid",
                              debug="person suspended")
         # The answer is made first and kept (sealed) with the spent token, so a retry within
