@@ -1,33 +1,14 @@
-"""One person, one record (CONTRACT "Identity model"): 渝快码 (ykm), 电子社保卡 (essc, per issuing
-region) and the physical card 实体卡 (ssc_card) linked to ONE person rooted in the citizen ID
-(居民身份证, 身份信任源点).
-
-* The citizen ID is stored only as a keyed hash (`trust_root_hash`, for lookup) and AES-GCM
-  ciphertext bound to the person id (`sealed_trust_root`, for upstream calls); never in clear.
-* A credential's platform account id / card number is stored as a keyed hash (`ref_hash`, for
-  lookup) and AES-GCM ciphertext bound to the person and credential ids (`sealed_ref`).
-* Clients only ever see pairwise subject identifiers (OpenID Connect Core 1.0 §8.1).
-
-Linking is all or nothing: the credential index entry is claimed first (atomic "first one
-wins"), then the person record is updated by compare-and-set; if the update fails the claim is
-released. The person record is the truth: an index entry that its person's record does not
-back (a crash between the two steps) is stale and may be taken over. A credential therefore
-links to one person only, whatever the concurrency.
-
-Revocation (挂失): lost and replaced cards are kept in a revocation set with a version number;
-every worker holds an in-process copy (`RevocationView`) kept fresh by pub/sub plus a version
-poll, so the gate path answers `revoked` without a store round trip (docs/identity.md).
-"""
+"""The identity use cases: reads, the revocation view, disclosure, linking and the
+registry sync (module docstring of gateway.services.identity)."""
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import secrets
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any, Final, Literal, Protocol
+from dataclasses import replace
+from typing import Any, Final
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -35,249 +16,29 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from gateway.authz.datakeys import DataKeys, SealError
 from gateway.base64url import b64u, unb64u
 from gateway.clock import Clock
-from gateway.errors import Conflict, IdentityMismatch, InvalidRequest, NotFound
+from gateway.errors import Conflict, IdentityMismatch, NotFound
+from gateway.services.identity.records import (
+    STATUSES,
+    Credential,
+    CredentialInput,
+    CredentialStatus,
+    Person,
+    RegistryEntry,
+    SyncReport,
+    adult_on,
+    credential_kind,
+    mask_ref,
+    new_person_id,
+)
+from gateway.services.identity.store import IdentityStore, RevocationView
 from gateway.services.upstream import (
-    AssertionRejected,
     UpstreamIdentity,
     is_valid_card_no,
     is_valid_citizen_id,
     mask_name,
 )
-from gateway.timefmt import rfc3339_s
 
-CredentialKind = Literal["ykm", "essc", "ssc_card"]
-CredentialStatus = Literal["active", "lost", "replaced"]
-KINDS: Final = ("ykm", "essc", "ssc_card")
-STATUSES: Final = ("active", "lost", "replaced")
-#: The attribute vocabulary a scene policy may name (data minimisation: nothing else exists).
-ATTRIBUTES: Final = ("concession", "adult", "name_masked", "ssc_card_no", "essc_region")
-ADULT_AGE: Final = 18
-_CAS_RETRIES: Final = 16
-
-
-# --------------------------------------------------------------------------------------------
-# Records
-# --------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True, slots=True)
-class Credential:
-    """A linked credential. `ref_hash` = DataKeys.credential_ref_hash(kind, region, ref);
-    the ref itself (account id / card number) only as `sealed_ref` (AES-GCM)."""
-
-    credential_id: str
-    kind: CredentialKind
-    region: str | None
-    ref_hash: str
-    masked: str
-    status: CredentialStatus
-    linked_at: float
-    replaced_by: str | None = None
-    sealed_ref: str = field(default="", repr=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"id": self.credential_id, "kind": self.kind, "region": self.region,
-                "ref_hash": self.ref_hash, "masked": self.masked, "status": self.status,
-                "linked_at": self.linked_at, "replaced_by": self.replaced_by,
-                "sealed_ref": self.sealed_ref}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Credential:
-        return cls(credential_id=d["id"], kind=d["kind"], region=d.get("region"),
-                   ref_hash=d["ref_hash"], masked=d["masked"], status=d["status"],
-                   linked_at=float(d["linked_at"]), replaced_by=d.get("replaced_by"),
-                   sealed_ref=d.get("sealed_ref", ""))
-
-    def public(self) -> dict[str, Any]:
-        """What GET /v1/me shows: masked, no hash, no ciphertext."""
-        return {"id": self.credential_id, "kind": self.kind, "region": self.region,
-                "masked": self.masked, "status": self.status,
-                "linked_at": rfc3339_s(self.linked_at), "replaced_by": self.replaced_by}
-
-
-@dataclass(frozen=True, slots=True)
-class Person:
-    """`person_id`: 32 hex characters (16 random bytes). `attributes` holds only the minimum
-    the attribute vocabulary needs: `adult_on` (ISO date of the 18th birthday), `name_masked`,
-    `concession`."""
-
-    person_id: str
-    trust_root_hash: str
-    sealed_trust_root: str = field(repr=False)
-    credentials: tuple[Credential, ...] = ()
-    attributes: Mapping[str, Any] = field(default_factory=dict)
-    version: int = 0
-
-    def credential(self, credential_id: str) -> Credential | None:
-        return next((c for c in self.credentials if c.credential_id == credential_id), None)
-
-    def by_ref(self, ref_hash: str) -> Credential | None:
-        return next((c for c in self.credentials if c.ref_hash == ref_hash), None)
-
-    def to_json(self) -> str:
-        return json.dumps({"pid": self.person_id, "trh": self.trust_root_hash,
-                           "str": self.sealed_trust_root,
-                           "creds": [c.to_dict() for c in self.credentials],
-                           "attrs": dict(self.attributes), "v": self.version},
-                          separators=(",", ":"), sort_keys=True, ensure_ascii=False)
-
-    @classmethod
-    def from_json(cls, raw: str | bytes) -> Person:
-        d = json.loads(raw)
-        return cls(person_id=d["pid"], trust_root_hash=d["trh"], sealed_trust_root=d["str"],
-                   credentials=tuple(Credential.from_dict(c) for c in d["creds"]),
-                   attributes=dict(d["attrs"]), version=int(d["v"]))
-
-
-# --------------------------------------------------------------------------------------------
-# Store port (memory + Redis implementations; one contract suite)
-# --------------------------------------------------------------------------------------------
-
-IndexKind = Literal["trust_root", "credential"]
-
-
-class IdentityStore(Protocol):
-    """Person records plus two unique indexes (trust-root hash → person, credential ref hash →
-    person) and the card revocation set. Every method touches ONE key (or keys sharing one
-    hash tag), so the Redis implementation is Cluster-safe."""
-
-    async def get(self, person_id: str) -> Person | None: ...
-
-    async def create(self, person: Person) -> bool:
-        """Store a new record; False if the person id exists already."""
-        ...
-
-    async def delete(self, person_id: str) -> None:
-        """Drop a record no index points at (the loser of a creation race)."""
-        ...
-
-    async def replace(self, old: Person, new: Person) -> bool:
-        """Compare-and-set on the version: store `new` (version old.version + 1) only if the
-        stored record is still at `old.version`."""
-        ...
-
-    async def lookup(self, index: IndexKind, key: str) -> str | None: ...
-
-    async def claim(self, index: IndexKind, key: str, person_id: str,
-                    replacing: str | None = None) -> str | None:
-        """Atomically point `key` at `person_id` if it is free (or currently points at
-        `replacing`). Returns None on success, else the person id it points at."""
-        ...
-
-    async def release(self, index: IndexKind, key: str, person_id: str) -> None:
-        """Remove `key` only if it points at `person_id`."""
-        ...
-
-    async def set_revoked(self, ref_hash: str, revoked: bool) -> int:
-        """Add/remove a card from the revocation set, bump and return the version, and
-        notify every worker."""
-        ...
-
-    async def revocations(self) -> tuple[int, frozenset[str]]: ...
-
-    async def revocation_version(self) -> int: ...
-
-    async def ping(self) -> None: ...
-
-
-class RevocationView:
-    """The in-process copy of the revocation set the gate path consults (no round trip).
-
-    Kept fresh by `apply` (a pub/sub message) and `load` (a full reload when the polled
-    version moved): a lost message is repaired by the next poll."""
-
-    def __init__(self) -> None:
-        self.version = -1
-        self._revoked: frozenset[str] = frozenset()
-        self._pending_add: set[str] = set()
-        self._pending_remove: set[str] = set()
-
-    def is_revoked(self, ref_hash: str) -> bool:
-        if ref_hash in self._pending_remove:
-            return False
-        return ref_hash in self._revoked or ref_hash in self._pending_add
-
-    def apply(self, ref_hash: str, revoked: bool) -> None:
-        if revoked:
-            self._pending_add.add(ref_hash)
-            self._pending_remove.discard(ref_hash)
-        else:
-            self._pending_remove.add(ref_hash)
-            self._pending_add.discard(ref_hash)
-
-    def load(self, version: int, revoked: frozenset[str]) -> None:
-        self.version = version
-        self._revoked = revoked
-        self._pending_add.clear()
-        self._pending_remove.clear()
-
-    def __len__(self) -> int:
-        return len((self._revoked | self._pending_add) - self._pending_remove)
-
-
-# --------------------------------------------------------------------------------------------
-# Helpers
-# --------------------------------------------------------------------------------------------
-
-def new_person_id() -> str:
-    return secrets.token_hex(16)
-
-
-def mask_ref(ref: str) -> str:
-    """Account id / card number mask: first 2 and last 2 characters (CQ*******25)."""
-    if len(ref) <= 4:
-        return "*" * len(ref)
-    return ref[:2] + "*" * (len(ref) - 4) + ref[-2:]
-
-
-def adult_on(citizen_id: str) -> str:
-    """ISO date of the 18th birthday from the birth date in the citizen ID (GB 11643-1999
-    §5: digits 7-14 are YYYYMMDD). 29 February births come of age on 1 March."""
-    y, m, d = int(citizen_id[6:10]), int(citizen_id[10:12]), int(citizen_id[12:14])
-    dt.date(y, m, d)  # ValueError on an impossible date
-    try:
-        return dt.date(y + ADULT_AGE, m, d).isoformat()
-    except ValueError:
-        return dt.date(y + ADULT_AGE, 3, 1).isoformat()
-
-
-def credential_kind(ident: UpstreamIdentity) -> tuple[CredentialKind, str | None]:
-    if ident.platform == "ykb":
-        return "ykm", None
-    return "essc", ident.region
-
-
-@dataclass(frozen=True, slots=True)
-class CredentialInput:
-    """A credential as an upstream or the registry names it, before linking."""
-
-    kind: CredentialKind
-    region: str | None
-    ref: str = field(repr=False)
-    status: CredentialStatus = "active"
-
-
-@dataclass(frozen=True, slots=True)
-class RegistryEntry:
-    """One person of an operator registry sync (same shape as gateway/data/residents.json)."""
-
-    citizen_id: str = field(repr=False)
-    display_name: str = field(repr=False)
-    credentials: tuple[CredentialInput, ...]
-    concession: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class SyncReport:
-    persons: int = 0
-    created: int = 0
-    linked: int = 0
-    updated: int = 0
-    conflicts: int = 0
-
-
-# --------------------------------------------------------------------------------------------
-# The use cases
-# --------------------------------------------------------------------------------------------
+_CAS_RETRIES: Final = 16  # compare-and-set attempts before a write gives up (Conflict)
 
 class IdentityService:
     def __init__(self, store: IdentityStore, clock: Clock, keys: DataKeys, *,
@@ -652,115 +413,3 @@ def registry_entries(doc: Mapping[str, Any]) -> list[RegistryEntry]:
 
 
 PersonResolverFn = Callable[[UpstreamIdentity], Awaitable[Person]]
-
-
-# --------------------------------------------------------------------------------------------
-# Linking by upstream assertion (POST /v1/me/links)
-# --------------------------------------------------------------------------------------------
-
-class _Claimer(Protocol):
-    async def claim(self, key: str, ttl_s: float, value: str = "1") -> str | None: ...
-
-
-AssertionCheck = Callable[[str], Awaitable[UpstreamIdentity]]
-
-
-def assertion_replay_key(ident: UpstreamIdentity) -> str:
-    """The single-use key of an assertion: shared with the token-exchange grant, so one
-    assertion serves one purpose once."""
-    return f"assertion:{ident.issuer}:{ident.jti}"
-
-
-class Links:
-    def __init__(self, service: IdentityService, verify_assertion: AssertionCheck,
-                 replay: _Claimer) -> None:
-        self.service = service
-        self.verify_assertion = verify_assertion
-        self.replay = replay
-
-    async def link(self, person_id: str, assertion: str) -> Credential:
-        try:
-            ident = await self.verify_assertion(assertion)
-        except AssertionRejected as exc:
-            raise InvalidRequest(f"The assertion was rejected: {exc.reason}") from None
-        remaining = max(1.0, float(ident.expires_at) - self.service.clock.now()) + 60
-        if await self.replay.claim(assertion_replay_key(ident), remaining):
-            raise InvalidRequest("The assertion was already used")
-        return await self.service.link_upstream(person_id, ident)
-
-
-# --------------------------------------------------------------------------------------------
-# What the gate pipeline and code issuance need (services.gate.GateIdentity, codes.CodeIdentity)
-# --------------------------------------------------------------------------------------------
-
-class GateIdentityAdapter:
-    """IdentityService seen through gateway.services.gate.GateIdentity (the gate path) and
-    gateway.services.codes.CodeIdentity (issuing codes)."""
-
-    def __init__(self, service: IdentityService) -> None:
-        self.service = service
-
-    async def essc_account(self, person_id: str,
-                           region: str | None) -> tuple[str, str] | None:
-        got = await self.service.essc_account(person_id, region)
-        if got is None:
-            return None
-        r, account = got
-        return account, r  # codes wants (holder account id, region)
-
-    async def person_by_essc(self, region: str, holder_account_id: str) -> str | None:
-        p = await self.service.find_by_credential("essc", region, holder_account_id)
-        if p is None:
-            return None
-        c = p.by_ref(self.service.ref_hash("essc", region, holder_account_id))
-        return p.person_id if c is not None and c.status == "active" else None
-
-    async def card_holder(self, region: str, card_no: str) -> tuple[str, Person] | None:
-        """The person of an active card: the revocation view first (no I/O: a lost or
-        replaced card stops at once), then the record (one store read)."""
-        rh = self.service.ref_hash("ssc_card", region, card_no)
-        if self.service.is_card_revoked(rh):
-            return None
-        person = await self.service.find_by_ref_hash(rh)
-        cred = person.by_ref(rh) if person is not None else None
-        if person is None or cred is None or cred.status != "active":
-            return None
-        return person.person_id, person
-
-    def is_suspended(self, person_id: str) -> bool:
-        # e-SSC codes are also bound to a live link (person_by_essc), cards to an active card;
-        # every face stops when the person is suspended. In-process view: no round trip.
-        return self.service.is_person_suspended(person_id)
-
-    async def disclose(self, person_id: str, names: Sequence[str]) -> dict[str, Any]:
-        return await self.service.disclose(person_id, names)
-
-    def disclose_from(self, record: Person, names: Sequence[str]) -> dict[str, Any]:
-        return self.service.disclose_from(record, names)
-
-
-class _Platform(Protocol):
-    async def verify_assertion(self, assertion: str) -> UpstreamIdentity: ...
-
-
-class AssertionRouter:
-    """Picks the platform verifier by the assertion's (unverified) `iss`: 渝快办 or the e-SSC
-    platform of a region; the chosen verifier then checks everything (RFC 7523 §3)."""
-
-    def __init__(self, by_issuer: Mapping[str, _Platform]) -> None:
-        self.by_issuer = dict(by_issuer)
-
-    async def __call__(self, assertion: str) -> UpstreamIdentity:
-        if not isinstance(assertion, str) or len(assertion) > 8192:
-            raise AssertionRejected("malformed")
-        parts = assertion.split(".")
-        try:
-            if len(parts) != 3:
-                raise ValueError("not a compact JWS")
-            iss = json.loads(unb64u(parts[1])).get("iss")
-        except (ValueError, UnicodeDecodeError, AttributeError):
-            raise AssertionRejected("malformed") from None
-        platform = self.by_issuer.get(iss) if isinstance(iss, str) else None
-        if platform is None:
-            raise AssertionRejected("unknown_issuer")
-        return await platform.verify_assertion(assertion)
