@@ -19,9 +19,9 @@ from gateway.services.consents import (
     Consent,
     ConsentPolicy,
     ConsentRequest,
-    _safe_id,
     new_approval_code,
     normalise_approval_code,
+    safe_id,
 )
 from gateway.services.upstream import CERTIFICATE_TYPES, load_residents
 
@@ -105,7 +105,7 @@ def test_allow_list_is_per_client_and_closed_by_default() -> None:
 
 @given(st.text(max_size=200))
 def test_junk_ids_never_enter_the_log_verbatim(junk: str) -> None:
-    safe = _safe_id(junk)
+    safe = safe_id(junk)
     assert safe is not None
     assert safe == junk or (safe.startswith("forged:") and len(safe) == 19)
 
