@@ -42,11 +42,14 @@ async def _serve_worker(settings: Settings) -> None:
 
     from gateway.app import build_app
     from gateway.web import lane
+    from gateway.web.edge import edge_runner
 
     log = structlog.get_logger("gateway.serve")
     app = build_app(settings)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False,
-                           shutdown_timeout=settings.shutdown_timeout_s)
+    # the edge (issue 12): header/body/keep-alive timeouts, per-address connection caps, our
+    # answer to malformed requests
+    runner = edge_runner(app, settings, access_log=None, handle_signals=False,
+                         shutdown_timeout=settings.shutdown_timeout_s)
     await runner.setup()
     lane.install(runner)  # the gate's verification skips the router's dispatch (issue 7)
     site = web.TCPSite(runner, settings.host, settings.port, reuse_port=True, backlog=2048)
