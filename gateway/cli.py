@@ -21,6 +21,7 @@ from typing import Any
 
 from gateway.adapters.keyfiles import KeyFileError
 from gateway.settings import Settings, SettingsError
+from gateway.timefmt import rfc3339_s
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -182,7 +183,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
         for k in files.load().keys:
             until = ""
             if k.verify_until:
-                stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(k.verify_until))
+                stamp = rfc3339_s(k.verify_until)
                 until = f" verifies until {stamp}"
             print(f"{p}\t{k.kid}\t{k.alg}\t{k.state}{until}")
     return 0
