@@ -107,6 +107,9 @@ class Settings:
     consent_policy_file: Path | None = None
     #: The scene catalogue (docs/scenes.md); None = the built-in gateway/data/scenes.json.
     scenes_file: Path | None = None
+    #: Where the signed audit checkpoints go (docs/audit.md); None = not exported by the server.
+    audit_checkpoint_file: Path | None = None
+    audit_checkpoint_interval_s: int = 300
 
     @property
     def is_sandbox(self) -> bool:
@@ -167,6 +170,9 @@ class Settings:
             psam_gate_keys_file=_path(e, "GATEWAY_PSAM_GATE_KEYS"),
             consent_policy_file=_path(e, "GATEWAY_CONSENT_POLICY"),
             scenes_file=_path(e, "GATEWAY_SCENES_FILE"),
+            audit_checkpoint_file=_path(e, "GATEWAY_AUDIT_CHECKPOINT_FILE"),
+            audit_checkpoint_interval_s=_int(e, "GATEWAY_AUDIT_CHECKPOINT_INTERVAL_S", 300, 1,
+                                             86400),
         )
         s.validate()
         return s
