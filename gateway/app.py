@@ -459,8 +459,9 @@ async def _consents_ctx(app: web.Application) -> AsyncIterator[None]:
     settings, clock = core.settings, core.clock
     store: Any = (RedisConsentStore(core.redis, settings.redis_prefix, core.coalescer)
                   if core.redis is not None else MemoryConsentStore(clock))
-    audit_log: Any = (RedisAuditLog(core.redis, settings.redis_prefix)
-                      if core.redis is not None else MemoryAuditLog())
+    chain_key = core.data_keys.audit_chain_key
+    audit_log: Any = (RedisAuditLog(core.redis, settings.redis_prefix, chain_key=chain_key)
+                      if core.redis is not None else MemoryAuditLog(chain_key))
     policy_file = settings.consent_policy_file  # JSON {client_id: [certificate types]}
     policy = (ConsentPolicy(types_by_client={
         k: frozenset(v) for k, v in json.loads(Path(policy_file).read_text("utf-8")).items()})
@@ -485,9 +486,18 @@ async def _consents_ctx(app: web.Application) -> AsyncIterator[None]:
         store=store, audit=AuditTrail(audit_log, clock.now), library=library,
         citizen_ids=citizen_ids, data_keys=core.data_keys, signer=app[TOKEN_SIGNER],
         clients=core.clients, issuer=settings.issuer, clock=clock.now, policy=policy)
+    exporter = None
+    if settings.audit_checkpoint_file is not None:   # signed heads, outside Redis (issue 16)
+        from gateway.adapters.redis_audit import CheckpointExporter
+        exporter = CheckpointExporter(audit_log, app[TOKEN_SIGNER], settings.issuer,
+                                      settings.audit_checkpoint_file,
+                                      settings.audit_checkpoint_interval_s, clock.now)
+        exporter.start()
     try:
         yield
     finally:
+        if exporter is not None:
+            await exporter.stop()
         await session.close()
 # --- end consents ---
 

@@ -137,6 +137,9 @@ class Settings:
     trusted_proxies: tuple[str, ...] = ()
     #: /readyz answers within this, whatever the stores do
     readyz_timeout_s: float = 0.5
+    #: Where the signed audit checkpoints go (docs/audit.md); None = not exported by the server.
+    audit_checkpoint_file: Path | None = None
+    audit_checkpoint_interval_s: int = 300
 
     @property
     def is_sandbox(self) -> bool:
@@ -204,6 +207,9 @@ class Settings:
             max_connections_per_ip=_int(e, "GATEWAY_MAX_CONNECTIONS_PER_IP", 256, 0, 1_000_000),
             trusted_proxies=_proxies(e.get("GATEWAY_TRUSTED_PROXIES") or ""),
             readyz_timeout_s=_int(e, "GATEWAY_READYZ_TIMEOUT_MS", 500, 10, 60000) / 1000,
+            audit_checkpoint_file=_path(e, "GATEWAY_AUDIT_CHECKPOINT_FILE"),
+            audit_checkpoint_interval_s=_int(e, "GATEWAY_AUDIT_CHECKPOINT_INTERVAL_S", 300, 1,
+                                             86400),
         )
         s.validate()
         return s
