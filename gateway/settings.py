@@ -106,6 +106,9 @@ class Settings:
     consent_policy_file: Path | None = None
     #: The scene catalogue (docs/scenes.md); None = the built-in gateway/data/scenes.json.
     scenes_file: Path | None = None
+    # device-bound codes (docs/devices.md)
+    device_cert_ttl_s: int = 86400
+    devices_max: int = 3
 
     @property
     def is_sandbox(self) -> bool:
@@ -166,6 +169,8 @@ class Settings:
             psam_gate_keys_file=_path(e, "GATEWAY_PSAM_GATE_KEYS"),
             consent_policy_file=_path(e, "GATEWAY_CONSENT_POLICY"),
             scenes_file=_path(e, "GATEWAY_SCENES_FILE"),
+            device_cert_ttl_s=_int(e, "GATEWAY_DEVICE_CERT_TTL_S", 86400, 300, 86400),
+            devices_max=_int(e, "GATEWAY_DEVICES_MAX", 3, 1, 10),
         )
         s.validate()
         return s

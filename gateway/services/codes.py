@@ -273,6 +273,8 @@ class CodeService:
         self.identity = identity
         self.essc = essc
         self.subject_seen: SubjectSeen | None = None  # the consent feature's subject index
+        #: the device feature's revocation view: serial -> revoked (YK2: codes)
+        self.device_revoked: Callable[[bytes], bool] | None = None
         self._signers: dict[str, Signer] = {}
         self._holder = HolderCipher(data_keys.code_holder_key)
         self._deny_lines = LineBudget()
@@ -447,7 +449,10 @@ class CodeService:
     def _ykm_person(self, claims: CodeClaims) -> tuple[str | None, int]:
         """`_person` for a ykm code: the holder handle and flags decrypted, then the
         revocation view (no I/O)."""
-        pid, flags = self._holder.open(claims.holder, claims.nonce, claims.flags)
+        if claims.device is not None and self.device_revoked is not None \
+                and self.device_revoked(claims.device.serial):
+            return None, 0  # a removed device or a suspended person's (docs/devices.md)
+        pid, flags = self._holder.open(claims.holder, claims.holder_iv, claims.flags)
         if self.identity is not None and self.identity.is_revoked(pid, claims.face,
                                                                   claims.region):
             return None, 0
