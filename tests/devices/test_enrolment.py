@@ -35,7 +35,7 @@ async def _post(gw: Gateway, token: str, body: dict[str, Any]) -> tuple[int, Any
 @pytest.mark.parametrize("alg", ["EdDSA", "ES256"])
 async def test_enrol_answers_a_certificate_for_the_key(gw: Gateway, alg: str) -> None:
     pid = await demo_person(gw)
-    phone, answer, _ = await enrolled(gw, pid, alg)
+    _, answer, _ = await enrolled(gw, pid, alg)
     assert answer["renewed"] is False and answer["device_id"].startswith("dev_")
     cert = parse_certificate(base64.urlsafe_b64decode(answer["certificate"] + "=="))
     assert cert.device_alg == alg and cert.serial.hex() == answer["serial"]
