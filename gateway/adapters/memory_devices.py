@@ -19,12 +19,15 @@ from gateway.services.devices import (
 class MemoryDeviceStore:
     def __init__(self) -> None:
         self._by_person: dict[str, dict[str, DeviceRecord]] = {}
+        self._removed: dict[str, set[str]] = {}
         self._log: dict[str, RevokedSerial] = {}
         self._version = 0
         self._lock = asyncio.Lock()
 
     async def add(self, record: DeviceRecord, max_per_person: int) -> AddResult:
         async with self._lock:
+            if record.key_hash in self._removed.get(record.person_id, ()):
+                return "removed"
             devices = self._by_person.setdefault(record.person_id, {})
             if record.device_id not in devices and len(devices) >= max_per_person:
                 return "full"
@@ -46,7 +49,10 @@ class MemoryDeviceStore:
 
     async def remove(self, person_id: str, device_id: str) -> DeviceRecord | None:
         async with self._lock:
-            return self._by_person.get(person_id, {}).pop(device_id, None)
+            record = self._by_person.get(person_id, {}).pop(device_id, None)
+            if record is not None:
+                self._removed.setdefault(person_id, set()).add(record.key_hash)
+            return record
 
     async def revoke_serials(self, serials: Sequence[tuple[str, int]], now: float) -> int:
         async with self._lock:

@@ -5,6 +5,8 @@ Keys (prefix ``gw:`` by default):
 * ``<p>devices:{<person>}`` — HASH device id → the device record as JSON (person, alg, key
   hash, created_at, certificates still in their window). Every change is ONE Lua script on
   this ONE key, so the per-person maximum holds under concurrent enrolments.
+* ``<p>devices-removed:{<person>}`` — SET of the key hashes of removed devices (same slot): a
+  removed key is never certified again for that person.
 * ``<p>{device-revocations}:log`` — HASH serial → not_after; ``…:by-version`` and
   ``…:by-expiry`` — ZSETs of serials scored by log version and by not_after; ``…:version`` —
   the log version. One hash tag, so each script runs on one Redis Cluster slot. Entries go
@@ -29,6 +31,7 @@ from gateway.services.devices import (
 )
 
 ADD_LUA = """
+if redis.call('SISMEMBER', KEYS[2], ARGV[4]) == 1 then return 'removed' end
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]); return 'added'
 end
@@ -57,6 +60,7 @@ REMOVE_LUA = """
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
 if not raw then return false end
 redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('SADD', KEYS[2], cjson.decode(raw)['key_hash'])
 return raw
 """
 
@@ -111,11 +115,15 @@ class RedisDeviceStore:
     def _key(self, person_id: str) -> str:
         return f"{self._prefix}devices:{{{person_id}}}"
 
+    def _removed_key(self, person_id: str) -> str:
+        return f"{self._prefix}devices-removed:{{{person_id}}}"
+
     async def add(self, record: DeviceRecord, max_per_person: int) -> AddResult:
-        got = await self._add(keys=[self._key(record.person_id)],
-                              args=[record.device_id, json.dumps(record.to_json()),
-                                    max_per_person])
-        return "full" if _text(got) == "full" else "added"
+        got = _text(await self._add(
+            keys=[self._key(record.person_id), self._removed_key(record.person_id)],
+            args=[record.device_id, json.dumps(record.to_json()), max_per_person,
+                  record.key_hash]))
+        return "full" if got == "full" else "removed" if got == "removed" else "added"
 
     async def for_person(self, person_id: str) -> Sequence[DeviceRecord]:
         raw = await self._redis.hgetall(self._key(person_id))
@@ -129,7 +137,8 @@ class RedisDeviceStore:
         return None if got is None else DeviceRecord.from_json(json.loads(got))
 
     async def remove(self, person_id: str, device_id: str) -> DeviceRecord | None:
-        got = await self._remove(keys=[self._key(person_id)], args=[device_id])
+        got = await self._remove(keys=[self._key(person_id), self._removed_key(person_id)],
+                                 args=[device_id])
         return None if got is None else DeviceRecord.from_json(json.loads(got))
 
     async def revoke_serials(self, serials: Sequence[tuple[str, int]], now: float) -> int:

@@ -119,14 +119,15 @@ class RevokedSerial:
     version: int
 
 
-AddResult = Literal["added", "full"]
+AddResult = Literal["added", "full", "removed"]
 
 
 class DeviceStore(Protocol):
     """Enrolled devices per person, and the device revocation log (tests/contract/)."""
 
     async def add(self, record: DeviceRecord, max_per_person: int) -> AddResult:
-        """Add a device unless the person already has ``max_per_person`` (atomically)."""
+        """Add a device unless the person already has ``max_per_person`` (atomically) or
+        removed a device with this key before (``"removed"``: a lost phone's key stays out)."""
         ...
 
     async def for_person(self, person_id: str) -> Sequence[DeviceRecord]: ...
@@ -138,7 +139,7 @@ class DeviceStore(Protocol):
         ...
 
     async def remove(self, person_id: str, device_id: str) -> DeviceRecord | None:
-        """Delete the device; the record as it was, or None if there was none."""
+        """Delete the device and bar its key for the person; the record as it was, or None."""
         ...
 
     async def revoke_serials(self, serials: Sequence[tuple[str, int]], now: float) -> int:
@@ -296,7 +297,10 @@ class DeviceService:
             existing = DeviceRecord(device_id="dev_" + secrets.token_hex(12),
                                     person_id=person_id, alg=alg, key_hash=key_hash,
                                     created_at=now)
-            if await self._store.add(existing, self.max_devices) == "full":
+            added = await self._store.add(existing, self.max_devices)
+            if added == "removed":
+                raise Forbidden("This device key was removed; make a new key to enrol again")
+            if added == "full":
                 raise Conflict(f"At most {self.max_devices} devices per resident: remove one "
                                "first (DELETE /v1/me/devices/{id})")
         serial = secrets.token_bytes(12)

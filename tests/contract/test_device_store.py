@@ -40,6 +40,17 @@ async def test_add_list_remove(backend: Backend) -> None:
     assert await store.for_person("nobody") == []
 
 
+async def test_a_removed_key_is_barred_for_that_person(backend: Backend) -> None:
+    store = _store(backend)
+    assert await store.add(_dev(1), 3) == "added"
+    await store.remove("p1", "dev_1")
+    again = DeviceRecord(device_id="dev_new", person_id="p1", alg="EdDSA",
+                         key_hash=_dev(1).key_hash, created_at=NOW)
+    assert await store.add(again, 3) == "removed"
+    assert await store.add(_dev(1, "p2"), 3) == "added"  # another person may hold that key
+    assert await store.add(_dev(2), 3) == "added"
+
+
 async def test_at_most_max_per_person_under_concurrency(backend: Backend) -> None:
     store = _store(backend)
     results = await asyncio.gather(*(store.add(_dev(i), 3) for i in range(40)))

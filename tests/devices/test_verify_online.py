@@ -9,11 +9,12 @@ import os
 import secrets
 
 import jwt
+import pytest
 
 from gateway.app import CORE
 from gateway.clock import FrozenClock
 from gateway.codec import Ed25519Signer, b45decode, b45encode, encode_certificate, encode_yk2
-from loadtests.phone import Phone
+from loadtests.phone import Phone, PhoneError
 from tests.devices.conftest import (
     METRO_GATE,
     Gateway,
@@ -140,10 +141,12 @@ async def test_removed_device_is_revoked_at_once_and_listed(gw: Gateway) -> None
     doc = await r.json()
     serials = [s["serial"] for s in doc["revocations"]["serials"]]
     assert serials == [answer["serial"]]
-    # a renewal for a removed device is a new device, with a new serial that is not revoked
-    again = await phone.enrol(gw.client, token)
-    assert again["renewed"] is False and again["device_id"] != answer["device_id"]
-    _, body = await verify(gw, gate, phone.make_code(), "metro")
+    # the removed key cannot come back (a stolen phone still holding the app's session)
+    with pytest.raises(PhoneError, match="403"):
+        await phone.enrol(gw.client, token)
+    # a new key on a recovered or new phone can
+    fresh, _, _ = await enrolled(gw, token=token)
+    _, body = await verify(gw, gate, fresh.make_code(), "metro")
     assert body["decision"] == "allow"
 
 
