@@ -39,6 +39,7 @@ from gateway.clock import Clock, SystemClock
 from gateway.ports import ClientStore, SingleUse
 from gateway.services.auth import BearerAuthenticator
 from gateway.services.tokens import ClientCredentialsGrant, TokenService
+from gateway.services.upstream import PsamAttestation
 from gateway.settings import Settings
 from gateway.web import admin, meta, oauth
 from gateway.web.http import (
@@ -229,18 +230,9 @@ async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
                                            if settings.is_sandbox else None)
     if admin_token:
         app[admin.ADMIN_TOKEN] = admin_token
-    # --- codes, trust list, scenes (issue 3; gateway/web/codes.py) ---
-    from gateway.services.codes import CodeService as _CodeService
     from gateway.services.scenes import SceneCatalogue as _SceneCatalogue
-    from gateway.services.trustlist import TrustList as _TrustList
     from gateway.web import codes as _codes
     app[_codes.SCENES] = _SceneCatalogue.load(settings.scenes_file or DATA_DIR / "scenes.json")
-    app[_codes.CODES] = _CodeService(
-        code_ring=core.code_ring, data_keys=data_keys, single_use=single_use,
-        scenes=app[_codes.SCENES], trust=_TrustList(core.code_ring, core.token_ring, clock.now),
-        clients=clients, clock=clock, code_ttl_s=settings.code_ttl_s,
-        max_skew_s=settings.code_max_skew_s, refresh_in_s=settings.code_refresh_in_s)
-    # --- end codes ---
 
     reloader = asyncio.ensure_future(_reload_rings(core))
     try:
@@ -277,9 +269,10 @@ async def _identity_ctx(app: web.Application) -> AsyncIterator[None]:
     from gateway.adapters.sandbox import ESSC_ISSUER_PREFIX, YKB_ISSUER, PsamSandbox
     from gateway.adapters.upstream import EsscPlatformClient, UpstreamPolicy, YkbClient
     from gateway.services import identity as ids
-    from gateway.services.scenes import SceneCatalogue
+    from gateway.services.codes import CodeService
     from gateway.services.tokens import ResidentRef, TokenExchangeGrant
-    from gateway.services.upstream import PsamAttestation, UpstreamIdentity
+    from gateway.services.trustlist import TrustList
+    from gateway.services.upstream import UpstreamIdentity
     from gateway.web import codes as _codes
     from gateway.web import identity as _identity
 
@@ -321,20 +314,15 @@ async def _identity_ctx(app: web.Application) -> AsyncIterator[None]:
     app[oauth.TOKENS].register(TokenExchangeGrant(
         app[ACCESS_TOKENS], core.data_keys, core.single_use, router, resolve_person,
         clock.now, settings.access_token_ttl_s))
-    scenes = (app[_codes.SCENES] if _codes.SCENES in app
-              else SceneCatalogue.load(settings.scenes_file or DATA_DIR / "scenes.json"))
     app[_identity.IDENTITY] = service
     app[admin.ADMIN_IDENTITY] = service
     app[_identity.LINKS] = ids.Links(service, router, core.single_use)
-    app[_identity.CARD_TAPS] = ids.CardTaps(service, psam, core.single_use, regions=regions)
-    app[_identity.IDENTITY_SCENES] = scenes
-    app[_identity.IDENTITY_CLIENTS] = core.clients
-    if _codes.CODES in app:
-        codes_service = app[_codes.CODES]
-        if codes_service.identity is None:
-            codes_service.identity = ids.CodeIdentityAdapter(service)
-        if codes_service.essc is None:
-            codes_service.essc = essc
+    app[PSAM] = psam
+    app[_codes.CODES] = CodeService(
+        code_ring=core.code_ring, data_keys=core.data_keys,
+        trust=TrustList(core.code_ring, core.token_ring, clock.now),
+        identity=ids.GateIdentityAdapter(service), essc=essc, clock=clock,
+        code_ttl_s=settings.code_ttl_s, refresh_in_s=settings.code_refresh_in_s)
     if settings.is_sandbox:
         residents_doc = json.loads((DATA_DIR / "residents.json").read_text("utf-8"))
         report = await service.sync(ids.registry_entries(residents_doc))
@@ -500,42 +488,37 @@ async def _consents_ctx(app: web.Application) -> AsyncIterator[None]:
 # --- device-bound codes (issue 18; gateway/services/devices.py, gateway/web/devices.py) ---
 async def _devices_ctx(app: web.Application) -> AsyncIterator[None]:
     """Device store (Redis when configured), the enrolment service (code key ring signs the
-    certificates; holder and fare flags sealed as in YK1:), the code path's device
-    revocation view, and suspension → device revocations."""
+    certificates; holder and fare flags sealed as in YK1:), and suspension → device
+    revocations. Before the gate pipeline's context: it reads the device revocation view."""
     from gateway.adapters.memory_devices import MemoryDeviceStore
     from gateway.adapters.redis_devices import RedisDeviceStore
     from gateway.authz.datakeys import derive
     from gateway.errors import NotFound as _NotFound
-    from gateway.services.codes import SEALABLE, HolderCipher, seal_attributes
+    from gateway.services.codes import SEALABLE, seal_attributes
     from gateway.services.devices import DeviceService
-    from gateway.web import codes as _codes
     from gateway.web import devices as _devices
     from gateway.web import identity as _identity
 
     core = app[CORE]
     s = core.settings
-    codes = app[_codes.CODES]
     identity = app[_identity.IDENTITY]
     store: Any = (RedisDeviceStore(core.redis, s.redis_prefix) if core.redis is not None
                   else MemoryDeviceStore())
     master = load_data_master_key(s.keys_dir, create=s.is_sandbox, env_value=s.data_key_b64)
 
     async def flags_of(person_id: str) -> int:
-        if codes.identity is None:
-            return 0
         try:
-            return seal_attributes(await codes.identity.disclose(person_id, tuple(SEALABLE)))
+            return seal_attributes(await identity.disclose(person_id, tuple(SEALABLE)))
         except _NotFound:
             return 0
 
     service = DeviceService(
         store=store, single_use=core.single_use, code_ring=core.code_ring,
-        token_ring=core.token_ring, holder=HolderCipher(core.data_keys.code_holder_key),
+        token_ring=core.token_ring, holder=core.data_keys.code_holder,
         challenge_key=derive(master, "device-challenge"), clock=core.clock,
         cert_ttl_s=s.device_cert_ttl_s, max_devices=s.devices_max, flags_of=flags_of,
         suspended=identity.is_person_suspended)
     app[_devices.DEVICES] = service
-    codes.device_revoked = service.revocations.is_revoked
 
     async def on_suspend(person_id: str, suspended: bool) -> None:
         if suspended:
@@ -549,6 +532,7 @@ async def _devices_ctx(app: web.Application) -> AsyncIterator[None]:
 SETTINGS = web.AppKey("settings", Settings)
 CLOCK = web.AppKey("clock", Clock)
 TOKEN_SIGNER = web.AppKey("token_signer", JwtSigner)
+PSAM = web.AppKey("psam", PsamAttestation)
 ACCESS_TOKENS = web.AppKey("access_tokens", AccessTokens)
 
 
@@ -602,25 +586,42 @@ def build_app(settings: Settings, clock: Clock | None = None) -> web.Application
     app.cleanup_ctx.append(_login_ctx)
     _login.add_routes(app)
     # --- end authorised login ---
-    app.cleanup_ctx.append(_subject_index_ctx)  # after every feature it connects
+    # --- the gate decision pipeline (gateway/services/gate.py, gateway/web/gate.py) ---
+    from gateway.web import gate as _gate
+    _gate.add_routes(app)
+    app.cleanup_ctx.append(_gate_ctx)  # after every feature it connects
     return app
 
 
-async def _subject_index_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Connect the consent feature's subject index to every place a subject is handed out
-    (code verify, card verify, ID tokens) — only for sectors with consent-capable RPs."""
+async def _gate_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The gate decision pipeline (codes and card taps), and the consent feature's subject
+    index connected to every place a subject is handed out (gate verify, ID tokens) — only for
+    sectors with consent-capable RPs."""
+    from gateway.services.faces import CardFace, CodeFace
+    from gateway.services.gate import GatePipeline, GateSectors
+    from gateway.services.identity import GateIdentityAdapter
     from gateway.services.subjects import SubjectLedger
     from gateway.web import codes as _codes
     from gateway.web import consents as _consents
+    from gateway.web import devices as _devices
+    from gateway.web import gate as _gate
     from gateway.web import identity as _identity
     from gateway.web import login as _login
 
     core = app[CORE]
+    settings, clock = core.settings, core.clock
     consents = app[_consents.CONSENTS]
     ledger = SubjectLedger(consents.remember_subject, core.clients.list,
                            lambda cid: bool(consents.policy.types_by_client.get(cid)),
-                           core.clock.now)
-    app[_codes.CODES].subject_seen = ledger.seen
-    app[_identity.CARD_TAPS].subject_seen = ledger.seen
+                           clock.now)
+    identity = GateIdentityAdapter(app[_identity.IDENTITY])
+    app[_gate.GATE] = GatePipeline(
+        scenes=app[_codes.SCENES], sectors=GateSectors(core.clients, clock.now),
+        codes=CodeFace(lookup=app[_codes.CODES].trust.lookup, holder=core.data_keys.code_holder,
+                       identity=identity, max_skew_s=settings.code_max_skew_s,
+                       device_revoked=app[_devices.DEVICES].revocations.is_revoked),
+        cards=CardFace(psam=app[PSAM], identity=identity, regions=settings.essc_regions),
+        single_use=core.single_use, identity=identity, data_keys=core.data_keys,
+        subject_seen=ledger.seen, count=app[METRICS].count, clock=clock)
     app[_login.LOGIN].subject_seen = ledger.seen
     yield
