@@ -113,9 +113,7 @@ class Phone:
             body = await r.json()
             if r.status != 201:
                 raise PhoneError(f"challenge: {r.status} {body.get('code')}")
-        challenge = body["challenge"]
-        request = {"alg": self.alg, "public_key": self.public_key, "challenge": challenge,
-                   "proof": self.proof(challenge)}
+        request = self.enrolment_body(body["challenge"])
         async with http.post(f"{base}/v1/devices", json=request, headers=auth) as r:
             body = await r.json()
             if r.status not in (200, 201):
@@ -124,6 +122,11 @@ class Phone:
         return dict(body)
 
     renew = enrol
+
+    def enrolment_body(self, challenge: str) -> dict[str, str]:
+        """The body of POST /v1/devices for a challenge (for callers with their own HTTP)."""
+        return {"alg": self.alg, "public_key": self.public_key, "challenge": challenge,
+                "proof": self.proof(challenge)}
 
     def accept(self, answer: dict[str, Any]) -> None:
         """Keep the certificate the gateway answered (after checking it is for this key)."""
