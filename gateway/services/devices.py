@@ -177,14 +177,18 @@ class Enrolment:
 
 
 class DeviceRevocations:
-    """This worker's view of the revocation log (the gate path asks it, no I/O)."""
+    """This worker's view of the revocation log (the gate path asks it, no I/O).
+
+    Fails closed: until the log has been read once (start-up, or the first poll that reaches
+    the store), every device serial counts as revoked."""
 
     def __init__(self) -> None:
         self.version = 0
+        self.loaded = False
         self._revoked: dict[bytes, int] = {}
 
     def is_revoked(self, serial: bytes) -> bool:
-        return serial in self._revoked
+        return serial in self._revoked or not self.loaded
 
     def apply(self, version: int, entries: Sequence[RevokedSerial], now: float) -> None:
         for e in entries:
@@ -365,16 +369,20 @@ class DeviceService:
         if not serials:
             return
         version = await self._store.revoke_serials(serials, now)
-        self.revocations.apply(version, [RevokedSerial(s, n, version) for s, n in serials], now)
+        # the entries only: the view's version moves by the poll, which reads what other
+        # workers added in between
+        self.revocations.apply(0, [RevokedSerial(s, n, version) for s, n in serials], now)
 
     # ---------------------------------------------------------------- revocation list
     async def refresh_revocations(self) -> bool:
         """Pull log entries newer than this worker's view (the periodic poll)."""
         now = self._clock.now()
-        version, entries = await self._store.revocations(self.revocations.version, now)
-        if version == self.revocations.version and not entries:
+        view = self.revocations
+        version, entries = await self._store.revocations(view.version, now)
+        if version == view.version and not entries and view.loaded:
             return False
-        self.revocations.apply(version, entries, now)
+        view.apply(version, entries, now)
+        view.loaded = True
         return True
 
     async def revocation_document(self, since: int = 0) -> dict[str, Any]:

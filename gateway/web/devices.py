@@ -90,8 +90,13 @@ def add_routes(app: web.Application) -> None:
 
 async def devices_ctx(app: web.Application) -> AsyncIterator[None]:
     """Keeps this worker's device revocation view fresh (every second): a device removed on
-    another worker is refused here within about a second."""
+    another worker is refused here within about a second. Read once before serving; until a
+    read succeeds every YK2: code is refused (the view fails closed)."""
     service = app[DEVICES]
+    try:
+        await service.refresh_revocations()
+    except Exception as exc:  # noqa: BLE001 - the poll retries; the view stays closed
+        log.warning("device.revocations_load_failed", error=type(exc).__name__)
 
     async def refresh() -> None:
         while True:
