@@ -173,6 +173,9 @@ def cmd_keys(args: argparse.Namespace) -> int:
             max_life = args.max_lifetime_s or (
                 max(settings.gate_token_ttl_s, settings.access_token_ttl_s, 86400 * 30)
                 if p == "token" else settings.code_ttl_s + settings.code_max_skew_s + 60)
+            if p == "code" and not args.max_lifetime_s:  # it signed device certificates too
+                max_life = max(max_life, settings.device_cert_ttl_s + settings.code_max_skew_s
+                               + 60)
             ring = KeyRingFiles(settings.keys_dir, p).rotate(now, max_life, args.alg)
             print(f"{p}: current key is now {ring.current().kid}")
         return 0

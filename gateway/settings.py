@@ -140,6 +140,9 @@ class Settings:
     #: Where the signed audit checkpoints go (docs/audit.md); None = not exported by the server.
     audit_checkpoint_file: Path | None = None
     audit_checkpoint_interval_s: int = 300
+    # device-bound codes (docs/devices.md)
+    device_cert_ttl_s: int = 86400
+    devices_max: int = 3
 
     @property
     def is_sandbox(self) -> bool:
@@ -210,6 +213,8 @@ class Settings:
             audit_checkpoint_file=_path(e, "GATEWAY_AUDIT_CHECKPOINT_FILE"),
             audit_checkpoint_interval_s=_int(e, "GATEWAY_AUDIT_CHECKPOINT_INTERVAL_S", 300, 1,
                                              86400),
+            device_cert_ttl_s=_int(e, "GATEWAY_DEVICE_CERT_TTL_S", 86400, 300, 86400),
+            devices_max=_int(e, "GATEWAY_DEVICES_MAX", 3, 1, 10),
         )
         s.validate()
         return s
