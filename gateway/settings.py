@@ -57,6 +57,15 @@ def _path(env: Mapping[str, str], name: str) -> Path | None:
     return Path(raw) if raw else None
 
 
+def _database_url(env: Mapping[str, str]) -> str | None:
+    raw = env.get("GATEWAY_DATABASE_URL")
+    if not raw:
+        return None
+    if not raw.startswith(("postgresql://", "postgres://")):
+        raise SettingsError("GATEWAY_DATABASE_URL must be a postgresql:// URL")
+    return raw
+
+
 def _regions(raw: str) -> tuple[str, ...]:
     regions = tuple(r.strip().upper() for r in raw.split(",") if r.strip())
     if not regions or not all(len(r) == 2 and r.isalpha() for r in regions):
@@ -106,6 +115,16 @@ class Settings:
     consent_policy_file: Path | None = None
     #: The scene catalogue (docs/scenes.md); None = the built-in gateway/data/scenes.json.
     scenes_file: Path | None = None
+    # offline gates and transaction records (docs/records.md)
+    #: How old a scan's `scanned_at` may be when it reaches the gateway (buffered by a gate
+    #: during a network drop, or uploaded); older is `expired`. Claims live this much longer.
+    offline_max_s: int = 900
+    database_url: str | None = field(default=None, repr=False)
+    transactions_enabled: bool = True
+    transactions_retention_days: int = 400
+    transactions_outbox_max: int = 2_000_000
+    transactions_outbox_shards: int = 4
+    transactions_export_batch: int = 5000
 
     @property
     def is_sandbox(self) -> bool:
@@ -166,6 +185,16 @@ class Settings:
             psam_gate_keys_file=_path(e, "GATEWAY_PSAM_GATE_KEYS"),
             consent_policy_file=_path(e, "GATEWAY_CONSENT_POLICY"),
             scenes_file=_path(e, "GATEWAY_SCENES_FILE"),
+            offline_max_s=_int(e, "GATEWAY_OFFLINE_MAX_S", 900, 0, 86400),
+            database_url=_database_url(e),
+            transactions_enabled=_bool(e, "GATEWAY_TRANSACTIONS_ENABLED", True),
+            transactions_retention_days=_int(e, "GATEWAY_TRANSACTIONS_RETENTION_DAYS", 400,
+                                             1, 36600),
+            transactions_outbox_max=_int(e, "GATEWAY_TRANSACTIONS_OUTBOX_MAX", 2_000_000,
+                                         1000, 100_000_000),
+            transactions_outbox_shards=_int(e, "GATEWAY_TRANSACTIONS_OUTBOX_SHARDS", 4, 1, 64),
+            transactions_export_batch=_int(e, "GATEWAY_TRANSACTIONS_EXPORT_BATCH", 5000,
+                                           100, 50_000),
         )
         s.validate()
         return s
@@ -189,3 +218,10 @@ class Settings:
                                 ("GATEWAY_PSAM_GATE_KEYS", self.psam_gate_keys_file)):
                 if not value:
                     raise SettingsError(f"GATEWAY_ENV=production needs {name}")
+            if not self.transactions_enabled:
+                raise SettingsError("GATEWAY_ENV=production refuses "
+                                    "GATEWAY_TRANSACTIONS_ENABLED=false: every scan is recorded")
+            if not self.database_url:
+                raise SettingsError(
+                    "GATEWAY_ENV=production needs GATEWAY_DATABASE_URL: the transaction "
+                    "records (fare clearing) live in PostgreSQL")

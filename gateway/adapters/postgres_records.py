@@ -200,3 +200,71 @@ def _record(row: Any) -> TransactionRecord:
         credential_hash=bytes(row["credential_hash"]) if row["credential_hash"] else None,
         scanned_at=row["scanned_at"].timestamp(), verified_at=row["verified_at"].timestamp(),
         origin=row["origin"], request_id=row["request_id"])
+
+
+# ------------------------------------------------------------------------------- commands
+
+def export_main(url: str | None, after: str | None, page_size: int = 5000,
+                out: Any = None) -> int:
+    """`gateway transactions export [--after CURSOR]`: every record after the cursor as NDJSON
+    on stdout (each line with its own `cursor`), then the cursor to resume from on stderr."""
+    import asyncio
+    import sys
+
+    if not url:
+        print("gateway: GATEWAY_DATABASE_URL is not set (without it the sandbox keeps records "
+              "in its own memory: GET /admin/v1/transactions)", file=sys.stderr)
+        return 2
+    sink = out or sys.stdout
+
+    async def run() -> str:
+        pool = await connect_pool(url, max_size=1)
+        try:
+            store = PostgresRecordStore(pool)
+            cursor = after
+            if cursor is not None and not store.valid_cursor(cursor):
+                raise ValueError("--after must be a cursor from an earlier export")
+            while True:
+                page = await store.page(cursor, page_size)
+                for c, r in page.records:
+                    sink.write(json.dumps(r.to_json(c), ensure_ascii=False) + "\n")
+                cursor = page.next_cursor
+                if len(page.records) < page_size:
+                    return cursor
+        finally:
+            await pool.close()
+
+    try:
+        cursor = asyncio.run(run())
+    except ValueError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, asyncpg.PostgresError) as exc:
+        print(f"gateway: PostgreSQL is not reachable ({type(exc).__name__})", file=sys.stderr)
+        return 1
+    sink.flush()
+    print(f"next cursor: {cursor}", file=sys.stderr)
+    return 0
+
+
+def prune_main(url: str | None, retention_days: int) -> int:
+    """`gateway transactions prune`: drop the day partitions older than the retention."""
+    import asyncio
+    import sys
+    import time
+
+    if not url:
+        print("gateway: GATEWAY_DATABASE_URL is not set", file=sys.stderr)
+        return 2
+
+    async def run() -> int:
+        pool = await connect_pool(url, max_size=1)
+        try:
+            return await PostgresRecordStore(pool).prune(time.time() - retention_days * 86400)
+        finally:
+            await pool.close()
+
+    dropped = asyncio.run(run())
+    print(f"transactions: {dropped} day partitions dropped "
+          f"(retention {retention_days} days)", file=sys.stderr)
+    return 0

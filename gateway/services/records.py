@@ -42,6 +42,7 @@ __all__ = [
     "RecordStore",
     "RecordingClaims",
     "TransactionRecord",
+    "UnrecordedClaims",
     "credential_hash",
     "new_record_id",
 ]
@@ -189,6 +190,30 @@ class RecordingClaims(Protocol):
     async def remember(self, key: str, ttl_s: float, value: str, shard: bytes) -> None:
         """Set the key, if unset, without a record (an answer kept for idempotent retries)."""
         ...
+
+
+class _SingleUse(Protocol):
+    async def claim(self, key: str, ttl_s: float, value: str = "1") -> str | None: ...
+
+    async def peek(self, key: str) -> str | None: ...
+
+
+class UnrecordedClaims:
+    """`RecordingClaims` with records switched off (GATEWAY_TRANSACTIONS_ENABLED=false, for
+    measurement only; production refuses it): plain single-use claims."""
+
+    def __init__(self, once: _SingleUse) -> None:
+        self._once = once
+
+    async def claim(self, key: str, ttl_s: float, value: str, record: TransactionRecord,
+                    shard: bytes) -> str | None:
+        return await self._once.claim(key, ttl_s, value)
+
+    async def peek(self, key: str, shard: bytes) -> str | None:
+        return await self._once.peek(key)
+
+    async def remember(self, key: str, ttl_s: float, value: str, shard: bytes) -> None:
+        await self._once.claim(key, ttl_s, value)
 
 
 @dataclass
