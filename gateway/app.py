@@ -252,8 +252,8 @@ async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
         reloader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reloader
-        if core.records.pool is not None:
-            await core.records.pool.close()
+        if core.records is not None:
+            await core.records.aclose()
         if coalescer is not None:
             await coalescer.aclose()
         if redis is not None:
@@ -269,6 +269,13 @@ class Records:
     claims: RecordingClaims
     outbox: Any = None  # RedisOutbox when the records go through Redis
     pool: Any = None    # the asyncpg pool behind a PostgreSQL store
+    outbox_redis: Any = None  # the exporter's own Redis client (raw XRANGE replies)
+
+    async def aclose(self) -> None:
+        if self.pool is not None:
+            await self.pool.close()
+        if self.outbox_redis is not None:
+            await self.outbox_redis.aclose()
 
 
 async def open_records(core: Core, metrics: Any) -> Records:
@@ -298,9 +305,13 @@ async def open_records(core: Core, metrics: Any) -> Records:
                                   prefix=s.redis_prefix, shards=s.transactions_outbox_shards,
                                   bound=s.transactions_outbox_max, on_full=metrics.dropped)
     await claims.load()
-    outbox = RedisOutbox(core.redis, prefix=s.redis_prefix,
+    assert s.redis_url is not None
+    outbox_redis = connect(s.redis_url, cluster=s.redis_cluster, max_connections=2)
+    if isinstance(outbox_redis, RedisCluster):
+        await outbox_redis.initialize()
+    outbox = RedisOutbox(outbox_redis, prefix=s.redis_prefix,
                          shards=s.transactions_outbox_shards, bound=s.transactions_outbox_max)
-    return Records(store, claims, outbox=outbox, pool=pool)
+    return Records(store, claims, outbox=outbox, pool=pool, outbox_redis=outbox_redis)
 
 
 async def _records_ctx(app: web.Application) -> AsyncIterator[None]:
