@@ -65,14 +65,10 @@ def new_record_id(now: float) -> str:
 
 
 def credential_hash(issuer: str, kid: str, nonce: bytes) -> bytes:
-    """SHA-256 over (issuer, kid, nonce), length-prefixed, truncated to 16 bytes: the same code
-    seen at two gates (online or uploaded) has the same hash, and nothing about the holder or
-    the code string can be read from it (the nonce is 96 random bits)."""
-    h = hashlib.sha256()
-    for part in (issuer.encode(), kid.encode(), nonce):
-        h.update(len(part).to_bytes(2, "big"))
-        h.update(part)
-    return h.digest()[:16]
+    """SHA-256 over issuer ‖ 0x00 ‖ kid ‖ 0x00 ‖ nonce (the gate pipeline's use reference): the
+    same code seen at two gates (online or uploaded) has the same hash, and nothing about the
+    holder or the code string can be read from it (the nonce is 96 random bits)."""
+    return hashlib.sha256(b"%s\0%s\0%s" % (issuer.encode(), kid.encode(), nonce)).digest()
 
 
 def _rfc3339(t: float) -> str:
