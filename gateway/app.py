@@ -38,6 +38,7 @@ from gateway.authz.tokens import AccessTokens, JwtSigner
 from gateway.clock import Clock, SystemClock
 from gateway.ports import ClientStore, SingleUse
 from gateway.services.auth import BearerAuthenticator
+from gateway.services.records import RecordingClaims, RecordStore
 from gateway.services.tokens import ClientCredentialsGrant, TokenService
 from gateway.services.upstream import PsamAttestation
 from gateway.settings import Settings
@@ -93,6 +94,7 @@ class Core:
     redis: RedisClient | None = None
     coalescer: Coalescer | None = None
     readiness: list[tuple[str, Any]] = field(default_factory=list)
+    records: Records | None = None
 
 
 CORE = web.AppKey("core", Core)
@@ -200,6 +202,7 @@ async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
                 single_use=single_use, clients=clients, redis=redis, coalescer=coalescer)
     if redis is not None:
         core.readiness.append(("redis", redis.ping))
+    core.records = await open_records(core, app[METRICS_RECORDS])
     app[CORE] = core
 
     if settings.is_sandbox:
@@ -243,10 +246,100 @@ async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
         reloader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reloader
+        if core.records is not None:
+            await core.records.aclose()
         if coalescer is not None:
             await coalescer.aclose()
         if redis is not None:
             await redis.aclose()
+
+
+# --- transaction records (issue 14; gateway/services/records.py, docs/records.md) ---
+@dataclass
+class Records:
+    """The record store, the claims that append to it, and (with Redis) the outbox."""
+
+    store: RecordStore
+    claims: RecordingClaims
+    outbox: Any = None  # RedisOutbox when the records go through Redis
+    pool: Any = None    # the asyncpg pool behind a PostgreSQL store
+    outbox_redis: Any = None  # the exporter's own Redis client (raw XRANGE replies)
+
+    async def aclose(self) -> None:
+        if self.pool is not None:
+            await self.pool.close()
+        if self.outbox_redis is not None:
+            await self.outbox_redis.aclose()
+
+
+async def open_records(core: Core, metrics: Any) -> Records:
+    """No I/O to PostgreSQL here: the pool connects on first use, so a gateway starts (and
+    gates pass) while PostgreSQL is down; the outbox holds the records meanwhile."""
+    from gateway.adapters.memory_records import MemoryRecordingClaims, MemoryRecordStore
+    from gateway.services.records import UnrecordedClaims
+
+    s = core.settings
+    store: RecordStore
+    pool = None
+    if s.database_url:
+        from gateway.adapters.postgres_records import PostgresRecordStore, connect_pool
+
+        pool = await connect_pool(s.database_url, min_size=0)
+        store = PostgresRecordStore(pool)
+    else:
+        store = MemoryRecordStore()
+    if not s.transactions_enabled:
+        return Records(store, UnrecordedClaims(core.single_use), pool=pool)
+    if core.redis is None or core.coalescer is None:
+        assert isinstance(core.single_use, MemorySingleUse)
+        return Records(store, MemoryRecordingClaims(core.single_use, store), pool=pool)
+    from gateway.adapters.redis_records import RedisOutbox, RedisRecordingClaims
+
+    claims = RedisRecordingClaims(core.coalescer, core.redis.script_load,
+                                  prefix=s.redis_prefix, shards=s.transactions_outbox_shards,
+                                  bound=s.transactions_outbox_max, on_full=metrics.dropped)
+    await claims.load()
+    assert s.redis_url is not None
+    outbox_redis = connect(s.redis_url, cluster=s.redis_cluster, max_connections=2)
+    if isinstance(outbox_redis, RedisCluster):
+        await outbox_redis.initialize()
+    outbox = RedisOutbox(outbox_redis, prefix=s.redis_prefix,
+                         shards=s.transactions_outbox_shards, bound=s.transactions_outbox_max)
+    return Records(store, claims, outbox=outbox, pool=pool, outbox_redis=outbox_redis)
+
+
+async def _records_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The exporter: in every worker, working only while it holds the lock (one at a time
+    across workers and hosts); on shutdown it finishes its step and lets the lock go."""
+    from gateway.adapters.redis_records import RedisExporterLock
+    from gateway.services.records import Exporter
+    from gateway.web import transactions as _transactions
+
+    core = app[CORE]
+    records = core.records
+    assert records is not None
+    app[_transactions.RECORD_STORE] = records.store
+    if records.outbox is None or core.redis is None:
+        yield
+        return
+    s = core.settings
+    exporter = Exporter(records.outbox, records.store,
+                        RedisExporterLock(core.redis, prefix=s.redis_prefix),
+                        batch_size=s.transactions_export_batch,
+                        retention_s=s.transactions_retention_days * 86400.0,
+                        now=core.clock.now, metrics=app[METRICS_RECORDS])
+    app[EXPORTER] = exporter
+    stop = asyncio.Event()
+    task = asyncio.ensure_future(exporter.run(stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        try:
+            await asyncio.wait_for(task, 10)
+        except TimeoutError:
+            log.warning("transactions.exporter_stop_timeout")
+# --- end transaction records ---
 
 
 async def _reload_rings(core: Core, every_s: float = 2.0) -> None:
@@ -551,6 +644,8 @@ CLOCK = web.AppKey("clock", Clock)
 TOKEN_SIGNER = web.AppKey("token_signer", JwtSigner)
 PSAM = web.AppKey("psam", PsamAttestation)
 ACCESS_TOKENS = web.AppKey("access_tokens", AccessTokens)
+METRICS_RECORDS: web.AppKey[Any] = web.AppKey("record_metrics")
+EXPORTER: web.AppKey[Any] = web.AppKey("exporter")
 
 
 def build_app(settings: Settings, clock: Clock | None = None) -> web.Application:
@@ -568,6 +663,12 @@ def build_app(settings: Settings, clock: Clock | None = None) -> web.Application
     app[oauth.REVOCATION_HOOKS] = []
     app[oauth.INTROSPECTION_HOOKS] = []
     app.cleanup_ctx.append(_core_ctx)
+    # --- transaction records (issue 14) ---
+    from gateway.web import transactions as _transactions
+    app[METRICS_RECORDS] = _transactions.RecordMetrics(registry)
+    app.cleanup_ctx.append(_records_ctx)
+    _transactions.add_routes(app)
+    # --- end transaction records ---
     # --- identity + sandbox (issue 4) ---
     from gateway.web import identity as _identity
     app.cleanup_ctx.append(_identity_ctx)

@@ -1,4 +1,5 @@
-"""`gateway` — the operator's command: serve, keys, clients, gates, audit, identity.
+"""`gateway` — the operator's command: serve, keys, clients, gates, audit, identity,
+transactions.
 
 `gateway serve --workers N` runs N processes sharing one port (SO_REUSEPORT), each on uvloop;
 SIGTERM/SIGINT stop accepting, drain in-flight requests for up to GATEWAY_SHUTDOWN_TIMEOUT_S,
@@ -318,6 +319,11 @@ def _extra_commands(sub: Any) -> None:
     i.add_argument("identity_cmd", choices=["sync"])
     i.add_argument("path", help="JSON file of persons and credentials (docs/identity.md)")
     i.set_defaults(func=cmd_identity)
+    t = sub.add_parser("transactions", help="export or prune the transaction records "
+                                            "(PostgreSQL, GATEWAY_DATABASE_URL)")
+    t.add_argument("transactions_cmd", choices=["export", "prune"])
+    t.add_argument("--after", help="export: the cursor of the last record already read")
+    t.set_defaults(func=cmd_transactions)
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
@@ -332,6 +338,15 @@ def cmd_audit(args: argparse.Namespace) -> int:
     if args.audit_cmd == "checkpoint":
         return int(audit_checkpoint_main(_settings(args), args.out))
     return int(audit_verify_main(_settings(args), args.checkpoint))
+
+
+def cmd_transactions(args: argparse.Namespace) -> int:
+    from gateway.adapters.postgres_records import export_main, prune_main
+
+    s = _settings(args)
+    if args.transactions_cmd == "prune":
+        return prune_main(s.database_url, s.transactions_retention_days)
+    return export_main(s.database_url, args.after)
 
 
 def cmd_identity(args: argparse.Namespace) -> int:

@@ -57,6 +57,15 @@ def _path(env: Mapping[str, str], name: str) -> Path | None:
     return Path(raw) if raw else None
 
 
+def _database_url(env: Mapping[str, str]) -> str | None:
+    raw = env.get("GATEWAY_DATABASE_URL")
+    if not raw:
+        return None
+    if not raw.startswith(("postgresql://", "postgres://")):
+        raise SettingsError("GATEWAY_DATABASE_URL must be a postgresql:// URL")
+    return raw
+
+
 def _regions(raw: str) -> tuple[str, ...]:
     regions = tuple(r.strip().upper() for r in raw.split(",") if r.strip())
     if not regions or not all(len(r) == 2 and r.isalpha() for r in regions):
@@ -143,6 +152,16 @@ class Settings:
     # device-bound codes (docs/devices.md)
     device_cert_ttl_s: int = 86400
     devices_max: int = 3
+    # offline gates and transaction records (docs/records.md)
+    #: How old a scan's `scanned_at` may be when it reaches the gateway (buffered by a gate
+    #: during a network drop, or uploaded); older is `expired`. Claims live this much longer.
+    offline_max_s: int = 900
+    database_url: str | None = field(default=None, repr=False)
+    transactions_enabled: bool = True
+    transactions_retention_days: int = 400
+    transactions_outbox_max: int = 2_000_000
+    transactions_outbox_shards: int = 4
+    transactions_export_batch: int = 5000
 
     @property
     def is_sandbox(self) -> bool:
@@ -215,6 +234,16 @@ class Settings:
                                              86400),
             device_cert_ttl_s=_int(e, "GATEWAY_DEVICE_CERT_TTL_S", 86400, 300, 86400),
             devices_max=_int(e, "GATEWAY_DEVICES_MAX", 3, 1, 10),
+            offline_max_s=_int(e, "GATEWAY_OFFLINE_MAX_S", 900, 0, 86400),
+            database_url=_database_url(e),
+            transactions_enabled=_bool(e, "GATEWAY_TRANSACTIONS_ENABLED", True),
+            transactions_retention_days=_int(e, "GATEWAY_TRANSACTIONS_RETENTION_DAYS", 400,
+                                             1, 36600),
+            transactions_outbox_max=_int(e, "GATEWAY_TRANSACTIONS_OUTBOX_MAX", 2_000_000,
+                                         1000, 100_000_000),
+            transactions_outbox_shards=_int(e, "GATEWAY_TRANSACTIONS_OUTBOX_SHARDS", 4, 1, 64),
+            transactions_export_batch=_int(e, "GATEWAY_TRANSACTIONS_EXPORT_BATCH", 5000,
+                                           100, 50_000),
         )
         s.validate()
         return s
@@ -245,3 +274,10 @@ class Settings:
                 # and the certificates themselves: never over plain http in production
                 if url is not None and not url.startswith("https://"):
                     raise SettingsError(f"{name} must be an https:// URL in production")
+            if not self.transactions_enabled:
+                raise SettingsError("GATEWAY_ENV=production refuses "
+                                    "GATEWAY_TRANSACTIONS_ENABLED=false: every scan is recorded")
+            if not self.database_url:
+                raise SettingsError(
+                    "GATEWAY_ENV=production needs GATEWAY_DATABASE_URL: the transaction "
+                    "records (fare clearing) live in PostgreSQL")
