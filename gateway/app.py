@@ -13,6 +13,9 @@ out by capability, each built once, complete, from what the ones before it built
     codes        issuing codes, the trust list, the scene catalogue
     consents     consent store, audit trail, the subject ledger
     login        the OIDC provider (authorization_code, refresh_token)
+    devices      device-bound YK2: codes: enrolment, certificates, the revocation list
+    records      transaction records: the store (PostgreSQL or memory), the claims that append
+                 to it, the Redis outbox and its exporter
     gate         the gate decision pipeline (codes and card taps)
     sandbox      demo data (parsed once), the upstream sandboxes, /sandbox/v1/*
 """
@@ -49,10 +52,19 @@ from gateway.adapters.keyfiles import (
 from gateway.adapters.memory import MemoryClientStore, MemorySingleUse
 from gateway.adapters.memory_audit import MemoryAuditLog
 from gateway.adapters.memory_consent import MemoryConsentStore
+from gateway.adapters.memory_devices import MemoryDeviceStore
 from gateway.adapters.memory_identity import MemoryIdentityStore
-from gateway.adapters.redis_audit import RedisAuditLog
+from gateway.adapters.memory_records import MemoryRecordingClaims, MemoryRecordStore
+from gateway.adapters.postgres_records import PostgresRecordStore, connect_pool
+from gateway.adapters.redis_audit import CheckpointExporter, RedisAuditLog
 from gateway.adapters.redis_consent import RedisConsentStore
+from gateway.adapters.redis_devices import RedisDeviceStore
 from gateway.adapters.redis_identity import RedisIdentityStore, RevocationFollower
+from gateway.adapters.redis_records import (
+    RedisExporterLock,
+    RedisOutbox,
+    RedisRecordingClaims,
+)
 from gateway.adapters.redis_store import (
     Coalescer,
     RedisClient,
@@ -86,8 +98,9 @@ from gateway.ports import ClientStore, SingleUse
 from gateway.services import consents as consent_svc
 from gateway.services.audit import AuditLog, AuditTrail
 from gateway.services.auth import BearerAuthenticator
-from gateway.services.codes import CodeService
+from gateway.services.codes import SEALABLE, CodeService, seal_attributes
 from gateway.services.consents import ConsentPolicy, ConsentService
+from gateway.services.devices import DeviceService, DeviceStore
 from gateway.services.faces import CardFace, CodeFace
 from gateway.services.gate import GatePipeline, GateSectors
 from gateway.services.identity import (
@@ -99,6 +112,12 @@ from gateway.services.identity import (
     registry_entries,
 )
 from gateway.services.login import AuthorizationCodeGrant, LoginService, RefreshTokenGrant
+from gateway.services.records import (
+    Exporter,
+    RecordingClaims,
+    RecordStore,
+    UnrecordedClaims,
+)
 from gateway.services.scenes import SceneCatalogue
 from gateway.services.subjects import SubjectLedger
 from gateway.services.tokens import (
@@ -113,11 +132,13 @@ from gateway.settings import Settings
 from gateway.web import admin, meta, oauth
 from gateway.web import codes as codes_web
 from gateway.web import consents as consents_web
+from gateway.web import devices as devices_web
 from gateway.web import gate as gate_web
 from gateway.web import identity as identity_web
 from gateway.web import login as login_web
 from gateway.web import ratelimit as ratelimit_web
 from gateway.web import sandbox as sandbox_web
+from gateway.web import transactions as transactions_web
 from gateway.web.http import (
     AUTHENTICATOR,
     MAX_BODY,
@@ -170,11 +191,13 @@ class Stores:
     remembered_grants: oidc.ConsentStore
     consents: consent_svc.ConsentStore
     audit_log: AuditLog
+    devices: DeviceStore
 
 
-def build_stores(settings: Settings, clock: Clock, redis: RedisClient | None,
-                 coalescer: Coalescer | None) -> Stores:
+def build_stores(settings: Settings, clock: Clock, data_keys: DataKeys,
+                 redis: RedisClient | None, coalescer: Coalescer | None) -> Stores:
     """The one place that chooses memory or Redis."""
+    chain_key = data_keys.audit_chain_key
     if redis is None or coalescer is None:
         return Stores(
             single_use=MemorySingleUse(clock), clients=MemoryClientStore(),
@@ -183,7 +206,8 @@ def build_stores(settings: Settings, clock: Clock, redis: RedisClient | None,
             login_codes=memory_oidc.MemoryCodeStore(clock),
             refresh_families=memory_oidc.MemoryRefreshStore(clock),
             remembered_grants=memory_oidc.MemoryConsentStore(),
-            consents=MemoryConsentStore(clock), audit_log=MemoryAuditLog())
+            consents=MemoryConsentStore(clock), audit_log=MemoryAuditLog(chain_key),
+            devices=MemoryDeviceStore())
     prefix = settings.redis_prefix
     return Stores(
         single_use=RedisSingleUse(coalescer, prefix), clients=RedisClientStore(redis, prefix),
@@ -193,7 +217,8 @@ def build_stores(settings: Settings, clock: Clock, redis: RedisClient | None,
         refresh_families=redis_oidc.RedisRefreshStore(redis, prefix),
         remembered_grants=redis_oidc.RedisConsentStore(redis, prefix),
         consents=RedisConsentStore(redis, prefix, coalescer),
-        audit_log=RedisAuditLog(redis, prefix))
+        audit_log=RedisAuditLog(redis, prefix, chain_key=chain_key),
+        devices=RedisDeviceStore(redis, prefix))
 
 
 @dataclass
@@ -225,6 +250,7 @@ SETTINGS = web.AppKey("settings", Settings)
 CLOCK = web.AppKey("clock", Clock)
 TOKEN_SIGNER = web.AppKey("token_signer", JwtSigner)
 ACCESS_TOKENS = web.AppKey("access_tokens", AccessTokens)
+EXPORTER = web.AppKey("exporter", Exporter)
 
 
 def ensure_keys(settings: Settings, clock: Clock) -> None:
@@ -253,7 +279,8 @@ async def _foundation(app: web.Application) -> AsyncIterator[Core]:
     redis: RedisClient | None = None
     coalescer: Coalescer | None = None
     if settings.redis_url:
-        redis = connect(settings.redis_url, cluster=settings.redis_cluster)
+        redis = connect(settings.redis_url, cluster=settings.redis_cluster,
+                        timeout_s=settings.redis_timeout_s)
         if isinstance(redis, RedisCluster):
             # learn the slot map before concurrent use (redis-py's lazy set-up races)
             await redis.initialize()
@@ -261,7 +288,7 @@ async def _foundation(app: web.Application) -> AsyncIterator[Core]:
     core = Core(settings=settings, clock=clock, data_keys=data_keys,
                 token_ring=RingHolder(token_files, token_files.load()),
                 code_ring=RingHolder(code_files, code_files.load()),
-                stores=build_stores(settings, clock, redis, coalescer),
+                stores=build_stores(settings, clock, data_keys, redis, coalescer),
                 scenes=SceneCatalogue.load(settings.scenes_file or DATA_DIR / "scenes.json"),
                 redis=redis, coalescer=coalescer)
     if redis is not None:
@@ -327,6 +354,7 @@ async def _tokens(app: web.Application, core: Core, demo: DemoData | None) -> To
     app[meta.ISSUER] = settings.issuer
     app[meta.JWKS] = lambda: core.token_ring().jwks(clock.now())
     app[meta.READINESS] = core.readiness
+    app[meta.READYZ_TIMEOUT] = settings.readyz_timeout_s
     app[admin.CLIENT_STORE] = clients
     app[admin.NOW] = clock.now
     admin_token = settings.admin_token or (sandbox_admin_token(settings)
@@ -443,12 +471,15 @@ def _consent_policy(settings: Settings) -> ConsentPolicy:
     return ConsentPolicy() if settings.is_sandbox else ConsentPolicy(types_by_client={})
 
 
-def _consents(app: web.Application, core: Core, tokens: Tokens, identity: IdentityService,
-              upstreams: Upstreams) -> tuple[ConsentService, SubjectLedger]:
-    """Consent store, audit trail, the certificate library, the holder's citizen ID from the
-    identity service, the per-client type allow-list; and the subject ledger every place
-    that hands out a subject (gate verify, ID tokens) reports to — only for sectors with
-    consent-capable relying parties."""
+@contextlib.asynccontextmanager
+async def _consents(app: web.Application, core: Core, tokens: Tokens,
+                    identity: IdentityService,
+                    upstreams: Upstreams) -> AsyncIterator[tuple[ConsentService, SubjectLedger]]:
+    """Consent store, audit trail (its signed checkpoints written outside Redis when
+    configured), the certificate library, the holder's citizen ID from the identity service,
+    the per-client type allow-list; and the subject ledger every place that hands out a
+    subject (gate verify, ID tokens) reports to — only for sectors with consent-capable
+    relying parties."""
     settings, clock = core.settings, core.clock
 
     async def citizen_ids(person_id: str) -> str | None:
@@ -466,7 +497,17 @@ def _consents(app: web.Application, core: Core, tokens: Tokens, identity: Identi
     ledger = SubjectLedger(service.remember_subject, core.clients.list,
                            lambda cid: bool(service.policy.types_by_client.get(cid)),
                            clock.now)
-    return service, ledger
+    checkpoints = None
+    if settings.audit_checkpoint_file is not None:   # signed heads, outside Redis
+        checkpoints = CheckpointExporter(core.stores.audit_log, tokens.signer, settings.issuer,
+                                         settings.audit_checkpoint_file,
+                                         settings.audit_checkpoint_interval_s, clock.now)
+        checkpoints.start()
+    try:
+        yield service, ledger
+    finally:
+        if checkpoints is not None:
+            await checkpoints.stop()
 
 
 # ============================================================================ login
@@ -491,15 +532,111 @@ def _login(app: web.Application, core: Core, tokens: Tokens, identity: IdentityS
     return service
 
 
+# ============================================================================ devices
+def _devices(app: web.Application, core: Core, identity: IdentityService) -> DeviceService:
+    """Device-bound YK2: codes: the enrolment service (the code key ring signs the
+    certificates; holder and fare flags sealed as in YK1:), and a suspended person's
+    devices onto the revocation list."""
+    s = core.settings
+
+    async def flags_of(person_id: str) -> int:
+        try:
+            return seal_attributes(await identity.disclose(person_id, tuple(SEALABLE)))
+        except NotFound:
+            return 0
+
+    service = DeviceService(
+        store=core.stores.devices, single_use=core.single_use, code_ring=core.code_ring,
+        token_ring=core.token_ring, holder=core.data_keys.code_holder,
+        challenge_key=core.data_keys.derive_key("device-challenge"), clock=core.clock,
+        cert_ttl_s=s.device_cert_ttl_s, max_devices=s.devices_max, flags_of=flags_of,
+        suspended=identity.is_person_suspended)
+    app[devices_web.DEVICES] = service
+
+    async def on_suspend(person_id: str, suspended: bool) -> None:
+        if suspended:
+            await service.suspend(person_id)
+
+    identity.suspension_hooks.append(on_suspend)   # an observer, not a missing collaborator
+    return service
+
+
+# ============================================================================ records
+@dataclass(frozen=True)
+class Records:
+    """Transaction records: the store, the claims that append to it (with the single-use
+    claim, in one round trip), and with Redis the outbox the exporter drains."""
+
+    store: RecordStore
+    claims: RecordingClaims
+    outbox: RedisOutbox | None = None
+
+
+@contextlib.asynccontextmanager
+async def _records(app: web.Application, core: Core) -> AsyncIterator[Records]:
+    """No I/O to PostgreSQL here: the pool connects on first use, so a gateway starts (and
+    gates pass) while PostgreSQL is down; the outbox holds the records meanwhile. The
+    exporter runs in every worker, working only while it holds the lock (one at a time
+    across workers and hosts); on shutdown it finishes its step and lets the lock go."""
+    s = core.settings
+    metrics = app[transactions_web.RECORD_METRICS]
+    async with contextlib.AsyncExitStack() as stack:
+        store: RecordStore
+        if s.database_url:
+            pool = await connect_pool(s.database_url, min_size=0)
+            stack.push_async_callback(pool.close)
+            store = PostgresRecordStore(pool)
+        else:
+            store = MemoryRecordStore()
+        app[transactions_web.RECORD_STORE] = store
+        if not s.transactions_enabled:
+            yield Records(store, UnrecordedClaims(core.single_use))
+            return
+        if core.redis is None or core.coalescer is None:
+            single_use = core.single_use
+            assert isinstance(single_use, MemorySingleUse)
+            yield Records(store, MemoryRecordingClaims(single_use, store))
+            return
+        claims = RedisRecordingClaims(core.coalescer, core.redis.script_load,
+                                      prefix=s.redis_prefix, shards=s.transactions_outbox_shards,
+                                      bound=s.transactions_outbox_max, on_full=metrics.dropped)
+        await claims.load()
+        assert s.redis_url is not None
+        # the exporter's own client: raw XRANGE replies, never queued behind the gate path
+        outbox_redis = connect(s.redis_url, cluster=s.redis_cluster, max_connections=2)
+        stack.push_async_callback(outbox_redis.aclose)
+        if isinstance(outbox_redis, RedisCluster):
+            await outbox_redis.initialize()
+        outbox = RedisOutbox(outbox_redis, prefix=s.redis_prefix,
+                             shards=s.transactions_outbox_shards,
+                             bound=s.transactions_outbox_max)
+        exporter = Exporter(outbox, store, RedisExporterLock(core.redis, prefix=s.redis_prefix),
+                            batch_size=s.transactions_export_batch,
+                            retention_s=s.transactions_retention_days * 86400.0,
+                            now=core.clock.now, metrics=metrics)
+        app[EXPORTER] = exporter
+        stop = asyncio.Event()
+        task = asyncio.ensure_future(exporter.run(stop))
+        try:
+            yield Records(store, claims, outbox)
+        finally:
+            stop.set()
+            try:
+                await asyncio.wait_for(task, 10)
+            except TimeoutError:
+                log.warning("transactions.exporter_stop_timeout")
+
+
 # ============================================================================ gate
 def _gate(app: web.Application, core: Core, identity: IdentityService, codes: CodeService,
-          upstreams: Upstreams, ledger: SubjectLedger) -> GatePipeline:
+          devices: DeviceService, upstreams: Upstreams, ledger: SubjectLedger) -> GatePipeline:
     """The gate decision pipeline for 渝快码, e-SSC codes and card taps."""
     gate_identity = GateIdentityAdapter(identity)
     pipeline = GatePipeline(
         scenes=core.scenes, sectors=GateSectors(core.clients, core.clock.now),
         codes=CodeFace(lookup=codes.trust.lookup, holder=core.data_keys.code_holder,
-                       identity=gate_identity, max_skew_s=core.settings.code_max_skew_s),
+                       identity=gate_identity, max_skew_s=core.settings.code_max_skew_s,
+                       device_revoked=devices.revocations.is_revoked),
         cards=CardFace(psam=upstreams.psam, identity=gate_identity,
                        regions=core.settings.essc_regions),
         single_use=core.single_use, identity=gate_identity, data_keys=core.data_keys,
@@ -516,13 +653,16 @@ async def _gateway_ctx(app: web.Application) -> AsyncIterator[None]:
         demo = DemoData.load(core.settings) if core.settings.is_sandbox else None
         if demo is not None:
             app[DEMO_DATA] = demo
+        await stack.enter_async_context(_records(app, core))
         tokens = await _tokens(app, core, demo)
         upstreams = await stack.enter_async_context(_upstreams(core))
         identity = await stack.enter_async_context(_identity(app, core, tokens, upstreams))
         codes = _codes(app, core, identity, upstreams)
-        _, ledger = _consents(app, core, tokens, identity, upstreams)
+        _, ledger = await stack.enter_async_context(
+            _consents(app, core, tokens, identity, upstreams))
         _login(app, core, tokens, identity, ledger)
-        _gate(app, core, identity, codes, upstreams, ledger)
+        devices = _devices(app, core, identity)
+        _gate(app, core, identity, codes, devices, upstreams, ledger)
         yield
 
 
@@ -540,12 +680,17 @@ def build_app(settings: Settings, clock: Clock | None = None) -> web.Application
          registry=registry).info({"pid": str(os.getpid())})
     app[oauth.REVOCATION_HOOKS] = []
     app[oauth.INTROSPECTION_HOOKS] = []
+    app[transactions_web.RECORD_METRICS] = transactions_web.RecordMetrics(registry)
     app.cleanup_ctx.append(_gateway_ctx)
     ratelimit_web.install(app, CORE)   # its context runs once CORE is set
+    app.cleanup_ctx.append(devices_web.devices_ctx)   # device revocations kept fresh
+    # e-SSC keys kept fresh; last, so that its first fetch (sandbox: from this very server)
+    # is not made while a later context is still starting and nothing listens yet
     app.cleanup_ctx.append(codes_web.codes_ctx)
-    for routes in (identity_web.add_routes, meta.add_routes, admin.add_routes,
-                   oauth.add_routes, codes_web.add_routes, consents_web.add_routes,
-                   login_web.add_routes, gate_web.add_routes):
+    for routes in (transactions_web.add_routes, identity_web.add_routes, meta.add_routes,
+                   admin.add_routes, oauth.add_routes, codes_web.add_routes,
+                   devices_web.add_routes, consents_web.add_routes, login_web.add_routes,
+                   gate_web.add_routes):
         routes(app)
     if settings.is_sandbox:
         _mount_sandbox(app, settings)

@@ -16,6 +16,8 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import UnixDomainSocketConnection
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from gateway.adapters.resp import RespPipe
 from gateway.authz.clients import Client
@@ -23,13 +25,23 @@ from gateway.authz.clients import Client
 RedisClient = aioredis.Redis | RedisCluster
 
 
-def connect(url: str, *, cluster: bool = False, max_connections: int = 64) -> RedisClient:
-    """A client (no I/O yet: redis-py connects lazily)."""
+def connect(url: str, *, cluster: bool = False, max_connections: int = 64,
+            timeout_s: float = 5.0) -> RedisClient:
+    """A client (no I/O yet: redis-py connects lazily).
+
+    `timeout_s` bounds every step of a command: connecting, each reply, and waiting for a free
+    pooled connection; nothing is retried (a retried `SET NX` may claim twice, and a retry
+    only makes a frozen Redis slower to report). The gate path's `RespPipe` takes the same
+    timeouts from the pool's connection kwargs."""
+    no_retry = Retry(NoBackoff(), 0)
     if cluster:
-        return RedisCluster.from_url(url, max_connections=max_connections)
+        return RedisCluster.from_url(url, max_connections=max_connections,
+                                     socket_timeout=timeout_s,
+                                     socket_connect_timeout=timeout_s, retry=no_retry)
     # A blocking pool waits for a free connection; redis-py's default pool raises past its cap.
-    pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections,
-                                                    timeout=5, health_check_interval=30)
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=timeout_s, health_check_interval=30,
+        socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=no_retry)
     return aioredis.Redis(connection_pool=pool)
 
 

@@ -117,21 +117,26 @@ def add_routes(app: web.Application) -> None:
 
 
 ESSC_KEYS_REFRESH_S: Final = 60.0
+ESSC_KEYS_RETRY_S: Final = 1.0
 
 
 async def codes_ctx(app: web.Application) -> AsyncIterator[None]:
     """Keeps the trust list's e-SSC platform keys fresh (start-up, then every minute); a
-    failed fetch keeps the keys already held (the platform publishes keys ahead of use)."""
+    failed fetch keeps the keys already held (the platform publishes keys ahead of use).
+    Until the first fetch succeeds it is retried every second, not every minute: e-SSC
+    codes are `unknown_issuer` meanwhile."""
     service = app[CODES]
 
     async def refresh() -> None:
+        fetched = False
         while True:
             try:
                 n = await service.refresh_essc_keys()
+                fetched = True
                 log.debug("trust_list.essc_keys", keys=n)
             except Exception as exc:  # noqa: BLE001 - keep the keys we have, retry later
                 log.warning("trust_list.essc_keys_failed", error=type(exc).__name__)
-            await asyncio.sleep(ESSC_KEYS_REFRESH_S)
+            await asyncio.sleep(ESSC_KEYS_REFRESH_S if fetched else ESSC_KEYS_RETRY_S)
 
     task = asyncio.ensure_future(refresh())
     try:
