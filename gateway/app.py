@@ -60,12 +60,14 @@ from gateway.adapters.redis_audit import CheckpointExporter, RedisAuditLog
 from gateway.adapters.redis_consent import RedisConsentStore
 from gateway.adapters.redis_devices import RedisDeviceStore
 from gateway.adapters.redis_identity import RedisIdentityStore, RevocationFollower
+from gateway.adapters.redis_ratelimit import RedisRateLimiter
 from gateway.adapters.redis_records import (
     RedisExporterLock,
     RedisOutbox,
     RedisRecordingClaims,
 )
 from gateway.adapters.redis_store import (
+    STORE_FAULTS,
     Coalescer,
     RedisClient,
     RedisClientStore,
@@ -95,6 +97,8 @@ from gateway.authz.tokens import AccessTokens, JwtSigner
 from gateway.clock import Clock, SystemClock
 from gateway.errors import NotFound
 from gateway.ports import ClientStore, SingleUse
+from gateway.ratelimit import MemoryRateLimiter, RateLimiter
+from gateway.ratelimit.leasing import LeasingRateLimiter
 from gateway.services import consents as consent_svc
 from gateway.services.audit import AuditLog, AuditTrail
 from gateway.services.auth import BearerAuthenticator
@@ -134,6 +138,7 @@ from gateway.web import codes as codes_web
 from gateway.web import consents as consents_web
 from gateway.web import devices as devices_web
 from gateway.web import gate as gate_web
+from gateway.web import http as http_web
 from gateway.web import identity as identity_web
 from gateway.web import login as login_web
 from gateway.web import ratelimit as ratelimit_web
@@ -315,6 +320,25 @@ async def _reload_rings(core: Core, every_s: float = 2.0) -> None:
                     log.info("keys.reloaded", purpose=holder.files.purpose)
             except Exception:
                 log.exception("keys.reload_failed", purpose=holder.files.purpose)
+
+
+async def _rate_limits(app: web.Application, core: Core) -> None:
+    """The per-caller limiter: in memory without Redis (one process); with Redis the GCRA
+    script through the Coalescer, gate and rp limits spent a lease of cells at a time."""
+    config = core.settings.rate_limits
+    if not config.enabled:
+        return
+    limiter: RateLimiter
+    if core.redis is not None and core.coalescer is not None:
+        shared = RedisRateLimiter(core.redis, core.settings.redis_prefix + "rl:",
+                                  commands=core.coalescer)
+        await shared.load()
+        limiter = LeasingRateLimiter(shared) if config.lease else shared
+    else:
+        limiter = MemoryRateLimiter(core.clock)
+    app[ratelimit_web.CALLER_LIMITS] = ratelimit_web.CallerLimits(
+        limiter, config, core.data_keys.ratelimit_subject_key,
+        take=limiter.take if isinstance(limiter, LeasingRateLimiter) else None)
 
 
 # ============================================================================ tokens
@@ -654,6 +678,7 @@ async def _gateway_ctx(app: web.Application) -> AsyncIterator[None]:
         if demo is not None:
             app[DEMO_DATA] = demo
         await stack.enter_async_context(_records(app, core))
+        await _rate_limits(app, core)
         tokens = await _tokens(app, core, demo)
         upstreams = await stack.enter_async_context(_upstreams(core))
         identity = await stack.enter_async_context(_identity(app, core, tokens, upstreams))
@@ -672,6 +697,7 @@ def build_app(settings: Settings, clock: Clock | None = None) -> web.Application
     app[SETTINGS] = settings
     app[CLOCK] = clock or SystemClock()
     app[MAX_BODY] = settings.max_body_bytes
+    app[http_web.STORE_FAULTS] = STORE_FAULTS   # answered 503 by the edge
     registry = CollectorRegistry()
     app[REGISTRY] = registry
     app[METRICS] = Metrics(registry)
@@ -682,7 +708,7 @@ def build_app(settings: Settings, clock: Clock | None = None) -> web.Application
     app[oauth.INTROSPECTION_HOOKS] = []
     app[transactions_web.RECORD_METRICS] = transactions_web.RecordMetrics(registry)
     app.cleanup_ctx.append(_gateway_ctx)
-    ratelimit_web.install(app, CORE)   # its context runs once CORE is set
+    ratelimit_web.install_shedder(app, settings.rate_limits, registry)
     app.cleanup_ctx.append(devices_web.devices_ctx)   # device revocations kept fresh
     # e-SSC keys kept fresh; last, so that its first fetch (sandbox: from this very server)
     # is not made while a later context is still starting and nothing listens yet

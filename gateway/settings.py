@@ -10,7 +10,10 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Literal
+
+from gateway.ratelimit import DEFAULT_LIMITS, Limit
 
 Env = Literal["sandbox", "production"]
 
@@ -88,6 +91,98 @@ def _proxies(raw: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+# ---------------------------------------------------------------- rate limits and shedding
+#: GATEWAY_RATELIMIT_<KIND> (docs/rate-limits.md, docs/configuration.md)
+RATELIMIT_ENV_PREFIX = "GATEWAY_RATELIMIT_"
+ENV_PREFIX = RATELIMIT_ENV_PREFIX
+
+#: DEFAULT_LIMITS plus the general per-resident limit (a resident app refreshes a code every
+#: ~20 s and polls a login or consent now and then; 10/s sustained, 20 at once is far above
+#: any honest use and far below a scripted abuse).
+LIMIT_DEFAULTS: Mapping[str, Limit] = MappingProxyType({
+    **DEFAULT_LIMITS,
+    "resident": Limit(rate=10, period_s=1, burst=20),
+})
+
+
+def parse_limit(name: str, raw: str) -> Limit:
+    """`rate/period_s/burst` → Limit, e.g. `50/1/100` (50 per second, 100 at once) or
+    `30/60/10` (30 per minute, 10 at once). `name` is the variable, for the message."""
+    parts = raw.strip().split("/")
+    if len(parts) != 3:
+        raise SettingsError(
+            f"{name} must be 'rate/period_s/burst' (e.g. '50/1/100'), got {raw!r}")
+    try:
+        rate, period_s, burst = int(parts[0]), float(parts[1]), int(parts[2])
+    except ValueError:
+        raise SettingsError(
+            f"{name}: rate and burst must be integers and period_s a number of seconds, "
+            f"got {raw!r}") from None
+    try:
+        return Limit(rate=rate, period_s=period_s, burst=burst)
+    except ValueError as exc:
+        raise SettingsError(f"{name}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class RateLimitConfig:
+    enabled: bool = True
+    limits: Mapping[str, Limit] = field(default_factory=lambda: dict(LIMIT_DEFAULTS))
+    max_inflight: int = 256
+    lease: bool = True
+    #: in-flight share of the requests outside the gates' paths (None: a quarter)
+    max_other: int | None = None
+
+
+def config_from_env(env: Mapping[str, str]) -> RateLimitConfig:
+    """Read GATEWAY_RATELIMIT_<KIND>, GATEWAY_RATELIMIT_ENABLED, GATEWAY_RATELIMIT_LEASE and
+    GATEWAY_MAX_INFLIGHT.
+
+    An unknown kind is an error (a typo would otherwise silently keep the default)."""
+    e = env
+    limits = dict(LIMIT_DEFAULTS)
+    flags = {"enabled": True, "lease": True}
+    for name, raw in e.items():
+        if not name.startswith(ENV_PREFIX) or raw == "":
+            continue
+        kind = name[len(ENV_PREFIX):].lower()
+        if kind in ("enabled", "lease"):
+            if raw.lower() in ("1", "true", "yes", "on"):
+                flags[kind] = True
+            elif raw.lower() in ("0", "false", "no", "off"):
+                flags[kind] = False
+            else:
+                raise SettingsError(f"{name} must be true or false, got {raw!r}")
+            continue
+        if kind not in LIMIT_DEFAULTS:
+            known = ", ".join(ENV_PREFIX + k.upper() for k in LIMIT_DEFAULTS)
+            raise SettingsError(f"{name} names no rate-limit kind; known: {known}")
+        limits[kind] = parse_limit(name, raw)
+    raw_inflight = e.get("GATEWAY_MAX_INFLIGHT", "")
+    max_inflight = 256
+    if raw_inflight != "":
+        try:
+            max_inflight = int(raw_inflight)
+        except ValueError:
+            raise SettingsError(
+                f"GATEWAY_MAX_INFLIGHT must be an integer, got {raw_inflight!r}") from None
+        if not 0 <= max_inflight <= 1_000_000:
+            raise SettingsError("GATEWAY_MAX_INFLIGHT must be between 0 (off) and 1000000")
+    max_other: int | None = None
+    raw_other = e.get("GATEWAY_MAX_INFLIGHT_OTHER", "")
+    if raw_other != "":
+        try:
+            max_other = int(raw_other)
+        except ValueError:
+            raise SettingsError(
+                f"GATEWAY_MAX_INFLIGHT_OTHER must be an integer, got {raw_other!r}") from None
+        if not 1 <= max_other <= max(1, max_inflight) and max_inflight:
+            raise SettingsError("GATEWAY_MAX_INFLIGHT_OTHER must be between 1 and "
+                                "GATEWAY_MAX_INFLIGHT")
+    return RateLimitConfig(enabled=flags["enabled"], limits=limits, max_inflight=max_inflight,
+                           lease=flags["lease"], max_other=max_other)
+
+
 @dataclass(frozen=True)
 class Settings:
     env: Env = "sandbox"
@@ -162,6 +257,8 @@ class Settings:
     transactions_outbox_max: int = 2_000_000
     transactions_outbox_shards: int = 4
     transactions_export_batch: int = 5000
+    #: per-caller limits, leases, in-flight caps (GATEWAY_RATELIMIT_*, GATEWAY_MAX_INFLIGHT*)
+    rate_limits: RateLimitConfig = field(default_factory=lambda: RateLimitConfig())
 
     @property
     def is_sandbox(self) -> bool:
@@ -244,6 +341,7 @@ class Settings:
             transactions_outbox_shards=_int(e, "GATEWAY_TRANSACTIONS_OUTBOX_SHARDS", 4, 1, 64),
             transactions_export_batch=_int(e, "GATEWAY_TRANSACTIONS_EXPORT_BATCH", 5000,
                                            100, 50_000),
+            rate_limits=config_from_env(e),
         )
         s.validate()
         return s

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
+import redis.exceptions
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import UnixDomainSocketConnection
 from redis.asyncio.retry import Retry
@@ -22,6 +23,14 @@ from redis.backoff import NoBackoff
 from gateway.adapters.resp import RespPipe
 from gateway.authz.clients import Client
 
+#: What a lost, frozen, loading, read-only or full Redis raises (redis-py and the RESP pipe):
+#: the edge answers them 503 `unavailable` (CONTRACT "Faults"); a ResponseError from a wrong
+#: command stays a 500.
+STORE_FAULTS: tuple[type[BaseException], ...] = (
+    redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+    redis.exceptions.BusyLoadingError, redis.exceptions.ReadOnlyError,
+    redis.exceptions.OutOfMemoryError, redis.exceptions.ClusterDownError,
+    redis.exceptions.MasterDownError, redis.exceptions.TryAgainError, TimeoutError)
 RedisClient = aioredis.Redis | RedisCluster
 
 

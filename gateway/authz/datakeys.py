@@ -89,6 +89,8 @@ class DataKeys:
         # HMAC key of the audit log's hash chain (services/audit.py): without it nobody can
         # re-chain the log, whoever can write Redis
         self.audit_chain_key = derive(master, "audit-chain-mac")
+        # HMAC key of resident subjects in rate-limit keys (services/ratelimits.py)
+        self.ratelimit_subject_key = derive(master, "ratelimit-subject")
 
     def derive_key(self, label: str) -> bytes:
         """A 256-bit key for one more purpose (HKDF `info` = cq-gateway/<label>)."""

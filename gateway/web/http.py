@@ -19,7 +19,6 @@ from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any
 
-import redis.exceptions
 import structlog
 from aiohttp import web
 from multidict import CIMultiDict, istr
@@ -387,7 +386,7 @@ def _error_answer(request: web.Request, exc: Exception, rid: str) -> web.StreamR
             return oauth_error(OAuthError("invalid_request", exc.detail, exc.status,
                                           headers=exc.headers))
         return problem(exc.status, exc.code, exc.title, exc.detail, rid, exc.headers)
-    if isinstance(exc, STORE_FAULTS):
+    if isinstance(exc, request.config_dict.get(STORE_FAULTS, ())):
         return _store_unavailable(request, exc, rid, is_oauth)
     if isinstance(exc, UnicodeError | RecursionError):
         # a string that cannot be encoded (a lone surrogate, e.g. from a header's bytes), or
@@ -401,13 +400,9 @@ def _error_answer(request: web.Request, exc: Exception, rid: str) -> web.StreamR
 
 
 # --- issue 12: a store fault is 503 `unavailable` (CONTRACT "Faults"), never a 500 ---
-#: What a lost, frozen, loading, read-only or full Redis raises (redis-py and the RESP pipe);
-#: a ResponseError from a wrong command stays a 500.
-STORE_FAULTS: tuple[type[BaseException], ...] = (
-    redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
-    redis.exceptions.BusyLoadingError, redis.exceptions.ReadOnlyError,
-    redis.exceptions.OutOfMemoryError, redis.exceptions.ClusterDownError,
-    redis.exceptions.MasterDownError, redis.exceptions.TryAgainError, TimeoutError)
+#: The exceptions that mean "a store is unavailable" (the adapters' STORE_FAULTS, set by the
+#: composition root: the web layer never imports a store driver).
+STORE_FAULTS: web.AppKey[tuple[type[BaseException], ...]] = web.AppKey("store_faults")
 #: one line per second per fault kind and worker (with the count left out), like deny lines
 _FAULT_LINES = LineBudget(per_second=1)
 

@@ -21,7 +21,14 @@ from gateway.authz.oidc import AuthorizeError
 from gateway.errors import InvalidRequest, RateLimited
 from gateway.qr import render_png
 from gateway.services.login import LoginService, add_query
-from gateway.web.http import bearer_token, no_store, principal, read_json, require_str
+from gateway.web.http import (
+    bearer_token,
+    client_address,
+    no_store,
+    principal,
+    read_json,
+    require_str,
+)
 from gateway.web.ratelimit import enforce_ip_limit
 
 LOGIN = web.AppKey("login_service", LoginService)
@@ -68,7 +75,7 @@ def _error_page(status: int, message: str, headers: dict[str, str] | None = None
 async def authorize(request: web.Request) -> web.StreamResponse:
     """OIDC Core §3.1.2 / RFC 6749 §4.1.1: validate, then show the scan-to-login page."""
     try:   # per client IP, the `login_ip` limit (GATEWAY_RATELIMIT_LOGIN_IP)
-        await enforce_ip_limit(request, "login_ip")
+        await enforce_ip_limit(request, client_address(request), "login_ip")
     except RateLimited as exc:
         return _error_page(429, "Too many login attempts from this address; try again later.",
                            exc.headers)

@@ -14,7 +14,7 @@ from gateway.authz.clients import Client
 from gateway.authz.tokens import TokenInvalid
 from gateway.errors import OAuthError
 from gateway.services.tokens import TokenService
-from gateway.web.http import AUTHENTICATOR, read_form
+from gateway.web.http import AUTHENTICATOR, client_address, read_form
 from gateway.web.ratelimit import enforce_ip_limit
 
 TOKENS = web.AppKey("token_service", TokenService)
@@ -27,7 +27,8 @@ def _json(body: dict[str, object], status: int = 200) -> web.Response:
 
 
 async def token(request: web.Request) -> web.Response:
-    await enforce_ip_limit(request, "oauth_ip")   # before any costly client authentication
+    # before any costly client authentication
+    await enforce_ip_limit(request, client_address(request), "oauth_ip")
     form = await read_form(request)
     client = await request.app[CLIENT_AUTH].authenticate(
         request.headers.get("Authorization"), form)
@@ -37,7 +38,8 @@ async def token(request: web.Request) -> web.Response:
 async def _token_request(request: web.Request) -> tuple[Client, str, str | None]:
     """RFC 7009 §2.1 / RFC 7662 §2.1: an authenticated client names a `token` (and maybe a
     `token_type_hint`)."""
-    await enforce_ip_limit(request, "oauth_ip")   # before any costly client authentication
+    # before any costly client authentication
+    await enforce_ip_limit(request, client_address(request), "oauth_ip")
     form = await read_form(request)
     client = await request.app[CLIENT_AUTH].authenticate(
         request.headers.get("Authorization"), form)

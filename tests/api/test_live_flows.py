@@ -10,6 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from gateway.settings import config_from_env
 from tests.api.conftest import GatewayFactory, check_response
 from tests.consents.conftest import Api
 from tests.oidc.conftest import JKB, JKB_CB, OP, parse_page
@@ -25,8 +26,8 @@ async def _call(c: Any, method: str, url: str, template: str, **kw: Any) -> tupl
 
 @pytest.fixture
 async def op(make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch) -> OP:
-    monkeypatch.setenv("GATEWAY_RATELIMIT_LOGIN_IP", "1000/1/1000")
-    return OP(await make_gateway())
+    limits = config_from_env({"GATEWAY_RATELIMIT_LOGIN_IP": "1000/1/1000"})
+    return OP(await make_gateway(rate_limits=limits))
 
 
 async def test_scan_to_login_matches_the_spec(op: OP) -> None:

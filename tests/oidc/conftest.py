@@ -14,6 +14,7 @@ from urllib.parse import urlencode
 import pytest
 
 from gateway.authz.pkce import s256
+from gateway.settings import config_from_env
 from loadtests.flows import read_qr_png
 from tests.web.conftest import Gateway, GatewayFactory, make_gateway  # noqa: F401
 
@@ -123,5 +124,5 @@ def parse_page(html: str) -> Page:
 async def op(make_gateway: GatewayFactory,  # noqa: F811
              monkeypatch: pytest.MonkeyPatch) -> OP:
     # Many authorize requests from one address: the login_ip limit has its own test.
-    monkeypatch.setenv("GATEWAY_RATELIMIT_LOGIN_IP", "1000/1/1000")
-    return OP(await make_gateway())
+    limits = config_from_env({"GATEWAY_RATELIMIT_LOGIN_IP": "1000/1/1000"})
+    return OP(await make_gateway(rate_limits=limits))

@@ -10,6 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from gateway.clock import FrozenClock
+from gateway.settings import config_from_env
 from tests.oidc.conftest import JKB, JKB_CB, OP, AuthRequest
 from tests.web.conftest import GatewayFactory
 
@@ -189,9 +190,9 @@ async def test_mismatched_client_authentication(op: OP) -> None:
 
 async def test_expired_code_is_refused(make_gateway: GatewayFactory,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GATEWAY_RATELIMIT_LOGIN_IP", "1000/1/1000")
     clock = FrozenClock(time.time() - 100)   # pyjwt checks iat against the real time
-    op = OP(await make_gateway(clock=clock))
+    limits = config_from_env({"GATEWAY_RATELIMIT_LOGIN_IP": "1000/1/1000"})
+    op = OP(await make_gateway(rate_limits=limits, clock=clock))
     code, req = await _code(op, await op.resident())
     clock.advance(61)
     status, body = await op.token(_code_form(code, req))
@@ -264,10 +265,10 @@ async def test_refresh_token_introspection_is_private_to_its_client(op: OP) -> N
 
 async def test_expired_login_session(make_gateway: GatewayFactory,
                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GATEWAY_RATELIMIT_LOGIN_IP", "1000/1/1000")
     # pyjwt checks iat/exp against the real time: start the frozen clock in the past.
     clock = FrozenClock(time.time() - 400)
-    op = OP(await make_gateway(clock=clock))
+    limits = config_from_env({"GATEWAY_RATELIMIT_LOGIN_IP": "1000/1/1000"})
+    op = OP(await make_gateway(rate_limits=limits, clock=clock))
     token = await op.resident()
     page = await op.open_page(op.auth_request().url)
     status, _ = await op.scan(token, page.qr)
@@ -365,8 +366,6 @@ async def test_approve_before_scan_and_unknown_session(op: OP) -> None:
 
 async def test_login_page_is_rate_limited_per_ip(make_gateway: GatewayFactory,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("GATEWAY_RATELIMIT_LOGIN_IP", raising=False)
-    monkeypatch.delenv("GATEWAY_RATELIMIT_ENABLED", raising=False)
     op = OP(await make_gateway())
     url = op.auth_request().url
     statuses = [(await op.c.get(url, allow_redirects=False)).status for _ in range(12)]

@@ -19,6 +19,7 @@ from jwt import PyJWKSet
 from gateway.app import CORE
 from gateway.authz.client_auth import JWT_BEARER
 from gateway.authz.clients import Client
+from gateway.settings import config_from_env
 from tests.consents.conftest import Api
 from tests.oidc.conftest import JKB, JKB_CB, JWT_TYPE, OP, TOKEN_EXCHANGE
 from tests.web.conftest import Gateway, GatewayFactory
@@ -44,8 +45,8 @@ async def test_number_matching_is_required_by_default(op: OP) -> None:
 async def test_without_number_matching_no_choices_are_offered(
         make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Turned off, the scan answer lists no choices (a guess among them would win 1 in 3)."""
-    monkeypatch.setenv("GATEWAY_RATELIMIT_LOGIN_IP", "1000/1/1000")
-    op = OP(await make_gateway(login_require_number=False))
+    limits = config_from_env({"GATEWAY_RATELIMIT_LOGIN_IP": "1000/1/1000"})
+    op = OP(await make_gateway(rate_limits=limits, login_require_number=False))
     token = await op.resident()
     page = await op.open_page(op.auth_request().url)
     status, scanned = await op.scan(token, page.qr)
@@ -318,8 +319,7 @@ async def test_suspension_between_approval_and_redemption_refuses_the_code(op: O
 @pytest.mark.parametrize("path", ["/oauth2/token", "/oauth2/introspect", "/oauth2/revoke"])
 async def test_oauth_endpoints_are_limited_before_client_authentication(
         make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch, path: str) -> None:
-    monkeypatch.setenv("GATEWAY_RATELIMIT_OAUTH_IP", "3/60/3")
-    gw = await make_gateway()
+    gw = await make_gateway(rate_limits=config_from_env({"GATEWAY_RATELIMIT_OAUTH_IP": "3/60/3"}))
     form = {"grant_type": "client_credentials", "token": "x",
             "client_assertion_type": JWT_BEARER, "client_assertion": _gate_assertion(
                 gw, aud="https://foreign.example")}

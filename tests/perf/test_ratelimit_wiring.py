@@ -12,17 +12,12 @@ import redis.asyncio as aioredis
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gateway.adapters.redis_ratelimit import RedisRateLimiter
 from gateway.adapters.redis_store import Coalescer
 from gateway.ratelimit import DEFAULT_LIMITS, Limit, MemoryRateLimiter
-from gateway.settings import SettingsError
-from gateway.web.ratelimit import (
-    CALLER_LIMITS,
-    LIMIT_DEFAULTS,
-    CoalescedRedisRateLimiter,
-    LeasingRateLimiter,
-    config_from_env,
-    parse_limit,
-)
+from gateway.ratelimit.leasing import LeasingRateLimiter
+from gateway.settings import LIMIT_DEFAULTS, SettingsError, config_from_env, parse_limit
+from gateway.web.ratelimit import CALLER_LIMITS
 from loadtests import seed
 from tests.web.conftest import Gateway, GatewayFactory
 
@@ -77,9 +72,8 @@ def test_config_errors_are_clear(env: dict[str, str], message: str) -> None:
 
 async def test_bad_setting_fails_at_start_up(make_gateway: GatewayFactory,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GATEWAY_RATELIMIT_RP", "100/1")
     with pytest.raises(SettingsError, match="GATEWAY_RATELIMIT_RP"):
-        await make_gateway()
+        await make_gateway(rate_limits=config_from_env({"GATEWAY_RATELIMIT_RP": "100/1"}))
 
 
 # ---------------------------------------------------------------- through the real app
@@ -93,11 +87,10 @@ async def _verify(gw: Gateway, token: str, i: int) -> Any:
 async def test_gate_over_its_limit_gets_429_with_headers(
         make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch,
         redis_client: aioredis.Redis) -> None:
-    monkeypatch.setenv("GATEWAY_RATELIMIT_GATE", "1/60/3")
-    gw = await make_gateway()
+    gw = await make_gateway(rate_limits=config_from_env({"GATEWAY_RATELIMIT_GATE": "1/60/3"}))
     limiter = gw.app[CALLER_LIMITS].limiter
     assert isinstance(limiter, LeasingRateLimiter)
-    assert isinstance(limiter._inner, CoalescedRedisRateLimiter)
+    assert isinstance(limiter._inner, RedisRateLimiter)
     token = await gw.client_token(GATE)
     for i in range(3):
         r = await _verify(gw, token, i)
@@ -125,8 +118,7 @@ async def test_gate_over_its_limit_gets_429_with_headers(
 async def test_unauthenticated_calls_spend_nothing(
         make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch,
         redis_client: aioredis.Redis) -> None:
-    monkeypatch.setenv("GATEWAY_RATELIMIT_GATE", "1/60/1")
-    gw = await make_gateway()
+    gw = await make_gateway(rate_limits=config_from_env({"GATEWAY_RATELIMIT_GATE": "1/60/1"}))
     for i in range(5):
         r = await _verify(gw, "not-a-token", i)
         assert r.status == 401
@@ -135,8 +127,7 @@ async def test_unauthenticated_calls_spend_nothing(
 
 async def test_concurrent_gate_calls_never_exceed_the_burst(
         make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GATEWAY_RATELIMIT_GATE", "1/60/10")
-    gw = await make_gateway()
+    gw = await make_gateway(rate_limits=config_from_env({"GATEWAY_RATELIMIT_GATE": "1/60/10"}))
     token = await gw.client_token(GATE)
     answers = await asyncio.gather(*[_verify(gw, token, i) for i in range(60)])
     statuses = sorted(a.status for a in answers)
@@ -146,8 +137,7 @@ async def test_concurrent_gate_calls_never_exceed_the_burst(
 async def test_resident_issuance_uses_app_issue_keyed_by_a_hash(
         make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch,
         redis_client: aioredis.Redis) -> None:
-    monkeypatch.setenv("GATEWAY_RATELIMIT_APP_ISSUE", "1/60/2")
-    gw = await make_gateway()
+    gw = await make_gateway(rate_limits=config_from_env({"GATEWAY_RATELIMIT_APP_ISSUE": "1/60/2"}))
     await gw.client.get("/healthz")
     keys = seed.GatewayKeys.load(gw.settings.keys_dir)
     pid = seed.new_person_id()
@@ -168,9 +158,9 @@ async def test_resident_issuance_uses_app_issue_keyed_by_a_hash(
 
 async def test_limits_can_be_turned_off(make_gateway: GatewayFactory,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GATEWAY_RATELIMIT_GATE", "1/60/1")
-    monkeypatch.setenv("GATEWAY_RATELIMIT_ENABLED", "false")
-    gw = await make_gateway()
+    limits = config_from_env({"GATEWAY_RATELIMIT_GATE": "1/60/1",
+                              "GATEWAY_RATELIMIT_ENABLED": "false"})
+    gw = await make_gateway(rate_limits=limits)
     token = await gw.client_token(GATE)
     for i in range(4):
         r = await _verify(gw, token, i)
@@ -179,8 +169,8 @@ async def test_limits_can_be_turned_off(make_gateway: GatewayFactory,
 
 async def test_sandbox_without_redis_limits_in_memory(
         make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GATEWAY_RATELIMIT_GATE", "1/60/2")
-    gw = await make_gateway(use_redis=False)
+    limits = config_from_env({"GATEWAY_RATELIMIT_GATE": "1/60/2"})
+    gw = await make_gateway(rate_limits=limits, use_redis=False)
     assert isinstance(gw.app[CALLER_LIMITS].limiter, MemoryRateLimiter)
     token = await gw.client_token(GATE)
     statuses = [(await _verify(gw, token, i)).status for i in range(4)]
@@ -196,7 +186,7 @@ async def test_coalesced_limiter_is_atomic_across_pools(redis_url: str,
     try:
         limiters = []
         for r in clients:
-            lim = CoalescedRedisRateLimiter(Coalescer(r), r.script_load, prefix="t:")
+            lim = RedisRateLimiter(r, commands=Coalescer(r), prefix="t:")
             await lim.load()
             limiters.append(lim)
         decisions = await asyncio.gather(*[limiters[i % 2].hit("gate:g", limit)
@@ -213,7 +203,7 @@ async def test_coalesced_limiter_reloads_its_script_after_a_flush(
         redis_client: aioredis.Redis) -> None:
     coalescer = Coalescer(redis_client)
     assert coalescer.pipelined  # NOSCRIPT arrives through the gateway's own RESP socket
-    lim = CoalescedRedisRateLimiter(coalescer, redis_client.script_load)
+    lim = RedisRateLimiter(redis_client, commands=coalescer)
     await lim.load()
     limit = Limit(rate=1, period_s=60, burst=2)
     assert (await lim.hit("gate:a", limit)).allowed
@@ -225,7 +215,7 @@ async def test_coalesced_limiter_reloads_its_script_after_a_flush(
 
 async def test_coalesced_limiter_refuses_braces_and_dear_costs(
         redis_client: aioredis.Redis) -> None:
-    lim = CoalescedRedisRateLimiter(Coalescer(redis_client), redis_client.script_load)
+    lim = RedisRateLimiter(redis_client, commands=Coalescer(redis_client))
     await lim.load()
     with pytest.raises(ValueError, match="braces"):
         await lim.hit("gate:{x}", Limit(1, 1, 1))
@@ -236,8 +226,7 @@ async def test_coalesced_limiter_refuses_braces_and_dear_costs(
 # ---------------------------------------------------------------- leases of cells
 
 async def _leasing(redis_client: aioredis.Redis, **kw: Any) -> LeasingRateLimiter:
-    inner = CoalescedRedisRateLimiter(Coalescer(redis_client), redis_client.script_load,
-                                      prefix="t:")
+    inner = RedisRateLimiter(redis_client, commands=Coalescer(redis_client), prefix="t:")
     await inner.load()
     return LeasingRateLimiter(inner, **kw)
 
@@ -273,7 +262,7 @@ async def test_an_expired_lease_drops_its_cells(redis_client: aioredis.Redis) ->
 class _CountingLimiter:
     """The shared limiter, counting the hits and cells asked of it."""
 
-    def __init__(self, inner: CoalescedRedisRateLimiter) -> None:
+    def __init__(self, inner: RedisRateLimiter) -> None:
         self.inner = inner
         self.hits: list[int] = []
 
@@ -284,8 +273,7 @@ class _CountingLimiter:
 
 async def test_the_next_lease_is_asked_for_before_this_one_runs_out(
         redis_client: aioredis.Redis) -> None:
-    inner = CoalescedRedisRateLimiter(Coalescer(redis_client), redis_client.script_load,
-                                      prefix="t:")
+    inner = RedisRateLimiter(redis_client, commands=Coalescer(redis_client), prefix="t:")
     await inner.load()
     counting = _CountingLimiter(inner)
     lim = LeasingRateLimiter(counting)
@@ -306,8 +294,7 @@ async def test_the_next_lease_is_asked_for_before_this_one_runs_out(
 
 
 async def test_a_busy_subject_gets_bigger_leases(redis_client: aioredis.Redis) -> None:
-    inner = CoalescedRedisRateLimiter(Coalescer(redis_client), redis_client.script_load,
-                                      prefix="t:")
+    inner = RedisRateLimiter(redis_client, commands=Coalescer(redis_client), prefix="t:")
     await inner.load()
     counting = _CountingLimiter(inner)
     lim = LeasingRateLimiter(counting)
@@ -344,17 +331,16 @@ async def test_small_bursts_are_never_leased(redis_client: aioredis.Redis) -> No
 
 async def test_leasing_can_be_turned_off(make_gateway: GatewayFactory,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GATEWAY_RATELIMIT_LEASE", "false")
-    gw = await make_gateway()
-    assert isinstance(gw.app[CALLER_LIMITS].limiter, CoalescedRedisRateLimiter)
+    gw = await make_gateway(rate_limits=config_from_env({"GATEWAY_RATELIMIT_LEASE": "false"}))
+    assert isinstance(gw.app[CALLER_LIMITS].limiter, RedisRateLimiter)
     token = await gw.client_token(GATE)
     assert (await _verify(gw, token, 0)).status == 200
 
 
 async def test_gate_with_a_leased_limit_gets_exactly_its_burst_through_the_app(
         make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GATEWAY_RATELIMIT_GATE", "1/60/40")   # leases of 4
-    gw = await make_gateway()
+    limits = config_from_env({"GATEWAY_RATELIMIT_GATE": "1/60/40"})   # leases of 4
+    gw = await make_gateway(rate_limits=limits)
     token = await gw.client_token(GATE)
     answers = await asyncio.gather(*[_verify(gw, token, i) for i in range(70)])
     statuses = [a.status for a in answers]

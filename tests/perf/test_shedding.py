@@ -11,10 +11,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.errors import InvalidRequest
+from gateway.settings import config_from_env
 from gateway.web.http import edge_middleware
-from gateway.web.ratelimit import SHEDDER, install
-
-UNUSED_CORE = web.AppKey("unused_core", object)
+from gateway.web.ratelimit import SHEDDER, install_shedder
 
 
 async def _app(max_inflight: int) -> tuple[TestClient, asyncio.Event, web.Application]:
@@ -22,9 +21,9 @@ async def _app(max_inflight: int) -> tuple[TestClient, asyncio.Event, web.Applic
     app = web.Application(middlewares=[edge_middleware])
     # these paths are not the gates': their share is the whole limit here (the shares have
     # their own test in tests/faults/test_edge.py)
-    install(app, UNUSED_CORE, env={"GATEWAY_MAX_INFLIGHT": str(max_inflight),
-                                   "GATEWAY_MAX_INFLIGHT_OTHER": str(max_inflight),
-                                   "GATEWAY_RATELIMIT_ENABLED": "false"})
+    install_shedder(app, config_from_env({"GATEWAY_MAX_INFLIGHT": str(max_inflight),
+                                          "GATEWAY_MAX_INFLIGHT_OTHER": str(max_inflight),
+                                          "GATEWAY_RATELIMIT_ENABLED": "false"}))
 
     async def slow(request: web.Request) -> web.Response:
         await release.wait()
@@ -107,8 +106,8 @@ async def test_shed_count_is_exported(n: int) -> None:
     app = web.Application(middlewares=[edge_middleware])
     registry = CollectorRegistry()
     app[REGISTRY] = registry
-    install(app, UNUSED_CORE, env={"GATEWAY_MAX_INFLIGHT": "1",
-                                   "GATEWAY_RATELIMIT_ENABLED": "false"})
+    install_shedder(app, config_from_env({"GATEWAY_MAX_INFLIGHT": "1",
+                                          "GATEWAY_RATELIMIT_ENABLED": "false"}), registry)
 
     async def slow(request: web.Request) -> web.Response:
         await release.wait()
