@@ -100,7 +100,7 @@ from gateway.ports import ClientStore, SingleUse
 from gateway.ratelimit import MemoryRateLimiter, RateLimiter
 from gateway.ratelimit.leasing import LeasingRateLimiter
 from gateway.services import consents as consent_svc
-from gateway.services.audit import AuditLog, AuditTrail
+from gateway.services.audit import AuditTrail
 from gateway.services.auth import BearerAuthenticator
 from gateway.services.codes import SEALABLE, CodeService, seal_attributes
 from gateway.services.consents import ConsentPolicy, ConsentService
@@ -116,6 +116,7 @@ from gateway.services.identity import (
     registry_entries,
 )
 from gateway.services.login import AuthorizationCodeGrant, LoginService, RefreshTokenGrant
+from gateway.services.ports import AuditLog
 from gateway.services.records import (
     Exporter,
     RecordingClaims,

@@ -1,8 +1,9 @@
 """OpenID Connect provider logic without a web framework: authorization request validation
 (RFC 6749 §4.1.1, OIDC Core §3.1.2.1, RFC 7636, RFC 9700 §2.1), the records the login flow
-keeps (login sessions, authorization codes, refresh families, remembered consents) and the
-store Protocols they live behind, ID token claims (OIDC Core §2, §3.1.3.6 at_hash), scope →
-claim mapping (data minimisation) and the login context shown to the resident (RFC 8628 §5.4).
+keeps (login sessions, authorization codes, refresh families, remembered consents; their
+store ports are in gateway/authz/ports.py), ID token claims (OIDC Core §2, §3.1.3.6
+at_hash), scope → claim mapping (data minimisation) and the login context shown to the
+resident (RFC 8628 §5.4).
 
 Two phases of authorization-request validation (RFC 6749 §4.1.2.1): `client_and_redirect`
 errors are NEVER redirected (an HTML page, 400); every later error is redirected to the now
@@ -19,10 +20,22 @@ import re
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any
 
 from gateway.authz.clients import Client
 from gateway.authz.pkce import S256, is_valid_challenge
+from gateway.authz.ports import (
+    CodeStore as CodeStore,
+)
+from gateway.authz.ports import (
+    ConsentStore as ConsentStore,
+)
+from gateway.authz.ports import (
+    LoginSessionStore as LoginSessionStore,
+)
+from gateway.authz.ports import (
+    RefreshStore as RefreshStore,
+)
 from gateway.base64url import b64u
 
 LOGIN_SESSION_TTL_S = 180        # ≤ 3 minutes (issue 5)
@@ -392,59 +405,6 @@ class Consent:
 
 # Rotation outcomes of RefreshStore.rotate
 ROTATED, GRACE, REUSED, REVOKED, UNKNOWN = "rotated", "grace", "reused", "revoked", "unknown"
-
-
-class LoginSessionStore(Protocol):
-    async def create(self, session: LoginSession, ttl_s: float) -> None: ...
-
-    async def get(self, session_id: str) -> LoginSession | None: ...
-
-    async def transition(self, session_id: str, expect: str, to: str,
-                         fields: Mapping[str, str]) -> bool:
-        """Atomically: if the status is `expect`, set it to `to` plus `fields`."""
-        ...
-
-
-class CodeStore(Protocol):
-    async def put(self, code_hash: str, record: CodeRecord, ttl_s: float) -> None: ...
-
-    async def consume(self, code_hash: str) -> tuple[CodeRecord, bool] | None:
-        """(record, first use?) atomically; None if unknown. The record stays (marked used)
-        until its TTL so a replay is recognised."""
-        ...
-
-
-class RefreshStore(Protocol):
-    async def create(self, family: Family, token_hash: str, ttl_s: float) -> bool:
-        """False if the family id exists already (e.g. revoked by a code replay)."""
-        ...
-
-    async def get(self, family_id: str) -> Family | None: ...
-
-    async def rotate(self, family_id: str, presented_hash: str, new_hash: str, now: float,
-                     grace_s: float, successor: str = "") -> tuple[str, str | None]:
-        """(outcome, successor): one of ROTATED, GRACE, REUSED (the family is now revoked),
-        REVOKED, UNKNOWN. ROTATED spends the presented token, activates `new_hash` and keeps
-        `successor` (the sealed answer that carried the new token) with the spent token;
-        GRACE (the spent token again within `grace_s`) activates nothing and hands back that
-        stored successor, so a retried or concurrent refresh never forks the family."""
-        ...
-
-    async def token_state(self, family_id: str, token_hash: str) -> str | None: ...
-
-    async def revoke(self, family_id: str, ttl_s: float) -> None:
-        """Revoke (or pre-revoke: a tombstone that `create` will not overwrite)."""
-        ...
-
-
-class ConsentStore(Protocol):
-    async def remember(self, person_id: str, consent: Consent) -> None: ...
-
-    async def get(self, person_id: str, client_id: str) -> Consent | None: ...
-
-    async def list(self, person_id: str) -> list[Consent]: ...
-
-    async def forget(self, person_id: str, client_id: str) -> bool: ...
 
 
 def split_refresh_token(token: str) -> tuple[str, str] | None:

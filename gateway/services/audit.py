@@ -35,6 +35,7 @@ import jwt
 
 from gateway.authz.ecdsa import is_low_s
 from gateway.authz.keyring import KeyRing
+from gateway.services.ports import AuditLog
 from gateway.timefmt import rfc3339
 
 GENESIS = "0" * 64
@@ -57,7 +58,6 @@ def entry_hash(entry: Mapping[str, Any], key: bytes) -> str:
     `hash` (prev_hash included)."""
     body = {k: v for k, v in entry.items() if k != "hash"}
     return hmac.new(key, canonical_json(body), hashlib.sha256).hexdigest()
-
 
 
 @dataclass(frozen=True)
@@ -111,29 +111,6 @@ def verify_chain(entries: Iterable[Mapping[str, Any]], *, key: bytes, start_seq:
         prev = stated
         expected_seq += 1
     return True, None
-
-
-class AuditLog(Protocol):
-    """The store: appends atomically (no two entries with one seq, never a fork across
-    workers) and reads back in order. It chains under `chain_key`."""
-
-    chain_key: bytes
-
-    async def append(self, event: Mapping[str, Any], ts: float) -> dict[str, Any]:
-        """Chain `event` (an AuditEvent body) after the current head; return the entry."""
-        ...
-
-    async def entries(self, start_seq: int = 1, count: int = 1000) -> Sequence[dict[str, Any]]:
-        """Entries with seq ≥ start_seq, in order, at most `count`."""
-        ...
-
-    async def head(self) -> tuple[int, str]:
-        """(last seq, last hash); (0, GENESIS) when empty."""
-        ...
-
-    async def for_subject(self, subject: str, limit: int = 100) -> Sequence[dict[str, Any]]:
-        """The newest `limit` entries about one holder subject, newest first."""
-        ...
 
 
 @dataclass(frozen=True)

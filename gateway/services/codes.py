@@ -17,7 +17,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 from gateway.authz.datakeys import DataKeys, HolderCipher, SealError
 from gateway.authz.keyring import KeyRing
@@ -25,6 +25,7 @@ from gateway.authz.tokens import AccessTokenClaims
 from gateway.clock import Clock
 from gateway.codec import CodeError, Ed25519Signer, Es256Signer, Signer, decode, encode_ykm
 from gateway.errors import Conflict, Forbidden, InvalidRequest, NotFound, Unavailable
+from gateway.services.ports import CodeIdentity
 from gateway.services.trustlist import TrustList
 from gateway.services.upstream import EsscPlatform
 from gateway.timefmt import rfc3339
@@ -85,20 +86,6 @@ def open_attributes(flags: int, names: Sequence[str]) -> dict[str, Any] | None:
     for n in names:
         out[n] = CONCESSIONS[index] if n == "concession" else bool(flags & ADULT)
     return out
-
-
-class CodeIdentity(Protocol):
-    """What issuing codes needs from the identity service (``GateIdentityAdapter`` in
-    gateway/services/identity.py provides it)."""
-
-    async def essc_account(self, person_id: str,
-                           region: str | None) -> tuple[str, str] | None:
-        """(platform holder account id, region) of the person's active e-SSC, if any."""
-        ...
-
-    async def disclose(self, person_id: str, names: Sequence[str]) -> dict[str, Any]:
-        """Exactly the named attributes (docs/scenes.md vocabulary), nothing else."""
-        ...
 
 
 @dataclass(frozen=True)

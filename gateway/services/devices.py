@@ -47,6 +47,7 @@ from gateway.codec import (
 from gateway.codec.device import device_alg
 from gateway.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from gateway.ports import SingleUse
+from gateway.services.ports import DeviceStore
 from gateway.services.trustlist import sign_compact
 
 __all__ = [
@@ -120,36 +121,6 @@ class RevokedSerial:
 
 
 AddResult = Literal["added", "full", "removed"]
-
-
-class DeviceStore(Protocol):
-    """Enrolled devices per person, and the device revocation log (tests/contract/)."""
-
-    async def add(self, record: DeviceRecord, max_per_person: int) -> AddResult:
-        """Add a device unless the person already has ``max_per_person`` (atomically) or
-        removed a device with this key before (``"removed"``: a lost phone's key stays out)."""
-        ...
-
-    async def for_person(self, person_id: str) -> Sequence[DeviceRecord]: ...
-
-    async def add_certificate(self, person_id: str, device_id: str, serial: str,
-                              not_after: int, now: float) -> DeviceRecord | None:
-        """Record a new certificate (and forget those past their window); None if the device
-        is gone (revoked meanwhile: no certificate for it)."""
-        ...
-
-    async def remove(self, person_id: str, device_id: str) -> DeviceRecord | None:
-        """Delete the device and bar its key for the person; the record as it was, or None."""
-        ...
-
-    async def revoke_serials(self, serials: Sequence[tuple[str, int]], now: float) -> int:
-        """Append serials (hex, not_after) to the revocation log and drop entries past
-        their window; the log's new version (unchanged when ``serials`` is empty)."""
-        ...
-
-    async def revocations(self, since: int, now: float) -> tuple[int, list[RevokedSerial]]:
-        """The log's version and its entries newer than ``since`` still in their window."""
-        ...
 
 
 @dataclass(frozen=True)

@@ -34,9 +34,9 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 import structlog
 
@@ -47,6 +47,7 @@ from gateway.errors import Forbidden, InvalidRequest, NotFound
 from gateway.ports import ClientStore, SingleUse
 from gateway.services.codes import open_attributes
 from gateway.services.decision import Face, Reason, UseRef, VerifyDecision
+from gateway.services.ports import CredentialFace, GateIdentity
 from gateway.services.scenes import SceneCatalogue
 from gateway.services.subjects import SubjectSeen
 from gateway.timefmt import rfc3339
@@ -128,41 +129,6 @@ class Refused(Exception):
 
 
 # ------------------------------------------------------------------------------------- ports
-class CredentialFace(Protocol):
-    """One face's verifier (:mod:`gateway.services.faces`)."""
-
-    def check(self, credential: Any, gate_id: str, request_id: str,
-              now: float) -> Verified:
-        """Signature/MAC and validity window, without I/O; raises :class:`Refused`."""
-        ...
-
-    async def resolve(self, verified: Verified) -> Verified:
-        """The person behind it (``person_id`` set); raises ``Refused("revoked")``."""
-        ...
-
-
-class GateIdentity(Protocol):
-    """What the gate path needs from the identity service (``GateIdentityAdapter``)."""
-
-    def is_suspended(self, person_id: str) -> bool:
-        """In-process revocation view of persons (no I/O on the gate path)."""
-        ...
-
-    async def person_by_essc(self, region: str, holder_account_id: str) -> str | None:
-        """The person id linked (actively) to this e-SSC holder account, if any."""
-        ...
-
-    async def card_holder(self, region: str, card_no: str) -> tuple[str, Any] | None:
-        """(person id, identity record) for an active card not in the revocation set."""
-        ...
-
-    async def disclose(self, person_id: str, names: Sequence[str]) -> dict[str, Any]:
-        """Exactly the named attributes (docs/scenes.md vocabulary); NotFound if no record."""
-        ...
-
-    def disclose_from(self, record: Any, names: Sequence[str]) -> dict[str, Any]:
-        """The named attributes from a record already read."""
-        ...
 
 
 #: Counts one decision (gateway_verify_decisions_total{face, decision, reason}).

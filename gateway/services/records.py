@@ -32,6 +32,8 @@ from typing import Any, Final, Literal, Protocol
 import msgpack
 import structlog
 
+from gateway.services.ports import ExporterLock, Outbox, RecordingClaims, RecordStore
+
 __all__ = [
     "Batch",
     "ExportPage",
@@ -147,49 +149,8 @@ class ExportPage:
     next_cursor: str
 
 
-class RecordStore(Protocol):
-    """Where records live (PostgreSQL in production; memory in the sandbox).
-
-    `write` is idempotent on record id: writing a record twice stores it once. `page` lists
-    in the order records were written: a reader that keeps the cursor sees every record once,
-    also the late ones (an offline upload, an outbox drained after an outage)."""
-
-    async def write(self, records: Sequence[TransactionRecord]) -> int:
-        """Store the records; returns how many were new."""
-        ...
-
-    async def page(self, after: str | None, limit: int) -> ExportPage: ...
-
-    def valid_cursor(self, cursor: str) -> bool: ...
-
-    async def prune(self, older_than: float) -> int:
-        """Drop whole days that ended before `older_than` (retention); returns days dropped."""
-        ...
-
-    async def ping(self) -> None: ...
-
-
 class OutboxFull(Exception):
     """The outbox is at its bound: the decision stands, its record could not be queued."""
-
-
-class RecordingClaims(Protocol):
-    """Single-use claims that append a record when, and only when, they win — atomically and
-    in one round trip (Redis: one script over the claim key and an outbox stream in the same
-    hash slot; memory: one call).
-
-    `claim` returns None when this call claimed the key (and the record was queued), or the
-    value of whoever claimed it first (and nothing was queued). A claim that wins while the
-    outbox is full raises nothing: the decision must stand; the adapter counts and alarms."""
-
-    async def claim(self, key: str, ttl_s: float, value: str,
-                    record: TransactionRecord, shard: bytes) -> str | None: ...
-
-    async def peek(self, key: str, shard: bytes) -> str | None: ...
-
-    async def remember(self, key: str, ttl_s: float, value: str, shard: bytes) -> None:
-        """Set the key, if unset, without a record (an answer kept for idempotent retries)."""
-        ...
 
 
 class _SingleUse(Protocol):
@@ -224,30 +185,6 @@ class Batch:
     ack: Callable[[], Any]
     bad: int = 0  # entries that did not decode (deleted with the batch, logged)
     position: Any = None  # where the batch ends in the outbox (the adapter's own)
-
-
-class Outbox(Protocol):
-    """The exporter's side of the outbox."""
-
-    async def take(self, max_records: int, after: Batch | None = None) -> Batch | None:
-        """The oldest records not yet acknowledged (None when empty), or those right after
-        batch `after` (read ahead while it is being stored). Not removed."""
-        ...
-
-    async def length(self) -> int: ...
-
-    @property
-    def bound(self) -> int: ...
-
-
-class ExporterLock(Protocol):
-    """At most one exporter drains the outbox at a time (across workers and hosts)."""
-
-    async def acquire(self) -> bool: ...
-
-    async def renew(self) -> bool: ...
-
-    async def release(self) -> None: ...
 
 
 # ------------------------------------------------------------------------------- exporter

@@ -20,17 +20,18 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Final, Literal, Protocol, runtime_checkable
+from typing import Any, Final, Literal
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from gateway.base64url import b64u
 from gateway.errors import Unauthorized
+from gateway.services.ports import CertificateLibrary, EsscPlatform, IdentityPlatform
 
 __all__ = [
     "CERTIFICATE_TYPES",
@@ -210,40 +211,6 @@ class UpstreamAccount:
     __str__ = __repr__
 
 
-@runtime_checkable
-class IdentityPlatform(Protocol):
-    """渝快办 or an e-SSC platform as an identity provider."""
-
-    platform: Platform
-
-    async def verify_assertion(self, assertion: str) -> UpstreamIdentity:
-        """Verify signature, issuer, audience and lifetime; raise :class:`AssertionRejected`.
-
-        Raises ``gateway.errors.UpstreamUnavailable`` when the keys cannot be fetched. Replay of
-        ``jti`` is the caller's check (it holds the store).
-        """
-        ...
-
-    async def lookup_account(self, account_id: str,
-                             region: str | None = None) -> UpstreamAccount | None:
-        """The account, or ``None`` when the platform does not know it."""
-        ...
-
-
-@runtime_checkable
-class EsscPlatform(Protocol):
-    """The national e-SSC platform: codes in its own format and their verification keys."""
-
-    async def issue_code(self, holder_account_id: str, region: str) -> str:
-        """A fresh e-SSC code for the holder (not idempotent: never retried)."""
-        ...
-
-    async def code_keys(self, region: str | None = None) -> list[dict[str, Any]]:
-        """Code-verification JWKs (RFC 7517) with ``iss``, ``nbf``, ``exp`` validity members;
-        all regions when ``region`` is ``None``."""
-        ...
-
-
 # --------------------------------------------------------------------------------------------
 # Electronic-certificate library (电子证照库)
 # --------------------------------------------------------------------------------------------
@@ -259,13 +226,6 @@ class Certificate:
     fields: Mapping[str, Any]
     issuer_signature: str = field(repr=False)
     issued_at: int
-
-
-@runtime_checkable
-class CertificateLibrary(Protocol):
-    async def fetch(self, citizen_id: str, types: Sequence[str]) -> list[Certificate]:
-        """The holder's certificates of the given types (those the library has)."""
-        ...
 
 
 # --------------------------------------------------------------------------------------------

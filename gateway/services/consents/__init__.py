@@ -18,7 +18,8 @@ The citizen ID (trust root) is fetched from the identity port only for the libra
 never written to a log, an audit entry or an answer.
 
 Modules: model (statuses, refusals, the consent record, policy, approval codes, the request),
-store (the store port), service (the use cases, the views and the receipt).
+service (the use cases, the views and the receipt); the store port is
+gateway.services.ports.ConsentStore.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ from gateway.services.consents.model import (
     with_status,
 )
 from gateway.services.consents.service import ConsentService
-from gateway.services.consents.store import ConsentStore
+from gateway.services.ports import ConsentStore
 
 __all__ = [
     "APPROVAL_ALPHABET",

@@ -40,7 +40,7 @@ from gateway.services.consents.model import (
     public_reason,
     safe_id,
 )
-from gateway.services.consents.store import ConsentStore
+from gateway.services.ports import ConsentStore
 from gateway.services.upstream import CertificateLibrary
 from gateway.timefmt import rfc3339
 

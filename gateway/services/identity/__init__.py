@@ -18,9 +18,10 @@ Revocation (挂失): lost and replaced cards are kept in a revocation set with a
 every worker holds an in-process copy (`RevocationView`) kept fresh by pub/sub plus a version
 poll, so the gate path answers `revoked` without a store round trip (docs/identity.md).
 
-Modules: records (person, credentials, registry entries), store (the store port, the
-revocation view), service (the use cases), links (linking by upstream assertion, the
-assertion router), gate_view (what the gate path and code issuance see).
+Modules: records (person, credentials, registry entries), store (the revocation view; the
+store port is gateway.services.ports.IdentityStore), service (the use cases), links (linking
+by upstream assertion, the assertion router), gate_view (what the gate path and code
+issuance see).
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ from gateway.services.identity.service import (
     PersonResolverFn,
     registry_entries,
 )
-from gateway.services.identity.store import IdentityStore, IndexKind, RevocationView
+from gateway.services.identity.store import IndexKind, RevocationView
+from gateway.services.ports import IdentityStore
 
 __all__ = [
     "ADULT_AGE",

@@ -30,7 +30,8 @@ from gateway.services.identity.records import (
     mask_ref,
     new_person_id,
 )
-from gateway.services.identity.store import IdentityStore, RevocationView
+from gateway.services.identity.store import RevocationView
+from gateway.services.ports import IdentityStore
 from gateway.services.upstream import (
     UpstreamIdentity,
     is_valid_card_no,

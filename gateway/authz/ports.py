@@ -1,0 +1,66 @@
+"""The OIDC provider's store ports (memory and Redis implementations; one contract suite,
+tests/contract/test_oidc_stores.py). Records are imported for annotations only."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from gateway.authz.oidc import CodeRecord, Consent, Family, LoginSession
+
+__all__ = ["CodeStore", "ConsentStore", "LoginSessionStore", "RefreshStore"]
+
+
+class LoginSessionStore(Protocol):
+    async def create(self, session: LoginSession, ttl_s: float) -> None: ...
+
+    async def get(self, session_id: str) -> LoginSession | None: ...
+
+    async def transition(self, session_id: str, expect: str, to: str,
+                         fields: Mapping[str, str]) -> bool:
+        """Atomically: if the status is `expect`, set it to `to` plus `fields`."""
+        ...
+
+
+class CodeStore(Protocol):
+    async def put(self, code_hash: str, record: CodeRecord, ttl_s: float) -> None: ...
+
+    async def consume(self, code_hash: str) -> tuple[CodeRecord, bool] | None:
+        """(record, first use?) atomically; None if unknown. The record stays (marked used)
+        until its TTL so a replay is recognised."""
+        ...
+
+
+class RefreshStore(Protocol):
+    async def create(self, family: Family, token_hash: str, ttl_s: float) -> bool:
+        """False if the family id exists already (e.g. revoked by a code replay)."""
+        ...
+
+    async def get(self, family_id: str) -> Family | None: ...
+
+    async def rotate(self, family_id: str, presented_hash: str, new_hash: str, now: float,
+                     grace_s: float, successor: str = "") -> tuple[str, str | None]:
+        """(outcome, successor): one of ROTATED, GRACE, REUSED (the family is now revoked),
+        REVOKED, UNKNOWN. ROTATED spends the presented token, activates `new_hash` and keeps
+        `successor` (the sealed answer that carried the new token) with the spent token;
+        GRACE (the spent token again within `grace_s`) activates nothing and hands back that
+        stored successor, so a retried or concurrent refresh never forks the family."""
+        ...
+
+    async def token_state(self, family_id: str, token_hash: str) -> str | None: ...
+
+    async def revoke(self, family_id: str, ttl_s: float) -> None:
+        """Revoke (or pre-revoke: a tombstone that `create` will not overwrite)."""
+        ...
+
+
+class ConsentStore(Protocol):
+    async def remember(self, person_id: str, consent: Consent) -> None: ...
+
+    async def get(self, person_id: str, client_id: str) -> Consent | None: ...
+
+    async def list(self, person_id: str) -> list[Consent]: ...
+
+    async def forget(self, person_id: str, client_id: str) -> bool: ...
+
