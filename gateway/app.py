@@ -30,6 +30,11 @@ from gateway.adapters.redis_store import (
     RedisSingleUse,
     connect,
 )
+from gateway.adapters.store_epoch import (
+    StoreEpoch,
+    persistence_problems,
+    read_persistence_config,
+)
 from gateway.authz.client_auth import ClientAuthenticator
 from gateway.authz.clients import DEFAULT_SCOPES, Client, hash_secret
 from gateway.authz.datakeys import DataKeys
@@ -188,7 +193,13 @@ async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
             # learn the slot map before concurrent use (redis-py's lazy set-up races)
             await redis.initialize()
         coalescer = Coalescer(redis)
-        single_use: SingleUse = RedisSingleUse(coalescer, settings.redis_prefix)
+        if not settings.is_sandbox:  # docs/audit.md: appendonly yes, noeviction (issue 12)
+            await require_persistence(redis)
+        # the store epoch: a Redis that lost its data is detected within one claim (issue 12)
+        epoch = StoreEpoch(coalescer.execute, settings.redis_prefix, clock.now,
+                           app.get(REGISTRY), refuse_at_start=not settings.is_sandbox)
+        await epoch.start()
+        single_use: SingleUse = RedisSingleUse(coalescer, settings.redis_prefix, epoch)
         clients: ClientStore = RedisClientStore(redis, settings.redis_prefix)
     else:
         single_use = MemorySingleUse(clock)
@@ -199,6 +210,9 @@ async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
                 single_use=single_use, clients=clients, redis=redis, coalescer=coalescer)
     if redis is not None:
         core.readiness.append(("redis", redis.ping))
+        if not settings.is_sandbox:
+            core.readiness.append(("redis_persistence", lambda: require_persistence(redis)))
+        epoch.listeners.append(lambda reason: _store_lost(app))
     app[CORE] = core
 
     if settings.is_sandbox:
@@ -248,6 +262,8 @@ async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        if isinstance(single_use, RedisSingleUse) and single_use.epoch is not None:
+            await single_use.epoch.stop()
         reloader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reloader
@@ -255,6 +271,54 @@ async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
             await coalescer.aclose()
         if redis is not None:
             await redis.aclose()
+
+
+async def require_persistence(redis: RedisClient) -> None:
+    """Production: Redis must persist as docs/audit.md requires, read from its own CONFIG."""
+    from gateway.settings import SettingsError
+
+    try:
+        problems = persistence_problems(await read_persistence_config(redis))
+    except Exception as exc:  # noqa: BLE001 - CONFIG refused (renamed, ACL): cannot be shown
+        raise SettingsError("GATEWAY_REDIS_URL: cannot read Redis's configuration (CONFIG GET "
+                            f"appendonly, maxmemory-policy): {type(exc).__name__}") from None
+    if problems:
+        raise SettingsError("GATEWAY_REDIS_URL: Redis does not persist as production needs "
+                            "(docs/operations.md): " + "; ".join(problems))
+
+
+async def _store_lost(app: web.Application) -> None:
+    """The store epoch found a loss: forget what was cached from the lost store, and in the
+    sandbox put the demo clients and residents back (production: restore from a backup,
+    docs/operations.md; the caches then read the restored records). Retried for a while:
+    right after a restart, pooled connections fail once each (nothing is retried there)."""
+    from gateway.web import codes as _codes
+    from gateway.web import identity as _identity
+
+    core = app[CORE]
+    for attempt in range(50):
+        if _codes.CODES in app:
+            app[_codes.CODES].forget_cached_clients()
+        _identity.forget_cached_sectors()
+        try:
+            if core.settings.is_sandbox:
+                for client in demo_clients(core.settings, core.clock.now()):
+                    await core.clients.put(client)
+                if _identity.IDENTITY in app:
+                    from gateway.services import identity as ids
+
+                    doc = json.loads((DATA_DIR / "residents.json").read_text("utf-8"))
+                    await app[_identity.IDENTITY].sync(ids.registry_entries(doc))
+            if _identity.IDENTITY in app:
+                await app[_identity.IDENTITY].refresh_revocations(force=True)
+        except Exception as exc:  # noqa: BLE001 - the store is still coming back: again
+            if attempt == 49:
+                log.warning("store.recache_failed", error=type(exc).__name__)
+                return
+            await asyncio.sleep(0.2)
+            continue
+        log.info("store.recached", sandbox_reseeded=core.settings.is_sandbox)
+        return
 
 
 async def _reload_rings(core: Core, every_s: float = 2.0) -> None:

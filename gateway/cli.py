@@ -96,6 +96,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
               "one process, so single use would not hold across workers", file=sys.stderr)
         return 2
     configure(settings.log_format, settings.log_level)
+    if not settings.is_sandbox and settings.redis_url:
+        problem = _persistence_problem(settings)   # issue 12: refuse, before any worker
+        if problem:
+            print(f"gateway: {problem}", file=sys.stderr)
+            return 2
     ensure_keys(settings, SystemClock())  # before forking: one process creates dev keys
     print(f"gateway: serving {settings.env} on http://{settings.host}:{settings.port} "
           f"({settings.workers} worker{'s' if settings.workers > 1 else ''}, "
@@ -104,6 +109,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
         _worker_main(settings)
         return 0
     return _supervise(settings)
+
+
+def _persistence_problem(settings: Settings) -> str | None:
+    """Why this Redis may not serve production (docs/operations.md), or None."""
+    from gateway.adapters.redis_store import connect
+    from gateway.app import require_persistence
+
+    async def check() -> str | None:
+        assert settings.redis_url is not None
+        redis = connect(settings.redis_url, cluster=settings.redis_cluster,
+                        timeout_s=max(1.0, settings.redis_timeout_s))
+        try:
+            await require_persistence(redis)
+        except SettingsError as exc:
+            return str(exc)
+        finally:
+            await redis.aclose()
+        return None
+
+    return asyncio.run(check())
 
 
 def _supervise(settings: Settings) -> int:

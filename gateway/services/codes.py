@@ -212,6 +212,9 @@ class _ClientCache:
             return hit[1]
         return None
 
+    def forget(self) -> None:
+        self._cache.clear()
+
     async def sector(self, client_id: str) -> str | None:
         cached = self.cached(client_id)
         if cached is not None:
@@ -276,6 +279,10 @@ class CodeService:
         self._signers: dict[str, Signer] = {}
         self._holder = HolderCipher(data_keys.code_holder_key)
         self._deny_lines = LineBudget()
+
+    def forget_cached_clients(self) -> None:
+        """Drop the cached gate records (the store they came from lost its data)."""
+        self._clients.forget()
 
     # ---------------------------------------------------------------- 申码 / 制码 (issue)
     def person_of(self, resident: AccessTokenClaims) -> str:
@@ -387,7 +394,8 @@ class CodeService:
 
         ttl = claims.expires_at + self._skew - now + RETRY_GRACE_S
         claim = self._once.claim(f"code:{claims.nonce.hex()}", max(1.0, ttl),
-                                 f"{gate.client_id}|{request_id}|{verified_at}")
+                                 f"{gate.client_id}|{request_id}|{verified_at}",
+                                 used_since=self._usable_from(claims))
         attributes: dict[str, Any] = {}
         from_code = open_attributes(sealed, scene.attributes) if scene.attributes else None
         if from_code is not None:
@@ -418,6 +426,13 @@ class CodeService:
         return VerifyDecision("allow", "ok", face, request_id, verified_at,
                               subject=await self._subject(sector, person_id),
                               attributes=attributes)
+
+    def _usable_from(self, claims: CodeClaims) -> float:
+        """The earliest time a code could have been used (a store that lost its history
+        since then must refuse it: gateway/adapters/store_epoch.py). A ykm code is stamped by
+        the gateway's own clock (whole seconds; 1 s for the hosts' clock offsets); another
+        issuer's clock may run ahead by the tolerated skew."""
+        return claims.issued_at - (1 if claims.face == "ykm" else self._skew)
 
     async def _subject(self, sector: str, person_id: str) -> str:
         subject = self._keys.pairwise_subject(sector, person_id)

@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from gateway.authz.datakeys import DataKeys, SealError
 from gateway.clock import Clock
 from gateway.errors import Conflict, IdentityMismatch, InvalidRequest, NotFound
+from gateway.ports import HISTORY_LOST
 from gateway.services.subjects import SubjectSeen
 from gateway.services.upstream import (
     AssertionRejected,
@@ -666,7 +667,8 @@ PersonResolverFn = Callable[[UpstreamIdentity], Awaitable[Person]]
 # --------------------------------------------------------------------------------------------
 
 class _Claimer(Protocol):
-    async def claim(self, key: str, ttl_s: float, value: str = "1") -> str | None: ...
+    async def claim(self, key: str, ttl_s: float, value: str = "1", *,
+                    used_since: float | None = None) -> str | None: ...
 
 
 AssertionCheck = Callable[[str], Awaitable[UpstreamIdentity]]
@@ -756,8 +758,15 @@ class CardTaps:
                      sector: str | None) -> dict[str, Any]:
         """The decision JSON; a retry of the same (gate, request_id) gets the first answer."""
         decision = await self._decide(tap, scene, gate_client_id, sector)
-        prev = await self.once.claim(f"tap:{gate_client_id}|{tap.request_id}",
-                                     self.retry_ttl_s, json.dumps(decision))
+        scanned = _parse_time(tap.scanned_at)
+        prev = await self.once.claim(
+            f"tap:{gate_client_id}|{tap.request_id}", self.retry_ttl_s, json.dumps(decision),
+            used_since=None if scanned is None else scanned - self.max_skew_s)
+        if prev == HISTORY_LOST:  # the store lost what could hold this tap's first use
+            from gateway.services.decision import VerifyDecision
+
+            return VerifyDecision("deny", "replayed", "ssc_card", tap.request_id,
+                                  self._verified_at()).to_json()
         if prev is not None:
             try:
                 first: dict[str, Any] = json.loads(prev)

@@ -39,6 +39,11 @@ _SECTOR_TTL_S: Final = 30.0
 _sector_cache: dict[tuple[int, str], tuple[float, str | None]] = {}
 
 
+def forget_cached_sectors() -> None:
+    """Drop the cached gate sectors (the store they came from lost its data: issue 12)."""
+    _sector_cache.clear()
+
+
 def _person_id(request: web.Request, claims: AccessTokenClaims) -> str:
     if not claims.sealed_person:
         raise Unauthorized("The access token names no resident")
