@@ -135,10 +135,14 @@ class Coalescer:
             await self._pipe.aclose()
 
 
-def _text(v: Any) -> str | None:
-    if v is None:
-        return None
+def text(v: Any) -> str:
+    """A Redis reply (bytes from the RESP pipe and redis-py without decoding) as text."""
     return v.decode("utf-8") if isinstance(v, bytes) else str(v)
+
+
+def text_or_none(v: Any) -> str | None:
+    """`text`, or None for a nil reply."""
+    return None if v is None else text(v)
 
 
 class RedisSingleUse:
@@ -159,7 +163,7 @@ class RedisSingleUse:
         if epoch is None:
             prev = await self._c.execute("SET", self._prefix + key, value, "NX", "PX", ttl_ms,
                                           "GET", get=True)
-            return _text(prev)
+            return text_or_none(prev)
         if epoch.refuses(used_since):
             return HISTORY_LOST
         intact = epoch.guard()   # queued before the claim: Redis runs it first
@@ -167,10 +171,10 @@ class RedisSingleUse:
                                       "GET", get=True)
         if not await intact or epoch.refuses(used_since):
             return HISTORY_LOST
-        return _text(prev)
+        return text_or_none(prev)
 
     async def peek(self, key: str) -> str | None:
-        return _text(await self._c.execute("GET", self._prefix + key))
+        return text_or_none(await self._c.execute("GET", self._prefix + key))
 
 
 class RedisClientStore:
@@ -195,7 +199,7 @@ class RedisClientStore:
         await self._r.sadd(f"{self._prefix}clients", client.client_id)
 
     async def list(self) -> Sequence[Client]:
-        ids = sorted(_text(i) or "" for i in await self._r.smembers(f"{self._prefix}clients"))
+        ids = sorted(text(i) for i in await self._r.smembers(f"{self._prefix}clients"))
         out = []
         for cid in ids:
             c = await self.get(cid)

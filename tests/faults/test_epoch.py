@@ -162,6 +162,8 @@ async def test_production_refuses_a_redis_that_does_not_persist(
                GATEWAY_ISSUER="https://gateway.example", GATEWAY_YKB_URL="https://ykb.example",
                GATEWAY_ESSC_URL="https://essc.example",
                GATEWAY_CERTLIB_URL="https://certlib.example", GATEWAY_PSAM_GATE_KEYS=str(psam),
+               # never reached: the persistence check comes first (a closed loopback port)
+               GATEWAY_DATABASE_URL="postgresql://gw@127.0.0.1:9/gw",
                GATEWAY_KEYS_DIR=str(tmp_path / "keys"), PYTHONPATH=str(REPO))
     cmd = [sys.executable, "-m", "gateway", "serve"]
     # own_redis runs with --appendonly no and the default maxmemory-policy (noeviction)
