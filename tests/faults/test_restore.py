@@ -93,6 +93,7 @@ async def test_a_snapshot_restored_into_a_new_redis_keeps_everything(
         done = subprocess.run([sys.executable, "-m", "gateway", "audit", "verify"], env=env,
                               capture_output=True, timeout=60, cwd=tmp_path)
         assert done.returncode == 0, (done.stdout + done.stderr).decode()[-2000:]
+        assert done.stdout.decode().startswith("audit chain ok: ")
 
         g2 = await make_gateway(redis_url=target.url, keys_dir=g.settings.keys_dir)
         api2 = Api(g2)
