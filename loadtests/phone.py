@@ -70,6 +70,8 @@ class Phone:
     not_after: int = 0
     renew_after: int = 0
     counter: int = 0
+    #: gateway time − phone time, learned at enrolment when the phone's clock is off (> 2 s)
+    clock_offset_s: int = 0
     state_path: Path | None = None
     clock: Callable[[], float] = field(default=time.time, repr=False)
 
@@ -137,6 +139,10 @@ class Phone:
         mine = normalise_device_key(self.alg, raw_public_key(self.signer.public_key()))
         if parsed.device_key != mine:
             raise PhoneError("the certificate is for another key")
+        # not_before is the gateway's clock at enrolment: a phone whose own clock is off by
+        # more than a couple of seconds keeps the difference (docs/devices.md "Clock rules")
+        skew = parsed.not_before - int(self.clock())
+        self.clock_offset_s = skew if abs(skew) > 2 else 0
         self.certificate = cert
         self.device_id = answer["device_id"]
         self.not_before, self.not_after = parsed.not_before, parsed.not_after
@@ -144,8 +150,12 @@ class Phone:
                                           + (parsed.not_after - parsed.not_before) // 2))
         self.save()
 
+    def now(self) -> int:
+        """The phone's clock corrected by what enrolment taught it."""
+        return int(self.clock()) + self.clock_offset_s
+
     def needs_renewal(self, now: float | None = None) -> bool:
-        t = self.clock() if now is None else now
+        t = self.now() if now is None else now
         return self.certificate is None or t >= self.renew_after
 
     # ---------------------------------------------------------------- codes (no network)
@@ -153,7 +163,7 @@ class Phone:
         """A fresh ``YK2:`` code, offline. The counter is saved before the code exists."""
         if self.certificate is None:
             raise PhoneError("not enrolled")
-        t = int(self.clock() if now is None else now)
+        t = self.now() if now is None else int(now)
         if t > self.not_after:
             raise PhoneError("the device certificate has expired: renew when online")
         self.counter += 1
@@ -166,7 +176,7 @@ class Phone:
         return {"alg": self.alg, "TEST_ONLY_private_key_hex": self.private.hex(),
                 "certificate": _b64u(self.certificate) if self.certificate else None,
                 "device_id": self.device_id, "renew_after": self.renew_after,
-                "counter": self.counter}
+                "counter": self.counter, "clock_offset_s": self.clock_offset_s}
 
     def save(self) -> None:
         if self.state_path is None:
@@ -187,7 +197,8 @@ class Phone:
                                                if doc["alg"] == "EdDSA"
                                                else Es256Signer.from_scalar(private))
         phone = cls(signer=signer, private=private, state_path=path, clock=clock,
-                    counter=int(doc["counter"]))
+                    counter=int(doc["counter"]),
+                    clock_offset_s=int(doc.get("clock_offset_s", 0)))
         if doc.get("certificate"):
             cert = _unb64u(doc["certificate"])
             parsed = parse_certificate(cert)
