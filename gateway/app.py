@@ -97,15 +97,34 @@ class Core:
 CORE = web.AppKey("core", Core)
 
 
+def suite_algs(settings: Settings) -> tuple[Alg, Alg]:
+    """(token, code) signing algorithms of GATEWAY_CRYPTO_SUITE: `gm` signs both with SM2."""
+    return ("SM2", "SM2") if settings.crypto_suite == "gm" else (TOKEN_ALG, CODE_ALG)
+
+
 def ensure_keys(settings: Settings, clock: Clock) -> None:
-    """First run of the sandbox: generate dev keys under keys/. Production: keys must exist."""
+    """First run of the sandbox: generate dev keys under keys/. Production: keys must exist.
+
+    The sandbox follows GATEWAY_CRYPTO_SUITE: a ring whose current key is of the other suite is
+    rotated (twice: the new key is published, then signs) with the old key still verifying
+    for one maximum lifetime. Production rings change only by `gateway keys rotate --alg`."""
     now = clock.now()
-    for purpose, alg in (("token", TOKEN_ALG), ("code", CODE_ALG)):
+    token_alg, code_alg = suite_algs(settings)
+    for purpose, alg in (("token", token_alg), ("code", code_alg)):
         files = KeyRingFiles(settings.keys_dir, purpose)
         if settings.is_sandbox:
-            files.ensure(alg, now)
+            ring = files.ensure(alg, now)
+            if ring.current().alg != alg:
+                max_life = (max(settings.gate_token_ttl_s, settings.access_token_ttl_s)
+                            if purpose == "token"
+                            else settings.code_ttl_s + settings.code_max_skew_s + 60)
+                files.rotate(now, max_life, alg)
+                files.rotate(now, max_life, alg)
         else:
-            files.load()
+            ring = files.load()
+            if ring.current().alg != alg:
+                log.warning("keys.suite_mismatch", purpose=purpose, current=ring.current().alg,
+                            suite=settings.crypto_suite)
     load_data_master_key(settings.keys_dir, create=settings.is_sandbox,
                          env_value=settings.data_key_b64)
     if settings.is_sandbox:
@@ -367,8 +386,11 @@ def _mount_sandbox(app: web.Application, settings: Settings) -> None:
     from gateway.web import sandbox as _sandbox
 
     residents = load_residents()
+    # 国密 suite: the Chongqing e-SSC platform signs its codes with SM2 (Sichuan stays ES256,
+    # so both forms stand in one trust list).
+    sm2_regions = ("CQ",) if settings.crypto_suite == "gm" else ()
     subs = build_sandbox_upstreams(residents, settings.keys_dir, settings.issuer,
-                                   clock=app[CLOCK])
+                                   clock=app[CLOCK], sm2_regions=sm2_regions)
     for name, sub in subs.items():
         app.add_subapp(f"/sandbox/upstreams/{name}", sub)
     app[_sandbox.RESIDENTS] = residents

@@ -154,9 +154,11 @@ def cmd_keys(args: argparse.Namespace) -> int:
             if files.exists() and not args.force:
                 print(f"{p}: ring exists at {files.dir} (use `gateway keys rotate`)")
                 continue
+            from gateway.app import suite_algs
             from gateway.authz.keyring import Alg, bootstrap
 
-            alg: Alg = args.alg or ("ES256" if p == "token" else "EdDSA")
+            token_alg, code_alg = suite_algs(settings)
+            alg: Alg = args.alg or (token_alg if p == "token" else code_alg)
             with files._locked():
                 files.save(bootstrap(p, alg, now))
             print(f"{p}: generated a new {alg} ring in {files.dir}")
@@ -262,7 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     k = sub.add_parser("keys", help="generate, rotate or list signing keys")
     k.add_argument("keys_cmd", choices=["generate", "rotate", "list"])
     k.add_argument("--purpose", choices=["token", "code", "all"], default="all")
-    k.add_argument("--alg", choices=["EdDSA", "ES256"])
+    k.add_argument("--alg", choices=["EdDSA", "ES256", "SM2"],
+                   help="generate: the ring's algorithm (default: GATEWAY_CRYPTO_SUITE's); "
+                        "rotate: the new next key's (SM2 for the 国密 suite)")
     k.add_argument("--max-lifetime-s", type=int,
                    help="rotate: how long the retired key keeps verifying")
     k.add_argument("--force", action="store_true", help="generate: replace an existing ring")

@@ -64,6 +64,15 @@ def _regions(raw: str) -> tuple[str, ...]:
     return regions
 
 
+def _crypto_suite(env: Mapping[str, str]) -> Literal["intl", "gm"]:
+    raw = (env.get("GATEWAY_CRYPTO_SUITE") or "intl").strip().lower()
+    if raw == "intl":
+        return "intl"
+    if raw == "gm":
+        return "gm"
+    raise SettingsError(f"GATEWAY_CRYPTO_SUITE must be intl or gm, got {raw!r}")
+
+
 @dataclass(frozen=True)
 class Settings:
     env: Env = "sandbox"
@@ -106,6 +115,10 @@ class Settings:
     consent_policy_file: Path | None = None
     #: The scene catalogue (docs/scenes.md); None = the built-in gateway/data/scenes.json.
     scenes_file: Path | None = None
+    #: GATEWAY_CRYPTO_SUITE (issue 17): `intl` = EdDSA/ES256, HMAC-SHA256, AES-GCM; `gm` = SM2
+    #: (with SM3) for new signing keys, HMAC-SM3 and SM4-GCM for new personal data at rest.
+    #: Data of the other suite stays readable and findable (docs/crypto-suites.md).
+    crypto_suite: Literal["intl", "gm"] = "intl"
 
     @property
     def is_sandbox(self) -> bool:
@@ -166,6 +179,7 @@ class Settings:
             psam_gate_keys_file=_path(e, "GATEWAY_PSAM_GATE_KEYS"),
             consent_policy_file=_path(e, "GATEWAY_CONSENT_POLICY"),
             scenes_file=_path(e, "GATEWAY_SCENES_FILE"),
+            crypto_suite=_crypto_suite(e),
         )
         s.validate()
         return s

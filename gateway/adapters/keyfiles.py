@@ -19,7 +19,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 
-from gateway.authz.keyring import Alg, KeyRing, SigningKey, bootstrap, rotate
+from gateway.authz.keyring import Alg, KeyRing, PrivateKey, SigningKey, bootstrap, rotate
+from gateway.codec.sm2 import Sm2PrivateKey
 
 
 class KeyFileError(RuntimeError):
@@ -52,6 +53,21 @@ def read_private_pem(path: Path) -> bytes:
     if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise KeyFileError(f"private key file {path} must have 0600 permissions")
     return path.read_bytes()
+
+
+def _load_private(pem: bytes, alg: str) -> PrivateKey:
+    # cryptography cannot parse SM2 (sm2p256v1) keys; the codec's SM2 module can.
+    if alg == "SM2":
+        return Sm2PrivateKey.from_pem(pem)
+    return serialization.load_pem_private_key(pem, password=None)  # type: ignore[return-value]
+
+
+def _private_pem(key: PrivateKey) -> bytes:
+    """Unencrypted PKCS#8 PEM; SM2 keys too (``openssl pkey -in KID.pem`` reads them)."""
+    if isinstance(key, Sm2PrivateKey):
+        return key.to_pem()
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
 
 
 class KeyRingFiles:
@@ -88,10 +104,9 @@ class KeyRingFiles:
         keys = []
         for m in meta["keys"]:
             pem = read_private_pem(self.dir / f"{m['kid']}.pem")
-            pk = serialization.load_pem_private_key(pem, password=None)
             keys.append(SigningKey(
                 kid=m["kid"], alg=m["alg"], state=m["state"], created_at=m["created_at"],
-                private_key=pk,  # type: ignore[arg-type]
+                private_key=_load_private(pem, m["alg"]),
                 activated_at=m.get("activated_at"), retired_at=m.get("retired_at"),
                 verify_until=m.get("verify_until")))
         return KeyRing(self.purpose, tuple(keys))
@@ -102,9 +117,7 @@ class KeyRingFiles:
         for k in ring.keys:
             pem_path = self.dir / f"{k.kid}.pem"
             if not pem_path.exists():
-                write_private(pem_path, k.private_key.private_bytes(
-                    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                    serialization.NoEncryption()))
+                write_private(pem_path, _private_pem(k.private_key))
             meta.append({"kid": k.kid, "alg": k.alg, "state": k.state,
                          "created_at": k.created_at, "activated_at": k.activated_at,
                          "retired_at": k.retired_at, "verify_until": k.verify_until})

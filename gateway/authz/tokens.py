@@ -10,11 +10,14 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import jwt
 
+from gateway.authz import sm2jws
 from gateway.authz.keyring import ALGORITHMS, KeyRing
+
+sm2jws.register()  # "SM2" JWS for the 国密 suite (docs/oidc.md "Algorithms")
 
 ACCESS_TOKEN_TYP = "at+jwt"
 
@@ -56,7 +59,8 @@ class JwtSigner:
 
     def sign(self, claims: dict[str, Any], typ: str = "JWT") -> str:
         key = self._ring().current()
-        return jwt.encode(claims, key.private_key, algorithm=key.alg,
+        # SM2 keys are gateway.codec.sm2 objects, understood by the registered "SM2" algorithm
+        return jwt.encode(claims, cast(Any, key.private_key), algorithm=key.alg,
                           headers={"kid": key.kid, "typ": typ})
 
     def verify(self, token: str, *, audience: str | list[str] | None, issuer: str,
@@ -76,7 +80,7 @@ class JwtSigner:
             raise TokenInvalid("unknown kid")
         try:
             return jwt.decode(
-                token, key.private_key.public_key(), algorithms=[key.alg],
+                token, cast(Any, key.private_key.public_key()), algorithms=[key.alg],
                 audience=audience, issuer=issuer, leeway=leeway_s,
                 options={"require": list(require), "verify_aud": audience is not None},
             )

@@ -1,7 +1,8 @@
 """The dynamic code codec: 渝快码 (ykm, ``YK1:``) and 电子社保卡 (essc, ``ESSC1:``).
 
 Pure functions over bytes, keys and a clock value passed in; no I/O, no framework. A gate
-vendor may lift this package out whole (dependencies: cryptography, PyNaCl, msgpack).
+vendor may lift this package out whole (dependencies: cryptography, PyNaCl, msgpack; SM2 uses
+the system's OpenSSL 3 libcrypto, see sm2.py).
 Format specification: docs/code-format.md.
 """
 
@@ -16,9 +17,11 @@ from .keys import (
     Es256Signer,
     PublicKey,
     Signer,
+    Sm2Signer,
     VerificationKey,
     derive_kid,
     raw_public_key,
+    signer_for,
 )
 from .registry import FORMATS, CodeFormat, decode
 from .verify import KeyLookup, verify_code
@@ -40,6 +43,7 @@ __all__ = [
     "PublicKey",
     "Reason",
     "Signer",
+    "Sm2Signer",
     "VerificationKey",
     "b45decode",
     "b45encode",
@@ -48,5 +52,6 @@ __all__ = [
     "encode_essc",
     "encode_ykm",
     "raw_public_key",
+    "signer_for",
     "verify_code",
 ]

@@ -12,7 +12,7 @@ from typing import Final, Literal
 __all__ = ["MAX_LIFETIME_S", "Alg", "CodeClaims", "DecodedCode", "Face"]
 
 Face = Literal["ykm", "essc"]
-Alg = Literal["EdDSA", "ES256"]
+Alg = Literal["EdDSA", "ES256", "SM2"]
 
 #: A code lives at most 60 s (CONTRACT.md "Codes"); larger lifetimes are malformed.
 MAX_LIFETIME_S: Final = 60
@@ -49,7 +49,7 @@ class DecodedCode:
     """A syntactically valid code whose signature has NOT been checked yet.
 
     ``signed`` is the exact signature input (ASCII prefix + binary before the signature);
-    ``signature`` is 64 raw bytes (Ed25519, or ES256 ``r || s``).
+    ``signature`` is 64 raw bytes (Ed25519, or ES256/SM2 ``r || s``).
     """
 
     claims: CodeClaims
