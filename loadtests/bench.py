@@ -376,8 +376,9 @@ def gateway_env(redis_url: str, keys_dir: Path, port: int, workers: int) -> dict
 def sealed_attributes(base: str, keys: Any, resident_token: str) -> dict[str, Any] | None:
     """What POST /v1/codes seals in this resident's codes (read back from one real code), so
     the pre-issued codes are the ones the gateway itself would issue."""
+    from gateway.authz.datakeys import HolderCipher
     from gateway.codec import decode
-    from gateway.services.codes import SEALABLE, HolderCipher, open_attributes
+    from gateway.services.codes import SEALABLE, open_attributes
     from loadtests import seed
 
     status, body = seed.http_json("POST", f"{base}/v1/codes", body={"face": "ykm"},

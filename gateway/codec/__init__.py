@@ -24,7 +24,7 @@ from .keys import (
     signer_for,
 )
 from .registry import FORMATS, CodeFormat, decode
-from .verify import KeyLookup, verify_code
+from .verify import KeyLookup, check_signature, check_window, verify_code
 from .ykm import encode_ykm
 
 __all__ = [
@@ -47,6 +47,8 @@ __all__ = [
     "VerificationKey",
     "b45decode",
     "b45encode",
+    "check_signature",
+    "check_window",
     "decode",
     "derive_kid",
     "encode_essc",
