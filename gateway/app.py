@@ -21,7 +21,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Info
 from redis.asyncio.cluster import RedisCluster
 
-from gateway.adapters.keyfiles import KeyRingFiles, load_data_master_key
+from gateway.adapters.keyfiles import KeyRingFiles, load_data_keys
 from gateway.adapters.memory import MemoryClientStore, MemorySingleUse
 from gateway.adapters.redis_store import (
     Coalescer,
@@ -93,9 +93,17 @@ class Core:
     redis: RedisClient | None = None
     coalescer: Coalescer | None = None
     readiness: list[tuple[str, Any]] = field(default_factory=list)
+    #: GATEWAY_CRYPTO_SUITE=gm: the ES256 ring ID tokens are signed with (relying parties'
+    #: OIDC libraries rarely do SM2); None = ID tokens come from the token ring.
+    id_token_ring: RingHolder | None = None
+
+    def rings(self) -> tuple[RingHolder, ...]:
+        return tuple(r for r in (self.token_ring, self.code_ring, self.id_token_ring) if r)
 
 
 CORE = web.AppKey("core", Core)
+#: The key ring purpose of the gm suite's ES256 ID-token keys (docs/oidc.md "Algorithms").
+ID_TOKEN_PURPOSE = "oidc"
 
 
 def suite_algs(settings: Settings) -> tuple[Alg, Alg]:
@@ -126,8 +134,15 @@ def ensure_keys(settings: Settings, clock: Clock) -> None:
             if ring.current().alg != alg:
                 log.warning("keys.suite_mismatch", purpose=purpose, current=ring.current().alg,
                             suite=settings.crypto_suite)
-    load_data_master_key(settings.keys_dir, create=settings.is_sandbox,
-                         env_value=settings.data_key_b64)
+    if settings.crypto_suite == "gm":
+        oidc_files = KeyRingFiles(settings.keys_dir, ID_TOKEN_PURPOSE)
+        if settings.is_sandbox:
+            oidc_files.ensure("ES256", now)
+        elif not oidc_files.exists():
+            log.warning("keys.no_id_token_ring", purpose=ID_TOKEN_PURPOSE,
+                        hint="gateway keys generate --purpose oidc")
+    load_data_keys(settings.keys_dir, settings.crypto_suite, create=settings.is_sandbox,
+                   env_value=settings.data_key_b64)
     if settings.is_sandbox:
         demo_secrets(settings)
 
@@ -197,8 +212,8 @@ async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
     ensure_keys(settings, clock)
     token_files = KeyRingFiles(settings.keys_dir, "token")
     code_files = KeyRingFiles(settings.keys_dir, "code")
-    data_keys = DataKeys(load_data_master_key(settings.keys_dir, create=settings.is_sandbox,
-                                              env_value=settings.data_key_b64))
+    data_keys = load_data_keys(settings.keys_dir, settings.crypto_suite,
+                               create=settings.is_sandbox, env_value=settings.data_key_b64)
     redis: RedisClient | None = None
     coalescer: Coalescer | None = None
     if settings.redis_url:
@@ -216,6 +231,9 @@ async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
                 token_ring=RingHolder(token_files, token_files.load()),
                 code_ring=RingHolder(code_files, code_files.load()),
                 single_use=single_use, clients=clients, redis=redis, coalescer=coalescer)
+    oidc_files = KeyRingFiles(settings.keys_dir, ID_TOKEN_PURPOSE)
+    if settings.crypto_suite == "gm" and oidc_files.exists():
+        core.id_token_ring = RingHolder(oidc_files, oidc_files.load())
     if redis is not None:
         core.readiness.append(("redis", redis.ping))
     app[CORE] = core
@@ -241,7 +259,17 @@ async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
     app[oauth.TOKENS] = tokens
     app[oauth.TOKENS_ISSUER] = settings.issuer
     app[meta.ISSUER] = settings.issuer
-    app[meta.JWKS] = lambda: core.token_ring().jwks(clock.now())
+    def jwks() -> dict[str, Any]:
+        out = core.token_ring().jwks(clock.now())
+        if core.id_token_ring is not None:
+            out["keys"] = out["keys"] + core.id_token_ring().jwks(clock.now())["keys"]
+        return out
+
+    app[meta.JWKS] = jwks
+    id_ring = core.id_token_ring or core.token_ring
+    app[meta.ID_TOKEN_ALGS] = (["ES256"] if core.id_token_ring is not None
+                               else ["EdDSA", "ES256"])
+    app[ID_TOKEN_SIGNER] = signer if id_ring is core.token_ring else JwtSigner(id_ring, clock.now)
     app[meta.READINESS] = core.readiness
     app[admin.CLIENT_STORE] = clients
     app[admin.NOW] = clock.now
@@ -269,7 +297,7 @@ async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _reload_rings(core: Core, every_s: float = 2.0) -> None:
     while True:
         await asyncio.sleep(every_s)
-        for holder in (core.token_ring, core.code_ring):
+        for holder in core.rings():
             try:
                 if holder.reload_if_changed():
                     log.info("keys.reloaded", purpose=holder.files.purpose)
@@ -440,8 +468,9 @@ async def _login_ctx(app: web.Application) -> AsyncIterator[None]:
     service = LoginService(
         clients=core.clients, sessions=stores[0], codes=stores[1], refresh=stores[2],
         consents=stores[3], persons=lambda: app[_identity.IDENTITY], keys=core.data_keys,
-        access=app[ACCESS_TOKENS], signer=app[TOKEN_SIGNER],
-        alg=lambda: core.token_ring().current().alg, issuer=s.issuer, clock=clock.now,
+        access=app[ACCESS_TOKENS], signer=app[ID_TOKEN_SIGNER],
+        alg=lambda: (core.id_token_ring or core.token_ring)().current().alg, issuer=s.issuer,
+        clock=clock.now,
         access_ttl_s=s.access_token_ttl_s, verify_bearer=app[AUTHENTICATOR].verify,
         require_number=s.login_require_number)
     app[_login.LOGIN] = service
@@ -510,6 +539,7 @@ async def _consents_ctx(app: web.Application) -> AsyncIterator[None]:
 SETTINGS = web.AppKey("settings", Settings)
 CLOCK = web.AppKey("clock", Clock)
 TOKEN_SIGNER = web.AppKey("token_signer", JwtSigner)
+ID_TOKEN_SIGNER = web.AppKey("id_token_signer", JwtSigner)
 PSAM = web.AppKey("psam", PsamAttestation)
 ACCESS_TOKENS = web.AppKey("access_tokens", AccessTokens)
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 
+from gateway.authz.datakeys import DataKeys
 from gateway.authz.keyring import Alg, KeyRing, PrivateKey, SigningKey, bootstrap, rotate
 from gateway.codec.sm2 import Sm2PrivateKey
 
@@ -175,3 +176,45 @@ def load_data_master_key(keys_dir: Path, *, create: bool, env_value: str | None 
     if len(key) != 32:
         raise KeyFileError(f"{path} must hold exactly 32 bytes")
     return key
+
+
+def _subject_suite_path(keys_dir: Path) -> Path:
+    return keys_dir / "data" / "subjects.suite"
+
+
+def record_subject_suite(keys_dir: Path, suite: str) -> None:
+    """Pin the pairwise-subject derivation of a new deployment (written once, never changed:
+    subjects are identifiers relying parties keep, docs/crypto-suites.md "Subjects")."""
+    path = _subject_suite_path(keys_dir)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    try:
+        os.write(fd, suite.encode("ascii"))
+    finally:
+        os.close(fd)
+
+
+def subject_suite(keys_dir: Path) -> str:
+    """The suite pairwise subjects are derived in: the one recorded when the deployment's data
+    key was created; ``intl`` for deployments that predate crypto suites."""
+    try:
+        text = _subject_suite_path(keys_dir).read_text("ascii").strip()
+    except FileNotFoundError:
+        return "intl"
+    if text not in ("intl", "gm"):
+        raise KeyFileError(f"{_subject_suite_path(keys_dir)} must say intl or gm")
+    return text
+
+
+def load_data_keys(keys_dir: Path, suite: str, *, create: bool,
+                   env_value: str | None = None) -> DataKeys:
+    """DataKeys for GATEWAY_CRYPTO_SUITE ``suite``; a data key created here (a new sandbox)
+    also pins the subject suite to ``suite``."""
+    fresh = create and not env_value and not (keys_dir / "data" / "master.key").exists()
+    master = load_data_master_key(keys_dir, create=create, env_value=env_value)
+    if fresh:
+        record_subject_suite(keys_dir, suite)
+    return DataKeys(master, suite, subject_suite=subject_suite(keys_dir))  # type: ignore[arg-type]
