@@ -251,7 +251,7 @@ async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
     app[ACCESS_TOKENS] = access
     app[AUTHENTICATOR] = BearerAuthenticator(access, single_use, clock.now)
     app[oauth.CLIENT_AUTH] = ClientAuthenticator(
-        clients, single_use, (settings.issuer, f"{settings.issuer}/oauth2/token"), clock.now,
+        clients, single_use, settings.issuer, clock.now,
         settings.client_assertion_max_ttl_s)
     tokens = TokenService()
     tokens.register(ClientCredentialsGrant(access, settings.gate_token_ttl_s,
@@ -360,7 +360,7 @@ async def _identity_ctx(app: web.Application) -> AsyncIterator[None]:
 
     app[oauth.TOKENS].register(TokenExchangeGrant(
         app[ACCESS_TOKENS], core.data_keys, core.single_use, router, resolve_person,
-        clock.now, settings.access_token_ttl_s))
+        clock.now, settings.access_token_ttl_s, is_suspended=service.person_suspended))
     app[_identity.IDENTITY] = service
     app[admin.ADMIN_IDENTITY] = service
     app[_identity.LINKS] = ids.Links(service, router, core.single_use)
@@ -426,6 +426,11 @@ def _mount_sandbox(app: web.Application, settings: Settings) -> None:
                          "auth_method": c.get("auth_method", "client_secret_basic"),
                          "scopes": list(c.get("scopes") or DEFAULT_SCOPES[kind]),
                          "sector": c.get("sector"), "scene": c.get("scene")}
+                if kind == "rp":   # what a newcomer needs to log in and ask for consent
+                    from gateway.web import consents as _consents
+                    entry["redirect_uris"] = list(c.get("redirect_uris") or ())
+                    entry["certificate_types"] = sorted(
+                        app[_consents.CONSENTS].policy.allowed_types(c["client_id"]))
                 cred = secrets_.get(c["client_id"], {})
                 if "client_secret" in cred:
                     entry["client_secret"] = cred["client_secret"]

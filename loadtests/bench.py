@@ -370,7 +370,8 @@ def gateway_env(redis_url: str, keys_dir: Path, port: int, workers: int) -> dict
             "GATEWAY_LOG_FORMAT": "json", "GATEWAY_LOG_LEVEL": "info",
             "GATEWAY_CODE_TTL_S": "60",
             "GATEWAY_RATELIMIT_GATE": UNLIMITED, "GATEWAY_RATELIMIT_APP_ISSUE": UNLIMITED,
-            "GATEWAY_RATELIMIT_RESIDENT": UNLIMITED, "GATEWAY_RATELIMIT_RP": UNLIMITED}
+            "GATEWAY_RATELIMIT_RESIDENT": UNLIMITED, "GATEWAY_RATELIMIT_RP": UNLIMITED,
+            "GATEWAY_RATELIMIT_OAUTH_IP": UNLIMITED}
 
 
 def sealed_attributes(base: str, keys: Any, resident_token: str) -> dict[str, Any] | None:

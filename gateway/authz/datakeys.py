@@ -193,6 +193,28 @@ class DataKeys:
         self.code_holder = HolderCipher(self.code_holder_key)
         # AES-GCM key for credential numbers at rest (identity service, intl suite's form)
         self.credential_seal_key = derive(master, "credential-ref-seal")
+        # AES-GCM for login-flow records that hold live secrets (a refresh token's successor,
+        # a login session's redirect with its code): sealed at rest, bound to their record
+        self._record_aead = AESGCM(derive(master, "login-record-seal"))
+        self._master = master
+
+    def derive_key(self, label: str) -> bytes:
+        """A 256-bit key for one more purpose (HKDF `info` = cq-gateway/<label>)."""
+        return derive(self._master, label)
+
+    def seal_record(self, plaintext: str, context: str) -> str:
+        """AES-GCM with a fresh nonce; `context` (e.g. the record's key) is the AAD, so a
+        sealed value moved to another record does not open."""
+        nonce = os.urandom(12)
+        ct = self._record_aead.encrypt(nonce, plaintext.encode("utf-8"), context.encode())
+        return _b64u(nonce + ct)
+
+    def open_record(self, sealed: str, context: str) -> str:
+        try:
+            raw = _unb64u(sealed)
+            return self._record_aead.decrypt(raw[:12], raw[12:], context.encode()).decode()
+        except (InvalidTag, ValueError):
+            raise SealError("record does not authenticate") from None
 
     def _other(self) -> _SuiteKeys:
         return self._suites["intl" if self.suite == "gm" else "gm"]

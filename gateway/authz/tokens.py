@@ -15,6 +15,7 @@ from typing import Any, cast
 import jwt
 
 from gateway.authz import sm2jws
+from gateway.authz.ecdsa import is_low_s, to_low_s
 from gateway.authz.keyring import ALGORITHMS, KeyRing
 
 sm2jws.register()  # "SM2" JWS for the 国密 suite (docs/oidc.md "Algorithms")
@@ -60,8 +61,10 @@ class JwtSigner:
     def sign(self, claims: dict[str, Any], typ: str = "JWT") -> str:
         key = self._ring().current()
         # SM2 keys are gateway.codec.sm2 objects, understood by the registered "SM2" algorithm
-        return jwt.encode(claims, cast(Any, key.private_key), algorithm=key.alg,
-                          headers={"kid": key.kid, "typ": typ})
+        # (SM2 has no (r, n - s) twin to normalise away: t = r + s enters the verification)
+        token = jwt.encode(claims, cast(Any, key.private_key), algorithm=key.alg,
+                           headers={"kid": key.kid, "typ": typ})
+        return to_low_s(token) if key.alg == "ES256" else token
 
     def verify(self, token: str, *, audience: str | list[str] | None, issuer: str,
                typ: str | None = None, leeway_s: int = 0,
@@ -75,6 +78,8 @@ class JwtSigner:
             raise TokenInvalid("algorithm not allowed")
         if typ is not None and str(header.get("typ", "")).lower() != typ:
             raise TokenInvalid("wrong token type")
+        if alg == "ES256" and not is_low_s(token):
+            raise TokenInvalid("high-S signature")   # we only sign low-S (authz/ecdsa.py)
         key = self._ring().verification_key(str(header.get("kid", "")), self._now())
         if key is None or key.alg != alg:
             raise TokenInvalid("unknown kid")

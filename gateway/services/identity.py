@@ -435,6 +435,12 @@ class IdentityService:
         """Gate path: a suspended person's codes and taps deny `revoked` (in-process view)."""
         return self.revocations.is_revoked(self._person_revocation_key(person_id))
 
+    async def person_suspended(self, person_id: str) -> bool:
+        """Off the gate path (token exchange, login): the view brought up to the store's
+        version first, so a suspension holds at once on every worker, not within a second."""
+        await self.refresh_revocations()
+        return self.is_person_suspended(person_id)
+
     async def suspend(self, person_id: str, suspended: bool = True) -> None:
         """Operator action (e.g. a fraud case, a death registered): every credential of the
         person stops at every gate within a second, through the same revocation view as a

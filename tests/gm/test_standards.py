@@ -111,3 +111,14 @@ def test_gm_vector(vector: dict[str, Any]) -> None:
         return
     c = vector["expect"]["claims"]
     assert (claims.issuer, claims.kid, claims.alg) == (c["issuer"], c["kid"], "SM2")
+
+
+def test_no_low_s_twin_as_in_ecdsa() -> None:
+    """ECDSA's (r, n - s) twin is why ES256 tokens are normalised (authz/ecdsa.py); SM2 has
+    none: t = r + s enters the verification, so the twin fails."""
+    key = Sm2PrivateKey.generate()
+    for _ in range(10):
+        sig = key.sign(MSG)
+        s = int.from_bytes(sig[32:], "big")
+        twin = sig[:32] + (N - s).to_bytes(32, "big")
+        assert key.public_key().verify(sig, MSG) and not key.public_key().verify(twin, MSG)
