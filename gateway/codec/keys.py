@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 )
 
 from .claims import Alg
-from .sm2 import Sm2PrivateKey, Sm2PublicKey
+from .sm2 import DEFAULT_DISTID, Sm2PrivateKey, Sm2PublicKey
 
 __all__ = [
     "Ed25519Signer",
@@ -207,22 +207,30 @@ class Sm2Signer:
     ``kid`` defaults to the derived id (required for 渝快码); an e-SSC platform passes its own.
     """
 
-    __slots__ = ("_key", "_kid")
+    __slots__ = ("_distid", "_key", "_kid")
 
-    def __init__(self, private_key: Sm2PrivateKey, kid: str | None = None) -> None:
+    def __init__(self, private_key: Sm2PrivateKey, kid: str | None = None,
+                 distid: bytes = DEFAULT_DISTID) -> None:
         if not isinstance(private_key, Sm2PrivateKey):
             raise TypeError("an SM2 private key is required")
         self._key = private_key
         self._kid = derive_kid(private_key.public_key()) if kid is None else _check_kid(kid)
+        self._distid = _check_sm2_id(distid)
 
     @classmethod
-    def from_pem(cls, pem: bytes, kid: str | None = None) -> Sm2Signer:
-        return cls(Sm2PrivateKey.from_pem(pem), kid)
+    def from_pem(cls, pem: bytes, kid: str | None = None,
+                 distid: bytes = DEFAULT_DISTID) -> Sm2Signer:
+        return cls(Sm2PrivateKey.from_pem(pem), kid, distid)
 
     @classmethod
-    def from_scalar(cls, scalar: bytes, kid: str | None = None) -> Sm2Signer:
+    def from_scalar(cls, scalar: bytes, kid: str | None = None,
+                    distid: bytes = DEFAULT_DISTID) -> Sm2Signer:
         """From the 32-byte big-endian private key ``d``."""
-        return cls(Sm2PrivateKey(scalar), kid)
+        return cls(Sm2PrivateKey(scalar), kid, distid)
+
+    @property
+    def distid(self) -> bytes:
+        return self._distid
 
     @property
     def kid(self) -> str:
@@ -236,10 +244,21 @@ class Sm2Signer:
         return self._key.public_key()
 
     def sign(self, data: bytes) -> bytes:
-        return self._key.sign(data)
+        return self._key.sign(data, self._distid)
 
     def __repr__(self) -> str:
         return f"Sm2Signer(kid={self._kid!r})"
+
+
+#: An agreed SM2 identifier (GM/T 0009 §10) travels in a trust-list JWK as ``sm2_id``:
+#: printable ASCII, at most 64 characters; absent = ``1234567812345678``.
+_SM2_ID_RE: Final = re.compile(rb"[\x20-\x7e]{1,64}")
+
+
+def _check_sm2_id(distid: bytes) -> bytes:
+    if not isinstance(distid, bytes) or _SM2_ID_RE.fullmatch(distid) is None:
+        raise ValueError("an SM2 identifier is 1-64 printable ASCII characters")
+    return distid
 
 
 def signer_for(private_key: object, kid: str | None = None) -> Signer:
@@ -266,6 +285,15 @@ def _unb64u(text: object, length: int) -> bytes:
     return out
 
 
+def _sm2_id_member(jwk: Mapping[str, Any], alg: Alg) -> bytes:
+    value = jwk.get("sm2_id")
+    if value is None:
+        return DEFAULT_DISTID
+    if alg != "SM2" or not isinstance(value, str) or not value.isascii():
+        raise ValueError("JWK sm2_id is an ASCII string on SM2 keys only")
+    return value.encode("ascii")
+
+
 def _opt_int(value: object) -> int | None:
     if value is None:
         return None
@@ -288,6 +316,8 @@ class VerificationKey:
     public_key: PublicKey
     not_before: int | None = None
     not_after: int | None = None
+    #: SM2 only: the signer's distinguishing identifier (JWK member ``sm2_id``).
+    sm2_id: bytes = DEFAULT_DISTID
     _nacl: nacl.signing.VerifyKey | None = field(
         init=False, repr=False, compare=False, default=None
     )
@@ -300,6 +330,9 @@ class VerificationKey:
             raise ValueError("a ykm kid must be derived from its key")
         if not (self.issuer == "ykm" or re.fullmatch(r"essc:[A-Z]{2}", self.issuer)):
             raise ValueError("issuer must be 'ykm' or 'essc:<region>'")
+        _check_sm2_id(self.sm2_id)
+        if self.alg != "SM2" and self.sm2_id != DEFAULT_DISTID:
+            raise ValueError("sm2_id belongs to SM2 keys only")
         if self.alg == "EdDSA":
             object.__setattr__(
                 self, "_nacl", nacl.signing.VerifyKey(raw_public_key(self.public_key))
@@ -324,7 +357,7 @@ class VerificationKey:
             return True
         pk = self.public_key
         if isinstance(pk, Sm2PublicKey):
-            return pk.verify(signature, data)
+            return pk.verify(signature, data, self.sm2_id)
         assert isinstance(pk, ec.EllipticCurvePublicKey)
         der = encode_dss_signature(
             int.from_bytes(signature[:_P256_BYTES], "big"),
@@ -344,6 +377,7 @@ class VerificationKey:
         kid: str | None = None,
         not_before: int | None = None,
         not_after: int | None = None,
+        sm2_id: bytes = DEFAULT_DISTID,
     ) -> VerificationKey:
         """From a public key; ``alg`` follows the key type, ``kid`` defaults to the derived one."""
         return cls(
@@ -353,6 +387,7 @@ class VerificationKey:
             public_key=public_key,
             not_before=not_before,
             not_after=not_after,
+            sm2_id=sm2_id,
         )
 
     @classmethod
@@ -401,6 +436,7 @@ class VerificationKey:
             public_key=public_key,
             not_before=_opt_int(jwk.get("nbf")) if not_before is None else not_before,
             not_after=_opt_int(jwk.get("exp")) if not_after is None else not_after,
+            sm2_id=_sm2_id_member(jwk, key_alg),
         )
 
     def to_jwk(self) -> dict[str, Any]:
@@ -413,6 +449,8 @@ class VerificationKey:
             crv = "SM2" if self.alg == "SM2" else "P-256"
             jwk = {"kty": "EC", "crv": crv, "x": _b64u(raw[1:33]), "y": _b64u(raw[33:])}
         jwk.update({"kid": self.kid, "alg": self.alg, "use": "sig", "iss": self.issuer})
+        if self.sm2_id != DEFAULT_DISTID:
+            jwk["sm2_id"] = self.sm2_id.decode("ascii")
         if self.not_before is not None:
             jwk["nbf"] = self.not_before
         if self.not_after is not None:

@@ -142,3 +142,30 @@ def _other_distid_signature(g: object, body: bytes) -> bytes:
 
     key = g.app[CORE].code_ring().current().private_key  # type: ignore[attr-defined]
     return bytes(key.sign(b"YK1:" + body, b"ALICE123@YAHOO.COM"))
+
+
+def test_an_agreed_identifier_travels_in_the_trust_list_jwk() -> None:
+    """GM/T 0009 §10's default unless configured: a platform that agreed another identifier
+    says so in its trust-list key (`sm2_id`); the default key refuses such a code."""
+    alice = b"ALICE123@YAHOO.COM"
+    signer = Sm2Signer.from_scalar((4242).to_bytes(32, "big"), kid="sc-sm2-id", distid=alice)
+    code = encode_essc(region="SC", holder=b"h", issued_at=IAT, lifetime_s=30, signer=signer)
+    vk = VerificationKey.of("essc:SC", signer.public_key(), kid="sc-sm2-id", sm2_id=alice)
+    jwk = vk.to_jwk()
+    assert jwk["sm2_id"] == "ALICE123@YAHOO.COM"
+    again = VerificationKey.from_jwk(jwk)
+    assert verify_code(code, lambda i, k: {("essc:SC", "sc-sm2-id"): again}.get((i, k)),
+                       IAT + 1).alg == "SM2"
+    plain = VerificationKey.from_jwk({k: v for k, v in jwk.items() if k != "sm2_id"})
+    try:
+        verify_code(code, lambda i, k: {("essc:SC", "sc-sm2-id"): plain}.get((i, k)), IAT + 1)
+    except CodeError as e:
+        assert e.reason == "bad_signature"
+    else:
+        raise AssertionError("verified with the wrong identifier")
+    for bad in ("", "é", "x" * 65):
+        try:
+            VerificationKey.from_jwk({**jwk, "sm2_id": bad})
+        except ValueError:
+            continue
+        raise AssertionError(f"accepted sm2_id {bad!r}")
