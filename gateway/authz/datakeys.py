@@ -23,7 +23,6 @@ never silently changed by a switch.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import os
@@ -36,14 +35,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-
-def _b64u(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _unb64u(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
+from gateway.base64url import b64u, unb64u
 
 Suite = Literal["intl", "gm"]
 SUITES: tuple[Suite, ...] = ("intl", "gm")
@@ -107,6 +99,7 @@ class _SuiteKeys:
             self.trust_root_aead: _Aead = _Sm4Gcm(derive_gm(master, "trust-root-seal", 16))
             self.pid_aead: _Aead = _Sm4Gcm(derive_gm(master, "person-id-seal", 16))
             self.cred_aead: _Aead = _Sm4Gcm(derive_gm(master, "credential-ref-seal", 16))
+            self.record_aead: _Aead = _Sm4Gcm(derive_gm(master, "login-record-seal", 16))
         else:
             self._mac_hash = hashes.SHA256()
             self.trust_root_mac = derive(master, "trust-root-hash")
@@ -115,6 +108,7 @@ class _SuiteKeys:
             self.trust_root_aead = AESGCM(derive(master, "trust-root-seal"))
             self.pid_aead = AESGCM(derive(master, "person-id-seal"))
             self.cred_aead = AESGCM(derive(master, "credential-ref-seal"))
+            self.record_aead = AESGCM(derive(master, "login-record-seal"))
 
     def mac(self, key: bytes, data: bytes) -> bytes:
         if self.suite == "intl":
@@ -125,7 +119,7 @@ class _SuiteKeys:
 
     def seal(self, aead: _Aead, data: bytes, aad: bytes) -> str:
         nonce = os.urandom(12)
-        return self.prefix + _b64u(nonce + aead.encrypt(nonce, data, aad))
+        return self.prefix + b64u(nonce + aead.encrypt(nonce, data, aad))
 
 
 class SealError(ValueError):
@@ -193,26 +187,27 @@ class DataKeys:
         self.code_holder = HolderCipher(self.code_holder_key)
         # AES-GCM key for credential numbers at rest (identity service, intl suite's form)
         self.credential_seal_key = derive(master, "credential-ref-seal")
-        # AES-GCM for login-flow records that hold live secrets (a refresh token's successor,
-        # a login session's redirect with its code): sealed at rest, bound to their record
-        self._record_aead = AESGCM(derive(master, "login-record-seal"))
+        # login-flow records that hold live secrets (a refresh token's successor, a login
+        # session's redirect with its code) are sealed at rest in the suite (seal_record)
         self._master = master
+        # HMAC key of the audit log's hash chain (services/audit.py): without it nobody can
+        # re-chain the log, whoever can write Redis
+        self.audit_chain_key = derive(master, "audit-chain-mac")
 
     def derive_key(self, label: str) -> bytes:
         """A 256-bit key for one more purpose (HKDF `info` = cq-gateway/<label>)."""
         return derive(self._master, label)
 
     def seal_record(self, plaintext: str, context: str) -> str:
-        """AES-GCM with a fresh nonce; `context` (e.g. the record's key) is the AAD, so a
-        sealed value moved to another record does not open."""
-        nonce = os.urandom(12)
-        ct = self._record_aead.encrypt(nonce, plaintext.encode("utf-8"), context.encode())
-        return _b64u(nonce + ct)
+        """AEAD of the configured suite with a fresh nonce; `context` (e.g. the record's key)
+        is the AAD, so a sealed value moved to another record does not open."""
+        return self._w.seal(self._w.record_aead, plaintext.encode("utf-8"), context.encode())
 
     def open_record(self, sealed: str, context: str) -> str:
+        k, body = self._by_form(sealed)
         try:
-            raw = _unb64u(sealed)
-            return self._record_aead.decrypt(raw[:12], raw[12:], context.encode()).decode()
+            raw = unb64u(body)
+            return k.record_aead.decrypt(raw[:12], raw[12:], context.encode()).decode()
         except (InvalidTag, ValueError):
             raise SealError("record does not authenticate") from None
 
@@ -265,7 +260,7 @@ class DataKeys:
     def open_trust_root(self, sealed: str, person_id: str) -> str:
         k, body = self._by_form(sealed)
         try:
-            raw = _unb64u(body)
+            raw = unb64u(body)
             return k.trust_root_aead.decrypt(raw[:12], raw[12:], person_id.encode()).decode()
         except (InvalidTag, ValueError):
             raise SealError("trust root does not authenticate") from None
@@ -277,7 +272,7 @@ class DataKeys:
     def open_credential_ref(self, sealed: str, aad: bytes) -> str:
         k, body = self._by_form(sealed)
         try:
-            raw = _unb64u(body)
+            raw = unb64u(body)
             return k.cred_aead.decrypt(raw[:12], raw[12:], aad).decode("utf-8")
         except (InvalidTag, ValueError):
             raise SealError("credential ref does not authenticate") from None
@@ -287,7 +282,7 @@ class DataKeys:
         mac = self._pairwise_mac.copy()
         mac.update(f"{sector}\x00{person_id}".encode())
         digest = mac.digest() if isinstance(mac, hmac.HMAC) else mac.finalize()
-        return _b64u(digest[:18])
+        return b64u(digest[:18])
 
     def seal_person_id(self, person_id: str, context: str) -> str:
         """Internal person id as it travels inside our own tokens: encrypted, fresh nonce each
@@ -297,7 +292,7 @@ class DataKeys:
     def open_person_id(self, sealed: str, context: str) -> str:
         k, body = self._by_form(sealed)
         try:
-            raw = _unb64u(body)
+            raw = unb64u(body)
             return k.pid_aead.decrypt(raw[:12], raw[12:], context.encode()).decode()
         except (InvalidTag, ValueError):
             raise SealError("person id does not authenticate") from None

@@ -12,7 +12,6 @@ EdDSA key to an SM2 key keeps the EdDSA key verifying through the overlap.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -20,16 +19,14 @@ from typing import Any, Literal
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
+from gateway.authz import sm2jws  # noqa: F401 - registers the "SM2" JWS algorithm with PyJWT
+from gateway.base64url import b64u
 from gateway.codec.sm2 import Sm2PrivateKey
 
 Alg = Literal["EdDSA", "ES256", "SM2"]
 State = Literal["next", "current", "retired"]
 PrivateKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey | Sm2PrivateKey
 ALGORITHMS: tuple[Alg, ...] = ("EdDSA", "ES256", "SM2")
-
-
-def b64u(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
 def generate_private_key(alg: Alg) -> PrivateKey:

@@ -50,6 +50,8 @@ __all__ = [
     "Sm2PrivateKey",
     "Sm2PublicKey",
     "Sm2Unavailable",
+    "compress_point",
+    "decompress_point",
     "sm3",
     "z_a",
 ]
@@ -105,6 +107,30 @@ def _on_curve(point: bytes) -> bool:
     if not (0 <= x < P and 0 <= y < P):
         return False
     return (y * y - (x * x * x + A * x + B)) % P == 0
+
+
+def compress_point(point: bytes) -> bytes:
+    """``04 || x || y`` → ``02/03 || x`` (SEC 1 §2.3.3; GB/T 32918.1 §4.2.9)."""
+    if not _on_curve(point):
+        raise ValueError("not an uncompressed point on the SM2 curve")
+    return bytes((2 + (point[-1] & 1),)) + point[1:33]
+
+
+def decompress_point(data: bytes) -> bytes:
+    """``02/03 || x`` → ``04 || x || y``; ``ValueError`` unless x is on the curve. The SM2
+    prime is 3 mod 4, so y = (x³ + ax + b)^((p + 1) / 4)."""
+    if len(data) != 33 or data[0] not in (2, 3):
+        raise ValueError("a compressed SM2 point is 33 bytes starting 02 or 03")
+    x = int.from_bytes(data[1:], "big")
+    if x >= P:
+        raise ValueError("x out of range")
+    rhs = (x * x * x + A * x + B) % P
+    y = pow(rhs, (P + 1) // 4, P)
+    if y * y % P != rhs:
+        raise ValueError("x is not on the SM2 curve")
+    if (y & 1) != (data[0] & 1):
+        y = P - y
+    return b"\x04" + data[1:] + y.to_bytes(32, "big")
 
 
 def _der_len(n: int) -> bytes:
@@ -315,6 +341,11 @@ class Sm2PrivateKey:
 
     def public_key(self) -> Sm2PublicKey:
         return self._public
+
+    @property
+    def scalar(self) -> bytes:
+        """The 32-byte private key ``d`` (for key files and test phones; never logged)."""
+        return self._der[-32:]
 
     def to_pem(self) -> bytes:
         """Unencrypted PKCS#8 PEM (readable by ``openssl pkey``)."""
