@@ -124,13 +124,12 @@ def ensure_keys(settings: Settings, clock: Clock) -> None:
     for purpose, alg in (("token", token_alg), ("code", code_alg)):
         files = KeyRingFiles(settings.keys_dir, purpose)
         if settings.is_sandbox:
-            ring = files.ensure(alg, now)
-            if ring.current().alg != alg:
-                max_life = (max(settings.gate_token_ttl_s, settings.access_token_ttl_s)
-                            if purpose == "token"
-                            else settings.code_ttl_s + settings.code_max_skew_s + 60)
-                files.rotate(now, max_life, alg)
-                files.rotate(now, max_life, alg)
+            files.ensure(alg, now)
+            max_life = (max(settings.gate_token_ttl_s, settings.access_token_ttl_s)
+                        if purpose == "token"
+                        else max(settings.code_ttl_s, settings.device_cert_ttl_s)
+                        + settings.code_max_skew_s + 60)
+            files.ensure_current_alg(alg, now, max_life)
         else:
             ring = files.load()
             if ring.current().alg != alg:

@@ -142,6 +142,17 @@ class KeyRingFiles:
             self.save(ring)
             return ring
 
+    def ensure_current_alg(self, alg: Alg, now: float, max_lifetime_s: float) -> KeyRing:
+        """Sandbox only: make ``alg`` the signing algorithm (two rotations: the new key is
+        published, then signs; the old keeps verifying for ``max_lifetime_s``). Checked and
+        done under the ring's lock, so workers starting together rotate once between them."""
+        with self._locked():
+            ring = self.load()
+            if ring.current().alg != alg:
+                ring = rotate(rotate(ring, now, max_lifetime_s, alg), now, max_lifetime_s, alg)
+                self.save(ring)
+            return ring
+
 
 def load_data_master_key(keys_dir: Path, *, create: bool, env_value: str | None = None) -> bytes:
     """The 256-bit master secret for personal-data keys (gateway.authz.datakeys).
