@@ -36,10 +36,12 @@ from typing import Any
 from gateway.codec import (
     Ed25519Signer,
     Es256Signer,
+    Sm2Signer,
     encode_yk2,
     parse_certificate,
     raw_public_key,
 )
+from gateway.codec.sm2 import Sm2PrivateKey
 
 __all__ = ["Phone", "PhoneError"]
 
@@ -62,7 +64,7 @@ def _unb64u(text: str) -> bytes:
 class Phone:
     """One phone: its device key, its certificate and its counter."""
 
-    signer: Ed25519Signer | Es256Signer
+    signer: Ed25519Signer | Es256Signer | Sm2Signer
     private: bytes  # the seed / scalar: stays on the phone (here: in the state file)
     certificate: bytes | None = None
     device_id: str | None = None
@@ -82,15 +84,19 @@ class Phone:
         """A fresh device key generated on the phone."""
         private = os.urandom(32)
         if alg == "EdDSA":
-            signer: Ed25519Signer | Es256Signer = Ed25519Signer.from_seed(private)
+            signer: Ed25519Signer | Es256Signer | Sm2Signer = Ed25519Signer.from_seed(private)
         elif alg == "ES256":
             from cryptography.hazmat.primitives.asymmetric import ec
 
             key = ec.generate_private_key(ec.SECP256R1())
             private = key.private_numbers().private_value.to_bytes(32, "big")
             signer = Es256Signer(key)
+        elif alg == "SM2":  # 国密 (docs/code-format.md §10.1, id 3)
+            sm2 = Sm2PrivateKey.generate()
+            private = sm2.scalar
+            signer = Sm2Signer(sm2)
         else:
-            raise ValueError("the reference phone makes EdDSA or ES256 device keys")
+            raise ValueError("the reference phone makes EdDSA, ES256 or SM2 device keys")
         return cls(signer=signer, private=private, state_path=state_path, clock=clock)
 
     @property
@@ -99,7 +105,7 @@ class Phone:
 
     @property
     def public_key(self) -> str:
-        """base64url of the raw public key (Ed25519 32 bytes, P-256 uncompressed 65 bytes)."""
+        """base64url of the raw public key (Ed25519 32 bytes, P-256/SM2 uncompressed 65 bytes)."""
         return _b64u(raw_public_key(self.signer.public_key()))
 
     def proof(self, challenge: str) -> str:
@@ -193,9 +199,10 @@ class Phone:
     def load(cls, path: Path, clock: Callable[[], float] = time.time) -> Phone:
         doc = json.loads(path.read_text("utf-8"))
         private = bytes.fromhex(doc["TEST_ONLY_private_key_hex"])
-        signer: Ed25519Signer | Es256Signer = (Ed25519Signer.from_seed(private)
-                                               if doc["alg"] == "EdDSA"
-                                               else Es256Signer.from_scalar(private))
+        signer: Ed25519Signer | Es256Signer | Sm2Signer = (
+            Ed25519Signer.from_seed(private) if doc["alg"] == "EdDSA"
+            else Sm2Signer.from_scalar(private) if doc["alg"] == "SM2"
+            else Es256Signer.from_scalar(private))
         phone = cls(signer=signer, private=private, state_path=path, clock=clock,
                     counter=int(doc["counter"]),
                     clock_offset_s=int(doc.get("clock_offset_s", 0)))

@@ -38,11 +38,10 @@ from gateway.authz.keyring import KeyRing, SigningKey
 from gateway.clock import Clock
 from gateway.codec import (
     DEVICE_ALGS,
-    Ed25519Signer,
-    Es256Signer,
     Signer,
     encode_certificate,
     normalise_device_key,
+    signer_for,
 )
 from gateway.codec.device import device_alg
 from gateway.errors import Conflict, Forbidden, InvalidRequest, NotFound
@@ -207,8 +206,7 @@ class Sealer(Protocol):
 
 
 def _signer_of(key: SigningKey) -> Signer:
-    pk = key.private_key
-    signer: Signer = Ed25519Signer(pk) if key.alg == "EdDSA" else Es256Signer(pk)  # type: ignore[arg-type]
+    signer = signer_for(key.private_key)  # EdDSA, ES256 or SM2 (GATEWAY_CRYPTO_SUITE=gm)
     if signer.kid != key.kid:
         raise RuntimeError("code key id derivation mismatch")
     return signer

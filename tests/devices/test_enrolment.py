@@ -125,7 +125,7 @@ async def test_proof_over_another_key_or_challenge_is_400(gw: Gateway) -> None:
         assert (status, answer["code"]) == (400, "invalid_request")
 
 
-@pytest.mark.parametrize("alg", ["RS256", "SM2", "none", "eddsa", "HS256"])
+@pytest.mark.parametrize("alg", ["RS256", "ES384", "SM3", "none", "eddsa", "HS256"])
 async def test_unsupported_alg_is_400(gw: Gateway, alg: str) -> None:
     token = resident_token(gw, await demo_person(gw))
     phone = Phone.new()
