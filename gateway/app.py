@@ -45,7 +45,7 @@ from redis.asyncio.cluster import RedisCluster
 from gateway.adapters import memory_oidc, redis_oidc
 from gateway.adapters.keyfiles import (
     KeyRingFiles,
-    load_data_master_key,
+    load_data_keys,
     read_private_pem,
     write_private,
 )
@@ -81,6 +81,11 @@ from gateway.adapters.sandbox import (
     YKB_SANDBOX,
     PsamSandbox,
     build_sandbox_upstreams,
+)
+from gateway.adapters.store_epoch import (
+    StoreEpoch,
+    persistence_problems,
+    read_persistence_config,
 )
 from gateway.adapters.upstream import (
     CertificateLibraryClient,
@@ -133,7 +138,7 @@ from gateway.services.tokens import (
 )
 from gateway.services.trustlist import TrustList
 from gateway.services.upstream import PsamAttestation, UpstreamIdentity, load_residents
-from gateway.settings import Settings
+from gateway.settings import Settings, SettingsError
 from gateway.web import admin, meta, oauth
 from gateway.web import codes as codes_web
 from gateway.web import consents as consents_web
@@ -201,7 +206,8 @@ class Stores:
 
 
 def build_stores(settings: Settings, clock: Clock, data_keys: DataKeys,
-                 redis: RedisClient | None, coalescer: Coalescer | None) -> Stores:
+                 redis: RedisClient | None, coalescer: Coalescer | None,
+                 epoch: StoreEpoch | None = None) -> Stores:
     """The one place that chooses memory or Redis."""
     chain_key = data_keys.audit_chain_key
     if redis is None or coalescer is None:
@@ -216,7 +222,8 @@ def build_stores(settings: Settings, clock: Clock, data_keys: DataKeys,
             devices=MemoryDeviceStore())
     prefix = settings.redis_prefix
     return Stores(
-        single_use=RedisSingleUse(coalescer, prefix), clients=RedisClientStore(redis, prefix),
+        single_use=RedisSingleUse(coalescer, prefix, epoch),
+        clients=RedisClientStore(redis, prefix),
         identity=RedisIdentityStore(redis, prefix, coalescer),
         login_sessions=redis_oidc.RedisLoginSessionStore(redis, prefix),
         login_codes=redis_oidc.RedisCodeStore(redis, prefix),
@@ -241,6 +248,14 @@ class Core:
     redis: RedisClient | None = None
     coalescer: Coalescer | None = None
     readiness: list[tuple[str, Callable[[], Awaitable[Any]]]] = field(default_factory=list)
+    #: GATEWAY_CRYPTO_SUITE=gm: the ES256 ring ID tokens are signed with (relying parties'
+    #: OIDC libraries rarely do SM2); None = ID tokens come from the token ring.
+    id_token_ring: RingHolder | None = None
+    #: the store epoch (Redis): a Redis that lost its data is detected within one claim
+    epoch: StoreEpoch | None = None
+
+    def rings(self) -> tuple[RingHolder, ...]:
+        return tuple(r for r in (self.token_ring, self.code_ring, self.id_token_ring) if r)
 
     @property
     def single_use(self) -> SingleUse:
@@ -256,22 +271,90 @@ SETTINGS = web.AppKey("settings", Settings)
 CLOCK = web.AppKey("clock", Clock)
 TOKEN_SIGNER = web.AppKey("token_signer", JwtSigner)
 ACCESS_TOKENS = web.AppKey("access_tokens", AccessTokens)
+ID_TOKEN_SIGNER = web.AppKey("id_token_signer", JwtSigner)
+#: The key ring purpose of the gm suite's ES256 ID-token keys (docs/oidc.md "Algorithms").
+ID_TOKEN_PURPOSE = "oidc"
+
+
+def suite_algs(settings: Settings) -> tuple[Alg, Alg]:
+    """(token, code) signing algorithms of GATEWAY_CRYPTO_SUITE: `gm` signs both with SM2."""
+    return ("SM2", "SM2") if settings.crypto_suite == "gm" else (TOKEN_ALG, CODE_ALG)
 EXPORTER = web.AppKey("exporter", Exporter)
 
 
 def ensure_keys(settings: Settings, clock: Clock) -> None:
-    """First run of the sandbox: generate dev keys under keys/. Production: keys must exist."""
+    """First run of the sandbox: generate dev keys under keys/. Production: keys must exist.
+
+    The sandbox follows GATEWAY_CRYPTO_SUITE: a ring whose current key is of the other suite is
+    rotated (twice: the new key is published, then signs) with the old key still verifying
+    for one maximum lifetime. Production rings change only by `gateway keys rotate --alg`."""
     now = clock.now()
-    for purpose, alg in (("token", TOKEN_ALG), ("code", CODE_ALG)):
+    token_alg, code_alg = suite_algs(settings)
+    for purpose, alg in (("token", token_alg), ("code", code_alg)):
         files = KeyRingFiles(settings.keys_dir, purpose)
         if settings.is_sandbox:
             files.ensure(alg, now)
+            max_life = (max(settings.gate_token_ttl_s, settings.access_token_ttl_s)
+                        if purpose == "token"
+                        else max(settings.code_ttl_s, settings.device_cert_ttl_s)
+                        + settings.code_max_skew_s + 60)
+            files.ensure_current_alg(alg, now, max_life)
         else:
-            files.load()
-    load_data_master_key(settings.keys_dir, create=settings.is_sandbox,
-                         env_value=settings.data_key_b64)
+            ring = files.load()
+            if ring.current().alg != alg:
+                log.warning("keys.suite_mismatch", purpose=purpose, current=ring.current().alg,
+                            suite=settings.crypto_suite)
+    if settings.crypto_suite == "gm":
+        oidc_files = KeyRingFiles(settings.keys_dir, ID_TOKEN_PURPOSE)
+        if settings.is_sandbox:
+            oidc_files.ensure("ES256", now)
+        elif not oidc_files.exists():
+            log.warning("keys.no_id_token_ring", purpose=ID_TOKEN_PURPOSE,
+                        hint="gateway keys generate --purpose oidc")
+    load_data_keys(settings.keys_dir, settings.crypto_suite, create=settings.is_sandbox,
+                   env_value=settings.data_key_b64)
     if settings.is_sandbox:
         demo_secrets(settings)
+
+
+async def require_persistence(redis: RedisClient) -> None:
+    """Production: Redis must persist as docs/audit.md requires, read from its own CONFIG."""
+    try:
+        problems = persistence_problems(await read_persistence_config(redis))
+    except Exception as exc:  # noqa: BLE001 - CONFIG refused (renamed, ACL): cannot be shown
+        raise SettingsError("GATEWAY_REDIS_URL: cannot read Redis's configuration (CONFIG GET "
+                            f"appendonly, maxmemory-policy): {type(exc).__name__}") from None
+    if problems:
+        raise SettingsError("GATEWAY_REDIS_URL: Redis does not persist as production needs "
+                            "(docs/operations.md): " + "; ".join(problems))
+
+
+async def _store_lost(app: web.Application) -> None:
+    """The store epoch found a loss: forget what was cached from the lost store, and in the
+    sandbox put the demo clients and residents back (production: restore from a backup,
+    docs/operations.md; the caches then read the restored records). Retried for a while:
+    right after a restart, pooled connections fail once each (nothing is retried there)."""
+    core = app[CORE]
+    for attempt in range(50):
+        if gate_web.GATE in app:
+            app[gate_web.GATE].forget_cached_sectors()
+        try:
+            if core.settings.is_sandbox and DEMO_DATA in app:
+                for client in app[DEMO_DATA].clients(core.clock.now()):
+                    await core.clients.put(client)
+                if identity_web.IDENTITY in app:
+                    doc = json.loads((DATA_DIR / "residents.json").read_text("utf-8"))
+                    await app[identity_web.IDENTITY].sync(registry_entries(doc))
+            if identity_web.IDENTITY in app:
+                await app[identity_web.IDENTITY].refresh_revocations(force=True)
+        except Exception as exc:  # noqa: BLE001 - the store is still coming back: again
+            if attempt == 49:
+                log.warning("store.recache_failed", error=type(exc).__name__)
+                return
+            await asyncio.sleep(0.2)
+            continue
+        log.info("store.recached", sandbox_reseeded=core.settings.is_sandbox)
+        return
 
 
 @contextlib.asynccontextmanager
@@ -280,10 +363,11 @@ async def _foundation(app: web.Application) -> AsyncIterator[Core]:
     ensure_keys(settings, clock)
     token_files = KeyRingFiles(settings.keys_dir, "token")
     code_files = KeyRingFiles(settings.keys_dir, "code")
-    data_keys = DataKeys(load_data_master_key(settings.keys_dir, create=settings.is_sandbox,
-                                              env_value=settings.data_key_b64))
+    data_keys = load_data_keys(settings.keys_dir, settings.crypto_suite,
+                               create=settings.is_sandbox, env_value=settings.data_key_b64)
     redis: RedisClient | None = None
     coalescer: Coalescer | None = None
+    epoch: StoreEpoch | None = None
     if settings.redis_url:
         redis = connect(settings.redis_url, cluster=settings.redis_cluster,
                         timeout_s=settings.redis_timeout_s)
@@ -291,18 +375,33 @@ async def _foundation(app: web.Application) -> AsyncIterator[Core]:
             # learn the slot map before concurrent use (redis-py's lazy set-up races)
             await redis.initialize()
         coalescer = Coalescer(redis)
+        if not settings.is_sandbox:  # docs/audit.md: appendonly yes, noeviction (issue 12)
+            await require_persistence(redis)
+        # the store epoch: a Redis that lost its data is detected within one claim (issue 12)
+        epoch = StoreEpoch(coalescer.execute, settings.redis_prefix, clock.now,
+                           app.get(REGISTRY), refuse_at_start=not settings.is_sandbox)
+        await epoch.start()
     core = Core(settings=settings, clock=clock, data_keys=data_keys,
                 token_ring=RingHolder(token_files, token_files.load()),
                 code_ring=RingHolder(code_files, code_files.load()),
-                stores=build_stores(settings, clock, data_keys, redis, coalescer),
+                stores=build_stores(settings, clock, data_keys, redis, coalescer, epoch),
                 scenes=SceneCatalogue.load(settings.scenes_file or DATA_DIR / "scenes.json"),
-                redis=redis, coalescer=coalescer)
+                redis=redis, coalescer=coalescer, epoch=epoch)
+    oidc_files = KeyRingFiles(settings.keys_dir, ID_TOKEN_PURPOSE)
+    if settings.crypto_suite == "gm" and oidc_files.exists():
+        core.id_token_ring = RingHolder(oidc_files, oidc_files.load())
     if redis is not None:
         core.readiness.append(("redis", redis.ping))
+        if not settings.is_sandbox:
+            core.readiness.append(("redis_persistence", lambda: require_persistence(redis)))
+    if epoch is not None:
+        epoch.listeners.append(lambda reason: _store_lost(app))
     reloader = asyncio.ensure_future(_reload_rings(core))
     try:
         yield core
     finally:
+        if epoch is not None:
+            await epoch.stop()
         reloader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reloader
@@ -315,7 +414,7 @@ async def _foundation(app: web.Application) -> AsyncIterator[Core]:
 async def _reload_rings(core: Core, every_s: float = 2.0) -> None:
     while True:
         await asyncio.sleep(every_s)
-        for holder in (core.token_ring, core.code_ring):
+        for holder in core.rings():
             try:
                 if holder.reload_if_changed():
                     log.info("keys.reloaded", purpose=holder.files.purpose)
@@ -346,6 +445,8 @@ async def _rate_limits(app: web.Application, core: Core) -> None:
 @dataclass(frozen=True)
 class Tokens:
     signer: JwtSigner
+    id_signer: JwtSigner   # ID tokens (gm suite: the ES256 ring; else the token ring's signer)
+    id_alg: Callable[[], str]
     access: AccessTokens
     bearer: BearerAuthenticator
     grants: TokenService
@@ -377,7 +478,19 @@ async def _tokens(app: web.Application, core: Core, demo: DemoData | None) -> To
     app[oauth.TOKENS] = grants
     app[oauth.TOKENS_ISSUER] = settings.issuer
     app[meta.ISSUER] = settings.issuer
-    app[meta.JWKS] = lambda: core.token_ring().jwks(clock.now())
+
+    def jwks() -> dict[str, Any]:
+        out = core.token_ring().jwks(clock.now())
+        if core.id_token_ring is not None:
+            out["keys"] = out["keys"] + core.id_token_ring().jwks(clock.now())["keys"]
+        return out
+
+    app[meta.JWKS] = jwks
+    id_ring = core.id_token_ring or core.token_ring
+    app[meta.ID_TOKEN_ALGS] = (["ES256"] if core.id_token_ring is not None
+                               else ["EdDSA", "ES256"])
+    id_signer = signer if id_ring is core.token_ring else JwtSigner(id_ring, clock.now)
+    app[ID_TOKEN_SIGNER] = id_signer
     app[meta.READINESS] = core.readiness
     app[meta.READYZ_TIMEOUT] = settings.readyz_timeout_s
     app[admin.CLIENT_STORE] = clients
@@ -386,7 +499,7 @@ async def _tokens(app: web.Application, core: Core, demo: DemoData | None) -> To
                                            if settings.is_sandbox else None)
     if admin_token:
         app[admin.ADMIN_TOKEN] = admin_token
-    return Tokens(signer, access, bearer, grants)
+    return Tokens(signer, id_signer, lambda: id_ring().current().alg, access, bearer, grants)
 
 
 # ============================================================================ upstreams
@@ -546,7 +659,7 @@ def _login(app: web.Application, core: Core, tokens: Tokens, identity: IdentityS
         clients=core.clients, sessions=stores.login_sessions, codes=stores.login_codes,
         refresh=stores.refresh_families, consents=stores.remembered_grants, persons=identity,
         subject_seen=ledger.seen, keys=core.data_keys, access=tokens.access,
-        signer=tokens.signer, alg=lambda: core.token_ring().current().alg, issuer=s.issuer,
+        signer=tokens.id_signer, alg=tokens.id_alg, issuer=s.issuer,
         clock=core.clock.now, access_ttl_s=s.access_token_ttl_s,
         verify_bearer=tokens.bearer.verify, require_number=s.login_require_number)
     app[login_web.LOGIN] = service
@@ -831,8 +944,11 @@ def _mount_sandbox(app: web.Application, settings: Settings) -> None:
     """Sandbox: the upstream platforms as sub-apps under /sandbox/upstreams/<name>, and the
     /sandbox/v1/* endpoints (never registered in production: 404 there)."""
     residents = load_residents()
+    # 国密 suite: the Chongqing e-SSC platform signs its codes with SM2 (Sichuan stays ES256,
+    # so both forms stand in one trust list).
+    sm2_regions = ("CQ",) if settings.crypto_suite == "gm" else ()
     subs = build_sandbox_upstreams(residents, settings.keys_dir, settings.issuer,
-                                   clock=app[CLOCK])
+                                   clock=app[CLOCK], sm2_regions=sm2_regions)
     for name, sub in subs.items():
         app.add_subapp(f"/sandbox/upstreams/{name}", sub)
     app[sandbox_web.RESIDENTS] = residents

@@ -90,6 +90,14 @@ def _proxies(raw: str) -> tuple[str, ...]:
                                 f"addresses or CIDR networks, got {part!r}") from None
     return tuple(out)
 
+def _crypto_suite(env: Mapping[str, str]) -> Literal["intl", "gm"]:
+    raw = (env.get("GATEWAY_CRYPTO_SUITE") or "intl").strip().lower()
+    if raw == "intl":
+        return "intl"
+    if raw == "gm":
+        return "gm"
+    raise SettingsError(f"GATEWAY_CRYPTO_SUITE must be intl or gm, got {raw!r}")
+
 
 # ---------------------------------------------------------------- rate limits and shedding
 #: GATEWAY_RATELIMIT_<KIND> (docs/rate-limits.md, docs/configuration.md)
@@ -259,6 +267,10 @@ class Settings:
     transactions_export_batch: int = 5000
     #: per-caller limits, leases, in-flight caps (GATEWAY_RATELIMIT_*, GATEWAY_MAX_INFLIGHT*)
     rate_limits: RateLimitConfig = field(default_factory=lambda: RateLimitConfig())
+    #: GATEWAY_CRYPTO_SUITE (issue 17): `intl` = EdDSA/ES256, HMAC-SHA256, AES-GCM; `gm` = SM2
+    #: (with SM3) for new signing keys, HMAC-SM3 and SM4-GCM for new personal data at rest.
+    #: Data of the other suite stays readable and findable (docs/crypto-suites.md).
+    crypto_suite: Literal["intl", "gm"] = "intl"
 
     @property
     def is_sandbox(self) -> bool:
@@ -342,6 +354,7 @@ class Settings:
             transactions_export_batch=_int(e, "GATEWAY_TRANSACTIONS_EXPORT_BATCH", 5000,
                                            100, 50_000),
             rate_limits=config_from_env(e),
+            crypto_suite=_crypto_suite(e),
         )
         s.validate()
         return s

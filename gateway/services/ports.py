@@ -10,7 +10,7 @@ that could import it back.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
@@ -92,6 +92,10 @@ class IdentityStore(Protocol):
 
     async def ping(self) -> None: ...
 
+    def person_ids(self) -> AsyncIterator[str]:
+        """Every stored person id, in no particular order (operator commands only)."""
+        ...
+
 
 class ConsentStore(Protocol):
     """Consents, approval codes and the subject index. `transition` and `take_use` are atomic
@@ -160,8 +164,9 @@ class DeviceStore(Protocol):
     """Enrolled devices per person, and the device revocation log (tests/contract/)."""
 
     async def add(self, record: DeviceRecord, max_per_person: int) -> AddResult:
-        """Add a device unless the person already has ``max_per_person`` (atomically) or
-        removed a device with this key before (``"removed"``: a lost phone's key stays out)."""
+        """Add a device unless the person already has ``max_per_person`` (atomically), removed
+        a device with this key before (``"removed"``: a lost phone's key stays out), or has
+        another device with this key already (``"exists"``: a concurrent enrolment won)."""
         ...
 
     async def for_person(self, person_id: str) -> Sequence[DeviceRecord]: ...

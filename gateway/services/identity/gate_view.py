@@ -29,17 +29,18 @@ class GateIdentityAdapter:
         p = await self.service.find_by_credential("essc", region, holder_account_id)
         if p is None:
             return None
-        c = p.by_ref(self.service.ref_hash("essc", region, holder_account_id))
+        c = self.service.credential_of(p, "essc", region, holder_account_id)
         return p.person_id if c is not None and c.status == "active" else None
 
     async def card_holder(self, region: str, card_no: str) -> tuple[str, Person] | None:
         """The person of an active card: the revocation view first (no I/O: a lost or
         replaced card stops at once), then the record (one store read)."""
-        rh = self.service.ref_hash("ssc_card", region, card_no)
-        if self.service.is_card_revoked(rh):
+        hashes = self.service.ref_hashes("ssc_card", region, card_no)
+        if any(self.service.is_card_revoked(rh) for rh in hashes):  # either suite's form
             return None
-        person = await self.service.find_by_ref_hash(rh)
-        cred = person.by_ref(rh) if person is not None else None
+        person = await self.service.find_by_credential("ssc_card", region, card_no)
+        cred = (self.service.credential_of(person, "ssc_card", region, card_no)
+                if person is not None else None)
         if person is None or cred is None or cred.status != "active":
             return None
         return person.person_id, person

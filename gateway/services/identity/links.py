@@ -48,6 +48,8 @@ class Links:
         return await self.service.link_upstream(person_id, ident)
 
 
+
+
 class _Platform(Protocol):
     async def verify_assertion(self, assertion: str) -> UpstreamIdentity: ...
 

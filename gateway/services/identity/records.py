@@ -10,7 +10,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from gateway.services.upstream import UpstreamIdentity
+from gateway.services.upstream import (
+    UpstreamIdentity,
+)
 from gateway.timefmt import rfc3339_s
 
 CredentialKind = Literal["ykm", "essc", "ssc_card"]
@@ -155,3 +157,23 @@ class SyncReport:
     linked: int = 0
     updated: int = 0
     conflicts: int = 0
+
+
+@dataclass
+class ResealReport:
+    """What `gateway identity reseal` changed (docs/crypto-suites.md "Migration")."""
+
+    suite: str = "intl"
+    dry_run: bool = False
+    persons: int = 0
+    persons_changed: int = 0
+    trust_roots_rehashed: int = 0
+    trust_roots_resealed: int = 0
+    credentials_rehashed: int = 0
+    credentials_resealed: int = 0
+    revocations_moved: int = 0
+    already_current: int = 0
+    failed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)

@@ -8,6 +8,8 @@ from typing import Literal
 IndexKind = Literal["trust_root", "credential"]
 
 
+
+
 class RevocationView:
     """The in-process copy of the revocation set the gate path consults (no round trip).
 
