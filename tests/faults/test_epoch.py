@@ -20,6 +20,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from structlog.testing import capture_logs
 
+from gateway.settings import config_from_env
 from tests.codes.conftest import demo_person
 from tests.faults.conftest import METRO_GATE, REPO, kill, mint_codes, restart, verify_body
 from tests.redis_server import RedisServer
@@ -71,8 +72,8 @@ async def _until(pred: Any, within_s: float) -> float:
 
 async def test_an_empty_restart_refuses_what_was_used_and_resumes_by_itself(
         make_gateway: Any, own_redis: RedisServer, monkeypatch: Any) -> None:
-    monkeypatch.setenv("GATEWAY_RATELIMIT_ENABLED", "false")   # one gate, many scans
-    g = await make_gateway(redis_url=own_redis.url)
+    limits = config_from_env({"GATEWAY_RATELIMIT_ENABLED": "false"})   # one gate, many scans
+    g = await make_gateway(redis_url=own_redis.url, rate_limits=limits)
     token = await g.client_token(METRO_GATE)
     person = await demo_person(g)
     used = mint_codes(g.settings.keys_dir, person, 100)

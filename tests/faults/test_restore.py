@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 
 from gateway.app import CORE
 from gateway.authz.clients import Client, hash_secret
+from gateway.settings import config_from_env
 from tests.codes.conftest import demo_person
 from tests.consents.conftest import POLICE_RP, Api, bearer
 from tests.faults.conftest import METRO_GATE, REPO, mint_codes, verify_body
@@ -47,11 +48,11 @@ async def _authorised_consent(api: Api) -> tuple[str, str]:
 
 async def test_a_snapshot_restored_into_a_new_redis_keeps_everything(
         make_gateway: Any, tmp_path: Path, monkeypatch: Any) -> None:
-    monkeypatch.setenv("GATEWAY_RATELIMIT_ENABLED", "false")
+    limits = config_from_env({"GATEWAY_RATELIMIT_ENABLED": "false"})
     source = RedisServer(extra_args=["--appendonly", "yes"]).start()
     target = RedisServer()
     try:
-        g = await make_gateway(redis_url=source.url)
+        g = await make_gateway(redis_url=source.url, rate_limits=limits)
         api = Api(g)
         cid, chen = await _authorised_consent(api)
         registered = Client(client_id="gate-restore-test", kind="gate", display_name="restore",
@@ -95,7 +96,8 @@ async def test_a_snapshot_restored_into_a_new_redis_keeps_everything(
         assert done.returncode == 0, (done.stdout + done.stderr).decode()[-2000:]
         assert done.stdout.decode().startswith("audit chain ok: ")
 
-        g2 = await make_gateway(redis_url=target.url, keys_dir=g.settings.keys_dir)
+        g2 = await make_gateway(redis_url=target.url, keys_dir=g.settings.keys_dir,
+                                rate_limits=limits)
         api2 = Api(g2)
         assert len(await api2.audit()) == audit_before
         # the consent, still authorised, its uses counted

@@ -11,6 +11,7 @@ from authlib.integrations.httpx_client import AsyncOAuth2Client
 
 from gateway.app import CORE, TOKEN_SIGNER
 from gateway.authz.sm2jws import Sm2JwsAlgorithm
+from gateway.settings import config_from_env
 from tests.oidc.conftest import JKB, JKB_CB, OP
 from tests.oidc.test_flow import _browser_login, _id_token_claims
 from tests.web.conftest import GatewayFactory
@@ -18,8 +19,8 @@ from tests.web.conftest import GatewayFactory
 
 @pytest.fixture
 async def gm_op(make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch) -> OP:
-    monkeypatch.setenv("GATEWAY_RATELIMIT_LOGIN_IP", "1000/1/1000")
-    return OP(await make_gateway(crypto_suite="gm"))
+    limits = config_from_env({"GATEWAY_RATELIMIT_LOGIN_IP": "1000/1/1000"})
+    return OP(await make_gateway(crypto_suite="gm", rate_limits=limits))
 
 
 async def test_discovery_jwks_and_id_tokens_keep_es256(gm_op: OP) -> None:
