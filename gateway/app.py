@@ -426,7 +426,9 @@ async def _login_ctx(app: web.Application) -> AsyncIterator[None]:
         access=app[ACCESS_TOKENS], signer=app[TOKEN_SIGNER],
         alg=lambda: core.token_ring().current().alg, issuer=s.issuer, clock=clock.now,
         access_ttl_s=s.access_token_ttl_s, verify_bearer=app[AUTHENTICATOR].verify,
-        require_number=s.login_require_number)
+        require_number=s.login_require_number,
+        pushed=(redis_oidc.RedisPushedRequestStore(core.redis, s.redis_prefix)
+                if core.redis is not None else memory_oidc.MemoryPushedRequestStore(clock)))
     app[_login.LOGIN] = service
     app[oauth.TOKENS].register(AuthorizationCodeGrant(service))
     app[oauth.TOKENS].register(RefreshTokenGrant(service))

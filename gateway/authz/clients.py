@@ -59,6 +59,8 @@ class Client:
     operator: str | None = None
     disabled: bool = False
     created_at: float = 0.0
+    #: RFC 9126 §6: this client's authorization requests must come by PAR.
+    require_pushed_authorization_requests: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -98,4 +100,6 @@ class Client:
             scopes=tuple(d.get("scopes") or DEFAULT_SCOPES[d["kind"]]),
             sector=d.get("sector") or "", redirect_uris=tuple(d.get("redirect_uris") or ()),
             scene=d.get("scene"), operator=d.get("operator"),
-            disabled=bool(d.get("disabled", False)), created_at=float(d.get("created_at", 0.0)))
+            disabled=bool(d.get("disabled", False)), created_at=float(d.get("created_at", 0.0)),
+            require_pushed_authorization_requests=bool(
+                d.get("require_pushed_authorization_requests", False)))

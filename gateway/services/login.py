@@ -45,6 +45,7 @@ from gateway.authz.oidc import (
     Family,
     LoginSession,
     LoginSessionStore,
+    PushedRequestStore,
     RefreshStore,
 )
 from gateway.authz.pkce import verify_s256
@@ -97,8 +98,10 @@ class LoginService:
                  signer: JwtSigner, alg: Callable[[], str], issuer: str,
                  clock: Callable[[], float], access_ttl_s: int,
                  verify_bearer: Callable[[str], Awaitable[AccessTokenClaims]],
-                 session_ttl_s: int = LOGIN_SESSION_TTL_S, require_number: bool = True) -> None:
+                 session_ttl_s: int = LOGIN_SESSION_TTL_S, require_number: bool = True,
+                 pushed: PushedRequestStore | None = None) -> None:
         self.require_number = require_number
+        self.pushed = pushed
         self.clients = clients
         self.sessions = sessions
         self.codes = codes
@@ -173,6 +176,43 @@ class LoginService:
         if s is None:
             raise NotFound("No such login session")
         return s
+
+    # -- pushed authorization requests (RFC 9126) -----------------------------------------------
+    async def push(self, client: Client, form: Mapping[str, str]) -> dict[str, Any]:
+        """RFC 9126 §2: validate the request as /authorize would (errors are answered here as
+        400 JSON, never redirected) and keep it for PAR_TTL_S under a fresh request_uri."""
+        if self.pushed is None or client.kind != "rp":
+            raise OAuthError("unauthorized_client", "This client may not push requests")
+        params = oidc.par_params(form)
+        if params.get("request_uri"):   # §2.1: MUST NOT be sent in a pushed request
+            raise OAuthError("invalid_request", "request_uri is not allowed here")
+        if params.setdefault("client_id", [client.client_id]) != [client.client_id]:
+            raise OAuthError("invalid_request", "client_id differs from the authenticated client")
+        try:
+            _, redirect_uri = oidc.client_and_redirect(params, client)
+            oidc.authorization_request(params, client, redirect_uri,
+                                       len(urlencode(form)), pushed=True)
+        except oidc.AuthorizeError as exc:
+            error = "invalid_request" if exc.error == "invalid_client" else exc.error
+            raise OAuthError(error, exc.description) from None
+        request_uri = oidc.new_request_uri()
+        await self.pushed.put(oidc.digest(request_uri), json.dumps(params), oidc.PAR_TTL_S)
+        return {"request_uri": request_uri, "expires_in": oidc.PAR_TTL_S}
+
+    async def take_pushed(self, client_id: str, request_uri: str
+                          ) -> dict[str, list[str]] | None:
+        """The pushed request named by `request_uri` for `client_id`, used up; None when it is
+        unknown, expired, spent or another client's (RFC 9126 §4)."""
+        if self.pushed is None or not request_uri.startswith(oidc.PAR_URN_PREFIX) \
+                or len(request_uri) > 200:
+            return None
+        raw = await self.pushed.take(oidc.digest(request_uri))
+        if raw is None:
+            return None
+        params: dict[str, list[str]] = json.loads(raw)
+        if params.get("client_id") != [client_id]:
+            return None
+        return params
 
     # -- the resident app side ------------------------------------------------------------------
     async def scan(self, qr: str, person_id: str) -> dict[str, Any]:

@@ -69,6 +69,8 @@ def discovery_document(issuer: str) -> dict[str, Any]:
         "jwks_uri": f"{issuer}/.well-known/jwks.json",
         "revocation_endpoint": f"{issuer}/oauth2/revoke",
         "introspection_endpoint": f"{issuer}/oauth2/introspect",
+        "pushed_authorization_request_endpoint": f"{issuer}/oauth2/par",   # RFC 9126 §5
+        "require_pushed_authorization_requests": False,   # per client (RFC 9126 §6)
         "scopes_supported": ["openid", "profile", "essc", "codes:verify", "cards:verify",
                              "codes:issue", "me", "login:approve", "consents:decide",
                              "consents:request", "certificates:read"],

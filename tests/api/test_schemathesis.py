@@ -33,7 +33,7 @@ REJECTED = ["400", "401", "403", "404", "405", "406", "409", "413", "415", "422"
 #: Operations whose schema-valid requests may still be refused for a reason no schema can
 #: state, each documented in docs/openapi.yaml (and the CONTRACT) as such: (ids, status, why).
 SEMANTIC_REFUSALS = [
-    (("postToken", "postRevoke", "postIntrospect"), "400",
+    (("postToken", "postRevoke", "postIntrospect", "postPushedAuthorizationRequest"), "400",
      "RFC 6749 5.2: every grant error (invalid_grant, invalid_scope, ...) is 400"),
     (("getAuthorize",), "400",
      "RFC 6749 4.1.2.1: an unknown client or unregistered redirect URI is a 400 page"),
