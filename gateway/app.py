@@ -21,7 +21,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Info
 from redis.asyncio.cluster import RedisCluster
 
-from gateway.adapters.keyfiles import KeyRingFiles, load_data_master_key
+from gateway.adapters.keyfiles import KeyRingFiles, load_data_keys, load_data_master_key
 from gateway.adapters.memory import MemoryClientStore, MemorySingleUse
 from gateway.adapters.redis_store import (
     Coalescer,
@@ -29,6 +29,11 @@ from gateway.adapters.redis_store import (
     RedisClientStore,
     RedisSingleUse,
     connect,
+)
+from gateway.adapters.store_epoch import (
+    StoreEpoch,
+    persistence_problems,
+    read_persistence_config,
 )
 from gateway.authz.client_auth import ClientAuthenticator
 from gateway.authz.clients import DEFAULT_SCOPES, Client, hash_secret
@@ -38,6 +43,7 @@ from gateway.authz.tokens import AccessTokens, JwtSigner
 from gateway.clock import Clock, SystemClock
 from gateway.ports import ClientStore, SingleUse
 from gateway.services.auth import BearerAuthenticator
+from gateway.services.records import RecordingClaims, RecordStore
 from gateway.services.tokens import ClientCredentialsGrant, TokenService
 from gateway.services.upstream import PsamAttestation
 from gateway.settings import Settings
@@ -93,22 +99,56 @@ class Core:
     redis: RedisClient | None = None
     coalescer: Coalescer | None = None
     readiness: list[tuple[str, Any]] = field(default_factory=list)
+    records: Records | None = None
+    #: GATEWAY_CRYPTO_SUITE=gm: the ES256 ring ID tokens are signed with (relying parties'
+    #: OIDC libraries rarely do SM2); None = ID tokens come from the token ring.
+    id_token_ring: RingHolder | None = None
+
+    def rings(self) -> tuple[RingHolder, ...]:
+        return tuple(r for r in (self.token_ring, self.code_ring, self.id_token_ring) if r)
 
 
 CORE = web.AppKey("core", Core)
+#: The key ring purpose of the gm suite's ES256 ID-token keys (docs/oidc.md "Algorithms").
+ID_TOKEN_PURPOSE = "oidc"
+
+
+def suite_algs(settings: Settings) -> tuple[Alg, Alg]:
+    """(token, code) signing algorithms of GATEWAY_CRYPTO_SUITE: `gm` signs both with SM2."""
+    return ("SM2", "SM2") if settings.crypto_suite == "gm" else (TOKEN_ALG, CODE_ALG)
 
 
 def ensure_keys(settings: Settings, clock: Clock) -> None:
-    """First run of the sandbox: generate dev keys under keys/. Production: keys must exist."""
+    """First run of the sandbox: generate dev keys under keys/. Production: keys must exist.
+
+    The sandbox follows GATEWAY_CRYPTO_SUITE: a ring whose current key is of the other suite is
+    rotated (twice: the new key is published, then signs) with the old key still verifying
+    for one maximum lifetime. Production rings change only by `gateway keys rotate --alg`."""
     now = clock.now()
-    for purpose, alg in (("token", TOKEN_ALG), ("code", CODE_ALG)):
+    token_alg, code_alg = suite_algs(settings)
+    for purpose, alg in (("token", token_alg), ("code", code_alg)):
         files = KeyRingFiles(settings.keys_dir, purpose)
         if settings.is_sandbox:
             files.ensure(alg, now)
+            max_life = (max(settings.gate_token_ttl_s, settings.access_token_ttl_s)
+                        if purpose == "token"
+                        else max(settings.code_ttl_s, settings.device_cert_ttl_s)
+                        + settings.code_max_skew_s + 60)
+            files.ensure_current_alg(alg, now, max_life)
         else:
-            files.load()
-    load_data_master_key(settings.keys_dir, create=settings.is_sandbox,
-                         env_value=settings.data_key_b64)
+            ring = files.load()
+            if ring.current().alg != alg:
+                log.warning("keys.suite_mismatch", purpose=purpose, current=ring.current().alg,
+                            suite=settings.crypto_suite)
+    if settings.crypto_suite == "gm":
+        oidc_files = KeyRingFiles(settings.keys_dir, ID_TOKEN_PURPOSE)
+        if settings.is_sandbox:
+            oidc_files.ensure("ES256", now)
+        elif not oidc_files.exists():
+            log.warning("keys.no_id_token_ring", purpose=ID_TOKEN_PURPOSE,
+                        hint="gateway keys generate --purpose oidc")
+    load_data_keys(settings.keys_dir, settings.crypto_suite, create=settings.is_sandbox,
+                   env_value=settings.data_key_b64)
     if settings.is_sandbox:
         demo_secrets(settings)
 
@@ -178,17 +218,24 @@ async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
     ensure_keys(settings, clock)
     token_files = KeyRingFiles(settings.keys_dir, "token")
     code_files = KeyRingFiles(settings.keys_dir, "code")
-    data_keys = DataKeys(load_data_master_key(settings.keys_dir, create=settings.is_sandbox,
-                                              env_value=settings.data_key_b64))
+    data_keys = load_data_keys(settings.keys_dir, settings.crypto_suite,
+                               create=settings.is_sandbox, env_value=settings.data_key_b64)
     redis: RedisClient | None = None
     coalescer: Coalescer | None = None
     if settings.redis_url:
-        redis = connect(settings.redis_url, cluster=settings.redis_cluster)
+        redis = connect(settings.redis_url, cluster=settings.redis_cluster,
+                        timeout_s=settings.redis_timeout_s)
         if isinstance(redis, RedisCluster):
             # learn the slot map before concurrent use (redis-py's lazy set-up races)
             await redis.initialize()
         coalescer = Coalescer(redis)
-        single_use: SingleUse = RedisSingleUse(coalescer, settings.redis_prefix)
+        if not settings.is_sandbox:  # docs/audit.md: appendonly yes, noeviction (issue 12)
+            await require_persistence(redis)
+        # the store epoch: a Redis that lost its data is detected within one claim (issue 12)
+        epoch = StoreEpoch(coalescer.execute, settings.redis_prefix, clock.now,
+                           app.get(REGISTRY), refuse_at_start=not settings.is_sandbox)
+        await epoch.start()
+        single_use: SingleUse = RedisSingleUse(coalescer, settings.redis_prefix, epoch)
         clients: ClientStore = RedisClientStore(redis, settings.redis_prefix)
     else:
         single_use = MemorySingleUse(clock)
@@ -197,8 +244,15 @@ async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
                 token_ring=RingHolder(token_files, token_files.load()),
                 code_ring=RingHolder(code_files, code_files.load()),
                 single_use=single_use, clients=clients, redis=redis, coalescer=coalescer)
+    oidc_files = KeyRingFiles(settings.keys_dir, ID_TOKEN_PURPOSE)
+    if settings.crypto_suite == "gm" and oidc_files.exists():
+        core.id_token_ring = RingHolder(oidc_files, oidc_files.load())
     if redis is not None:
         core.readiness.append(("redis", redis.ping))
+        if not settings.is_sandbox:
+            core.readiness.append(("redis_persistence", lambda: require_persistence(redis)))
+        epoch.listeners.append(lambda reason: _store_lost(app))
+    core.records = await open_records(core, app[METRICS_RECORDS])
     app[CORE] = core
 
     if settings.is_sandbox:
@@ -222,8 +276,19 @@ async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
     app[oauth.TOKENS] = tokens
     app[oauth.TOKENS_ISSUER] = settings.issuer
     app[meta.ISSUER] = settings.issuer
-    app[meta.JWKS] = lambda: core.token_ring().jwks(clock.now())
+    def jwks() -> dict[str, Any]:
+        out = core.token_ring().jwks(clock.now())
+        if core.id_token_ring is not None:
+            out["keys"] = out["keys"] + core.id_token_ring().jwks(clock.now())["keys"]
+        return out
+
+    app[meta.JWKS] = jwks
+    id_ring = core.id_token_ring or core.token_ring
+    app[meta.ID_TOKEN_ALGS] = (["ES256"] if core.id_token_ring is not None
+                               else ["EdDSA", "ES256"])
+    app[ID_TOKEN_SIGNER] = signer if id_ring is core.token_ring else JwtSigner(id_ring, clock.now)
     app[meta.READINESS] = core.readiness
+    app[meta.READYZ_TIMEOUT] = settings.readyz_timeout_s
     app[admin.CLIENT_STORE] = clients
     app[admin.NOW] = clock.now
     admin_token = settings.admin_token or (sandbox_admin_token(settings)
@@ -238,19 +303,158 @@ async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        if isinstance(single_use, RedisSingleUse) and single_use.epoch is not None:
+            await single_use.epoch.stop()
         reloader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reloader
+        if core.records is not None:
+            await core.records.aclose()
         if coalescer is not None:
             await coalescer.aclose()
         if redis is not None:
             await redis.aclose()
 
 
+async def require_persistence(redis: RedisClient) -> None:
+    """Production: Redis must persist as docs/audit.md requires, read from its own CONFIG."""
+    from gateway.settings import SettingsError
+
+    try:
+        problems = persistence_problems(await read_persistence_config(redis))
+    except Exception as exc:  # noqa: BLE001 - CONFIG refused (renamed, ACL): cannot be shown
+        raise SettingsError("GATEWAY_REDIS_URL: cannot read Redis's configuration (CONFIG GET "
+                            f"appendonly, maxmemory-policy): {type(exc).__name__}") from None
+    if problems:
+        raise SettingsError("GATEWAY_REDIS_URL: Redis does not persist as production needs "
+                            "(docs/operations.md): " + "; ".join(problems))
+
+
+async def _store_lost(app: web.Application) -> None:
+    """The store epoch found a loss: forget what was cached from the lost store, and in the
+    sandbox put the demo clients and residents back (production: restore from a backup,
+    docs/operations.md; the caches then read the restored records). Retried for a while:
+    right after a restart, pooled connections fail once each (nothing is retried there)."""
+    from gateway.web import gate as _gate
+    from gateway.web import identity as _identity
+
+    core = app[CORE]
+    for attempt in range(50):
+        if _gate.GATE in app:
+            app[_gate.GATE].forget_cached_sectors()
+        try:
+            if core.settings.is_sandbox:
+                for client in demo_clients(core.settings, core.clock.now()):
+                    await core.clients.put(client)
+                if _identity.IDENTITY in app:
+                    from gateway.services import identity as ids
+
+                    doc = json.loads((DATA_DIR / "residents.json").read_text("utf-8"))
+                    await app[_identity.IDENTITY].sync(ids.registry_entries(doc))
+            if _identity.IDENTITY in app:
+                await app[_identity.IDENTITY].refresh_revocations(force=True)
+        except Exception as exc:  # noqa: BLE001 - the store is still coming back: again
+            if attempt == 49:
+                log.warning("store.recache_failed", error=type(exc).__name__)
+                return
+            await asyncio.sleep(0.2)
+            continue
+        log.info("store.recached", sandbox_reseeded=core.settings.is_sandbox)
+        return
+
+
+# --- transaction records (issue 14; gateway/services/records.py, docs/records.md) ---
+@dataclass
+class Records:
+    """The record store, the claims that append to it, and (with Redis) the outbox."""
+
+    store: RecordStore
+    claims: RecordingClaims
+    outbox: Any = None  # RedisOutbox when the records go through Redis
+    pool: Any = None    # the asyncpg pool behind a PostgreSQL store
+    outbox_redis: Any = None  # the exporter's own Redis client (raw XRANGE replies)
+
+    async def aclose(self) -> None:
+        if self.pool is not None:
+            await self.pool.close()
+        if self.outbox_redis is not None:
+            await self.outbox_redis.aclose()
+
+
+async def open_records(core: Core, metrics: Any) -> Records:
+    """No I/O to PostgreSQL here: the pool connects on first use, so a gateway starts (and
+    gates pass) while PostgreSQL is down; the outbox holds the records meanwhile."""
+    from gateway.adapters.memory_records import MemoryRecordingClaims, MemoryRecordStore
+    from gateway.services.records import UnrecordedClaims
+
+    s = core.settings
+    store: RecordStore
+    pool = None
+    if s.database_url:
+        from gateway.adapters.postgres_records import PostgresRecordStore, connect_pool
+
+        pool = await connect_pool(s.database_url, min_size=0)
+        store = PostgresRecordStore(pool)
+    else:
+        store = MemoryRecordStore()
+    if not s.transactions_enabled:
+        return Records(store, UnrecordedClaims(core.single_use), pool=pool)
+    if core.redis is None or core.coalescer is None:
+        assert isinstance(core.single_use, MemorySingleUse)
+        return Records(store, MemoryRecordingClaims(core.single_use, store), pool=pool)
+    from gateway.adapters.redis_records import RedisOutbox, RedisRecordingClaims
+
+    claims = RedisRecordingClaims(core.coalescer, core.redis.script_load,
+                                  prefix=s.redis_prefix, shards=s.transactions_outbox_shards,
+                                  bound=s.transactions_outbox_max, on_full=metrics.dropped)
+    await claims.load()
+    assert s.redis_url is not None
+    outbox_redis = connect(s.redis_url, cluster=s.redis_cluster, max_connections=2)
+    if isinstance(outbox_redis, RedisCluster):
+        await outbox_redis.initialize()
+    outbox = RedisOutbox(outbox_redis, prefix=s.redis_prefix,
+                         shards=s.transactions_outbox_shards, bound=s.transactions_outbox_max)
+    return Records(store, claims, outbox=outbox, pool=pool, outbox_redis=outbox_redis)
+
+
+async def _records_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The exporter: in every worker, working only while it holds the lock (one at a time
+    across workers and hosts); on shutdown it finishes its step and lets the lock go."""
+    from gateway.adapters.redis_records import RedisExporterLock
+    from gateway.services.records import Exporter
+    from gateway.web import transactions as _transactions
+
+    core = app[CORE]
+    records = core.records
+    assert records is not None
+    app[_transactions.RECORD_STORE] = records.store
+    if records.outbox is None or core.redis is None:
+        yield
+        return
+    s = core.settings
+    exporter = Exporter(records.outbox, records.store,
+                        RedisExporterLock(core.redis, prefix=s.redis_prefix),
+                        batch_size=s.transactions_export_batch,
+                        retention_s=s.transactions_retention_days * 86400.0,
+                        now=core.clock.now, metrics=app[METRICS_RECORDS])
+    app[EXPORTER] = exporter
+    stop = asyncio.Event()
+    task = asyncio.ensure_future(exporter.run(stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        try:
+            await asyncio.wait_for(task, 10)
+        except TimeoutError:
+            log.warning("transactions.exporter_stop_timeout")
+# --- end transaction records ---
+
+
 async def _reload_rings(core: Core, every_s: float = 2.0) -> None:
     while True:
         await asyncio.sleep(every_s)
-        for holder in (core.token_ring, core.code_ring):
+        for holder in core.rings():
             try:
                 if holder.reload_if_changed():
                     log.info("keys.reloaded", purpose=holder.files.purpose)
@@ -355,8 +559,11 @@ def _mount_sandbox(app: web.Application, settings: Settings) -> None:
     from gateway.web import sandbox as _sandbox
 
     residents = load_residents()
+    # 国密 suite: the Chongqing e-SSC platform signs its codes with SM2 (Sichuan stays ES256,
+    # so both forms stand in one trust list).
+    sm2_regions = ("CQ",) if settings.crypto_suite == "gm" else ()
     subs = build_sandbox_upstreams(residents, settings.keys_dir, settings.issuer,
-                                   clock=app[CLOCK])
+                                   clock=app[CLOCK], sm2_regions=sm2_regions)
     for name, sub in subs.items():
         app.add_subapp(f"/sandbox/upstreams/{name}", sub)
     app[_sandbox.RESIDENTS] = residents
@@ -423,8 +630,9 @@ async def _login_ctx(app: web.Application) -> AsyncIterator[None]:
     service = LoginService(
         clients=core.clients, sessions=stores[0], codes=stores[1], refresh=stores[2],
         consents=stores[3], persons=lambda: app[_identity.IDENTITY], keys=core.data_keys,
-        access=app[ACCESS_TOKENS], signer=app[TOKEN_SIGNER],
-        alg=lambda: core.token_ring().current().alg, issuer=s.issuer, clock=clock.now,
+        access=app[ACCESS_TOKENS], signer=app[ID_TOKEN_SIGNER],
+        alg=lambda: (core.id_token_ring or core.token_ring)().current().alg, issuer=s.issuer,
+        clock=clock.now,
         access_ttl_s=s.access_token_ttl_s, verify_bearer=app[AUTHENTICATOR].verify,
         require_number=s.login_require_number,
         pushed=(redis_oidc.RedisPushedRequestStore(core.redis, s.redis_prefix)
@@ -502,11 +710,58 @@ async def _consents_ctx(app: web.Application) -> AsyncIterator[None]:
 # --- end consents ---
 
 
+# --- device-bound codes (issue 18; gateway/services/devices.py, gateway/web/devices.py) ---
+async def _devices_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Device store (Redis when configured), the enrolment service (code key ring signs the
+    certificates; holder and fare flags sealed as in YK1:), and suspension → device
+    revocations. Before the gate pipeline's context: it reads the device revocation view."""
+    from gateway.adapters.memory_devices import MemoryDeviceStore
+    from gateway.adapters.redis_devices import RedisDeviceStore
+    from gateway.authz.datakeys import derive
+    from gateway.errors import NotFound as _NotFound
+    from gateway.services.codes import SEALABLE, seal_attributes
+    from gateway.services.devices import DeviceService
+    from gateway.web import devices as _devices
+    from gateway.web import identity as _identity
+
+    core = app[CORE]
+    s = core.settings
+    identity = app[_identity.IDENTITY]
+    store: Any = (RedisDeviceStore(core.redis, s.redis_prefix) if core.redis is not None
+                  else MemoryDeviceStore())
+    master = load_data_master_key(s.keys_dir, create=s.is_sandbox, env_value=s.data_key_b64)
+
+    async def flags_of(person_id: str) -> int:
+        try:
+            return seal_attributes(await identity.disclose(person_id, tuple(SEALABLE)))
+        except _NotFound:
+            return 0
+
+    service = DeviceService(
+        store=store, single_use=core.single_use, code_ring=core.code_ring,
+        token_ring=core.token_ring, holder=core.data_keys.code_holder,
+        challenge_key=derive(master, "device-challenge"), clock=core.clock,
+        cert_ttl_s=s.device_cert_ttl_s, max_devices=s.devices_max, flags_of=flags_of,
+        suspended=identity.is_person_suspended)
+    app[_devices.DEVICES] = service
+
+    async def on_suspend(person_id: str, suspended: bool) -> None:
+        if suspended:
+            await service.suspend(person_id)
+
+    identity.suspension_hooks.append(on_suspend)
+    yield
+# --- end device-bound codes ---
+
+
 SETTINGS = web.AppKey("settings", Settings)
 CLOCK = web.AppKey("clock", Clock)
 TOKEN_SIGNER = web.AppKey("token_signer", JwtSigner)
+ID_TOKEN_SIGNER = web.AppKey("id_token_signer", JwtSigner)
 PSAM = web.AppKey("psam", PsamAttestation)
 ACCESS_TOKENS = web.AppKey("access_tokens", AccessTokens)
+METRICS_RECORDS: web.AppKey[Any] = web.AppKey("record_metrics")
+EXPORTER: web.AppKey[Any] = web.AppKey("exporter")
 
 
 def build_app(settings: Settings, clock: Clock | None = None) -> web.Application:
@@ -524,6 +779,12 @@ def build_app(settings: Settings, clock: Clock | None = None) -> web.Application
     app[oauth.REVOCATION_HOOKS] = []
     app[oauth.INTROSPECTION_HOOKS] = []
     app.cleanup_ctx.append(_core_ctx)
+    # --- transaction records (issue 14) ---
+    from gateway.web import transactions as _transactions
+    app[METRICS_RECORDS] = _transactions.RecordMetrics(registry)
+    app.cleanup_ctx.append(_records_ctx)
+    _transactions.add_routes(app)
+    # --- end transaction records ---
     # --- identity + sandbox (issue 4) ---
     from gateway.web import identity as _identity
     app.cleanup_ctx.append(_identity_ctx)
@@ -543,6 +804,12 @@ def build_app(settings: Settings, clock: Clock | None = None) -> web.Application
     app.cleanup_ctx.append(_codes.codes_ctx)
     _codes.add_routes(app)
     # --- end codes ---
+    # --- device-bound codes (issue 18; gateway/services/devices.py, gateway/web/devices.py) ---
+    from gateway.web import devices as _devices
+    app.cleanup_ctx.append(_devices_ctx)
+    app.cleanup_ctx.append(_devices.devices_ctx)
+    _devices.add_routes(app)
+    # --- end device-bound codes ---
     # --- consents + audit (issue 6) ---
     from gateway.web import consents as _consents
     app.cleanup_ctx.append(_consents_ctx)
@@ -570,6 +837,7 @@ async def _gate_ctx(app: web.Application) -> AsyncIterator[None]:
     from gateway.services.subjects import SubjectLedger
     from gateway.web import codes as _codes
     from gateway.web import consents as _consents
+    from gateway.web import devices as _devices
     from gateway.web import gate as _gate
     from gateway.web import identity as _identity
     from gateway.web import login as _login
@@ -584,7 +852,8 @@ async def _gate_ctx(app: web.Application) -> AsyncIterator[None]:
     app[_gate.GATE] = GatePipeline(
         scenes=app[_codes.SCENES], sectors=GateSectors(core.clients, clock.now),
         codes=CodeFace(lookup=app[_codes.CODES].trust.lookup, holder=core.data_keys.code_holder,
-                       identity=identity, max_skew_s=settings.code_max_skew_s),
+                       identity=identity, max_skew_s=settings.code_max_skew_s,
+                       device_revoked=app[_devices.DEVICES].revocations.is_revoked),
         cards=CardFace(psam=app[PSAM], identity=identity, regions=settings.essc_regions),
         single_use=core.single_use, identity=identity, data_keys=core.data_keys,
         subject_seen=ledger.seen, count=app[METRICS].count, clock=clock)

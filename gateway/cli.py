@@ -1,4 +1,5 @@
-"""`gateway` — the operator's command: serve, keys, clients, gates, audit, identity.
+"""`gateway` — the operator's command: serve, keys, clients, gates, audit, identity,
+transactions.
 
 `gateway serve --workers N` runs N processes sharing one port (SO_REUSEPORT), each on uvloop;
 SIGTERM/SIGINT stop accepting, drain in-flight requests for up to GATEWAY_SHUTDOWN_TIMEOUT_S,
@@ -22,6 +23,7 @@ from typing import Any
 
 from gateway.adapters.keyfiles import KeyFileError
 from gateway.settings import Settings, SettingsError
+from gateway.timefmt import rfc3339_s
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -43,11 +45,14 @@ async def _serve_worker(settings: Settings) -> None:
 
     from gateway.app import build_app
     from gateway.web import lane
+    from gateway.web.edge import edge_runner
 
     log = structlog.get_logger("gateway.serve")
     app = build_app(settings)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False,
-                           shutdown_timeout=settings.shutdown_timeout_s)
+    # the edge (issue 12): header/body/keep-alive timeouts, per-address connection caps, our
+    # answer to malformed requests
+    runner = edge_runner(app, settings, access_log=None, handle_signals=False,
+                         shutdown_timeout=settings.shutdown_timeout_s)
     await runner.setup()
     lane.install(runner)  # the gate's verification skips the router's dispatch (issue 7)
     site = web.TCPSite(runner, settings.host, settings.port, reuse_port=True, backlog=2048)
@@ -94,6 +99,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
               "one process, so single use would not hold across workers", file=sys.stderr)
         return 2
     configure(settings.log_format, settings.log_level)
+    if not settings.is_sandbox and settings.redis_url:
+        problem = _persistence_problem(settings)   # issue 12: refuse, before any worker
+        if problem:
+            print(f"gateway: {problem}", file=sys.stderr)
+            return 2
     ensure_keys(settings, SystemClock())  # before forking: one process creates dev keys
     print(f"gateway: serving {settings.env} on http://{settings.host}:{settings.port} "
           f"({settings.workers} worker{'s' if settings.workers > 1 else ''}, "
@@ -102,6 +112,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
         _worker_main(settings)
         return 0
     return _supervise(settings)
+
+
+def _persistence_problem(settings: Settings) -> str | None:
+    """Why this Redis may not serve production (docs/operations.md), or None."""
+    from gateway.adapters.redis_store import connect
+    from gateway.app import require_persistence
+
+    async def check() -> str | None:
+        assert settings.redis_url is not None
+        redis = connect(settings.redis_url, cluster=settings.redis_cluster,
+                        timeout_s=max(1.0, settings.redis_timeout_s))
+        try:
+            await require_persistence(redis)
+        except SettingsError as exc:
+            return str(exc)
+        finally:
+            await redis.aclose()
+        return None
+
+    return asyncio.run(check())
 
 
 def _supervise(settings: Settings) -> int:
@@ -144,31 +174,48 @@ def _supervise(settings: Settings) -> int:
 
 # ---------------------------------------------------------------- keys
 def cmd_keys(args: argparse.Namespace) -> int:
-    from gateway.adapters.keyfiles import KeyRingFiles, load_data_master_key
+    from gateway.adapters.keyfiles import (
+        KeyRingFiles,
+        load_data_master_key,
+        record_subject_suite,
+    )
 
     settings = _settings(args)
-    purposes = ["token", "code"] if args.purpose == "all" else [args.purpose]
+    # "oidc": the gm suite's ES256 ID-token ring (docs/oidc.md "Algorithms")
+    everything = ["token", "code"] + (
+        ["oidc"] if settings.crypto_suite == "gm"
+        or KeyRingFiles(settings.keys_dir, "oidc").exists() else [])
+    purposes = everything if args.purpose == "all" else [args.purpose]
     now = time.time()
     if args.keys_cmd == "generate":
+        fresh = not any(KeyRingFiles(settings.keys_dir, p).exists() for p in ("token", "code"))
         for p in purposes:
             files = KeyRingFiles(settings.keys_dir, p)
             if files.exists() and not args.force:
                 print(f"{p}: ring exists at {files.dir} (use `gateway keys rotate`)")
                 continue
+            from gateway.app import suite_algs
             from gateway.authz.keyring import Alg, bootstrap
 
-            alg: Alg = args.alg or ("ES256" if p == "token" else "EdDSA")
+            token_alg, code_alg = suite_algs(settings)
+            alg: Alg = args.alg or {"token": token_alg, "code": code_alg}.get(p, "ES256")
             with files._locked():
                 files.save(bootstrap(p, alg, now))
             print(f"{p}: generated a new {alg} ring in {files.dir}")
         load_data_master_key(settings.keys_dir, create=True)
+        if fresh:  # a new deployment: pairwise subjects in its suite, for good
+            record_subject_suite(settings.keys_dir, settings.crypto_suite)
         return 0
     if args.keys_cmd == "rotate":
         for p in purposes:
             # A retired key must verify everything it signed: the longest lifetime it issues.
             max_life = args.max_lifetime_s or (
                 max(settings.gate_token_ttl_s, settings.access_token_ttl_s, 86400 * 30)
-                if p == "token" else settings.code_ttl_s + settings.code_max_skew_s + 60)
+                if p in ("token", "oidc")
+                else settings.code_ttl_s + settings.code_max_skew_s + 60)
+            if p == "code" and not args.max_lifetime_s:  # it signed device certificates too
+                max_life = max(max_life, settings.device_cert_ttl_s + settings.code_max_skew_s
+                               + 60)
             ring = KeyRingFiles(settings.keys_dir, p).rotate(now, max_life, args.alg)
             print(f"{p}: current key is now {ring.current().kid}")
         return 0
@@ -180,7 +227,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
         for k in files.load().keys:
             until = ""
             if k.verify_until:
-                stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(k.verify_until))
+                stamp = rfc3339_s(k.verify_until)
                 until = f" verifies until {stamp}"
             print(f"{p}\t{k.kid}\t{k.alg}\t{k.state}{until}")
     return 0
@@ -262,8 +309,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     k = sub.add_parser("keys", help="generate, rotate or list signing keys")
     k.add_argument("keys_cmd", choices=["generate", "rotate", "list"])
-    k.add_argument("--purpose", choices=["token", "code", "all"], default="all")
-    k.add_argument("--alg", choices=["EdDSA", "ES256"])
+    k.add_argument("--purpose", choices=["token", "code", "oidc", "all"], default="all",
+                   help="oidc: the ES256 ID-token ring of GATEWAY_CRYPTO_SUITE=gm")
+    k.add_argument("--alg", choices=["EdDSA", "ES256", "SM2"],
+                   help="generate: the ring's algorithm (default: GATEWAY_CRYPTO_SUITE's); "
+                        "rotate: the new next key's (SM2 for the 国密 suite)")
     k.add_argument("--max-lifetime-s", type=int,
                    help="rotate: how long the retired key keeps verifying")
     k.add_argument("--force", action="store_true", help="generate: replace an existing ring")
@@ -307,10 +357,19 @@ def _extra_commands(sub: Any) -> None:
                    help="list: first seq (default: the last --count entries)")
     a.add_argument("--count", type=int, default=100, help="list: how many entries (max 10000)")
     a.set_defaults(func=cmd_audit)
-    i = sub.add_parser("identity", help="operator registry sync from an upstream export")
-    i.add_argument("identity_cmd", choices=["sync"])
-    i.add_argument("path", help="JSON file of persons and credentials (docs/identity.md)")
+    i = sub.add_parser("identity", help="operator registry sync from an upstream export; "
+                                        "reseal personal data into GATEWAY_CRYPTO_SUITE")
+    i.add_argument("identity_cmd", choices=["sync", "reseal"])
+    i.add_argument("path", nargs="?",
+                   help="sync: JSON file of persons and credentials (docs/identity.md)")
+    i.add_argument("--dry-run", action="store_true",
+                   help="reseal: report what would change, change nothing")
     i.set_defaults(func=cmd_identity)
+    t = sub.add_parser("transactions", help="export or prune the transaction records "
+                                            "(PostgreSQL, GATEWAY_DATABASE_URL)")
+    t.add_argument("transactions_cmd", choices=["export", "prune"])
+    t.add_argument("--after", help="export: the cursor of the last record already read")
+    t.set_defaults(func=cmd_transactions)
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
@@ -327,9 +386,27 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return int(audit_verify_main(_settings(args), args.checkpoint))
 
 
-def cmd_identity(args: argparse.Namespace) -> int:
-    from gateway.adapters.redis_identity import sync_registry
+def cmd_transactions(args: argparse.Namespace) -> int:
+    from gateway.adapters.postgres_records import export_main, prune_main
 
+    s = _settings(args)
+    if args.transactions_cmd == "prune":
+        return prune_main(s.database_url, s.transactions_retention_days)
+    return export_main(s.database_url, args.after)
+
+
+def cmd_identity(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from gateway.adapters.redis_identity import reseal_store, sync_registry
+
+    if args.identity_cmd == "reseal":
+        # docs/crypto-suites.md "Migration": one JSON line saying what changed
+        print(json.dumps(reseal_store(_settings(args), dry_run=args.dry_run).to_dict()))
+        return 0
+    if not args.path:
+        print("identity sync needs PATH", file=sys.stderr)
+        return 2
     processed = sync_registry(_settings(args), Path(args.path))
     print(f"identity: {processed} persons upserted")
     return 0

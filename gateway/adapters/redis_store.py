@@ -16,20 +16,34 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import UnixDomainSocketConnection
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from gateway.adapters.resp import RespPipe
+from gateway.adapters.store_epoch import StoreEpoch
 from gateway.authz.clients import Client
+from gateway.ports import HISTORY_LOST
 
 RedisClient = aioredis.Redis | RedisCluster
 
 
-def connect(url: str, *, cluster: bool = False, max_connections: int = 64) -> RedisClient:
-    """A client (no I/O yet: redis-py connects lazily)."""
+def connect(url: str, *, cluster: bool = False, max_connections: int = 64,
+            timeout_s: float = 5.0) -> RedisClient:
+    """A client (no I/O yet: redis-py connects lazily).
+
+    `timeout_s` bounds every step of a command: connecting, each reply, and waiting for a free
+    pooled connection; nothing is retried (a retried `SET NX` may claim twice, and a retry
+    only makes a frozen Redis slower to report). The gate path's `RespPipe` takes the same
+    timeouts from the pool's connection kwargs."""
+    no_retry = Retry(NoBackoff(), 0)
     if cluster:
-        return RedisCluster.from_url(url, max_connections=max_connections)
+        return RedisCluster.from_url(url, max_connections=max_connections,
+                                     socket_timeout=timeout_s,
+                                     socket_connect_timeout=timeout_s, retry=no_retry)
     # A blocking pool waits for a free connection; redis-py's default pool raises past its cap.
-    pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections,
-                                                    timeout=5, health_check_interval=30)
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=timeout_s, health_check_interval=30,
+        socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=no_retry)
     return aioredis.Redis(connection_pool=pool)
 
 
@@ -121,25 +135,46 @@ class Coalescer:
             await self._pipe.aclose()
 
 
-def _text(v: Any) -> str | None:
-    if v is None:
-        return None
+def text(v: Any) -> str:
+    """A Redis reply (bytes from the RESP pipe and redis-py without decoding) as text."""
     return v.decode("utf-8") if isinstance(v, bytes) else str(v)
 
 
+def text_or_none(v: Any) -> str | None:
+    """`text`, or None for a nil reply."""
+    return None if v is None else text(v)
+
+
 class RedisSingleUse:
-    def __init__(self, coalescer: Coalescer, prefix: str = "gw:") -> None:
+    """Claims as `SET … NX PX … GET`; with a `StoreEpoch`, each tick's claims follow one
+    INCR of the store clock, and a store that lost its history answers HISTORY_LOST
+    (gateway/adapters/store_epoch.py)."""
+
+    def __init__(self, coalescer: Coalescer, prefix: str = "gw:",
+                 epoch: StoreEpoch | None = None) -> None:
         self._c = coalescer
         self._prefix = prefix + "once:"
+        self.epoch = epoch
 
-    async def claim(self, key: str, ttl_s: float, value: str = "1") -> str | None:
+    async def claim(self, key: str, ttl_s: float, value: str = "1", *,
+                    used_since: float | None = None) -> str | None:
         ttl_ms = max(1, int(ttl_s * 1000))
-        prev = await self._c.execute("SET", self._prefix + key, value, "NX", "PX", ttl_ms, "GET",
-                                      get=True)
-        return _text(prev)
+        epoch = self.epoch
+        if epoch is None:
+            prev = await self._c.execute("SET", self._prefix + key, value, "NX", "PX", ttl_ms,
+                                          "GET", get=True)
+            return text_or_none(prev)
+        if epoch.refuses(used_since):
+            return HISTORY_LOST
+        intact = epoch.guard()   # queued before the claim: Redis runs it first
+        prev = await self._c.execute("SET", self._prefix + key, value, "NX", "PX", ttl_ms,
+                                      "GET", get=True)
+        if not await intact or epoch.refuses(used_since):
+            return HISTORY_LOST
+        return text_or_none(prev)
 
     async def peek(self, key: str) -> str | None:
-        return _text(await self._c.execute("GET", self._prefix + key))
+        return text_or_none(await self._c.execute("GET", self._prefix + key))
 
 
 class RedisClientStore:
@@ -164,7 +199,7 @@ class RedisClientStore:
         await self._r.sadd(f"{self._prefix}clients", client.client_id)
 
     async def list(self) -> Sequence[Client]:
-        ids = sorted(_text(i) or "" for i in await self._r.smembers(f"{self._prefix}clients"))
+        ids = sorted(text(i) for i in await self._r.smembers(f"{self._prefix}clients"))
         out = []
         for cid in ids:
             c = await self.get(cid)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -16,6 +17,8 @@ ReadinessChecks = list[tuple[str, Callable[[], Awaitable[Any]]]]
 READINESS: web.AppKey[ReadinessChecks] = web.AppKey("readiness_checks")
 JwksProvider = Callable[[], dict[str, Any]]
 JWKS: web.AppKey[JwksProvider] = web.AppKey("jwks")
+#: What ID tokens may be signed with (GATEWAY_CRYPTO_SUITE=gm: ES256 only, docs/oidc.md).
+ID_TOKEN_ALGS: web.AppKey[list[str]] = web.AppKey("id_token_algs")
 ISSUER = web.AppKey("issuer", str)
 
 OPENAPI_FILE = Path(__file__).resolve().parent.parent / "data" / "openapi.yaml"
@@ -25,13 +28,25 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-async def readyz(request: web.Request) -> web.Response:
-    failed = []
-    for name, check in request.app[READINESS]:
-        try:
+READYZ_TIMEOUT = web.AppKey("readyz_timeout_s", float)
+
+
+async def _check(check: Callable[[], Awaitable[Any]], timeout_s: float) -> bool:
+    try:
+        async with asyncio.timeout(timeout_s):
             await check()
-        except Exception:  # noqa: BLE001 - any failure means "not ready"; the name says which
-            failed.append(name)
+    except Exception:  # noqa: BLE001 - any failure (a timeout too) means "not ready"
+        return False
+    return True
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Every check at once, each within the readiness timeout (a frozen store makes /readyz
+    answer 503 in time, not hang: issue 12)."""
+    checks = request.app[READINESS]
+    timeout_s = request.app.get(READYZ_TIMEOUT, 0.5)
+    results = await asyncio.gather(*(_check(check, timeout_s) for _, check in checks))
+    failed = [name for (name, _), ok in zip(checks, results, strict=True) if not ok]
     if failed:
         return problem(503, "unavailable", "Not ready", f"Not ready: {', '.join(failed)}",
                        request[REQUEST_ID], checks={n: ("fail" if n in failed else "ok")
@@ -59,7 +74,7 @@ async def openapi(request: web.Request) -> web.Response:
     return web.Response(body=cache["doc"], content_type="application/json")
 
 
-def discovery_document(issuer: str) -> dict[str, Any]:
+def discovery_document(issuer: str, id_token_algs: list[str] | None = None) -> dict[str, Any]:
     """OpenID Connect Discovery 1.0 §3 / RFC 8414."""
     return {
         "issuer": issuer,
@@ -79,7 +94,7 @@ def discovery_document(issuer: str) -> dict[str, Any]:
         "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials",
                                   "urn:ietf:params:oauth:grant-type:token-exchange"],
         "subject_types_supported": ["pairwise"],
-        "id_token_signing_alg_values_supported": ["EdDSA", "ES256"],
+        "id_token_signing_alg_values_supported": id_token_algs or ["EdDSA", "ES256"],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post",
                                                   "private_key_jwt", "none"],
         "token_endpoint_auth_signing_alg_values_supported": ["ES256", "EdDSA"],
@@ -99,7 +114,8 @@ def discovery_document(issuer: str) -> dict[str, Any]:
 
 
 async def openid_configuration(request: web.Request) -> web.Response:
-    return web.json_response(discovery_document(request.app[ISSUER]),
+    return web.json_response(discovery_document(request.app[ISSUER],
+                                                request.app.get(ID_TOKEN_ALGS)),
                              headers={"Cache-Control": "public, max-age=300"})
 
 
