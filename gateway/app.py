@@ -267,6 +267,10 @@ async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
     app[TOKEN_SIGNER] = signer
     app[ACCESS_TOKENS] = access
     app[AUTHENTICATOR] = BearerAuthenticator(access, single_use, clock.now)
+    from gateway.authz.dpop import DpopVerifier  # RFC 9449 (issue 16)
+    from gateway.web.http import DPOP
+    app[DPOP] = DpopVerifier(single_use, core.data_keys.derive_key("dpop-nonce"), clock.now,
+                             settings.issuer)
     app[oauth.CLIENT_AUTH] = ClientAuthenticator(
         clients, single_use, settings.issuer, clock.now,
         settings.client_assertion_max_ttl_s)

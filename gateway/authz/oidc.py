@@ -368,19 +368,20 @@ class Family:
     created_at: float
     expires_at: float
     revoked: bool = False
+    jkt: str = ""   # a public client's refresh tokens are bound to this DPoP key (RFC 9449 §5)
 
     def to_fields(self) -> dict[str, str]:
         return {"client_id": self.client_id, "person_id": self.person_id,
                 "scopes": " ".join(self.scopes), "auth_time": str(self.auth_time),
                 "created_at": repr(self.created_at), "expires_at": repr(self.expires_at),
-                "revoked": "1" if self.revoked else "0"}
+                "revoked": "1" if self.revoked else "0", "jkt": self.jkt}
 
     @classmethod
     def from_fields(cls, family_id: str, f: Mapping[str, str]) -> Family:
         return cls(family_id=family_id, client_id=f["client_id"], person_id=f["person_id"],
                    scopes=tuple(f["scopes"].split()), auth_time=int(f["auth_time"]),
                    created_at=float(f["created_at"]), expires_at=float(f["expires_at"]),
-                   revoked=f.get("revoked") == "1")
+                   revoked=f.get("revoked") == "1", jkt=f.get("jkt", ""))
 
 
 @dataclass(frozen=True)

@@ -107,6 +107,9 @@ async def register_client(store: ClientStore, spec: Mapping[str, Any],
         raise InvalidRequest("require_pushed_authorization_requests must be a boolean")
     if require_par and kind != "rp":
         raise InvalidRequest("require_pushed_authorization_requests is for kind rp")
+    dpop_bound = spec.get("dpop_bound_access_tokens", False)
+    if not isinstance(dpop_bound, bool):
+        raise InvalidRequest("dpop_bound_access_tokens must be a boolean")
     if await store.get(client_id) is not None:
         raise Conflict(f"client {client_id} exists")
     secret = new_secret() if auth_method in ("client_secret_basic", "client_secret_post") \
@@ -117,7 +120,8 @@ async def register_client(store: ClientStore, spec: Mapping[str, Any],
             secret_hash=hash_secret(secret) if secret else None, jwks=jwks, scopes=scopes,
             sector=str(spec.get("sector") or ""), redirect_uris=redirect_uris,
             scene=spec.get("scene"), operator=spec.get("operator"), created_at=now(),
-            require_pushed_authorization_requests=require_par)
+            require_pushed_authorization_requests=require_par,
+            dpop_bound_access_tokens=dpop_bound)
     except ValueError as exc:
         raise InvalidRequest(str(exc)) from None
     await store.put(client)

@@ -18,12 +18,16 @@ from aiohttp import web
 
 from gateway.authz import oidc
 from gateway.authz.oidc import AuthorizeError
-from gateway.errors import InvalidRequest, RateLimited
+from gateway.authz.tokens import TokenInvalid
+from gateway.errors import InvalidRequest, OAuthError, RateLimited
 from gateway.qr import render_png
 from gateway.services.login import LoginService, add_query
 from gateway.web.http import (
-    bearer_token,
+    AUTHENTICATOR,
+    DpopBindingError,
+    check_dpop_binding,
     no_store,
+    presented_token,
     principal,
     read_form,
     read_json,
@@ -214,7 +218,18 @@ async def forget(request: web.Request) -> web.StreamResponse:
 
 
 async def userinfo(request: web.Request) -> web.StreamResponse:
-    claims = await request.app[LOGIN].userinfo(bearer_token(request))
+    token, dpop_scheme = presented_token(request)
+    try:   # RFC 9449 §7: a bound token only with its proof (the service checks the rest)
+        bound = await request.app[AUTHENTICATOR].verify(token)
+    except TokenInvalid:
+        bound = None
+    if bound is not None and (bound.jkt is not None or dpop_scheme):
+        try:
+            await check_dpop_binding(request, token, dpop_scheme, bound)
+        except DpopBindingError as exc:
+            raise OAuthError(exc.error, exc.detail or "DPoP proof required", 401,
+                             headers=exc.headers) from None
+    claims = await request.app[LOGIN].userinfo(token)
     return no_store(web.json_response(claims))
 
 
