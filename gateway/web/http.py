@@ -103,7 +103,8 @@ def oauth_error(exc: OAuthError) -> web.Response:
 def bearer_challenge(exc: GatewayError) -> web.Response:
     """RFC 6750 §3 on a Bearer-protected OAuth resource (userinfo): the challenge is in
     WWW-Authenticate — with no credentials at all it carries no error code (§3.1) — and the
-    body is always the JSON error, so a client never meets an empty 401."""
+    body is always the JSON error, so a client never meets an empty 401 (issue 16, finding 9;
+    tests/oidc/test_findings.py)."""
     challenge = exc.headers.get("WWW-Authenticate", "")
     headers = {"Cache-Control": "no-store", **exc.headers}
     description = ("The access token is not valid" if 'error="invalid_token"' in challenge

@@ -102,6 +102,7 @@ async def test_schemathesis_finds_no_failure(make_gateway: GatewayFactory, tmp_p
         str(ST), "--config-file", str(config), "run", str(SPEC_PATH), "--workers", "1",
         "--no-color", "--report-dir", str(tmp_path / "reports"),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        cwd=tmp_path,   # its cache (.schemathesis/) stays out of the work tree
         env={**os.environ, "SCHEMATHESIS_TELEMETRY": "false"})
     out, _ = await asyncio.wait_for(proc.communicate(), timeout=540)
     text = out.decode("utf-8", "replace")
