@@ -6,8 +6,8 @@ resource, + `nonce` where the server asks for one). What it binds to is the key'
 thumbprint (`jkt`): access tokens carry it as `cnf.jkt` (§6), public clients' refresh tokens
 are bound to it (§5), and a bound token is used only with a proof by the same key (§7).
 
-Checks (§4.3): typ, alg (ES256, EdDSA; never none or symmetric), a public `jwk` that verifies
-the signature, `htm` and `htu` (scheme, host, path; no query or fragment) equal to the
+Checks (§4.3): typ, alg (ES256, EdDSA or Ed25519; never none or symmetric), a public `jwk`
+that verifies the signature, `htm` and `htu` (scheme, host, path; no query or fragment) equal to the
 request's, `iat` within PROOF_WINDOW_S of our clock, `ath` when a token is presented, and
 `jti` single use (claimed for 2 × the window, per key). Server nonces (§8): stateless, an HMAC
 of the current 5-minute window under a derived key, so every worker accepts every worker's
@@ -24,12 +24,16 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import jwt
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from gateway.base64url import b64u, unb64u
 from gateway.ports import SingleUse
 
 DPOP_TYP = "dpop+jwt"
-ALGORITHMS = ("ES256", "EdDSA")
+#: "Ed25519" is the fully-specified name of EdDSA over Ed25519 (RFC 9864), what oauth4webapi
+#: / openid-client put in their proofs; "EdDSA" the polymorphic one of RFC 8037.
+ALGORITHMS = ("ES256", "EdDSA", "Ed25519")
 PROOF_WINDOW_S = 60
 NONCE_WINDOW_S = 300
 
@@ -54,6 +58,26 @@ def thumbprint(jwk: dict[str, Any]) -> str:
         raise DpopError("invalid_dpop_proof", "Unsupported key type")
     raw = json.dumps(members, sort_keys=True, separators=(",", ":")).encode()
     return b64u(hashlib.sha256(raw).digest())
+
+
+def _verified_claims(proof: str, jwk: dict[str, Any], alg: str) -> dict[str, Any]:
+    """The proof's claims once its signature verifies under `jwk`."""
+    if alg == "Ed25519":   # PyJWT knows it only as EdDSA: verify the Ed25519 JWS directly
+        if jwk.get("kty") != "OKP" or jwk.get("crv") != "Ed25519":
+            raise ValueError("Ed25519 needs an Ed25519 key")
+        head, body, sig = proof.split(".")
+        Ed25519PublicKey.from_public_bytes(unb64u(str(jwk["x"]))).verify(
+            unb64u(sig), f"{head}.{body}".encode("ascii"))
+        claims = json.loads(unb64u(body))
+        if not isinstance(claims, dict) or any(k not in claims for k in
+                                               ("jti", "htm", "htu", "iat")):
+            raise ValueError("claims missing")
+        return claims
+    key = jwt.PyJWK(jwk, algorithm=alg).key
+    return dict(jwt.decode(proof, key, algorithms=[alg],
+                           options={"require": ["jti", "htm", "htu", "iat"],
+                                    "verify_aud": False, "verify_exp": False,
+                                    "verify_iat": False, "verify_nbf": False}))
 
 
 def access_token_hash(token: str) -> str:
@@ -114,13 +138,9 @@ class DpopVerifier:
         if not isinstance(jwk, dict) or "d" in jwk:
             raise bad("The DPoP proof needs a public jwk in its header")
         try:
-            key = jwt.PyJWK(jwk, algorithm=alg).key
             jkt = thumbprint(jwk)
-            claims = jwt.decode(proof, key, algorithms=[alg],
-                                options={"require": ["jti", "htm", "htu", "iat"],
-                                         "verify_aud": False, "verify_exp": False,
-                                         "verify_iat": False, "verify_nbf": False})
-        except (jwt.PyJWTError, KeyError, TypeError, ValueError):
+            claims = _verified_claims(proof, jwk, alg)
+        except (jwt.PyJWTError, InvalidSignature, KeyError, TypeError, ValueError):
             raise bad("The DPoP proof does not verify") from None
         if claims.get("htm") != method or not isinstance(claims.get("htu"), str) \
                 or _htu(claims["htu"]) != _htu(url):

@@ -596,7 +596,7 @@ def bearer_token(request: web.Request) -> str:
 
 
 DPOP = web.AppKey("dpop_verifier", DpopVerifier)
-DPOP_CHALLENGE = 'DPoP realm="gateway", algs="ES256 EdDSA"'
+DPOP_CHALLENGE = 'DPoP realm="gateway", algs="ES256 EdDSA Ed25519"'
 
 
 class DpopBindingError(Unauthorized):

@@ -104,7 +104,7 @@ def discovery_document(issuer: str, id_token_algs: list[str] | None = None) -> d
                                                           "client_secret_post",
                                                           "private_key_jwt"],
         "code_challenge_methods_supported": ["S256"],
-        "dpop_signing_alg_values_supported": ["ES256", "EdDSA"],   # RFC 9449 §5.1
+        "dpop_signing_alg_values_supported": ["ES256", "EdDSA", "Ed25519"],   # RFC 9449 §5.1
         "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "name",
                              "essc_card_no", "essc_region"],
         "authorization_response_iss_parameter_supported": True,

@@ -232,4 +232,4 @@ async def test_certificate_query_enforces_the_binding(op: OP) -> None:
 
 async def test_discovery_advertises_dpop(op: OP) -> None:
     doc = await (await op.c.get("/.well-known/openid-configuration")).json()
-    assert doc["dpop_signing_alg_values_supported"] == ["ES256", "EdDSA"]
+    assert doc["dpop_signing_alg_values_supported"] == ["ES256", "EdDSA", "Ed25519"]
