@@ -55,6 +55,7 @@ log = structlog.get_logger("gateway.app")
 DATA_DIR = Path(__file__).resolve().parent / "data"
 TOKEN_ALG: Alg = "ES256"   # the most widely supported by OIDC client libraries
 CODE_ALG: Alg = "EdDSA"    # fastest verify at the gate (libsodium), smallest signature
+TRUST_ALG: Alg = "EdDSA"   # the trust list's own key (docs/offline.md): gates verify it offline
 
 
 class RingHolder:
@@ -92,6 +93,8 @@ class Core:
     redis: RedisClient | None = None
     coalescer: Coalescer | None = None
     readiness: list[tuple[str, Any]] = field(default_factory=list)
+    #: the trust-list (and deny-list) signing keys, their own purpose (docs/offline.md)
+    trust_ring: RingHolder | None = None
 
 
 CORE = web.AppKey("core", Core)
@@ -100,7 +103,7 @@ CORE = web.AppKey("core", Core)
 def ensure_keys(settings: Settings, clock: Clock) -> None:
     """First run of the sandbox: generate dev keys under keys/. Production: keys must exist."""
     now = clock.now()
-    for purpose, alg in (("token", TOKEN_ALG), ("code", CODE_ALG)):
+    for purpose, alg in (("token", TOKEN_ALG), ("code", CODE_ALG), ("trust", TRUST_ALG)):
         files = KeyRingFiles(settings.keys_dir, purpose)
         if settings.is_sandbox:
             files.ensure(alg, now)
@@ -196,6 +199,8 @@ async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
                 token_ring=RingHolder(token_files, token_files.load()),
                 code_ring=RingHolder(code_files, code_files.load()),
                 single_use=single_use, clients=clients, redis=redis, coalescer=coalescer)
+    trust_files = KeyRingFiles(settings.keys_dir, "trust")
+    core.trust_ring = RingHolder(trust_files, trust_files.load())
     if redis is not None:
         core.readiness.append(("redis", redis.ping))
     app[CORE] = core
@@ -237,7 +242,10 @@ async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
     app[_codes.SCENES] = _SceneCatalogue.load(settings.scenes_file or DATA_DIR / "scenes.json")
     app[_codes.CODES] = _CodeService(
         code_ring=core.code_ring, data_keys=data_keys, single_use=single_use,
-        scenes=app[_codes.SCENES], trust=_TrustList(core.code_ring, core.token_ring, clock.now),
+        scenes=app[_codes.SCENES], trust=_TrustList(
+            core.code_ring, core.trust_ring, clock.now, scenes=lambda: app[_codes.SCENES],
+            max_age_s=settings.trust_list_max_age_s, code_max_skew_s=settings.code_max_skew_s,
+            endorsements=trust_files.endorsements),
         clients=clients, clock=clock, code_ttl_s=settings.code_ttl_s,
         max_skew_s=settings.code_max_skew_s, refresh_in_s=settings.code_refresh_in_s)
     # --- end codes ---
@@ -258,7 +266,9 @@ async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _reload_rings(core: Core, every_s: float = 2.0) -> None:
     while True:
         await asyncio.sleep(every_s)
-        for holder in (core.token_ring, core.code_ring):
+        for holder in (core.token_ring, core.code_ring, core.trust_ring):
+            if holder is None:
+                continue
             try:
                 if holder.reload_if_changed():
                     log.info("keys.reloaded", purpose=holder.files.purpose)

@@ -146,17 +146,21 @@ def cmd_keys(args: argparse.Namespace) -> int:
     from gateway.adapters.keyfiles import KeyRingFiles, load_data_master_key
 
     settings = _settings(args)
-    purposes = ["token", "code"] if args.purpose == "all" else [args.purpose]
+    purposes = ["token", "code", "trust"] if args.purpose == "all" else [args.purpose]
     now = time.time()
+    if args.keys_cmd == "trust-anchor":
+        return _trust_anchor(settings)
     if args.keys_cmd == "generate":
         for p in purposes:
             files = KeyRingFiles(settings.keys_dir, p)
             if files.exists() and not args.force:
                 print(f"{p}: ring exists at {files.dir} (use `gateway keys rotate`)")
                 continue
+            from gateway.app import CODE_ALG, TOKEN_ALG, TRUST_ALG
             from gateway.authz.keyring import Alg, bootstrap
 
-            alg: Alg = args.alg or ("ES256" if p == "token" else "EdDSA")
+            alg: Alg = args.alg or (TOKEN_ALG if p == "token" else CODE_ALG if p == "code"
+                                    else TRUST_ALG)
             with files._locked():
                 files.save(bootstrap(p, alg, now))
             print(f"{p}: generated a new {alg} ring in {files.dir}")
@@ -167,7 +171,8 @@ def cmd_keys(args: argparse.Namespace) -> int:
             # A retired key must verify everything it signed: the longest lifetime it issues.
             max_life = args.max_lifetime_s or (
                 max(settings.gate_token_ttl_s, settings.access_token_ttl_s, 86400 * 30)
-                if p == "token" else settings.code_ttl_s + settings.code_max_skew_s + 60)
+                if p == "token" else settings.trust_list_max_age_s if p == "trust"
+                else settings.code_ttl_s + settings.code_max_skew_s + 60)
             ring = KeyRingFiles(settings.keys_dir, p).rotate(now, max_life, args.alg)
             print(f"{p}: current key is now {ring.current().kid}")
         return 0
@@ -182,6 +187,19 @@ def cmd_keys(args: argparse.Namespace) -> int:
                 stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(k.verify_until))
                 until = f" verifies until {stamp}"
             print(f"{p}\t{k.kid}\t{k.alg}\t{k.state}{until}")
+    return 0
+
+
+def _trust_anchor(settings: Settings) -> int:
+    """The trust-list key a gate pins (docs/offline.md §2): the current key's public JWK, to be
+    carried to gates out of band (provisioning image, vendor portal, a signed config file)."""
+    import json
+
+    from gateway.adapters.keyfiles import KeyRingFiles
+    from gateway.services.trustlist import trust_anchor_jwk
+
+    print(json.dumps(trust_anchor_jwk(KeyRingFiles(settings.keys_dir, "trust").load()),
+                     sort_keys=True))
     return 0
 
 
@@ -260,8 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_serve)
 
     k = sub.add_parser("keys", help="generate, rotate or list signing keys")
-    k.add_argument("keys_cmd", choices=["generate", "rotate", "list"])
-    k.add_argument("--purpose", choices=["token", "code", "all"], default="all")
+    k.add_argument("keys_cmd", choices=["generate", "rotate", "list", "trust-anchor"],
+                   help="trust-anchor: print the trust-list key gates pin (docs/offline.md)")
+    k.add_argument("--purpose", choices=["token", "code", "trust", "all"], default="all")
     k.add_argument("--alg", choices=["EdDSA", "ES256"])
     k.add_argument("--max-lifetime-s", type=int,
                    help="rotate: how long the retired key keeps verifying")
