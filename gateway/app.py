@@ -297,7 +297,25 @@ async def _identity_ctx(app: web.Application) -> AsyncIterator[None]:
     settings, clock = core.settings, core.clock
     store: Any = (RedisIdentityStore(core.redis, settings.redis_prefix, core.coalescer)
                   if core.redis is not None else MemoryIdentityStore())
-    service = ids.IdentityService(store, clock, core.data_keys)
+    # --- card deny-list for offline gates (issue 14; gateway/services/revocations.py) ---
+    from gateway.adapters.memory_revocations import MemoryDenyListStore
+    from gateway.adapters.redis_revocations import RedisDenyListStore
+    from gateway.codec.offline import CardHash
+    from gateway.services.revocations import RevocationLists
+    from gateway.web import revocations as _revocations
+
+    deny_store: Any = (RedisDenyListStore(core.redis, settings.redis_prefix,
+                                          settings.deny_list_delta_events)
+                       if core.redis is not None
+                       else MemoryDenyListStore(settings.deny_list_delta_events))
+    assert core.trust_ring is not None
+    deny_lists = RevocationLists(
+        deny_store, core.trust_ring,
+        CardHash(core.data_keys.card_deny_salt, settings.card_hash_iterations), clock.now,
+        max_age_s=settings.deny_list_max_age_s)
+    app[_revocations.REVOCATIONS] = deny_lists
+    # --- end card deny-list ---
+    service = ids.IdentityService(store, clock, core.data_keys, deny_list=deny_lists)
     regions = settings.essc_regions
     policy = UpstreamPolicy(timeout_s=settings.upstream_timeout_s,
                             connect_timeout_s=min(1.0, settings.upstream_timeout_s))
@@ -535,6 +553,10 @@ def build_app(settings: Settings, clock: Clock | None = None) -> web.Application
     if settings.is_sandbox:
         _mount_sandbox(app, settings)
     # --- end identity + sandbox ---
+    # --- card deny-list for offline gates (issue 14; built in _identity_ctx) ---
+    from gateway.web import revocations as _revocations
+    _revocations.add_routes(app)
+    # --- end card deny-list ---
     # --- rate limits + overload shedding (issue 7; gateway/web/ratelimit.py) ---
     from gateway.web import ratelimit as _ratelimit
     _ratelimit.install(app, CORE)

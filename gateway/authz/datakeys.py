@@ -51,6 +51,8 @@ class DataKeys:
         self.code_holder_key = derive(master, "code-holder-handle")
         # AES-GCM key for credential numbers at rest (identity service)
         self.credential_seal_key = derive(master, "credential-ref-seal")
+        # the card deny-list's public salt (docs/offline.md §5): the deployment's own
+        self.card_deny_salt = derive(master, "card-deny-list-salt", 16)
 
     @staticmethod
     def normalise_citizen_id(citizen_id: str) -> str:
