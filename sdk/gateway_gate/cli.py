@@ -32,7 +32,9 @@ def _print(obj: Any) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="gateway-gate", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="gateway-gate", description=(
+        "The gate SDK of the 渝快码 ⇄ 电子社保卡 gateway: sync the signed lists, verify codes and "
+        "card taps offline, journal every scan, upload the journal (docs/offline.md)."))
     p.add_argument("--state", default=os.environ.get("GATEWAY_GATE_STATE", "gate-state"),
                    help="the gate's state directory (GATEWAY_GATE_STATE; default ./gate-state)")
     sub = p.add_subparsers(dest="cmd", required=True)
