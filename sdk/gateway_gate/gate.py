@@ -20,7 +20,6 @@ import datetime as dt
 import json
 import os
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,9 +41,16 @@ __all__ = ["Gate", "ScanResult", "SyncReport", "UploadReport"]
 UPLOAD_BATCH: int = 500
 
 
+_SECOND: list[Any] = [None, ""]  # [whole second, its "YYYY-MM-DDTHH:MM:SS"]
+
+
 def rfc3339(t: float) -> str:
-    return dt.datetime.fromtimestamp(t, dt.UTC).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z")
+    """UTC with milliseconds (RFC 3339 §5.6); the date part formatted once per second."""
+    sec = int(t // 1)
+    if _SECOND[0] != sec:
+        _SECOND[1] = dt.datetime.fromtimestamp(sec, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _SECOND[0] = sec
+    return f"{_SECOND[1]}.{min(999, int((t - sec) * 1000)):03d}Z"
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -126,6 +132,13 @@ class Gate:
         self.replay = ReplayCache(self.dir / "replay.log", now, sync=durable)
         self.journal = Journal(self.dir / "journal.log", sync=durable)
         self.uploads = Journal(self.dir / "uploads.log", sync=durable)
+        # request ids: unique per gate (the gateway keys them by gate), no syscall per scan
+        self._rid_prefix = os.urandom(8).hex()
+        self._rid_seq = 0
+
+    def _request_id(self) -> str:
+        self._rid_seq += 1
+        return f"{self._rid_prefix}{self._rid_seq:08x}"
 
     # ------------------------------------------------------------------ provisioning
     @classmethod
@@ -243,8 +256,8 @@ class Gate:
                 self.replay.add(key, claims.issued_at + claims.lifetime_s + tl.code_max_skew_s,
                                 t)
                 reason = "ok"
-        result = ScanResult(uuid.uuid4().hex, "allow" if reason == "ok" else "deny", reason,
-                            face, rfc3339(t))
+        result = ScanResult(self._request_id(), "allow" if reason == "ok" else "deny",
+                            reason, face, rfc3339(t))
         self.journal.append({"kind": "code", "code": code[:MAX_CODE_LEN], **result.to_json()})
         return result
 
@@ -275,7 +288,7 @@ class Gate:
             reason = "revoked"
         else:
             reason = "ok"
-        result = ScanResult(request_id or uuid.uuid4().hex, "allow" if reason == "ok" else "deny",
+        result = ScanResult(request_id or self._request_id(), "allow" if reason == "ok" else "deny",
                             reason, "ssc_card", scanned_at or rfc3339(t))
         self.journal.append({"kind": "card", "card": {"card_no": str(card_no)[:64],
                                                       "region": str(region)[:16],

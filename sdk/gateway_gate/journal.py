@@ -23,9 +23,11 @@ from typing import Any
 __all__ = ["Journal", "encode_record"]
 
 
+_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
 def encode_record(record: dict[str, Any]) -> bytes:
-    data = json.dumps(record, sort_keys=True, separators=(",", ":"),
-                      ensure_ascii=False).encode()
+    data = _ENCODE(record).encode()
     return b"%08x " % zlib.crc32(data) + data + b"\n"
 
 
@@ -54,6 +56,7 @@ class Journal:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._recover()
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._end = os.fstat(self._fd).st_size  # this object is the file's only writer
 
     def _recover(self) -> None:
         if not self.path.exists():
@@ -84,7 +87,8 @@ class Journal:
             raise OSError("journal write was short (disk full?)")
         if self._sync:
             os.fsync(self._fd)
-        return os.lseek(self._fd, 0, os.SEEK_CUR)
+        self._end += written
+        return self._end
 
     def records(self, start: int = 0) -> Iterator[tuple[int, dict[str, Any]]]:
         """(offset after the record, record) for each good record from byte ``start``."""
