@@ -1,0 +1,75 @@
+"""tests/vectors/trust.json: committed, reproducible, and every document verifies (or is
+refused) as stated, by the SDK; the trust list verifies the code vectors of codes.json."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.codec import verify_code
+from gateway.codec.jws import JwsKey
+from gateway_gate import GateError, parse_deny_list, parse_trust_list
+from tests.vectors.make_trust_vectors import build
+
+VECTORS = Path(__file__).parents[1] / "vectors"
+DOC = json.loads((VECTORS / "trust.json").read_text("utf-8"))
+CODES = {v["name"]: v for v in json.loads((VECTORS / "codes.json").read_text("utf-8"))["vectors"]}
+ANCHOR = JwsKey.from_jwk(DOC["trust_anchor"]["jwk"])
+BY_NAME = {v["name"]: v for v in DOC["vectors"]}
+
+
+def test_committed_file_equals_a_fresh_build() -> None:
+    assert build() == DOC
+
+
+def _raw(v: dict[str, Any]) -> bytes:
+    return json.dumps(v["answer"]).encode()
+
+
+@pytest.mark.parametrize("name", [v["name"] for v in DOC["vectors"]
+                                  if v["name"].startswith("trust_list")])
+def test_trust_list_vectors(name: str) -> None:
+    v = BY_NAME[name]
+    exp = v["expect"]
+    if exp["result"] == "error":
+        with pytest.raises(GateError) as e:
+            parse_trust_list(_raw(v), ANCHOR)
+        assert e.value.code == exp["reason"]
+        return
+    tl, signer = parse_trust_list(_raw(v), ANCHOR)
+    assert tl.version == exp["version"] and signer.kid == exp["signer_kid"]
+    if "new_pin" in exp:
+        assert signer.to_jwk() == exp["new_pin"]
+    if "payload_utf8" in v:  # the payload is exactly the bytes signed
+        p = v["answer"]["jws"].split(".")[1]
+        assert base64.urlsafe_b64decode(p + "=" * (-len(p) % 4)).decode() == v["payload_utf8"]
+    if "verifies_code_vector" in exp:
+        cv = CODES[exp["verifies_code_vector"]]
+        claims = verify_code(cv["code"], tl.lookup, cv["now"], tl.code_max_skew_s)
+        assert claims.kid == cv["expect"]["claims"]["kid"]
+        assert tl.scenes["pharmacy"].permits("essc", "SC") is False
+
+
+def test_deny_list_vectors() -> None:
+    full_v, delta_v = BY_NAME["deny_list_full"], BY_NAME["deny_list_delta_after_full"]
+    full = parse_deny_list(_raw(full_v), ANCHOR, None)
+    assert full.hash.of("CQ", "CQ100000249") == full_v["expect"]["card_hash_CQ100000249"]
+    for region, card in full_v["expect"]["denied"]:
+        assert full.is_denied(region, card)
+    for region, card in full_v["expect"]["not_denied"]:
+        assert not full.is_denied(region, card)
+    merged = parse_deny_list(_raw(delta_v), ANCHOR, full)
+    for region, card in delta_v["expect"]["denied"]:
+        assert merged.is_denied(region, card)
+    for region, card in delta_v["expect"]["not_denied"]:
+        assert not merged.is_denied(region, card)
+    # the delta alone (no list to apply it to), and the full list after the delta: refused
+    with pytest.raises(GateError):
+        parse_deny_list(_raw(delta_v), ANCHOR, None)
+    with pytest.raises(GateError) as e:
+        parse_deny_list(_raw(full_v), ANCHOR, merged)
+    assert e.value.code == "rollback"
