@@ -39,6 +39,7 @@ from gateway.clock import Clock, SystemClock
 from gateway.ports import ClientStore, SingleUse
 from gateway.services.auth import BearerAuthenticator
 from gateway.services.tokens import ClientCredentialsGrant, TokenService
+from gateway.services.upstream import PsamAttestation
 from gateway.settings import Settings
 from gateway.web import admin, meta, oauth
 from gateway.web.http import (
@@ -218,7 +219,7 @@ async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
     app[ACCESS_TOKENS] = access
     app[AUTHENTICATOR] = BearerAuthenticator(access, single_use, clock.now)
     app[oauth.CLIENT_AUTH] = ClientAuthenticator(
-        clients, single_use, (settings.issuer, f"{settings.issuer}/oauth2/token"), clock.now,
+        clients, single_use, settings.issuer, clock.now,
         settings.client_assertion_max_ttl_s)
     tokens = TokenService()
     tokens.register(ClientCredentialsGrant(access, settings.gate_token_ttl_s,
@@ -234,21 +235,9 @@ async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
                                            if settings.is_sandbox else None)
     if admin_token:
         app[admin.ADMIN_TOKEN] = admin_token
-    # --- codes, trust list, scenes (issue 3; gateway/web/codes.py) ---
-    from gateway.services.codes import CodeService as _CodeService
     from gateway.services.scenes import SceneCatalogue as _SceneCatalogue
-    from gateway.services.trustlist import TrustList as _TrustList
     from gateway.web import codes as _codes
     app[_codes.SCENES] = _SceneCatalogue.load(settings.scenes_file or DATA_DIR / "scenes.json")
-    app[_codes.CODES] = _CodeService(
-        code_ring=core.code_ring, data_keys=data_keys, single_use=single_use,
-        scenes=app[_codes.SCENES], trust=_TrustList(
-            core.code_ring, core.trust_ring, clock.now, scenes=lambda: app[_codes.SCENES],
-            max_age_s=settings.trust_list_max_age_s, code_max_skew_s=settings.code_max_skew_s,
-            endorsements=trust_files.endorsements),
-        clients=clients, clock=clock, code_ttl_s=settings.code_ttl_s,
-        max_skew_s=settings.code_max_skew_s, refresh_in_s=settings.code_refresh_in_s)
-    # --- end codes ---
 
     reloader = asyncio.ensure_future(_reload_rings(core))
     try:
@@ -287,9 +276,10 @@ async def _identity_ctx(app: web.Application) -> AsyncIterator[None]:
     from gateway.adapters.sandbox import ESSC_ISSUER_PREFIX, YKB_ISSUER, PsamSandbox
     from gateway.adapters.upstream import EsscPlatformClient, UpstreamPolicy, YkbClient
     from gateway.services import identity as ids
-    from gateway.services.scenes import SceneCatalogue
+    from gateway.services.codes import CodeService
     from gateway.services.tokens import ResidentRef, TokenExchangeGrant
-    from gateway.services.upstream import PsamAttestation, UpstreamIdentity
+    from gateway.services.trustlist import TrustList
+    from gateway.services.upstream import UpstreamIdentity
     from gateway.web import codes as _codes
     from gateway.web import identity as _identity
 
@@ -348,21 +338,19 @@ async def _identity_ctx(app: web.Application) -> AsyncIterator[None]:
 
     app[oauth.TOKENS].register(TokenExchangeGrant(
         app[ACCESS_TOKENS], core.data_keys, core.single_use, router, resolve_person,
-        clock.now, settings.access_token_ttl_s))
-    scenes = (app[_codes.SCENES] if _codes.SCENES in app
-              else SceneCatalogue.load(settings.scenes_file or DATA_DIR / "scenes.json"))
+        clock.now, settings.access_token_ttl_s, is_suspended=service.person_suspended))
     app[_identity.IDENTITY] = service
     app[admin.ADMIN_IDENTITY] = service
     app[_identity.LINKS] = ids.Links(service, router, core.single_use)
-    app[_identity.CARD_TAPS] = ids.CardTaps(service, psam, core.single_use, regions=regions)
-    app[_identity.IDENTITY_SCENES] = scenes
-    app[_identity.IDENTITY_CLIENTS] = core.clients
-    if _codes.CODES in app:
-        codes_service = app[_codes.CODES]
-        if codes_service.identity is None:
-            codes_service.identity = ids.CodeIdentityAdapter(service)
-        if codes_service.essc is None:
-            codes_service.essc = essc
+    app[PSAM] = psam
+    app[_codes.CODES] = CodeService(
+        code_ring=core.code_ring, data_keys=core.data_keys,
+        trust=TrustList(
+            core.code_ring, core.trust_ring, clock.now, scenes=lambda: app[_codes.SCENES],
+            max_age_s=settings.trust_list_max_age_s, code_max_skew_s=settings.code_max_skew_s,
+            endorsements=core.trust_ring.files.endorsements),
+        identity=ids.GateIdentityAdapter(service), essc=essc, clock=clock,
+        code_ttl_s=settings.code_ttl_s, refresh_in_s=settings.code_refresh_in_s)
     if settings.is_sandbox:
         residents_doc = json.loads((DATA_DIR / "residents.json").read_text("utf-8"))
         report = await service.sync(ids.registry_entries(residents_doc))
@@ -416,6 +404,11 @@ def _mount_sandbox(app: web.Application, settings: Settings) -> None:
                          "auth_method": c.get("auth_method", "client_secret_basic"),
                          "scopes": list(c.get("scopes") or DEFAULT_SCOPES[kind]),
                          "sector": c.get("sector"), "scene": c.get("scene")}
+                if kind == "rp":   # what a newcomer needs to log in and ask for consent
+                    from gateway.web import consents as _consents
+                    entry["redirect_uris"] = list(c.get("redirect_uris") or ())
+                    entry["certificate_types"] = sorted(
+                        app[_consents.CONSENTS].policy.allowed_types(c["client_id"]))
                 cred = secrets_.get(c["client_id"], {})
                 if "client_secret" in cred:
                     entry["client_secret"] = cred["client_secret"]
@@ -528,6 +521,7 @@ async def _consents_ctx(app: web.Application) -> AsyncIterator[None]:
 SETTINGS = web.AppKey("settings", Settings)
 CLOCK = web.AppKey("clock", Clock)
 TOKEN_SIGNER = web.AppKey("token_signer", JwtSigner)
+PSAM = web.AppKey("psam", PsamAttestation)
 ACCESS_TOKENS = web.AppKey("access_tokens", AccessTokens)
 
 
@@ -579,25 +573,40 @@ def build_app(settings: Settings, clock: Clock | None = None) -> web.Application
     app.cleanup_ctx.append(_login_ctx)
     _login.add_routes(app)
     # --- end authorised login ---
-    app.cleanup_ctx.append(_subject_index_ctx)  # after every feature it connects
+    # --- the gate decision pipeline (gateway/services/gate.py, gateway/web/gate.py) ---
+    from gateway.web import gate as _gate
+    _gate.add_routes(app)
+    app.cleanup_ctx.append(_gate_ctx)  # after every feature it connects
     return app
 
 
-async def _subject_index_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Connect the consent feature's subject index to every place a subject is handed out
-    (code verify, card verify, ID tokens) — only for sectors with consent-capable RPs."""
+async def _gate_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The gate decision pipeline (codes and card taps), and the consent feature's subject
+    index connected to every place a subject is handed out (gate verify, ID tokens) — only for
+    sectors with consent-capable RPs."""
+    from gateway.services.faces import CardFace, CodeFace
+    from gateway.services.gate import GatePipeline, GateSectors
+    from gateway.services.identity import GateIdentityAdapter
     from gateway.services.subjects import SubjectLedger
     from gateway.web import codes as _codes
     from gateway.web import consents as _consents
+    from gateway.web import gate as _gate
     from gateway.web import identity as _identity
     from gateway.web import login as _login
 
     core = app[CORE]
+    settings, clock = core.settings, core.clock
     consents = app[_consents.CONSENTS]
     ledger = SubjectLedger(consents.remember_subject, core.clients.list,
                            lambda cid: bool(consents.policy.types_by_client.get(cid)),
-                           core.clock.now)
-    app[_codes.CODES].subject_seen = ledger.seen
-    app[_identity.CARD_TAPS].subject_seen = ledger.seen
+                           clock.now)
+    identity = GateIdentityAdapter(app[_identity.IDENTITY])
+    app[_gate.GATE] = GatePipeline(
+        scenes=app[_codes.SCENES], sectors=GateSectors(core.clients, clock.now),
+        codes=CodeFace(lookup=app[_codes.CODES].trust.lookup, holder=core.data_keys.code_holder,
+                       identity=identity, max_skew_s=settings.code_max_skew_s),
+        cards=CardFace(psam=app[PSAM], identity=identity, regions=settings.essc_regions),
+        single_use=core.single_use, identity=identity, data_keys=core.data_keys,
+        subject_seen=ledger.seen, count=app[METRICS].count, clock=clock)
     app[_login.LOGIN].subject_seen = ledger.seen
     yield

@@ -87,9 +87,10 @@ class Settings:
     access_token_ttl_s: int = 600
     gate_token_ttl_s: int = 3600
     client_assertion_max_ttl_s: int = 300
-    #: Number matching on scan-to-login: when true, approving needs the number the browser
-    #: shows; when false (CONTRACT: approve has no body), a number the app sends must still match.
-    login_require_number: bool = False
+    #: Number matching on scan-to-login: when true (the default), approving needs the number
+    #: the browser shows and the scan answer lists the choices; when false, no choices are
+    #: offered and the approval needs no body (a number the app sends must still match).
+    login_require_number: bool = True
     # sandbox
     demo_data: Path | None = None
     upstream_timeout_s: float = 2.0
@@ -161,7 +162,7 @@ class Settings:
             access_token_ttl_s=_int(e, "GATEWAY_ACCESS_TOKEN_TTL_S", 600, 60, 3600),
             gate_token_ttl_s=_int(e, "GATEWAY_GATE_TOKEN_TTL_S", 3600, 60, 86400),
             client_assertion_max_ttl_s=_int(e, "GATEWAY_CLIENT_ASSERTION_MAX_TTL_S", 300, 30, 3600),
-            login_require_number=_bool(e, "GATEWAY_LOGIN_REQUIRE_NUMBER", False),
+            login_require_number=_bool(e, "GATEWAY_LOGIN_REQUIRE_NUMBER", True),
             demo_data=Path(e["GATEWAY_DEMO_DATA"]) if e.get("GATEWAY_DEMO_DATA") else None,
             upstream_timeout_s=_int(e, "GATEWAY_UPSTREAM_TIMEOUT_MS", 2000, 50, 60000) / 1000,
             redis_cluster=_bool(e, "GATEWAY_REDIS_CLUSTER", False),
@@ -204,3 +205,10 @@ class Settings:
                                 ("GATEWAY_PSAM_GATE_KEYS", self.psam_gate_keys_file)):
                 if not value:
                     raise SettingsError(f"GATEWAY_ENV=production needs {name}")
+            for name, url in (("GATEWAY_YKB_URL", self.ykb_url),
+                              ("GATEWAY_ESSC_URL", self.essc_url),
+                              ("GATEWAY_CERTLIB_URL", self.certlib_url)):
+                # these serve the key sets that verify upstream assertions and e-SSC codes,
+                # and the certificates themselves: never over plain http in production
+                if url is not None and not url.startswith("https://"):
+                    raise SettingsError(f"{name} must be an https:// URL in production")

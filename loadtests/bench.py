@@ -370,14 +370,16 @@ def gateway_env(redis_url: str, keys_dir: Path, port: int, workers: int) -> dict
             "GATEWAY_LOG_FORMAT": "json", "GATEWAY_LOG_LEVEL": "info",
             "GATEWAY_CODE_TTL_S": "60",
             "GATEWAY_RATELIMIT_GATE": UNLIMITED, "GATEWAY_RATELIMIT_APP_ISSUE": UNLIMITED,
-            "GATEWAY_RATELIMIT_RESIDENT": UNLIMITED, "GATEWAY_RATELIMIT_RP": UNLIMITED}
+            "GATEWAY_RATELIMIT_RESIDENT": UNLIMITED, "GATEWAY_RATELIMIT_RP": UNLIMITED,
+            "GATEWAY_RATELIMIT_OAUTH_IP": UNLIMITED}
 
 
 def sealed_attributes(base: str, keys: Any, resident_token: str) -> dict[str, Any] | None:
     """What POST /v1/codes seals in this resident's codes (read back from one real code), so
     the pre-issued codes are the ones the gateway itself would issue."""
+    from gateway.authz.datakeys import HolderCipher
     from gateway.codec import decode
-    from gateway.services.codes import SEALABLE, HolderCipher, open_attributes
+    from gateway.services.codes import SEALABLE, open_attributes
     from loadtests import seed
 
     status, body = seed.http_json("POST", f"{base}/v1/codes", body={"face": "ykm"},

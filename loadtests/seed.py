@@ -69,8 +69,9 @@ def issue_codes(keys: GatewayKeys, n: int, person_id: str, lifetime_s: int = 60,
     """`n` fresh ykm codes for one person, each with its own nonce (each usable once), made as
     POST /v1/codes makes them: `attributes` (the person's concession and adult flag) sealed in
     the code's flags, so gates of fare scenes read no identity record."""
+    from gateway.authz.datakeys import HolderCipher
     from gateway.codec import encode_ykm
-    from gateway.services.codes import HolderCipher, seal_attributes
+    from gateway.services.codes import seal_attributes
 
     signer = keys.code_signer()
     cipher = HolderCipher(keys.data_keys.code_holder_key)

@@ -14,6 +14,7 @@ from typing import Any
 
 import jwt
 
+from gateway.authz.ecdsa import is_low_s, to_low_s
 from gateway.authz.keyring import ALGORITHMS, KeyRing
 
 ACCESS_TOKEN_TYP = "at+jwt"
@@ -56,8 +57,9 @@ class JwtSigner:
 
     def sign(self, claims: dict[str, Any], typ: str = "JWT") -> str:
         key = self._ring().current()
-        return jwt.encode(claims, key.private_key, algorithm=key.alg,
-                          headers={"kid": key.kid, "typ": typ})
+        token = jwt.encode(claims, key.private_key, algorithm=key.alg,
+                           headers={"kid": key.kid, "typ": typ})
+        return to_low_s(token) if key.alg == "ES256" else token
 
     def verify(self, token: str, *, audience: str | list[str] | None, issuer: str,
                typ: str | None = None, leeway_s: int = 0,
@@ -71,6 +73,8 @@ class JwtSigner:
             raise TokenInvalid("algorithm not allowed")
         if typ is not None and str(header.get("typ", "")).lower() != typ:
             raise TokenInvalid("wrong token type")
+        if alg == "ES256" and not is_low_s(token):
+            raise TokenInvalid("high-S signature")   # we only sign low-S (authz/ecdsa.py)
         key = self._ring().verification_key(str(header.get("kid", "")), self._now())
         if key is None or key.alg != alg:
             raise TokenInvalid("unknown kid")

@@ -21,7 +21,7 @@ from .keys import (
     raw_public_key,
 )
 from .registry import FORMATS, CodeFormat, decode
-from .verify import KeyLookup, verify_code
+from .verify import KeyLookup, check_signature, check_window, verify_code
 from .ykm import encode_ykm
 
 __all__ = [
@@ -43,6 +43,8 @@ __all__ = [
     "VerificationKey",
     "b45decode",
     "b45encode",
+    "check_signature",
+    "check_window",
     "decode",
     "derive_kid",
     "encode_essc",

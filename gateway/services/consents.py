@@ -31,7 +31,7 @@ from typing import Any, ClassVar, Final, Protocol
 
 from gateway.authz.clients import Client
 from gateway.authz.datakeys import DataKeys
-from gateway.authz.tokens import JwtSigner
+from gateway.authz.tokens import JwtSigner, TokenInvalid
 from gateway.errors import Conflict, Forbidden, GatewayError, InvalidRequest, NotFound
 from gateway.ports import ClientStore
 from gateway.services.audit import AUDIT_SECTOR, AuditEvent, AuditTrail, rfc3339_ms
@@ -590,11 +590,14 @@ class ConsentService:
                 controller: str) -> str:
         """A Kantara-style consent receipt (Consent Receipt Specification v1.1) as a compact
         JWS signed with the token key ring (`typ` consent-receipt+jwt): verifiable offline
-        from /.well-known/jwks.json. `aud` is the party it was issued to; `sub` its subject."""
+        from /.well-known/jwks.json. `recipient` is the party it was issued to and
+        `piiPrincipalId` its subject. It carries no `aud` and no `sub` (RFC 8725 §3.11-3.12):
+        signed by the same key as ID tokens, with the RP's client id as `aud` and the real
+        pairwise subject as `sub` it would pass an RP's ID-token check (review finding 4)."""
         now = int(self.now())
         granted = int(consent.decided_at or now)
         claims: dict[str, Any] = {
-            "iss": self.issuer, "aud": audience, "sub": subject, "iat": now,
+            "iss": self.issuer, "recipient": audience, "iat": now,
             "exp": int(consent.expires_at), "jti": consent.id,
             "version": RECEIPT_VERSION, "jurisdiction": JURISDICTION,
             "consentReceiptID": consent.id, "consentTimestamp": granted,
@@ -617,8 +620,11 @@ class ConsentService:
 
     def verify_receipt(self, token: str, audience: str) -> dict[str, Any]:
         """What a party does offline with the JWKS; raises TokenInvalid when tampered."""
-        return self.signer.verify(token, audience=audience, issuer=self.issuer, typ=RECEIPT_TYP,
-                                  require=("exp", "iat", "iss", "aud", "sub", "jti"))
+        claims = self.signer.verify(token, audience=None, issuer=self.issuer, typ=RECEIPT_TYP,
+                                    require=("exp", "iat", "iss", "jti"))
+        if "aud" in claims or "sub" in claims or claims.get("recipient") != audience:
+            raise TokenInvalid("not a receipt for this party")
+        return claims
 
 
 def certificate_view(c: Certificate) -> dict[str, Any]:

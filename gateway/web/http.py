@@ -38,6 +38,7 @@ from gateway.errors import (
 )
 from gateway.logs import REQUEST_ID as LOG_REQUEST_ID
 from gateway.services.auth import BearerAuthenticator
+from gateway.services.decision import VerifyDecision
 from gateway.web.ratelimit import (  # issue 7: per-caller limits and overload shedding
     NEVER_SHED,
     RL_HEADERS,
@@ -127,6 +128,11 @@ class Metrics(Collector):
 
     def decision(self, face: str, decision: str, reason: str) -> None:
         key = (face, decision, reason)
+        self._decisions[key] = self._decisions.get(key, 0) + 1
+
+    def count(self, d: VerifyDecision) -> None:
+        """The gate pipeline's counter (services.gate.DecisionCounter)."""
+        key = (d.face or "none", d.decision, d.reason)
         self._decisions[key] = self._decisions.get(key, 0) + 1
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:

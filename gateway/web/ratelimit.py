@@ -435,11 +435,14 @@ async def enforce_rate_limit(request: web.Request, claims: AccessTokenClaims,
 
 
 async def enforce_ip_limit(request: web.Request, kind: str = "login_ip") -> None:
-    """Per client IP (login pages): `ip:<remote address>` under the `login_ip` limit."""
+    """Per client IP: `ip:<remote address>` under the `login_ip` limit (login pages), or
+    `ip:<kind>:<address>` under another kind (`oauth_ip`: token, introspection, revocation),
+    so each kind has its own allowance."""
     lim = request.app.get(CALLER_LIMITS)
     if lim is None:
         return
-    await _spend(request, lim, kind, f"ip:{request.remote or 'unknown'}")
+    addr = request.remote or "unknown"
+    await _spend(request, lim, kind, f"ip:{addr}" if kind == "login_ip" else f"ip:{kind}:{addr}")
 
 
 # ---------------------------------------------------------------- overload shedding
