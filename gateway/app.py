@@ -38,6 +38,7 @@ from gateway.authz.tokens import AccessTokens, JwtSigner
 from gateway.clock import Clock, SystemClock
 from gateway.ports import ClientStore, SingleUse
 from gateway.services.auth import BearerAuthenticator
+from gateway.services.records import RecordingClaims, RecordStore
 from gateway.services.tokens import ClientCredentialsGrant, TokenService
 from gateway.services.upstream import PsamAttestation
 from gateway.settings import Settings
@@ -96,6 +97,7 @@ class Core:
     readiness: list[tuple[str, Any]] = field(default_factory=list)
     #: the trust-list (and deny-list) signing keys, their own purpose (docs/offline.md)
     trust_ring: RingHolder | None = None
+    records: Records | None = None
 
 
 CORE = web.AppKey("core", Core)
@@ -186,7 +188,8 @@ async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
     redis: RedisClient | None = None
     coalescer: Coalescer | None = None
     if settings.redis_url:
-        redis = connect(settings.redis_url, cluster=settings.redis_cluster)
+        redis = connect(settings.redis_url, cluster=settings.redis_cluster,
+                        timeout_s=settings.redis_timeout_s)
         if isinstance(redis, RedisCluster):
             # learn the slot map before concurrent use (redis-py's lazy set-up races)
             await redis.initialize()
@@ -204,6 +207,7 @@ async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
     core.trust_ring = RingHolder(trust_files, trust_files.load())
     if redis is not None:
         core.readiness.append(("redis", redis.ping))
+    core.records = await open_records(core, app[METRICS_RECORDS])
     app[CORE] = core
 
     if settings.is_sandbox:
@@ -229,6 +233,7 @@ async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
     app[meta.ISSUER] = settings.issuer
     app[meta.JWKS] = lambda: core.token_ring().jwks(clock.now())
     app[meta.READINESS] = core.readiness
+    app[meta.READYZ_TIMEOUT] = settings.readyz_timeout_s
     app[admin.CLIENT_STORE] = clients
     app[admin.NOW] = clock.now
     admin_token = settings.admin_token or (sandbox_admin_token(settings)
@@ -246,10 +251,100 @@ async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
         reloader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reloader
+        if core.records is not None:
+            await core.records.aclose()
         if coalescer is not None:
             await coalescer.aclose()
         if redis is not None:
             await redis.aclose()
+
+
+# --- transaction records (issue 14; gateway/services/records.py, docs/records.md) ---
+@dataclass
+class Records:
+    """The record store, the claims that append to it, and (with Redis) the outbox."""
+
+    store: RecordStore
+    claims: RecordingClaims
+    outbox: Any = None  # RedisOutbox when the records go through Redis
+    pool: Any = None    # the asyncpg pool behind a PostgreSQL store
+    outbox_redis: Any = None  # the exporter's own Redis client (raw XRANGE replies)
+
+    async def aclose(self) -> None:
+        if self.pool is not None:
+            await self.pool.close()
+        if self.outbox_redis is not None:
+            await self.outbox_redis.aclose()
+
+
+async def open_records(core: Core, metrics: Any) -> Records:
+    """No I/O to PostgreSQL here: the pool connects on first use, so a gateway starts (and
+    gates pass) while PostgreSQL is down; the outbox holds the records meanwhile."""
+    from gateway.adapters.memory_records import MemoryRecordingClaims, MemoryRecordStore
+    from gateway.services.records import UnrecordedClaims
+
+    s = core.settings
+    store: RecordStore
+    pool = None
+    if s.database_url:
+        from gateway.adapters.postgres_records import PostgresRecordStore, connect_pool
+
+        pool = await connect_pool(s.database_url, min_size=0)
+        store = PostgresRecordStore(pool)
+    else:
+        store = MemoryRecordStore()
+    if not s.transactions_enabled:
+        return Records(store, UnrecordedClaims(core.single_use), pool=pool)
+    if core.redis is None or core.coalescer is None:
+        assert isinstance(core.single_use, MemorySingleUse)
+        return Records(store, MemoryRecordingClaims(core.single_use, store), pool=pool)
+    from gateway.adapters.redis_records import RedisOutbox, RedisRecordingClaims
+
+    claims = RedisRecordingClaims(core.coalescer, core.redis.script_load,
+                                  prefix=s.redis_prefix, shards=s.transactions_outbox_shards,
+                                  bound=s.transactions_outbox_max, on_full=metrics.dropped)
+    await claims.load()
+    assert s.redis_url is not None
+    outbox_redis = connect(s.redis_url, cluster=s.redis_cluster, max_connections=2)
+    if isinstance(outbox_redis, RedisCluster):
+        await outbox_redis.initialize()
+    outbox = RedisOutbox(outbox_redis, prefix=s.redis_prefix,
+                         shards=s.transactions_outbox_shards, bound=s.transactions_outbox_max)
+    return Records(store, claims, outbox=outbox, pool=pool, outbox_redis=outbox_redis)
+
+
+async def _records_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The exporter: in every worker, working only while it holds the lock (one at a time
+    across workers and hosts); on shutdown it finishes its step and lets the lock go."""
+    from gateway.adapters.redis_records import RedisExporterLock
+    from gateway.services.records import Exporter
+    from gateway.web import transactions as _transactions
+
+    core = app[CORE]
+    records = core.records
+    assert records is not None
+    app[_transactions.RECORD_STORE] = records.store
+    if records.outbox is None or core.redis is None:
+        yield
+        return
+    s = core.settings
+    exporter = Exporter(records.outbox, records.store,
+                        RedisExporterLock(core.redis, prefix=s.redis_prefix),
+                        batch_size=s.transactions_export_batch,
+                        retention_s=s.transactions_retention_days * 86400.0,
+                        now=core.clock.now, metrics=app[METRICS_RECORDS])
+    app[EXPORTER] = exporter
+    stop = asyncio.Event()
+    task = asyncio.ensure_future(exporter.run(stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        try:
+            await asyncio.wait_for(task, 10)
+        except TimeoutError:
+            log.warning("transactions.exporter_stop_timeout")
+# --- end transaction records ---
 
 
 async def _reload_rings(core: Core, every_s: float = 2.0) -> None:
@@ -485,8 +580,9 @@ async def _consents_ctx(app: web.Application) -> AsyncIterator[None]:
     settings, clock = core.settings, core.clock
     store: Any = (RedisConsentStore(core.redis, settings.redis_prefix, core.coalescer)
                   if core.redis is not None else MemoryConsentStore(clock))
-    audit_log: Any = (RedisAuditLog(core.redis, settings.redis_prefix)
-                      if core.redis is not None else MemoryAuditLog())
+    chain_key = core.data_keys.audit_chain_key
+    audit_log: Any = (RedisAuditLog(core.redis, settings.redis_prefix, chain_key=chain_key)
+                      if core.redis is not None else MemoryAuditLog(chain_key))
     policy_file = settings.consent_policy_file  # JSON {client_id: [certificate types]}
     policy = (ConsentPolicy(types_by_client={
         k: frozenset(v) for k, v in json.loads(Path(policy_file).read_text("utf-8")).items()})
@@ -511,11 +607,64 @@ async def _consents_ctx(app: web.Application) -> AsyncIterator[None]:
         store=store, audit=AuditTrail(audit_log, clock.now), library=library,
         citizen_ids=citizen_ids, data_keys=core.data_keys, signer=app[TOKEN_SIGNER],
         clients=core.clients, issuer=settings.issuer, clock=clock.now, policy=policy)
+    exporter = None
+    if settings.audit_checkpoint_file is not None:   # signed heads, outside Redis (issue 16)
+        from gateway.adapters.redis_audit import CheckpointExporter
+        exporter = CheckpointExporter(audit_log, app[TOKEN_SIGNER], settings.issuer,
+                                      settings.audit_checkpoint_file,
+                                      settings.audit_checkpoint_interval_s, clock.now)
+        exporter.start()
     try:
         yield
     finally:
+        if exporter is not None:
+            await exporter.stop()
         await session.close()
 # --- end consents ---
+
+
+# --- device-bound codes (issue 18; gateway/services/devices.py, gateway/web/devices.py) ---
+async def _devices_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Device store (Redis when configured), the enrolment service (code key ring signs the
+    certificates; holder and fare flags sealed as in YK1:), and suspension → device
+    revocations. Before the gate pipeline's context: it reads the device revocation view."""
+    from gateway.adapters.memory_devices import MemoryDeviceStore
+    from gateway.adapters.redis_devices import RedisDeviceStore
+    from gateway.authz.datakeys import derive
+    from gateway.errors import NotFound as _NotFound
+    from gateway.services.codes import SEALABLE, seal_attributes
+    from gateway.services.devices import DeviceService
+    from gateway.web import devices as _devices
+    from gateway.web import identity as _identity
+
+    core = app[CORE]
+    s = core.settings
+    identity = app[_identity.IDENTITY]
+    store: Any = (RedisDeviceStore(core.redis, s.redis_prefix) if core.redis is not None
+                  else MemoryDeviceStore())
+    master = load_data_master_key(s.keys_dir, create=s.is_sandbox, env_value=s.data_key_b64)
+
+    async def flags_of(person_id: str) -> int:
+        try:
+            return seal_attributes(await identity.disclose(person_id, tuple(SEALABLE)))
+        except _NotFound:
+            return 0
+
+    service = DeviceService(
+        store=store, single_use=core.single_use, code_ring=core.code_ring,
+        token_ring=core.token_ring, holder=core.data_keys.code_holder,
+        challenge_key=derive(master, "device-challenge"), clock=core.clock,
+        cert_ttl_s=s.device_cert_ttl_s, max_devices=s.devices_max, flags_of=flags_of,
+        suspended=identity.is_person_suspended)
+    app[_devices.DEVICES] = service
+
+    async def on_suspend(person_id: str, suspended: bool) -> None:
+        if suspended:
+            await service.suspend(person_id)
+
+    identity.suspension_hooks.append(on_suspend)
+    yield
+# --- end device-bound codes ---
 
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -523,6 +672,8 @@ CLOCK = web.AppKey("clock", Clock)
 TOKEN_SIGNER = web.AppKey("token_signer", JwtSigner)
 PSAM = web.AppKey("psam", PsamAttestation)
 ACCESS_TOKENS = web.AppKey("access_tokens", AccessTokens)
+METRICS_RECORDS: web.AppKey[Any] = web.AppKey("record_metrics")
+EXPORTER: web.AppKey[Any] = web.AppKey("exporter")
 
 
 def build_app(settings: Settings, clock: Clock | None = None) -> web.Application:
@@ -540,6 +691,12 @@ def build_app(settings: Settings, clock: Clock | None = None) -> web.Application
     app[oauth.REVOCATION_HOOKS] = []
     app[oauth.INTROSPECTION_HOOKS] = []
     app.cleanup_ctx.append(_core_ctx)
+    # --- transaction records (issue 14) ---
+    from gateway.web import transactions as _transactions
+    app[METRICS_RECORDS] = _transactions.RecordMetrics(registry)
+    app.cleanup_ctx.append(_records_ctx)
+    _transactions.add_routes(app)
+    # --- end transaction records ---
     # --- identity + sandbox (issue 4) ---
     from gateway.web import identity as _identity
     app.cleanup_ctx.append(_identity_ctx)
@@ -563,6 +720,12 @@ def build_app(settings: Settings, clock: Clock | None = None) -> web.Application
     app.cleanup_ctx.append(_codes.codes_ctx)
     _codes.add_routes(app)
     # --- end codes ---
+    # --- device-bound codes (issue 18; gateway/services/devices.py, gateway/web/devices.py) ---
+    from gateway.web import devices as _devices
+    app.cleanup_ctx.append(_devices_ctx)
+    app.cleanup_ctx.append(_devices.devices_ctx)
+    _devices.add_routes(app)
+    # --- end device-bound codes ---
     # --- consents + audit (issue 6) ---
     from gateway.web import consents as _consents
     app.cleanup_ctx.append(_consents_ctx)
@@ -590,6 +753,7 @@ async def _gate_ctx(app: web.Application) -> AsyncIterator[None]:
     from gateway.services.subjects import SubjectLedger
     from gateway.web import codes as _codes
     from gateway.web import consents as _consents
+    from gateway.web import devices as _devices
     from gateway.web import gate as _gate
     from gateway.web import identity as _identity
     from gateway.web import login as _login
@@ -604,7 +768,8 @@ async def _gate_ctx(app: web.Application) -> AsyncIterator[None]:
     app[_gate.GATE] = GatePipeline(
         scenes=app[_codes.SCENES], sectors=GateSectors(core.clients, clock.now),
         codes=CodeFace(lookup=app[_codes.CODES].trust.lookup, holder=core.data_keys.code_holder,
-                       identity=identity, max_skew_s=settings.code_max_skew_s),
+                       identity=identity, max_skew_s=settings.code_max_skew_s,
+                       device_revoked=app[_devices.DEVICES].revocations.is_revoked),
         cards=CardFace(psam=app[PSAM], identity=identity, regions=settings.essc_regions),
         single_use=core.single_use, identity=identity, data_keys=core.data_keys,
         subject_seen=ledger.seen, count=app[METRICS].count, clock=clock)

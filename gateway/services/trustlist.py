@@ -32,12 +32,14 @@ from typing import Any, Final
 
 from gateway.authz.keyring import KeyRing, SigningKey
 from gateway.codec import Ed25519Signer, Es256Signer, Signer, VerificationKey
-from gateway.codec.jws import JwsKey, canonical_json, sign_compact
+from gateway.codec import jws as _jws
+from gateway.codec.jws import JwsKey, canonical_json
 from gateway.codec.offline import TRUST_LIST_TYP, endorse
 from gateway.services.scenes import SceneCatalogue
 
 __all__ = ["DEFAULT_MAX_AGE_S", "PERIOD_S", "TRUST_LIST_TYP", "TrustList", "TrustListSnapshot",
-           "document_signer", "ring_endorsements", "trust_anchor_jwk"]
+           "document_signer", "ring_endorsements", "sign_compact",
+           "trust_anchor_jwk"]
 
 #: issued_at granularity and the interval to next_update.
 PERIOD_S: Final = 3600
@@ -55,6 +57,12 @@ def document_signer(key: SigningKey) -> Signer:
     if signer.kid != key.kid:
         raise RuntimeError("trust key id derivation mismatch")
     return signer
+
+
+def sign_compact(key: SigningKey, payload: bytes, typ: str) -> str:
+    """Compact JWS (RFC 7515 §7.1) by a key-ring key, deterministic for both algorithms
+    (through :func:`document_signer`)."""
+    return _jws.sign_compact(document_signer(key), payload, typ)
 
 
 def _jws_key(key: SigningKey) -> JwsKey:
@@ -192,7 +200,7 @@ class TrustList:
             "expires_at": period + self._max_age_s, "code_max_skew_s": self._skew,
             "issuers": issuers,
             "scenes": [] if catalogue is None else _scene_policies(catalogue.all())}
-        jws = sign_compact(document_signer(signing_key), canonical_json(doc), TRUST_LIST_TYP)
+        jws = sign_compact(signing_key, canonical_json(doc), TRUST_LIST_TYP)
         chain = list(dict.fromkeys([*persisted, *ring_endorsements(signing_ring)]))
         body = canonical_json({"trust_list": doc, "jws": jws, "endorsements": chain})
         etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'

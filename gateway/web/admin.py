@@ -33,6 +33,9 @@ def _require_admin(request: web.Request) -> None:
         raise Forbidden("Not an operator")
 
 
+require_admin = _require_admin  # for the other operator endpoints (e.g. web/transactions.py)
+
+
 async def list_clients(request: web.Request) -> web.Response:
     _require_admin(request)
     kind = request.query.get("kind")

@@ -40,6 +40,9 @@ def test_defaults_are_the_sandbox() -> None:
         name: "http://plain.example"}, f"{name} must be an https")
        for name in ("GATEWAY_YKB_URL", "GATEWAY_ESSC_URL", "GATEWAY_CERTLIB_URL")],
     ({"GATEWAY_ESSC_REGIONS": "CQ,Sichuan"}, "GATEWAY_ESSC_REGIONS"),
+    ({"GATEWAY_DATABASE_URL": "mysql://x"}, "GATEWAY_DATABASE_URL"),
+    ({"GATEWAY_OFFLINE_MAX_S": "-1"}, "GATEWAY_OFFLINE_MAX_S"),
+    ({"GATEWAY_TRANSACTIONS_OUTBOX_SHARDS": "0"}, "GATEWAY_TRANSACTIONS_OUTBOX_SHARDS"),
     ({"GATEWAY_CERTLIB_URL": "ftp://x"}, "GATEWAY_CERTLIB_URL"),
 ])
 def test_invalid_settings_name_the_variable(env: dict[str, str], needle: str) -> None:
