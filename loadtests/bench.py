@@ -655,11 +655,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                      "value": round(bare.expected_rps, 1)})
     # --- gate SDK offline verification on one core (issue 14; loadtests/gate_sdk.py) ---
     sdk = _gate_sdk_rate()
-    targets.append(Target("SDK offline verification codes/s on one core",
-                          sdk.get("median_codes_per_s", 0), ">= 10000",
-                          sdk.get("median_codes_per_s", 0) >= 10_000))
-    info.append({"name": "the codec's verify_code alone on that core, same run, codes/s",
-                 "value": sdk.get("bare_codec_codes_per_s")})
+    targets.append(Target("SDK offline verification codes per CPU-second, one core",
+                          sdk.get("median_codes_per_cpu_s", 0), ">= 10000",
+                          sdk.get("median_codes_per_cpu_s", 0) >= 10_000))
+    info.append({"name": "SDK offline verification, wall clock on that shared core, codes/s",
+                 "value": sdk.get("median_codes_per_s")})
+    info.append({"name": "the codec's verify_code alone on that core, same run, codes per "
+                         "CPU-second", "value": sdk.get("bare_codec_codes_per_cpu_s")})
     # --- end gate SDK ---
     report = {
         "when": stamp, "workers": w, "connections": c, "duration_s": d, "wrk_threads": t,
