@@ -162,7 +162,8 @@ class DenyList:
 
 def parse_deny_list(raw: bytes, pinned: JwsKey, held: DenyList | None) -> DenyList:
     """Verify a GET /v1/revocations/cards answer and merge it into ``held`` (a delta needs the
-    version it starts from; a full list replaces). Refuses a version below the one held."""
+    version it starts from; a full list replaces). Refuses a document issued before the one
+    held, or issued at the same time with a lower version (rollback)."""
     try:
         envelope = json.loads(raw)
     except ValueError:
@@ -181,11 +182,12 @@ def parse_deny_list(raw: bytes, pinned: JwsKey, held: DenyList | None) -> DenyLi
         hasher = CardHash.from_json(doc.get("hash") or {})
     except ValueError as exc:
         raise GateError("document_invalid", f"the deny-list's hash: {exc}") from None
-    if held is not None and version < held.version:
-        raise GateError("rollback", "the deny-list is older than the one this gate holds")
     times = {n: _int(doc, n) for n in ("issued_at", "next_update", "expires_at")}
-    if held is not None and times["issued_at"] < held.issued_at:
-        raise GateError("rollback", "the deny-list was issued before the one this gate holds")
+    # A replayed old document is refused by its issue time; within one issue time (a minute)
+    # the version must not go back. A newer document with a lower version is the gateway's
+    # own current view (its list store was restored) and replaces what the gate holds.
+    if held is not None and (times["issued_at"], version) < (held.issued_at, held.version):
+        raise GateError("rollback", "the deny-list is older than the one this gate holds")
     if doc.get("full") is True:
         entries = doc.get("entries")
         if not isinstance(entries, list) or not all(isinstance(e, str) for e in entries):

@@ -10,10 +10,12 @@ from typing import Any
 
 import pytest
 
-from gateway.codec import verify_code
-from gateway.codec.jws import JwsKey
+from gateway.codec import Ed25519Signer, verify_code
+from gateway.codec.jws import JwsKey, canonical_json, sign_compact
+from gateway.codec.offline import DENY_LIST_TYP
 from gateway_gate import GateError, parse_deny_list, parse_trust_list
 from tests.vectors.make_trust_vectors import build
+from tests.vectors.make_vectors import _secret
 
 VECTORS = Path(__file__).parents[1] / "vectors"
 DOC = json.loads((VECTORS / "trust.json").read_text("utf-8"))
@@ -73,3 +75,26 @@ def test_deny_list_vectors() -> None:
     with pytest.raises(GateError) as e:
         parse_deny_list(_raw(full_v), ANCHOR, merged)
     assert e.value.code == "rollback"
+
+
+def test_deny_list_rollback_rule() -> None:
+    """Older issue time: refused. Same minute, lower version: refused. Later issue time with a
+    lower version (the gateway's store was restored): the gateway's view wins."""
+    signer = Ed25519Signer.from_seed(_secret("trust-list-key-0"))
+    base = BY_NAME["deny_list_full"]["answer"]["deny_list"]
+
+    def doc(**kw: Any) -> bytes:
+        d = {**base, **kw}
+        return json.dumps({"deny_list": d, "jws": sign_compact(signer, canonical_json(d),
+                                                                DENY_LIST_TYP)}).encode()
+
+    held = parse_deny_list(doc(), ANCHOR, None)
+    with pytest.raises(GateError) as e:
+        parse_deny_list(doc(version=base["version"] - 1), ANCHOR, held)
+    assert e.value.code == "rollback"
+    with pytest.raises(GateError):
+        parse_deny_list(doc(issued_at=base["issued_at"] - 60, version=base["version"] + 5),
+                        ANCHOR, held)
+    restored = parse_deny_list(doc(issued_at=base["issued_at"] + 60, version=3, entries=[]),
+                               ANCHOR, held)
+    assert restored.version == 3 and restored.entries == set()
