@@ -6,7 +6,8 @@ State directory (0700; files 0600)::
     gate.json          gateway URL, gate client id and secret, scene (written by provision)
     anchor.jwk         the pinned trust-list key (provisioned out of band; advanced only
                        along endorsements)
-    trust-list.json    the last trust list accepted (re-verified at every start)
+    trust-list.json    the last trust list accepted (re-verified at every start), and its
+                       ETag (trust-list.etag) for If-None-Match
     deny-list.json     the card deny-list held (full list merged with the deltas after it)
     replay.log         the replay cache's entries (live ones are read back at start)
     journal.log        every scan, append-only (journal.py)
@@ -184,7 +185,14 @@ class Gate:
         """Fetch the trust list and the deny-list (delta when possible), verify both against
         the pinned key, keep them. Raises Offline when the gateway cannot be reached."""
         changed = False
-        r = self.client.trust_list()
+        etag_file = self.dir / "trust-list.etag"
+        etag = etag_file.read_text("utf-8") if etag_file.exists() and self.trust else None
+        r = self.client.trust_list(etag)
+        if r.status == 304 and self.trust is not None:
+            self._sync_deny_list()
+            assert self.deny is not None
+            return SyncReport(self.trust.version, False, self.deny.version,
+                              len(self.deny.entries), self.anchor.kid)
         tl, signer = parse_trust_list(r.body, self.anchor)
         held = self.trust
         if held is not None and (tl.version < held.version or (
@@ -195,6 +203,9 @@ class Gate:
             changed = True
             self.trust = tl
         self._pin(signer)
+        new_etag = {k.lower(): v for k, v in r.headers.items()}.get("etag")
+        if new_etag:
+            _write_atomic(etag_file, new_etag.encode())
         self._sync_deny_list()
         assert self.trust is not None and self.deny is not None
         return SyncReport(self.trust.version, changed, self.deny.version,

@@ -50,8 +50,11 @@ async def test_sync_verify_replay_reboot_and_crlf(gw: Gateway, tmp_path: Path) -
     with pytest.raises(GateError) as e:
         gate.verify_code(await fresh_code(gw))
     assert e.value.code == "no_trust_list"  # fail closed before the first sync
+    await gw.app[CODES].refresh_essc_keys()  # as the background refresh does at start
     report = await asyncio.to_thread(gate.sync)
     assert report.trust_list_changed and report.deny_list_entries >= 2
+    again = await asyncio.to_thread(gate.sync)  # If-None-Match: 304, nothing changes
+    assert not again.trust_list_changed and again.trust_list_version == report.trust_list_version
     code = await fresh_code(gw)
     first = gate.verify_code(code)
     assert (first.decision, first.reason, first.face) == ("allow", "ok", "ykm")
