@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from .claims import Alg
-from .keys import PublicKey, Signer, VerificationKey, raw_public_key
+from .keys import PublicKey, Signer, VerificationKey
 
 __all__ = ["JwsError", "JwsKey", "b64u", "canonical_json", "sign_compact", "unb64u",
            "verify_compact"]
@@ -103,13 +103,10 @@ class JwsKey:
         return self._key.public_key
 
     def to_jwk(self) -> dict[str, Any]:
-        raw = raw_public_key(self._key.public_key)
-        jwk: dict[str, Any]
-        if self.alg == "EdDSA":
-            jwk = {"kty": "OKP", "crv": "Ed25519", "x": b64u(raw)}
-        else:
-            jwk = {"kty": "EC", "crv": "P-256", "x": b64u(raw[1:33]), "y": b64u(raw[33:])}
-        jwk.update({"kid": self.kid, "alg": self.alg, "use": "sig"})
+        """The public JWK (``kid``, ``alg``, ``use: sig``), without trust-list members."""
+        jwk = self._key.to_jwk()
+        for member in ("iss", "nbf", "exp"):
+            jwk.pop(member, None)
         return jwk
 
     def verify(self, data: bytes, signature: bytes) -> bool:

@@ -30,12 +30,17 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+import structlog
+
 from gateway.authz.keyring import KeyRing, SigningKey
-from gateway.codec import Ed25519Signer, Es256Signer, Signer, VerificationKey
+from gateway.codec import Ed25519Signer, Es256Signer, Signer, Sm2Signer, VerificationKey
 from gateway.codec import jws as _jws
 from gateway.codec.jws import JwsKey, canonical_json
 from gateway.codec.offline import TRUST_LIST_TYP, endorse
+from gateway.codec.sm2 import Sm2PrivateKey
 from gateway.services.scenes import SceneCatalogue
+
+log = structlog.get_logger("gateway.trustlist")
 
 __all__ = ["DEFAULT_MAX_AGE_S", "PERIOD_S", "TRUST_LIST_TYP", "TrustList", "TrustListSnapshot",
            "document_signer", "ring_endorsements", "sign_compact",
@@ -52,16 +57,21 @@ def document_signer(key: SigningKey) -> Signer:
     """The codec signer for a key-ring key: the one place a ring key becomes a JWS signer
     (another algorithm, e.g. SM2, adds its signer here)."""
     pk = key.private_key
-    signer: Signer = (Ed25519Signer(pk) if key.alg == "EdDSA"  # type: ignore[arg-type]
-                      else Es256Signer(pk, kid=key.kid))  # type: ignore[arg-type]
+    signer: Signer
+    if isinstance(pk, Sm2PrivateKey):  # SM2 nonces are fresh: each worker's bytes differ
+        signer = Sm2Signer(pk, kid=key.kid)
+    elif key.alg == "EdDSA":
+        signer = Ed25519Signer(pk)  # type: ignore[arg-type]
+    else:
+        signer = Es256Signer(pk, kid=key.kid)  # type: ignore[arg-type]
     if signer.kid != key.kid:
         raise RuntimeError("trust key id derivation mismatch")
     return signer
 
 
 def sign_compact(key: SigningKey, payload: bytes, typ: str) -> str:
-    """Compact JWS (RFC 7515 §7.1) by a key-ring key, deterministic for both algorithms
-    (through :func:`document_signer`)."""
+    """Compact JWS (RFC 7515 §7.1) by a key-ring key (through :func:`document_signer`):
+    deterministic for EdDSA and ES256; SM2 (``alg: SM2``) signatures carry a fresh nonce."""
     return _jws.sign_compact(document_signer(key), payload, typ)
 
 
@@ -158,6 +168,10 @@ class TrustList:
             try:
                 vk = VerificationKey.from_jwk(jwk)
             except (ValueError, TypeError):
+                # e.g. a curve this gateway does not know: skipped, and said so (no key data)
+                log.warning("trust_list.key_ignored", kid=str(jwk.get("kid"))[:32],
+                            kty=str(jwk.get("kty"))[:16], crv=str(jwk.get("crv"))[:16],
+                            iss=str(jwk.get("iss"))[:32])
                 continue
             if vk.issuer.startswith("essc:"):
                 out[(vk.issuer, vk.kid)] = vk
