@@ -15,6 +15,7 @@ import pytest
 
 from gateway.adapters.keyfiles import KeyRingFiles
 from gateway.app import CORE
+from gateway.codec import decode
 from gateway.web.codes import CODES
 from gateway_gate import Gate, GateError
 from tests.codes.conftest import demo_person, issue, resident_token
@@ -149,4 +150,21 @@ async def test_trust_key_rotation_is_followed(gw: Gateway, tmp_path: Path) -> No
     assert report.anchor_kid == core.trust_ring().current().kid
     assert json.loads((tmp_path / "g" / "anchor.jwk").read_text())["kid"] == report.anchor_kid
     assert gate.verify_code(await fresh_code(gw)).decision == "allow"
+    gate.close()
+
+
+async def test_the_gm_suite_offline(make_gateway: Any, tmp_path: Path) -> None:
+    """GATEWAY_CRYPTO_SUITE=gm: an SM2 trust-list key, SM2 codes; the SDK pins the SM2 key,
+    verifies the SM2-signed lists and lets an SM2 code through offline, once."""
+    gw = await make_gateway(crypto_suite="gm")
+    anchor = gw.app[CODES].trust.signing_key()
+    assert anchor.alg == "SM2" and anchor.to_jwk()["crv"] == "SM2"
+    gate = provision(gw, tmp_path / "g")
+    await asyncio.to_thread(gate.sync)
+    code = await fresh_code(gw)
+    assert decode(code).claims.alg == "SM2"
+    first = gate.verify_code(code)
+    assert (first.decision, first.face) == ("allow", "ykm")
+    assert gate.verify_code(code).reason == "replayed"
+    assert gate.tap("CQ100000249", "CQ", "m").reason == "revoked"
     gate.close()
