@@ -17,6 +17,7 @@ from typing import Any
 from gateway.codec import VerificationKey
 from gateway.codec.jws import JwsError, JwsKey, unb64u, verify_compact
 from gateway.codec.offline import DENY_LIST_TYP, TRUST_LIST_TYP, CardHash, follow_endorsements
+from gateway.codec.sm2 import Sm2Unavailable
 
 from .errors import GateError
 
@@ -55,6 +56,9 @@ def _verify(envelope: Mapping[str, Any], pinned: JwsKey, typ: str) -> tuple[JwsK
     except JwsError as exc:
         raise GateError("bad_signature", f"the signed document does not verify "
                                          f"({exc.reason})") from None
+    except Sm2Unavailable:
+        raise GateError("unsupported_algorithm", "the document is signed with SM2 and this "
+                                                 "machine has no OpenSSL 3 libcrypto") from None
     return key, payload
 
 

@@ -10,7 +10,8 @@ class GateError(Exception):
 
     Codes: ``not_provisioned``, ``no_trust_list``, ``trust_list_expired``, ``no_deny_list``,
     ``deny_list_expired``, ``unknown_scene``, ``bad_signature``, ``untrusted_signer``,
-    ``rollback``, ``document_invalid``, ``replay_cache_full``, ``http_error``, ``offline``.
+    ``rollback``, ``document_invalid``, ``replay_cache_full``, ``unsupported_algorithm``,
+    ``http_error``, ``offline``.
     """
 
     def __init__(self, code: str, message: str) -> None:

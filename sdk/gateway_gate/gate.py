@@ -29,6 +29,7 @@ from typing import Any
 from gateway.codec import CodeError, verify_code
 from gateway.codec.jws import JwsKey
 from gateway.codec.registry import MAX_CODE_LEN, trim_scan
+from gateway.codec.sm2 import Sm2Unavailable
 
 from .client import GatewayClient
 from .documents import DenyList, TrustList, parse_deny_list, parse_trust_list
@@ -255,6 +256,9 @@ class Gate:
             claims = verify_code(code, tl.lookup, t, tl.code_max_skew_s)
         except CodeError as exc:
             reason: str = exc.reason
+        except Sm2Unavailable:
+            raise GateError("unsupported_algorithm", "an SM2 code, and this machine has no "
+                                                     "OpenSSL 3 libcrypto to verify it") from None
         else:
             face = claims.face
             key = ReplayCache.key(claims.issuer, claims.kid, claims.nonce)
