@@ -98,3 +98,24 @@ def test_deny_list_rollback_rule() -> None:
     restored = parse_deny_list(doc(issued_at=base["issued_at"] + 60, version=3, entries=[]),
                                ANCHOR, held)
     assert restored.version == 3 and restored.entries == set()
+
+
+def test_a_tampered_deny_list_is_refused() -> None:
+    answer = BY_NAME["deny_list_full"]["answer"]
+    header, payload, sig = answer["jws"].split(".")
+    raw = bytearray(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    # one entry's hash changed by one bit: a card taken off the list
+    i = raw.index(b'"entries":["') + 12
+    raw[i] ^= 0x01
+    forged = base64.urlsafe_b64encode(bytes(raw)).rstrip(b"=").decode()
+    for jws in (f"{header}.{forged}.{sig}",
+                BY_NAME["trust_list_signed_by_the_anchor"]["answer"]["jws"]):  # another typ
+        with pytest.raises(GateError) as e:
+            parse_deny_list(json.dumps({**answer, "jws": jws}).encode(), ANCHOR, None)
+        assert e.value.code == "bad_signature"
+    stranger = Ed25519Signer.from_seed(_secret("trust-list-stranger"))
+    doc = answer["deny_list"]
+    with pytest.raises(GateError) as e:
+        parse_deny_list(json.dumps({"deny_list": doc, "jws": sign_compact(
+            stranger, canonical_json(doc), DENY_LIST_TYP)}).encode(), ANCHOR, None)
+    assert e.value.code == "untrusted_signer"
