@@ -99,12 +99,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
               "one process, so single use would not hold across workers", file=sys.stderr)
         return 2
     configure(settings.log_format, settings.log_level)
+    ensure_keys(settings, SystemClock())  # before forking: one process creates dev keys
     if not settings.is_sandbox and settings.redis_url:
         problem = _persistence_problem(settings)   # issue 12: refuse, before any worker
         if problem:
             print(f"gateway: {problem}", file=sys.stderr)
             return 2
-    ensure_keys(settings, SystemClock())  # before forking: one process creates dev keys
     print(f"gateway: serving {settings.env} on http://{settings.host}:{settings.port} "
           f"({settings.workers} worker{'s' if settings.workers > 1 else ''}, "
           f"stores: {'redis' if settings.redis_url else 'memory'})", file=sys.stderr, flush=True)
