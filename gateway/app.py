@@ -21,7 +21,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Info
 from redis.asyncio.cluster import RedisCluster
 
-from gateway.adapters.keyfiles import KeyRingFiles, load_data_master_key
+from gateway.adapters.keyfiles import KeyRingFiles, load_data_keys, load_data_master_key
 from gateway.adapters.memory import MemoryClientStore, MemorySingleUse
 from gateway.adapters.redis_store import (
     Coalescer,
@@ -100,22 +100,55 @@ class Core:
     coalescer: Coalescer | None = None
     readiness: list[tuple[str, Any]] = field(default_factory=list)
     records: Records | None = None
+    #: GATEWAY_CRYPTO_SUITE=gm: the ES256 ring ID tokens are signed with (relying parties'
+    #: OIDC libraries rarely do SM2); None = ID tokens come from the token ring.
+    id_token_ring: RingHolder | None = None
+
+    def rings(self) -> tuple[RingHolder, ...]:
+        return tuple(r for r in (self.token_ring, self.code_ring, self.id_token_ring) if r)
 
 
 CORE = web.AppKey("core", Core)
+#: The key ring purpose of the gm suite's ES256 ID-token keys (docs/oidc.md "Algorithms").
+ID_TOKEN_PURPOSE = "oidc"
+
+
+def suite_algs(settings: Settings) -> tuple[Alg, Alg]:
+    """(token, code) signing algorithms of GATEWAY_CRYPTO_SUITE: `gm` signs both with SM2."""
+    return ("SM2", "SM2") if settings.crypto_suite == "gm" else (TOKEN_ALG, CODE_ALG)
 
 
 def ensure_keys(settings: Settings, clock: Clock) -> None:
-    """First run of the sandbox: generate dev keys under keys/. Production: keys must exist."""
+    """First run of the sandbox: generate dev keys under keys/. Production: keys must exist.
+
+    The sandbox follows GATEWAY_CRYPTO_SUITE: a ring whose current key is of the other suite is
+    rotated (twice: the new key is published, then signs) with the old key still verifying
+    for one maximum lifetime. Production rings change only by `gateway keys rotate --alg`."""
     now = clock.now()
-    for purpose, alg in (("token", TOKEN_ALG), ("code", CODE_ALG)):
+    token_alg, code_alg = suite_algs(settings)
+    for purpose, alg in (("token", token_alg), ("code", code_alg)):
         files = KeyRingFiles(settings.keys_dir, purpose)
         if settings.is_sandbox:
             files.ensure(alg, now)
+            max_life = (max(settings.gate_token_ttl_s, settings.access_token_ttl_s)
+                        if purpose == "token"
+                        else max(settings.code_ttl_s, settings.device_cert_ttl_s)
+                        + settings.code_max_skew_s + 60)
+            files.ensure_current_alg(alg, now, max_life)
         else:
-            files.load()
-    load_data_master_key(settings.keys_dir, create=settings.is_sandbox,
-                         env_value=settings.data_key_b64)
+            ring = files.load()
+            if ring.current().alg != alg:
+                log.warning("keys.suite_mismatch", purpose=purpose, current=ring.current().alg,
+                            suite=settings.crypto_suite)
+    if settings.crypto_suite == "gm":
+        oidc_files = KeyRingFiles(settings.keys_dir, ID_TOKEN_PURPOSE)
+        if settings.is_sandbox:
+            oidc_files.ensure("ES256", now)
+        elif not oidc_files.exists():
+            log.warning("keys.no_id_token_ring", purpose=ID_TOKEN_PURPOSE,
+                        hint="gateway keys generate --purpose oidc")
+    load_data_keys(settings.keys_dir, settings.crypto_suite, create=settings.is_sandbox,
+                   env_value=settings.data_key_b64)
     if settings.is_sandbox:
         demo_secrets(settings)
 
@@ -185,8 +218,8 @@ async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
     ensure_keys(settings, clock)
     token_files = KeyRingFiles(settings.keys_dir, "token")
     code_files = KeyRingFiles(settings.keys_dir, "code")
-    data_keys = DataKeys(load_data_master_key(settings.keys_dir, create=settings.is_sandbox,
-                                              env_value=settings.data_key_b64))
+    data_keys = load_data_keys(settings.keys_dir, settings.crypto_suite,
+                               create=settings.is_sandbox, env_value=settings.data_key_b64)
     redis: RedisClient | None = None
     coalescer: Coalescer | None = None
     if settings.redis_url:
@@ -211,6 +244,9 @@ async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
                 token_ring=RingHolder(token_files, token_files.load()),
                 code_ring=RingHolder(code_files, code_files.load()),
                 single_use=single_use, clients=clients, redis=redis, coalescer=coalescer)
+    oidc_files = KeyRingFiles(settings.keys_dir, ID_TOKEN_PURPOSE)
+    if settings.crypto_suite == "gm" and oidc_files.exists():
+        core.id_token_ring = RingHolder(oidc_files, oidc_files.load())
     if redis is not None:
         core.readiness.append(("redis", redis.ping))
         if not settings.is_sandbox:
@@ -240,7 +276,17 @@ async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
     app[oauth.TOKENS] = tokens
     app[oauth.TOKENS_ISSUER] = settings.issuer
     app[meta.ISSUER] = settings.issuer
-    app[meta.JWKS] = lambda: core.token_ring().jwks(clock.now())
+    def jwks() -> dict[str, Any]:
+        out = core.token_ring().jwks(clock.now())
+        if core.id_token_ring is not None:
+            out["keys"] = out["keys"] + core.id_token_ring().jwks(clock.now())["keys"]
+        return out
+
+    app[meta.JWKS] = jwks
+    id_ring = core.id_token_ring or core.token_ring
+    app[meta.ID_TOKEN_ALGS] = (["ES256"] if core.id_token_ring is not None
+                               else ["EdDSA", "ES256"])
+    app[ID_TOKEN_SIGNER] = signer if id_ring is core.token_ring else JwtSigner(id_ring, clock.now)
     app[meta.READINESS] = core.readiness
     app[meta.READYZ_TIMEOUT] = settings.readyz_timeout_s
     app[admin.CLIENT_STORE] = clients
@@ -408,7 +454,7 @@ async def _records_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _reload_rings(core: Core, every_s: float = 2.0) -> None:
     while True:
         await asyncio.sleep(every_s)
-        for holder in (core.token_ring, core.code_ring):
+        for holder in core.rings():
             try:
                 if holder.reload_if_changed():
                     log.info("keys.reloaded", purpose=holder.files.purpose)
@@ -513,8 +559,11 @@ def _mount_sandbox(app: web.Application, settings: Settings) -> None:
     from gateway.web import sandbox as _sandbox
 
     residents = load_residents()
+    # 国密 suite: the Chongqing e-SSC platform signs its codes with SM2 (Sichuan stays ES256,
+    # so both forms stand in one trust list).
+    sm2_regions = ("CQ",) if settings.crypto_suite == "gm" else ()
     subs = build_sandbox_upstreams(residents, settings.keys_dir, settings.issuer,
-                                   clock=app[CLOCK])
+                                   clock=app[CLOCK], sm2_regions=sm2_regions)
     for name, sub in subs.items():
         app.add_subapp(f"/sandbox/upstreams/{name}", sub)
     app[_sandbox.RESIDENTS] = residents
@@ -581,8 +630,9 @@ async def _login_ctx(app: web.Application) -> AsyncIterator[None]:
     service = LoginService(
         clients=core.clients, sessions=stores[0], codes=stores[1], refresh=stores[2],
         consents=stores[3], persons=lambda: app[_identity.IDENTITY], keys=core.data_keys,
-        access=app[ACCESS_TOKENS], signer=app[TOKEN_SIGNER],
-        alg=lambda: core.token_ring().current().alg, issuer=s.issuer, clock=clock.now,
+        access=app[ACCESS_TOKENS], signer=app[ID_TOKEN_SIGNER],
+        alg=lambda: (core.id_token_ring or core.token_ring)().current().alg, issuer=s.issuer,
+        clock=clock.now,
         access_ttl_s=s.access_token_ttl_s, verify_bearer=app[AUTHENTICATOR].verify,
         require_number=s.login_require_number)
     app[_login.LOGIN] = service
@@ -705,6 +755,7 @@ async def _devices_ctx(app: web.Application) -> AsyncIterator[None]:
 SETTINGS = web.AppKey("settings", Settings)
 CLOCK = web.AppKey("clock", Clock)
 TOKEN_SIGNER = web.AppKey("token_signer", JwtSigner)
+ID_TOKEN_SIGNER = web.AppKey("id_token_signer", JwtSigner)
 PSAM = web.AppKey("psam", PsamAttestation)
 ACCESS_TOKENS = web.AppKey("access_tokens", AccessTokens)
 METRICS_RECORDS: web.AppKey[Any] = web.AppKey("record_metrics")
