@@ -183,6 +183,10 @@ class GateSectors:
         self._now = now
         self._ttl = ttl_s
         self._cache: dict[str, tuple[float, str]] = {}
+        # one store read per gate at a time: the first burst of a fresh worker (hundreds of
+        # verifies of one gate) waited on hundreds of reads and as many new Redis
+        # connections, some of which timed out (issue 12)
+        self._reading: dict[str, asyncio.Future[str | None]] = {}
 
     def cached(self, client_id: str) -> str | None:
         """The sector of a gate read in the last `ttl_s`, without awaiting (else None)."""
@@ -200,6 +204,23 @@ class GateSectors:
         cached = self.cached(client_id)
         if cached is not None:
             return cached
+        reading = self._reading.get(client_id)
+        if reading is not None:
+            return await asyncio.shield(reading)
+        reading = self._reading[client_id] = asyncio.get_running_loop().create_future()
+        try:
+            sector = await self._read(client_id)
+        except BaseException as exc:
+            reading.set_exception(exc)
+            reading.exception()  # retrieved: the waiters (if any) re-raise it
+            raise
+        else:
+            reading.set_result(sector)
+            return sector
+        finally:
+            del self._reading[client_id]
+
+    async def _read(self, client_id: str) -> str | None:
         now = self._now()
         client = await self._store.get(client_id)
         if client is None or client.disabled or not client.sector:
