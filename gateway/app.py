@@ -156,6 +156,8 @@ def ensure_keys(settings: Settings, clock: Clock) -> None:
                    env_value=settings.data_key_b64)
     if settings.is_sandbox:
         demo_secrets(settings)
+        if not settings.admin_token:  # made here, before workers fork: they raced on its file
+            sandbox_admin_token(settings)
 
 
 def demo_secrets(settings: Settings) -> dict[str, Any]:
