@@ -185,7 +185,8 @@ async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
     redis: RedisClient | None = None
     coalescer: Coalescer | None = None
     if settings.redis_url:
-        redis = connect(settings.redis_url, cluster=settings.redis_cluster)
+        redis = connect(settings.redis_url, cluster=settings.redis_cluster,
+                        timeout_s=settings.redis_timeout_s)
         if isinstance(redis, RedisCluster):
             # learn the slot map before concurrent use (redis-py's lazy set-up races)
             await redis.initialize()
@@ -227,6 +228,7 @@ async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
     app[meta.ISSUER] = settings.issuer
     app[meta.JWKS] = lambda: core.token_ring().jwks(clock.now())
     app[meta.READINESS] = core.readiness
+    app[meta.READYZ_TIMEOUT] = settings.readyz_timeout_s
     app[admin.CLIENT_STORE] = clients
     app[admin.NOW] = clock.now
     admin_token = settings.admin_token or (sandbox_admin_token(settings)

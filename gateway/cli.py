@@ -22,6 +22,7 @@ from typing import Any
 
 from gateway.adapters.keyfiles import KeyFileError
 from gateway.settings import Settings, SettingsError
+from gateway.timefmt import rfc3339_s
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -43,11 +44,14 @@ async def _serve_worker(settings: Settings) -> None:
 
     from gateway.app import build_app
     from gateway.web import lane
+    from gateway.web.edge import edge_runner
 
     log = structlog.get_logger("gateway.serve")
     app = build_app(settings)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False,
-                           shutdown_timeout=settings.shutdown_timeout_s)
+    # the edge (issue 12): header/body/keep-alive timeouts, per-address connection caps, our
+    # answer to malformed requests
+    runner = edge_runner(app, settings, access_log=None, handle_signals=False,
+                         shutdown_timeout=settings.shutdown_timeout_s)
     await runner.setup()
     lane.install(runner)  # the gate's verification skips the router's dispatch (issue 7)
     site = web.TCPSite(runner, settings.host, settings.port, reuse_port=True, backlog=2048)
@@ -180,7 +184,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
         for k in files.load().keys:
             until = ""
             if k.verify_until:
-                stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(k.verify_until))
+                stamp = rfc3339_s(k.verify_until)
                 until = f" verifies until {stamp}"
             print(f"{p}\t{k.kid}\t{k.alg}\t{k.state}{until}")
     return 0

@@ -73,6 +73,21 @@ def _regions(raw: str) -> tuple[str, ...]:
     return regions
 
 
+def _proxies(raw: str) -> tuple[str, ...]:
+    import ipaddress
+
+    out = []
+    for part in (p.strip() for p in raw.split(",")):
+        if not part:
+            continue
+        try:
+            out.append(str(ipaddress.ip_network(part, strict=False)))
+        except ValueError:
+            raise SettingsError("GATEWAY_TRUSTED_PROXIES must be a comma-separated list of IP "
+                                f"addresses or CIDR networks, got {part!r}") from None
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class Settings:
     env: Env = "sandbox"
@@ -116,6 +131,21 @@ class Settings:
     consent_policy_file: Path | None = None
     #: The scene catalogue (docs/scenes.md); None = the built-in gateway/data/scenes.json.
     scenes_file: Path | None = None
+    # faults and overload (issue 12; docs/operations.md)
+    #: connect and reply timeout of every Redis command (the gate path's pipe included)
+    redis_timeout_s: float = 0.15
+    #: a request's header block must arrive within this after its first byte / the connection
+    header_timeout_s: float = 5.0
+    #: a request's body must arrive within this after its headers
+    body_timeout_s: float = 5.0
+    #: an idle keep-alive connection is closed after this
+    keepalive_timeout_s: float = 30.0
+    #: open connections per client address (0 = unlimited); trusted proxies are not capped
+    max_connections_per_ip: int = 256
+    #: proxies whose X-Forwarded-For names the client (CIDRs)
+    trusted_proxies: tuple[str, ...] = ()
+    #: /readyz answers within this, whatever the stores do
+    readyz_timeout_s: float = 0.5
     # offline gates and transaction records (docs/records.md)
     #: How old a scan's `scanned_at` may be when it reaches the gateway (buffered by a gate
     #: during a network drop, or uploaded); older is `expired`. Claims live this much longer.
@@ -186,6 +216,13 @@ class Settings:
             psam_gate_keys_file=_path(e, "GATEWAY_PSAM_GATE_KEYS"),
             consent_policy_file=_path(e, "GATEWAY_CONSENT_POLICY"),
             scenes_file=_path(e, "GATEWAY_SCENES_FILE"),
+            redis_timeout_s=_int(e, "GATEWAY_REDIS_TIMEOUT_MS", 150, 10, 60000) / 1000,
+            header_timeout_s=_int(e, "GATEWAY_HEADER_TIMEOUT_MS", 5000, 100, 300000) / 1000,
+            body_timeout_s=_int(e, "GATEWAY_BODY_TIMEOUT_MS", 5000, 100, 300000) / 1000,
+            keepalive_timeout_s=_int(e, "GATEWAY_KEEPALIVE_TIMEOUT_S", 30, 1, 3600),
+            max_connections_per_ip=_int(e, "GATEWAY_MAX_CONNECTIONS_PER_IP", 256, 0, 1_000_000),
+            trusted_proxies=_proxies(e.get("GATEWAY_TRUSTED_PROXIES") or ""),
+            readyz_timeout_s=_int(e, "GATEWAY_READYZ_TIMEOUT_MS", 500, 10, 60000) / 1000,
             offline_max_s=_int(e, "GATEWAY_OFFLINE_MAX_S", 900, 0, 86400),
             database_url=_database_url(e),
             transactions_enabled=_bool(e, "GATEWAY_TRANSACTIONS_ENABLED", True),

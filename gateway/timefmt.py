@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["parse_rfc3339", "rfc3339"]
+__all__ = ["parse_rfc3339", "rfc3339", "rfc3339_s"]
 
 _SECOND: list[Any] = [None, ""]  # [whole second, its "YYYY-MM-DDTHH:MM:SS"] (per worker)
 
@@ -22,6 +22,11 @@ def rfc3339(t: float) -> str:
         _SECOND[0] = sec
     ms = min(999, int((t - sec) * 1000))
     return f"{_SECOND[1]}.{ms:03d}Z"
+
+
+def rfc3339_s(t: float) -> str:
+    """UTC, whole seconds: ``2026-03-01T08:00:00Z`` (records shown to people and apps)."""
+    return rfc3339(t)[:19] + "Z"
 
 
 def parse_rfc3339(raw: str) -> float | None:

@@ -20,7 +20,7 @@ import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from gateway.adapters.redis_store import RedisClient, connect
+from gateway.adapters.redis_store import RedisClient, connect, text
 from gateway.services.audit import GENESIS, canonical_json, chain_entry, verify_log
 
 APPEND_LUA = """
@@ -41,9 +41,6 @@ class AuditAppendFailed(RuntimeError):
     """The head kept moving under us for too long (pathological contention)."""
 
 
-def _text(v: Any) -> str:
-    return v.decode("utf-8") if isinstance(v, bytes) else str(v)
-
 
 class RedisAuditLog:
     def __init__(self, redis: RedisClient, prefix: str = "gw:", *,
@@ -61,7 +58,7 @@ class RedisAuditLog:
         raw = await self._r.get(self.head_key)
         if raw is None:
             return 0, GENESIS
-        seq, h = _text(raw).split(" ", 1)
+        seq, h = text(raw).split(" ", 1)
         return int(seq), h
 
     async def append(self, event: Mapping[str, Any], ts: float) -> dict[str, Any]:
@@ -75,7 +72,7 @@ class RedisAuditLog:
                       GENESIS, entry["hash"], subject, str(self._per_subject_max)])
             if int(ok) == 1:
                 return entry
-            s, prev = _text(cur).split(" ", 1)
+            s, prev = text(cur).split(" ", 1)
             seq = int(s)
             if attempt > 3:
                 await asyncio.sleep(random.uniform(0, 0.002))  # noqa: S311 - jitter only
@@ -84,7 +81,7 @@ class RedisAuditLog:
     @staticmethod
     def _decode(fields: Any) -> dict[str, Any]:
         raw = fields.get(b"e", fields.get("e"))
-        return dict(json.loads(_text(raw)))
+        return dict(json.loads(text(raw)))
 
     async def entries(self, start_seq: int = 1, count: int = 1000) -> Sequence[dict[str, Any]]:
         rows = await self._r.xrange(self.stream_key, min=f"{max(1, start_seq)}-0", max="+",
@@ -95,8 +92,8 @@ class RedisAuditLog:
         seqs = await self._r.lrange(self._by + subject, -limit, -1)
         out: list[dict[str, Any]] = []
         for s in reversed(seqs):
-            rows = await self._r.xrange(self.stream_key, min=f"{_text(s)}-1",
-                                        max=f"{_text(s)}-1", count=1)
+            rows = await self._r.xrange(self.stream_key, min=f"{text(s)}-1",
+                                        max=f"{text(s)}-1", count=1)
             out.extend(self._decode(f) for _, f in rows or ())
         return out
 

@@ -22,6 +22,7 @@ from urllib.parse import unquote_plus
 import jwt
 
 from gateway.authz.clients import PUBLIC_KINDS, Client
+from gateway.authz.tokens import check_times
 from gateway.errors import OAuthError
 from gateway.ports import ClientStore, SingleUse
 
@@ -116,10 +117,12 @@ class ClientAuthenticator:
         now = self._now()
         try:
             claims = jwt.decode(
-                assertion, jwk, algorithms=[str(header["alg"])], issuer=client_id, leeway=5,
-                options={"require": ["iss", "sub", "aud", "exp", "jti"], "verify_iat": False,
-                         "verify_aud": False},
+                assertion, jwk, algorithms=[str(header["alg"])], issuer=client_id,
+                # exp / nbf on the injected clock, not pyjwt's wall clock
+                options={"require": ["iss", "sub", "aud", "exp", "jti"], "verify_aud": False,
+                         "verify_exp": False, "verify_nbf": False, "verify_iat": False},
             )
+            check_times(claims, now, 5, iat=False)
         except jwt.PyJWTError as exc:
             raise invalid_client(f"assertion rejected: {type(exc).__name__}") from None
         aud = claims.get("aud")

@@ -9,7 +9,6 @@ to upstream platforms); it never appears in clear at rest or in a log.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import os
@@ -20,13 +19,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-
-def _b64u(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _unb64u(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+from gateway.base64url import b64u, unb64u
 
 
 def derive(master: bytes, label: str, length: int = 32) -> bytes:
@@ -103,11 +96,11 @@ class DataKeys:
         sealed value moved to another record does not open."""
         nonce = os.urandom(12)
         ct = self._record_aead.encrypt(nonce, plaintext.encode("utf-8"), context.encode())
-        return _b64u(nonce + ct)
+        return b64u(nonce + ct)
 
     def open_record(self, sealed: str, context: str) -> str:
         try:
-            raw = _unb64u(sealed)
+            raw = unb64u(sealed)
             return self._record_aead.decrypt(raw[:12], raw[12:], context.encode()).decode()
         except (InvalidTag, ValueError):
             raise SealError("record does not authenticate") from None
@@ -130,10 +123,10 @@ class DataKeys:
         nonce = os.urandom(12)
         ct = self._trust_root_aead.encrypt(
             nonce, self.normalise_citizen_id(citizen_id).encode("ascii"), person_id.encode())
-        return _b64u(nonce + ct)
+        return b64u(nonce + ct)
 
     def open_trust_root(self, sealed: str, person_id: str) -> str:
-        raw = _unb64u(sealed)
+        raw = unb64u(sealed)
         try:
             return self._trust_root_aead.decrypt(raw[:12], raw[12:], person_id.encode()).decode()
         except InvalidTag:
@@ -143,17 +136,17 @@ class DataKeys:
         """Stable per sector, uncorrelatable across sectors (OIDC Core §8.1)."""
         mac = self._pairwise_mac.copy()
         mac.update(f"{sector}\x00{person_id}".encode())
-        return _b64u(mac.digest()[:18])
+        return b64u(mac.digest()[:18])
 
     def seal_person_id(self, person_id: str, context: str) -> str:
         """Internal person id as it travels inside our own tokens: encrypted, fresh nonce each
         time (two tokens for one person are unlinkable), bound to `context` (the client id)."""
         nonce = os.urandom(12)
-        return _b64u(nonce + self._pid_aead.encrypt(nonce, person_id.encode(), context.encode()))
+        return b64u(nonce + self._pid_aead.encrypt(nonce, person_id.encode(), context.encode()))
 
     def open_person_id(self, sealed: str, context: str) -> str:
         try:
-            raw = _unb64u(sealed)
+            raw = unb64u(sealed)
             return self._pid_aead.decrypt(raw[:12], raw[12:], context.encode()).decode()
         except (InvalidTag, ValueError):
             raise SealError("person id does not authenticate") from None

@@ -11,25 +11,17 @@ keyed by their `jti`, never by their bytes.
 
 from __future__ import annotations
 
-import base64
+from gateway.base64url import b64u, unb64u
 
 #: The order of the P-256 group (SEC 2 §2.4.2).
 P256_N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 _HALF_N = P256_N // 2
 
 
-def _unb64u(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def _b64u(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
 def is_low_s(compact_jws: str) -> bool:
     """True when the ES256 compact JWS's signature is 64 bytes with s ≤ n/2."""
     try:
-        sig = _unb64u(compact_jws.rsplit(".", 1)[1])
+        sig = unb64u(compact_jws.rsplit(".", 1)[1])
     except (IndexError, ValueError):
         return False
     return len(sig) == 64 and int.from_bytes(sig[32:], "big") <= _HALF_N
@@ -38,8 +30,8 @@ def is_low_s(compact_jws: str) -> bool:
 def to_low_s(compact_jws: str) -> str:
     """The same ES256 compact JWS with its signature in low-S form (s → n - s if high)."""
     head, sig_b64 = compact_jws.rsplit(".", 1)
-    sig = _unb64u(sig_b64)
+    sig = unb64u(sig_b64)
     s = int.from_bytes(sig[32:], "big")
     if s <= _HALF_N:
         return compact_jws
-    return f"{head}.{_b64u(sig[:32] + (P256_N - s).to_bytes(32, 'big'))}"
+    return f"{head}.{b64u(sig[:32] + (P256_N - s).to_bytes(32, 'big'))}"

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from gateway.authz.clients import Client
 from gateway.authz.pkce import S256, is_valid_challenge
+from gateway.base64url import b64u
 
 LOGIN_SESSION_TTL_S = 180        # ≤ 3 minutes (issue 5)
 CODE_TTL_S = 60                  # RFC 6749 §4.1.2: ≤ 10 min recommended; we keep 60 s
@@ -467,7 +468,7 @@ def left_hash(value: str, alg: str) -> str:
     ES256; SHA-512 for EdDSA/Ed25519), base64url."""
     h = hashlib.sha512 if alg == "EdDSA" else hashlib.sha256
     d = h(value.encode("ascii")).digest()
-    return base64.urlsafe_b64encode(d[: len(d) // 2]).rstrip(b"=").decode("ascii")
+    return b64u(d[: len(d) // 2])
 
 
 def id_token_claims(*, issuer: str, sub: str, client_id: str, now: int, auth_time: int,

@@ -47,6 +47,27 @@ class AccessTokenClaims:
         return scope in self.scopes
 
 
+def check_times(claims: dict[str, Any], now: float, leeway_s: float = 0, *,
+                iat: bool = True) -> None:
+    """RFC 7519 §4.1.4-6 at ``now`` of the injected clock, with pyjwt's own rules and errors
+    (pyjwt would read the wall clock, so it is told not to check these): ``exp`` is past when
+    ``exp <= now - leeway``; ``nbf`` / ``iat`` beyond ``now + leeway`` are not yet valid;
+    each must be an integer (NumericDate) when present. ``iat=False`` leaves it unchecked."""
+    for name, error in (("exp", jwt.DecodeError), ("nbf", jwt.DecodeError),
+                        ("iat", jwt.InvalidIssuedAtError)):
+        if name not in claims or (name == "iat" and not iat):
+            continue
+        try:
+            value = int(claims[name])
+        except (ValueError, TypeError, OverflowError):
+            raise error(f"The {name} claim must be an integer.") from None
+        if name == "exp":
+            if value <= now - leeway_s:
+                raise jwt.ExpiredSignatureError("Signature has expired")
+        elif value > now + leeway_s:
+            raise jwt.ImmatureSignatureError(f"The token is not yet valid ({name})")
+
+
 class JwtSigner:
     """Signs and verifies JWTs with the current key ring (re-read on every call, so a
     rotated ring takes effect without a restart)."""
@@ -79,11 +100,15 @@ class JwtSigner:
         if key is None or key.alg != alg:
             raise TokenInvalid("unknown kid")
         try:
-            return jwt.decode(
+            claims: dict[str, Any] = jwt.decode(
                 token, key.private_key.public_key(), algorithms=[key.alg],
-                audience=audience, issuer=issuer, leeway=leeway_s,
-                options={"require": list(require), "verify_aud": audience is not None},
+                audience=audience, issuer=issuer,
+                # exp / nbf / iat on the injected clock, not pyjwt's wall clock
+                options={"require": list(require), "verify_aud": audience is not None,
+                         "verify_exp": False, "verify_nbf": False, "verify_iat": False},
             )
+            check_times(claims, self._now(), leeway_s)
+            return claims
         except jwt.ExpiredSignatureError:
             raise TokenInvalid("expired") from None
         except jwt.InvalidAudienceError:

@@ -22,8 +22,9 @@ import hmac
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Protocol
+
+from gateway.timefmt import rfc3339
 
 GENESIS = "0" * 64
 AUDIT_SECTOR = "gateway-audit"
@@ -45,10 +46,6 @@ def entry_hash(entry: Mapping[str, Any]) -> str:
     body = {k: v for k, v in entry.items() if k != "hash"}
     return hashlib.sha256(canonical_json(body)).hexdigest()
 
-
-def rfc3339_ms(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + \
-        f"{int(ts * 1000) % 1000:03d}Z"
 
 
 @dataclass(frozen=True)
@@ -76,7 +73,7 @@ def chain_entry(event_body: Mapping[str, Any], seq: int, ts: float,
                 prev_hash: str) -> dict[str, Any]:
     """The full entry that follows `prev_hash` at position `seq`."""
     entry = dict(event_body)
-    entry.update(seq=seq, ts=rfc3339_ms(ts), prev_hash=prev_hash)
+    entry.update(seq=seq, ts=rfc3339(ts), prev_hash=prev_hash)
     entry["hash"] = entry_hash(entry)
     return entry
 

@@ -20,7 +20,6 @@ never written to a log, an audit entry or an answer.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import re
@@ -32,10 +31,12 @@ from typing import Any, ClassVar, Final, Protocol
 from gateway.authz.clients import Client
 from gateway.authz.datakeys import DataKeys
 from gateway.authz.tokens import JwtSigner, TokenInvalid
+from gateway.base64url import b64u
 from gateway.errors import Conflict, Forbidden, GatewayError, InvalidRequest, NotFound
 from gateway.ports import ClientStore
-from gateway.services.audit import AUDIT_SECTOR, AuditEvent, AuditTrail, rfc3339_ms
+from gateway.services.audit import AUDIT_SECTOR, AuditEvent, AuditTrail
 from gateway.services.upstream import CERTIFICATE_TYPES, Certificate, CertificateLibrary
+from gateway.timefmt import rfc3339
 
 AWAITING: Final = "awaiting_authorisation"
 AUTHORISED: Final = "authorised"
@@ -574,8 +575,8 @@ class ConsentService:
         return {"consent_id": consent.id, "status": consent.effective_status(now),
                 "subject": consent.subject, "certificate_types": list(consent.types),
                 "purpose": {"code": consent.purpose_code, "text": consent.purpose_text},
-                "created_at": rfc3339_ms(consent.created_at),
-                "expires_at": rfc3339_ms(consent.expires_at),
+                "created_at": rfc3339(consent.created_at),
+                "expires_at": rfc3339(consent.expires_at),
                 "max_uses": consent.max_uses, "uses": consent.uses}
 
     async def resident_view(self, consent: Consent) -> dict[str, Any]:
@@ -607,7 +608,7 @@ class ConsentService:
             "services": [{"service": "electronic certificate lookup (电子证照)", "purposes": [{
                 "purpose": consent.purpose_text, "purposeCategory": [consent.purpose_code],
                 "consentType": "EXPLICIT", "piiCategory": list(consent.types),
-                "primaryPurpose": True, "termination": rfc3339_ms(consent.expires_at),
+                "primaryPurpose": True, "termination": rfc3339(consent.expires_at),
                 "thirdPartyDisclosure": False}]}],
             "sensitive": True,
             "consent_id": consent.id, "client_id": consent.client_id,
@@ -641,8 +642,7 @@ def _safe_id(value: str | None) -> str | None:
     """A caller-supplied id as it may enter the audit log: ours, or a digest of the junk."""
     if value is None or CONSENT_ID_RE.match(value):
         return value
-    return "forged:" + base64.urlsafe_b64encode(
-        hashlib.sha256(value.encode("utf-8", "replace")).digest()[:9]).decode("ascii")
+    return "forged:" + b64u(hashlib.sha256(value.encode("utf-8", "replace")).digest()[:9])
 
 
 def with_status(consent: Consent, status: str, now: float) -> Consent:

@@ -21,7 +21,6 @@ poll, so the gate path answers `revoked` without a store round trip (docs/identi
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import json
 import os
@@ -34,6 +33,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from gateway.authz.datakeys import DataKeys, SealError
+from gateway.base64url import b64u, unb64u
 from gateway.clock import Clock
 from gateway.errors import Conflict, IdentityMismatch, InvalidRequest, NotFound
 from gateway.services.upstream import (
@@ -43,6 +43,7 @@ from gateway.services.upstream import (
     is_valid_citizen_id,
     mask_name,
 )
+from gateway.timefmt import rfc3339_s
 
 CredentialKind = Literal["ykm", "essc", "ssc_card"]
 CredentialStatus = Literal["active", "lost", "replaced"]
@@ -90,7 +91,7 @@ class Credential:
         """What GET /v1/me shows: masked, no hash, no ciphertext."""
         return {"id": self.credential_id, "kind": self.kind, "region": self.region,
                 "masked": self.masked, "status": self.status,
-                "linked_at": _rfc3339(self.linked_at), "replaced_by": self.replaced_by}
+                "linked_at": rfc3339_s(self.linked_at), "replaced_by": self.replaced_by}
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,19 +218,6 @@ class RevocationView:
 # Helpers
 # --------------------------------------------------------------------------------------------
 
-def _b64u(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _unb64u(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def _rfc3339(t: float) -> str:
-    return dt.datetime.fromtimestamp(t, dt.UTC).isoformat(timespec="seconds").replace(
-        "+00:00", "Z")
-
-
 def new_person_id() -> str:
     return secrets.token_hex(16)
 
@@ -307,10 +295,10 @@ class IdentityService:
     def _seal_ref(self, ref: str, person_id: str, credential_id: str) -> str:
         nonce = os.urandom(12)
         aad = f"{person_id}|{credential_id}".encode()
-        return _b64u(nonce + self._ref_aead.encrypt(nonce, ref.encode("utf-8"), aad))
+        return b64u(nonce + self._ref_aead.encrypt(nonce, ref.encode("utf-8"), aad))
 
     def open_ref(self, person: Person, cred: Credential) -> str:
-        raw = _unb64u(cred.sealed_ref)
+        raw = unb64u(cred.sealed_ref)
         try:
             return self._ref_aead.decrypt(
                 raw[:12], raw[12:],
@@ -769,7 +757,7 @@ class AssertionRouter:
         try:
             if len(parts) != 3:
                 raise ValueError("not a compact JWS")
-            iss = json.loads(_unb64u(parts[1])).get("iss")
+            iss = json.loads(unb64u(parts[1])).get("iss")
         except (ValueError, UnicodeDecodeError, AttributeError):
             raise AssertionRejected("malformed") from None
         platform = self.by_issuer.get(iss) if isinstance(iss, str) else None

@@ -16,7 +16,6 @@ import hmac
 import inspect
 import json
 import secrets
-import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -53,6 +52,7 @@ from gateway.errors import Conflict, Forbidden, InvalidRequest, NotFound, OAuthE
 from gateway.ports import ClientStore
 from gateway.services.subjects import SubjectSeen
 from gateway.services.tokens import bearer_response
+from gateway.timefmt import rfc3339_s
 
 log = structlog.get_logger("gateway.login")
 
@@ -65,10 +65,6 @@ class PersonClaims(Protocol):
     def disclose(self, person_id: str, names: Sequence[str]) -> Any: ...
 
     async def person_suspended(self, person_id: str) -> bool: ...
-
-
-def _rfc3339(t: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 
 def add_query(uri: str, params: Mapping[str, str | None]) -> str:
@@ -139,7 +135,7 @@ class LoginService:
         s = await self._session(session_id)
         now = self.now()
         status = s.public_status(now)
-        body: dict[str, Any] = {"status": status, "expires_at": _rfc3339(s.expires_at)}
+        body: dict[str, Any] = {"status": status, "expires_at": rfc3339_s(s.expires_at)}
         bound = binding is not None and hmac.compare_digest(
             oidc.digest(binding).encode(), s.binding_hash.encode())
         if status != "approved" or not bound:
@@ -205,8 +201,8 @@ class LoginService:
             "consent_remembered": remembered is not None
             and set(s.scopes) <= set(remembered.scopes),
             "context": {"browser": s.browser, "place": s.place,
-                        "time": _rfc3339(s.created_at)},
-            "expires_at": _rfc3339(s.expires_at),
+                        "time": rfc3339_s(s.created_at)},
+            "expires_at": rfc3339_s(s.expires_at),
         }
         if self.require_number:   # choices only when a pick is required (review finding 1)
             answer["number_choices"] = oidc.number_choices(s.number)
@@ -267,7 +263,7 @@ class LoginService:
             client = await self.clients.get(c.client_id)
             out.append({"client_id": c.client_id,
                         "display_name": client.display_name if client else c.client_id,
-                        "scopes": list(c.scopes), "granted_at": _rfc3339(c.granted_at)})
+                        "scopes": list(c.scopes), "granted_at": rfc3339_s(c.granted_at)})
         return out
 
     async def forget(self, person_id: str, client_id: str) -> None:
