@@ -35,7 +35,8 @@ import structlog
 from gateway.adapters.redis_store import Coalescer, RedisClient
 from gateway.services.records import Batch, TransactionRecord
 
-__all__ = ["RedisExporterLock", "RedisOutbox", "RedisRecordingClaims", "outbox_keys"]
+__all__ = ["RedisExporterLock", "RedisOutbox", "RedisRecordingClaims", "claim_key",
+           "outbox_keys"]
 
 log = structlog.get_logger("gateway.records")
 
@@ -68,6 +69,11 @@ def outbox_keys(prefix: str, shards: int) -> list[str]:
 
 def _shard(shard: bytes, shards: int) -> int:
     return zlib.crc32(shard) % shards if shards > 1 else 0
+
+
+def claim_key(prefix: str, shards: int, key: str, shard: bytes) -> str:
+    """The Redis key of a recording claim (for operators' tooling and tests)."""
+    return f"{prefix}once:{_tag(prefix, _shard(shard, shards))}:{key}"
 
 
 class RedisRecordingClaims:
