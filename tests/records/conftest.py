@@ -21,7 +21,6 @@ from tests.codes.conftest import (  # noqa: F401 - fixtures and helpers for the 
     verify,
 )
 
-
 SECOND_GATE = "gate-metro-test-2"
 
 

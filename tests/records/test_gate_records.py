@@ -11,6 +11,7 @@ import pytest
 from gateway.clock import FrozenClock
 from gateway.codec import decode
 from gateway.timefmt import rfc3339
+from gateway.web import admin
 from tests.records.conftest import (
     METRO_GATE,
     SECOND_GATE,
@@ -152,8 +153,8 @@ async def test_the_export_pages_behind_its_cursor_and_refuses_bad_parameters(
     _, empty, cursor3 = await export_page(g, cursor2, 10)
     assert empty == [] and cursor3 == cursor2
     for bad in ({"after": "x"}, {"limit": "0"}, {"limit": "10001"}, {"limit": "ten"}):
-        r = await g.client.get("/admin/v1/transactions", params=bad, headers={
-            "Authorization": f"Bearer {g.app[__import__('gateway.web.admin').web.admin.ADMIN_TOKEN]}"})
+        r = await g.client.get("/admin/v1/transactions", params=bad,
+                               headers={"Authorization": f"Bearer {g.app[admin.ADMIN_TOKEN]}"})
         assert r.status == 400 and (await r.json())["code"] == "invalid_request"
     r = await g.client.get("/admin/v1/transactions")
     assert r.status == 401
