@@ -13,7 +13,7 @@ from aiohttp import web
 
 from gateway.errors import InvalidRequest
 from gateway.services.offline import OfflineUploads, results_json
-from gateway.web.http import no_store_json, principal, read_json
+from gateway.web.http import ROUTE_BODY_LIMITS, no_store_json, principal, read_json
 
 __all__ = ["OFFLINE", "add_routes"]
 
@@ -31,5 +31,12 @@ async def upload(request: web.Request) -> web.StreamResponse:
     return no_store_json(results_json(results))
 
 
+PATH: Final = "/v1/gates/offline-scans"
+
+
 def add_routes(app: web.Application) -> None:
-    app.router.add_post("/v1/gates/offline-scans", upload)
+    app.router.add_post(PATH, upload)
+    limits = app.get(ROUTE_BODY_LIMITS)
+    if limits is None:
+        limits = app[ROUTE_BODY_LIMITS] = {}
+    limits[PATH] = MAX_BODY_BYTES

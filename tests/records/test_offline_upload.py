@@ -160,3 +160,23 @@ async def test_over_a_thousand_scans_is_413_and_needs_a_gate(gw: Gateway) -> Non
     r = await gw.client.post("/v1/gates/offline-scans", json={"scans": "nope"},
                              headers={"Authorization": f"Bearer {gate}"})
     assert r.status == 400
+
+
+async def test_a_full_batch_of_real_codes_fits_the_body_limit(gw: Gateway) -> None:
+    """1,000 e-SSC-sized scans are ~250 KB: far above the default 16 KiB body limit, within
+    the route's own (2 MiB), sent with a Content-Length as gates send it."""
+    import json
+
+    gate = await gw.client_token(METRO_GATE)
+    item = {"request_id": "x" * 128, "code": "ESSC1:" + "A" * 176,
+            "scanned_at": rfc3339(time.time()), "local_decision": "allow"}
+    body = json.dumps({"scans": [item] * 1000}).encode()
+    assert len(body) > 200_000
+    r = await gw.client.post("/v1/gates/offline-scans", data=body, headers={
+        "Authorization": f"Bearer {gate}", "Content-Type": "application/json",
+        "Content-Length": str(len(body))})
+    assert r.status == 200, await r.text()
+    big = json.dumps({"scans": [{**item, "code": "A" * 1024}] * 1000} | {"pad": "x" * 2**21})
+    r = await gw.client.post("/v1/gates/offline-scans", data=big.encode(), headers={
+        "Authorization": f"Bearer {gate}", "Content-Type": "application/json"})
+    assert r.status == 413
