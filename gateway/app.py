@@ -688,6 +688,7 @@ async def _gate_ctx(app: web.Application) -> AsyncIterator[None]:
         claims=records.claims, identity=identity, data_keys=core.data_keys,
         subject_seen=ledger.seen, count=app[METRICS].count, clock=clock,
         deny_ttl_s=settings.offline_max_s + settings.code_max_skew_s + RETRY_GRACE_S)
-    app[_offline.OFFLINE] = OfflineUploads(app[_gate.GATE], records.claims)
+    app[_offline.OFFLINE] = OfflineUploads(app[_gate.GATE], records.claims, clock.now,
+                                           offline_max_s=settings.offline_max_s)
     app[_login.LOGIN].subject_seen = ledger.seen
     yield

@@ -37,6 +37,7 @@ long as the record lives; the code is decoded once either way.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -196,6 +197,7 @@ class GateSectors:
         self._now = now
         self._ttl = ttl_s
         self._cache: dict[str, tuple[float, str]] = {}
+        self._reading: dict[str, asyncio.Future[str | None]] = {}
 
     def cached(self, client_id: str) -> str | None:
         """The sector of a gate read in the last `ttl_s`, without awaiting (else None)."""
@@ -205,10 +207,19 @@ class GateSectors:
         return None
 
     async def sector(self, client_id: str) -> str | None:
-        """The gate's sector; None for an unknown or disabled gate (never cached)."""
+        """The gate's sector; None for an unknown or disabled gate (never cached). Concurrent
+        misses for one gate share one read (a cold cache meets a whole batch of an offline
+        upload, or a burst: one store read, not one per scan)."""
         cached = self.cached(client_id)
         if cached is not None:
             return cached
+        pending = self._reading.get(client_id)
+        if pending is None:
+            pending = self._reading[client_id] = asyncio.ensure_future(self._read(client_id))
+            pending.add_done_callback(lambda _: self._reading.pop(client_id, None))
+        return await asyncio.shield(pending)
+
+    async def _read(self, client_id: str) -> str | None:
         now = self._now()
         client = await self._store.get(client_id)
         if client is None or client.disabled or not client.sector:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -31,6 +31,8 @@ MAX_SCANS: Final = 1000
 #: How long an upload's answers are kept for the same upload sent again (a gate resuming).
 IDEMPOTENCY_S: Final = 86_400
 MAX_CODE: Final = 1024  # every code format is far shorter (the e-SSC code: 182 characters)
+CHUNK: Final = 50  # scans verified per loop tick
+STALE_MARGIN_S: Final = 5.0  # an upload takes less than this from here to the pipeline
 
 Status = Literal["confirmed", "double_use", "invalid"]
 
@@ -62,6 +64,13 @@ class OfflineResult:
                        (first["gate"], first["at"]) if first else None)
         except (ValueError, KeyError, TypeError):
             return None
+
+
+def _scan_time(scan: GateScan) -> float:
+    if scan.scanned_at is not None:
+        return scan.scanned_at
+    assert isinstance(scan.credential, CardTap)
+    return parse_rfc3339(scan.credential.scanned_at) or 0.0
 
 
 def _malformed(request_id: str | None) -> OfflineResult:
@@ -105,10 +114,12 @@ def parse_scan(item: Any, scene: str) -> GateScan | OfflineResult:
 
 
 class OfflineUploads:
-    def __init__(self, pipeline: GatePipeline, claims: RecordingClaims,
-                 idempotency_s: float = IDEMPOTENCY_S) -> None:
+    def __init__(self, pipeline: GatePipeline, claims: RecordingClaims, now: Callable[[], float],
+                 offline_max_s: float = 900.0, idempotency_s: float = IDEMPOTENCY_S) -> None:
         self._pipeline = pipeline
         self._claims = claims
+        self._now = now
+        self._offline_max = offline_max_s
         self._keep = idempotency_s
 
     async def upload(self, gate: AccessTokenClaims, items: Any) -> list[OfflineResult]:
@@ -119,17 +130,27 @@ class OfflineUploads:
         if gate.scene is None:
             raise Forbidden("This gate has no scene")
         parsed = [parse_scan(item, gate.scene) for item in items]
-        # 1. answers already given to this gate for these request ids (one pipelined tick)
         keys = [self._key(gate.client_id, p.request_id) if isinstance(p, GateScan) else None
                 for p in parsed]
-        kept = await asyncio.gather(*(self._claims.peek(k, k.encode()) for k in keys if k))
-        kept_by_key = dict(zip([k for k in keys if k], kept, strict=True))
-        # 2. the rest through the pipeline, all at once: their claims share round trips
+        # 1. answers kept from an earlier upload — read only for scans the pipeline would now
+        # call too old: inside the allowance it answers an upload sent again the same way by
+        # itself (the claims remember each use; a deny is recorded once per request id)
+        stale = self._now() - self._offline_max + STALE_MARGIN_S
+        old = [k for p, k in zip(parsed, keys, strict=True)
+               if k is not None and isinstance(p, GateScan) and _scan_time(p) < stale]
+        kept = await asyncio.gather(*(self._claims.peek(k, k.encode()) for k in old))
+        kept_by_key = dict(zip(old, kept, strict=True))
+        # 2. the rest through the pipeline, CHUNK at a time: a chunk's claims share one round
+        # trip, and no loop tick runs long (a tick of 500 signature checks would hold every
+        # other request of this worker — and its Redis replies — for tens of milliseconds)
         todo = [i for i, p in enumerate(parsed)
                 if isinstance(p, GateScan) and kept_by_key.get(keys[i] or "") is None]
-        decided = await asyncio.gather(*(self._decide(gate, parsed[i]) for i in todo))
+        fresh: dict[int, OfflineResult] = {}
+        for start in range(0, len(todo), CHUNK):
+            part = todo[start:start + CHUNK]
+            decided = await asyncio.gather(*(self._decide(gate, parsed[i]) for i in part))
+            fresh.update(zip(part, decided, strict=True))
         results: list[OfflineResult] = []
-        fresh = dict(zip(todo, decided, strict=True))
         for i, p in enumerate(parsed):
             if isinstance(p, OfflineResult):
                 results.append(p)
