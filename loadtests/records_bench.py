@@ -252,9 +252,12 @@ def gateway_rows(args: argparse.Namespace, pg: Any, redis_url: str, redis_pid: i
                         threads=1, connections=args.offline_connections, duration_s=d,
                         server_pid=pids["on"], redis_pid=redis_pid)
             scans_per_s = r.expected_rps * batch
+            per_scan = (round(r.server_cpu_us_per_req / batch, 1)
+                        if r.server_cpu_us_per_req is not None else None)
             rows.append({"name": f"offline_upload_scans_per_s ({w} workers, batches of "
                                  f"{batch})", "rps": round(scans_per_s, 1),
                          "batches_per_s": r.expected_rps, "p99_ms": r.p99_ms,
+                         "server_cpu_us_per_scan": per_scan,
                          "wrapped": r.wrapped, "first_other": r.first_other,
                          "target": f">= {TARGET_OFFLINE_RPS:.0f}",
                          "passed": scans_per_s >= TARGET_OFFLINE_RPS and r.wrapped == 0})
@@ -263,6 +266,23 @@ def gateway_rows(args: argparse.Namespace, pg: Any, redis_url: str, redis_pid: i
 
     shutil.rmtree(keys_dir, ignore_errors=True)
     return rows
+
+
+def calibration_row() -> dict[str, Any]:
+    """What one Ed25519 verification (libsodium, the gate path's) costs in this run: the
+    box's speed at the moment, to read the other rows against (about 45 µs on a quiet core
+    of this machine, measured in issue 7)."""
+    import timeit
+
+    from nacl.signing import SigningKey
+
+    key = SigningKey.generate()
+    signed = key.sign(b"x" * 60)
+    verify = key.verify_key.verify
+    n = 2000
+    seconds = min(timeit.repeat(lambda: verify(signed), number=n, repeat=5))
+    return {"name": "calibration: one Ed25519 verify (us)", "rps": round(seconds / n * 1e6, 1),
+            "target": "", "passed": True}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -285,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scene", default="metro")
     args = p.parse_args(argv)
     only = set(args.only or ["exporter", "verify", "offline"])
-    rows: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = [calibration_row()]
     pg = PostgresServer(durable=True).start()
     try:
         with redis_server() as (redis_url, redis_pid):
@@ -296,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows.extend(gateway_rows(args, pg, redis_url, redis_pid, only))
     finally:
         pg.remove()
+    rows.append(calibration_row())  # and again at the end: the box's speed moved meanwhile?
     for row in rows:
         print(json.dumps(row))
     print("\ntargets:")
