@@ -552,8 +552,9 @@ async def _consents_ctx(app: web.Application) -> AsyncIterator[None]:
     settings, clock = core.settings, core.clock
     store: Any = (RedisConsentStore(core.redis, settings.redis_prefix, core.coalescer)
                   if core.redis is not None else MemoryConsentStore(clock))
-    audit_log: Any = (RedisAuditLog(core.redis, settings.redis_prefix)
-                      if core.redis is not None else MemoryAuditLog())
+    chain_key = core.data_keys.audit_chain_key
+    audit_log: Any = (RedisAuditLog(core.redis, settings.redis_prefix, chain_key=chain_key)
+                      if core.redis is not None else MemoryAuditLog(chain_key))
     policy_file = settings.consent_policy_file  # JSON {client_id: [certificate types]}
     policy = (ConsentPolicy(types_by_client={
         k: frozenset(v) for k, v in json.loads(Path(policy_file).read_text("utf-8")).items()})
@@ -578,11 +579,64 @@ async def _consents_ctx(app: web.Application) -> AsyncIterator[None]:
         store=store, audit=AuditTrail(audit_log, clock.now), library=library,
         citizen_ids=citizen_ids, data_keys=core.data_keys, signer=app[TOKEN_SIGNER],
         clients=core.clients, issuer=settings.issuer, clock=clock.now, policy=policy)
+    exporter = None
+    if settings.audit_checkpoint_file is not None:   # signed heads, outside Redis (issue 16)
+        from gateway.adapters.redis_audit import CheckpointExporter
+        exporter = CheckpointExporter(audit_log, app[TOKEN_SIGNER], settings.issuer,
+                                      settings.audit_checkpoint_file,
+                                      settings.audit_checkpoint_interval_s, clock.now)
+        exporter.start()
     try:
         yield
     finally:
+        if exporter is not None:
+            await exporter.stop()
         await session.close()
 # --- end consents ---
+
+
+# --- device-bound codes (issue 18; gateway/services/devices.py, gateway/web/devices.py) ---
+async def _devices_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Device store (Redis when configured), the enrolment service (code key ring signs the
+    certificates; holder and fare flags sealed as in YK1:), and suspension → device
+    revocations. Before the gate pipeline's context: it reads the device revocation view."""
+    from gateway.adapters.memory_devices import MemoryDeviceStore
+    from gateway.adapters.redis_devices import RedisDeviceStore
+    from gateway.authz.datakeys import derive
+    from gateway.errors import NotFound as _NotFound
+    from gateway.services.codes import SEALABLE, seal_attributes
+    from gateway.services.devices import DeviceService
+    from gateway.web import devices as _devices
+    from gateway.web import identity as _identity
+
+    core = app[CORE]
+    s = core.settings
+    identity = app[_identity.IDENTITY]
+    store: Any = (RedisDeviceStore(core.redis, s.redis_prefix) if core.redis is not None
+                  else MemoryDeviceStore())
+    master = load_data_master_key(s.keys_dir, create=s.is_sandbox, env_value=s.data_key_b64)
+
+    async def flags_of(person_id: str) -> int:
+        try:
+            return seal_attributes(await identity.disclose(person_id, tuple(SEALABLE)))
+        except _NotFound:
+            return 0
+
+    service = DeviceService(
+        store=store, single_use=core.single_use, code_ring=core.code_ring,
+        token_ring=core.token_ring, holder=core.data_keys.code_holder,
+        challenge_key=derive(master, "device-challenge"), clock=core.clock,
+        cert_ttl_s=s.device_cert_ttl_s, max_devices=s.devices_max, flags_of=flags_of,
+        suspended=identity.is_person_suspended)
+    app[_devices.DEVICES] = service
+
+    async def on_suspend(person_id: str, suspended: bool) -> None:
+        if suspended:
+            await service.suspend(person_id)
+
+    identity.suspension_hooks.append(on_suspend)
+    yield
+# --- end device-bound codes ---
 
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -634,6 +688,12 @@ def build_app(settings: Settings, clock: Clock | None = None) -> web.Application
     app.cleanup_ctx.append(_codes.codes_ctx)
     _codes.add_routes(app)
     # --- end codes ---
+    # --- device-bound codes (issue 18; gateway/services/devices.py, gateway/web/devices.py) ---
+    from gateway.web import devices as _devices
+    app.cleanup_ctx.append(_devices_ctx)
+    app.cleanup_ctx.append(_devices.devices_ctx)
+    _devices.add_routes(app)
+    # --- end device-bound codes ---
     # --- consents + audit (issue 6) ---
     from gateway.web import consents as _consents
     app.cleanup_ctx.append(_consents_ctx)
@@ -664,6 +724,7 @@ async def _gate_ctx(app: web.Application) -> AsyncIterator[None]:
     from gateway.services.subjects import SubjectLedger
     from gateway.web import codes as _codes
     from gateway.web import consents as _consents
+    from gateway.web import devices as _devices
     from gateway.web import gate as _gate
     from gateway.web import identity as _identity
     from gateway.web import login as _login
@@ -682,7 +743,8 @@ async def _gate_ctx(app: web.Application) -> AsyncIterator[None]:
         scenes=app[_codes.SCENES], sectors=GateSectors(core.clients, clock.now),
         codes=CodeFace(lookup=app[_codes.CODES].trust.lookup, holder=core.data_keys.code_holder,
                        identity=identity, max_skew_s=settings.code_max_skew_s,
-                       offline_max_s=settings.offline_max_s),
+                       offline_max_s=settings.offline_max_s,
+                       device_revoked=app[_devices.DEVICES].revocations.is_revoked),
         cards=CardFace(psam=app[PSAM], identity=identity, regions=settings.essc_regions,
                        max_age_s=settings.offline_max_s, max_skew_s=settings.code_max_skew_s),
         claims=records.claims, identity=identity, data_keys=core.data_keys,

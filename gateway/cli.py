@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from gateway.adapters.keyfiles import KeyFileError
@@ -173,6 +174,9 @@ def cmd_keys(args: argparse.Namespace) -> int:
             max_life = args.max_lifetime_s or (
                 max(settings.gate_token_ttl_s, settings.access_token_ttl_s, 86400 * 30)
                 if p == "token" else settings.code_ttl_s + settings.code_max_skew_s + 60)
+            if p == "code" and not args.max_lifetime_s:  # it signed device certificates too
+                max_life = max(max_life, settings.device_cert_ttl_s + settings.code_max_skew_s
+                               + 60)
             ring = KeyRingFiles(settings.keys_dir, p).rotate(now, max_life, args.alg)
             print(f"{p}: current key is now {ring.current().kid}")
         return 0
@@ -301,8 +305,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extra_commands(sub: Any) -> None:
     """Commands of the identity and audit features (registered here, implemented there)."""
-    a = sub.add_parser("audit", help="verify or read the hash-chained audit log")
-    a.add_argument("audit_cmd", choices=["verify", "list"])
+    a = sub.add_parser("audit", help="verify, read or checkpoint the hash-chained audit log")
+    a.add_argument("audit_cmd", choices=["verify", "list", "checkpoint"])
+    a.add_argument("--checkpoint", type=Path, default=None, metavar="FILE",
+                   help="verify: also check the chain against the signed checkpoints in FILE")
+    a.add_argument("--out", type=Path, default=None, metavar="FILE",
+                   help="checkpoint: append the signed head to FILE (default: print it)")
     a.add_argument("--from", dest="from_seq", type=int, default=0,
                    help="list: first seq (default: the last --count entries)")
     a.add_argument("--count", type=int, default=100, help="list: how many entries (max 10000)")
@@ -319,11 +327,17 @@ def _extra_commands(sub: Any) -> None:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from gateway.adapters.redis_audit import audit_list_main, audit_verify_main
+    from gateway.adapters.redis_audit import (
+        audit_checkpoint_main,
+        audit_list_main,
+        audit_verify_main,
+    )
 
     if args.audit_cmd == "list":
         return int(audit_list_main(_settings(args), args.from_seq, args.count))
-    return int(audit_verify_main(_settings(args)))
+    if args.audit_cmd == "checkpoint":
+        return int(audit_checkpoint_main(_settings(args), args.out))
+    return int(audit_verify_main(_settings(args), args.checkpoint))
 
 
 def cmd_transactions(args: argparse.Namespace) -> int:
@@ -336,8 +350,6 @@ def cmd_transactions(args: argparse.Namespace) -> int:
 
 
 def cmd_identity(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from gateway.adapters.redis_identity import sync_registry
 
     processed = sync_registry(_settings(args), Path(args.path))

@@ -146,6 +146,12 @@ class Settings:
     trusted_proxies: tuple[str, ...] = ()
     #: /readyz answers within this, whatever the stores do
     readyz_timeout_s: float = 0.5
+    #: Where the signed audit checkpoints go (docs/audit.md); None = not exported by the server.
+    audit_checkpoint_file: Path | None = None
+    audit_checkpoint_interval_s: int = 300
+    # device-bound codes (docs/devices.md)
+    device_cert_ttl_s: int = 86400
+    devices_max: int = 3
     # offline gates and transaction records (docs/records.md)
     #: How old a scan's `scanned_at` may be when it reaches the gateway (buffered by a gate
     #: during a network drop, or uploaded); older is `expired`. Claims live this much longer.
@@ -223,6 +229,11 @@ class Settings:
             max_connections_per_ip=_int(e, "GATEWAY_MAX_CONNECTIONS_PER_IP", 256, 0, 1_000_000),
             trusted_proxies=_proxies(e.get("GATEWAY_TRUSTED_PROXIES") or ""),
             readyz_timeout_s=_int(e, "GATEWAY_READYZ_TIMEOUT_MS", 500, 10, 60000) / 1000,
+            audit_checkpoint_file=_path(e, "GATEWAY_AUDIT_CHECKPOINT_FILE"),
+            audit_checkpoint_interval_s=_int(e, "GATEWAY_AUDIT_CHECKPOINT_INTERVAL_S", 300, 1,
+                                             86400),
+            device_cert_ttl_s=_int(e, "GATEWAY_DEVICE_CERT_TTL_S", 86400, 300, 86400),
+            devices_max=_int(e, "GATEWAY_DEVICES_MAX", 3, 1, 10),
             offline_max_s=_int(e, "GATEWAY_OFFLINE_MAX_S", 900, 0, 86400),
             database_url=_database_url(e),
             transactions_enabled=_bool(e, "GATEWAY_TRANSACTIONS_ENABLED", True),

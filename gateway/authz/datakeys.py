@@ -86,6 +86,9 @@ class DataKeys:
         # a login session's redirect with its code): sealed at rest, bound to their record
         self._record_aead = AESGCM(derive(master, "login-record-seal"))
         self._master = master
+        # HMAC key of the audit log's hash chain (services/audit.py): without it nobody can
+        # re-chain the log, whoever can write Redis
+        self.audit_chain_key = derive(master, "audit-chain-mac")
 
     def derive_key(self, label: str) -> bytes:
         """A 256-bit key for one more purpose (HKDF `info` = cq-gateway/<label>)."""

@@ -1,10 +1,12 @@
 """The gate pipeline's step 2 for each face (:mod:`gateway.services.gate`): a credential
 verified by its face, and the person behind it.
 
-* :class:`CodeFace` — 渝快码 (ykm, ``YK1:``) and 电子社保卡 (essc, ``ESSC1:``) codes: the codec
-  decodes ONCE, checks the key and signature against the trust list, then the window
-  (docs/code-format.md §6). A ykm holder handle opens without I/O (AES-CTR, docs/code-format.md
-  §3); an e-SSC code's holder account is looked up in the identity store (one read).
+* :class:`CodeFace` — 渝快码 (ykm, ``YK1:``; made on the phone, ``YK2:``) and 电子社保卡 (essc,
+  ``ESSC1:``) codes: the codec decodes ONCE, checks the key and signature(s) against the trust
+  list, then the window (docs/code-format.md §6, §10.4). A ykm holder handle opens without I/O
+  (AES-CTR, docs/code-format.md §3; a ``YK2:`` one with its certificate serial as IV); a
+  ``YK2:`` certificate on the device revocation view is ``revoked``; an e-SSC code's holder
+  account is looked up in the identity store (one read).
 * :class:`CardFace` — physical-card taps (实体卡): the gate's PSAM MAC over the tap, its
   freshness, then the card's person (the in-process revocation view, then one store read).
   No upstream call: a slow upstream never blocks the gate path.
@@ -12,7 +14,7 @@ verified by its face, and the person behind it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Final, Protocol
 
 from gateway.authz.datakeys import HolderCipher
@@ -33,9 +35,13 @@ class CodeFace:
 
     def __init__(self, *, lookup: KeyLookup, holder: HolderCipher, identity: GateIdentity,
                  max_skew_s: int = 5, retry_grace_s: float = RETRY_GRACE_S,
-                 offline_max_s: float = 900.0) -> None:
+                 offline_max_s: float = 900.0,
+                 device_revoked: Callable[[bytes], bool] = lambda serial: False) -> None:
+        """``device_revoked(serial)``: the device revocation view (docs/devices.md);
+        ``offline_max_s``: how far behind now a scan may be judged (GATEWAY_OFFLINE_MAX_S)."""
         if max_skew_s < 0 or offline_max_s < 0:
             raise ValueError("max_skew_s and offline_max_s must be >= 0")
+        self._device_revoked = device_revoked
         self._lookup = lookup
         self._holder = holder
         self._identity = identity
@@ -59,7 +65,8 @@ class CodeFace:
             person_id: str | None = None
             sealed = 0
             if face == "ykm":  # the holder handle and flags decrypted: no I/O
-                person_id, sealed = self._holder.open(claims.holder, claims.nonce, claims.flags)
+                person_id, sealed = self._holder.open(claims.holder, claims.holder_iv,
+                                                      claims.flags)
         except CodeError as exc:
             raise Refused(exc.reason, face) from None
         except (ValueError, TypeError, OverflowError):
@@ -81,6 +88,8 @@ class CodeFace:
         except CodeError as exc:
             raise Refused(exc.reason, face, verified if exc.reason == "expired" else None) \
                 from None
+        if claims.device is not None and self._device_revoked(claims.device.serial):
+            raise Refused("revoked", face, verified)  # a removed device, a suspended person's
         return verified
 
     async def resolve(self, verified: Verified) -> Verified:

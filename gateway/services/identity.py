@@ -290,6 +290,8 @@ class IdentityService:
         self._ref_aead = AESGCM(ref_seal_key if ref_seal_key is not None
                                 else keys.credential_seal_key)
         self.revocations = RevocationView()
+        #: called after every suspend/unsuspend with (person id, suspended)
+        self.suspension_hooks: list[Callable[[str, bool], Awaitable[None]]] = []
 
     # -- sealing ------------------------------------------------------------------------------
     def _seal_ref(self, ref: str, person_id: str, credential_id: str) -> str:
@@ -384,6 +386,8 @@ class IdentityService:
         lost card. Reversible."""
         await self.require(person_id)
         await self._set_revoked(self._person_revocation_key(person_id), suspended)
+        for hook in self.suspension_hooks:  # e.g. device certificates onto their list
+            await hook(person_id, suspended)
 
     async def refresh_revocations(self, force: bool = False) -> bool:
         """Reload the view when the store's version moved (the periodic poll)."""
