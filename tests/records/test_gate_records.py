@@ -160,3 +160,19 @@ async def test_the_export_pages_behind_its_cursor_and_refuses_bad_parameters(
     assert r.status == 401
     r = await g.client.get("/admin/v1/transactions", headers={"Authorization": "Bearer nope"})
     assert r.status == 403
+
+
+async def test_the_outbox_and_the_exporter_show_in_metrics(gw: Gateway) -> None:
+    import asyncio
+
+    gate = await gw.client_token(METRO_GATE)
+    await verify(gw, gate, await fresh_code(gw), "metro", "m-1")
+    text = ""
+    for _ in range(100):  # the background exporter takes it within its idle interval
+        text = await (await gw.client.get("/metrics")).text()
+        if "gateway_transactions_exported_total 1.0" in text:
+            break
+        await asyncio.sleep(0.05)
+    assert "gateway_transactions_exported_total 1.0" in text
+    assert "gateway_transactions_outbox_bound 2e+06" in text
+    assert "gateway_transactions_dropped_total 0.0" in text
