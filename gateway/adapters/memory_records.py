@@ -29,9 +29,12 @@ class MemoryRecordStore:
             if r.record_id in self._ids:
                 continue
             if len(self._rows) >= self._max:
-                # the sandbox's memory is bounded: the oldest records go first
-                _, old = self._rows.pop(0)
-                self._ids.pop(old.record_id, None)
+                # the sandbox's memory is bounded: the oldest tenth goes at once (one list
+                # shift per tenth, not one per record)
+                cut = max(1, self._max // 10)
+                for _, old in self._rows[:cut]:
+                    self._ids.pop(old.record_id, None)
+                del self._rows[:cut]
             self._seq += 1
             self._rows.append((self._seq, r))
             self._ids[r.record_id] = self._seq
