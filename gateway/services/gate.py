@@ -315,11 +315,11 @@ class GatePipeline:
             sector = self._sectors.cached(gate_id) or await self._sectors.sector(gate_id)
             if sector is None:
                 raise Refused("scene_not_permitted", v.face, v)
-            # 5. attributes and the pairwise subject (OIDC Core §8.1) before the claim: the
+            # 4. attributes and the pairwise subject (OIDC Core §8.1) before the claim: the
             # transaction record rides the claim's round trip and carries both
             attributes = await self._attributes(v, scene.attributes)
             subject = self._keys.pairwise_subject(sector, person_id)
-            # 4. claim single use, atomically with the record of this allow
+            # 5. claim single use, atomically with the record of this allow
             first = retry_of
             if first is None:
                 first = await self._claim(v, gate_id, scan, now, verified_at, subject,
@@ -342,7 +342,7 @@ class GatePipeline:
     async def _claim(self, v: Verified, gate_id: str, scan: GateScan, now: float,
                      verified_at: str, subject: str,
                      attributes: dict[str, Any]) -> str | None:
-        """Step 4: claim the single use and, when this is the first, append its transaction
+        """Step 5: claim the single use and, when this is the first, append its transaction
         record — ONE script, ONE round trip (docs/records.md). Returns the first answer's
         ``verified_at`` when this is a retry of it (None: first use); raises ``replayed``
         (with the first use's gate and time) for any other second use."""
