@@ -55,6 +55,7 @@ log = structlog.get_logger("gateway.records")
 
 Origin = Literal["online", "offline"]
 WIRE_VERSION: Final = 1
+RENEW_EVERY_S: Final = 3.0  # the exporter renews its lock at least this often
 
 
 def new_record_id(now: float) -> str:
@@ -286,7 +287,8 @@ class Exporter:
     def __init__(self, outbox: Outbox, store: RecordStore, lock: ExporterLock, *,
                  batch_size: int = 5000, idle_s: float = 0.2, max_backoff_s: float = 5.0,
                  retention_s: float | None = None, now: Callable[[], float] = time.time,
-                 metrics: ExporterMetrics | None = None, high_water: float = 0.8) -> None:
+                 metrics: ExporterMetrics | None = None, high_water: float = 0.8,
+                 renew_every_s: float = RENEW_EVERY_S) -> None:
         self.outbox = outbox
         self.store = store
         self.lock = lock
@@ -297,6 +299,7 @@ class Exporter:
         self.now = now
         self.metrics = metrics
         self.high_water = high_water
+        self.renew_every_s = renew_every_s
         self.after_write: list[Callable[[Sequence[TransactionRecord]], Any]] = []
         self._alarmed = False
         self._pruned_at = 0.0
@@ -324,12 +327,14 @@ class Exporter:
             await result
         return len(batch.records) + batch.bad
 
-    async def drain(self, stop: asyncio.Event | None = None) -> int:
+    async def drain(self, stop: asyncio.Event | None = None,
+                    budget_s: float | None = None) -> int:
         """Batches until the outbox is empty (or `stop`), the next batch read from Redis
         while the current one is written to the store: the two waits overlap (measured
         ≈ 1.5× the records/s of one after the other). A failure cancels the read ahead; the
         next drain starts again from the oldest entry not acknowledged."""
         total = 0
+        deadline = None if budget_s is None else time.monotonic() + budget_s
         ahead: asyncio.Future[Batch | None] = asyncio.ensure_future(
             self.outbox.take(self.batch_size))
         try:
@@ -337,7 +342,8 @@ class Exporter:
                 batch = await ahead
                 if batch is None:
                     return total
-                if stop is not None and stop.is_set():
+                if (stop is not None and stop.is_set()) or \
+                        (deadline is not None and time.monotonic() > deadline):
                     ahead = asyncio.ensure_future(_none())
                 else:
                     ahead = asyncio.ensure_future(self.outbox.take(self.batch_size, batch))
@@ -387,7 +393,8 @@ class Exporter:
                     last_check = self.now()
                     await self.check_length()
                     await self.prune_if_due()
-                n = await self.drain(stop)
+                # a bounded drain: the lock is renewed between drains (it lapses in 15 s)
+                n = await self.drain(stop, budget_s=self.renew_every_s)
                 backoff = self.idle_s
                 if n == 0:
                     await _wait(stop, self.idle_s)
