@@ -78,7 +78,8 @@ class MemoryRecordingClaims:
         self._store = store
 
     async def claim(self, key: str, ttl_s: float, value: str, record: TransactionRecord,
-                    shard: bytes) -> str | None:
+                    shard: bytes, *, used_since: float | None = None) -> str | None:
+        # (used_since: this store's history lives and dies with the process)
         prev = await self._once.claim(key, ttl_s, value)
         if prev is None:
             await self._store.write((record,))

@@ -127,6 +127,9 @@ class Verified:
     record: Any = None
     lookup: Any = None
     scanned_at: float | None = None
+    #: the earliest time it could have been used: a store that lost its history since then
+    #: refuses the claim (gateway/adapters/store_epoch.py; issue 12)
+    usable_from: float | None = None
 
 
 class Refused(Exception):
@@ -206,6 +209,10 @@ class GateSectors:
             return hit[1]
         return None
 
+    def forget(self) -> None:
+        """Drop every cached sector (the store they came from lost its data: issue 12)."""
+        self._cache.clear()
+
     async def sector(self, client_id: str) -> str | None:
         """The gate's sector; None for an unknown or disabled gate (never cached). Concurrent
         misses for one gate share one read (a cold cache meets a whole batch of an offline
@@ -277,6 +284,9 @@ class GatePipeline:
         self._clock = clock
         self._deny_ttl = deny_ttl_s  # a deny's record key: the retry window of its request
         self._deny_lines = LineBudget()
+
+    def forget_cached_sectors(self) -> None:
+        self._sectors.forget()
 
     async def verify(self, gate: AccessTokenClaims, scan: GateScan) -> VerifyDecision:
         # 1. gate: the scene exists and is this gate's own (request errors, not decisions)
@@ -350,10 +360,11 @@ class GatePipeline:
         record = TransactionRecord(
             new_record_id(now), gate_id, scan.scene, v.face, "allow", "ok", to_ms(used_at),
             to_ms(now), scan.origin, scan.request_id, subject, attributes, _use_hash(v.use))
+        # (a store that lost this credential's history answers HISTORY_LOST: `replayed`)
         prev = await self._claims.claim(v.use_key, v.use_ttl_s,
                                         claim_value(gate_id, used_at, verified_at,
                                                     scan.request_id),
-                                        record, v.use.nonce)
+                                        record, v.use.nonce, used_since=v.usable_from)
         if prev is None:
             return None
         first = parse_claim(prev)

@@ -196,7 +196,11 @@ class RecordingClaims(Protocol):
     outbox is full raises nothing: the decision must stand; the adapter counts and alarms."""
 
     async def claim(self, key: str, ttl_s: float, value: str,
-                    record: TransactionRecord, shard: bytes) -> str | None: ...
+                    record: TransactionRecord, shard: bytes, *,
+                    used_since: float | None = None) -> str | None:
+        """`used_since` as for `gateway.ports.SingleUse.claim` (the store epoch): a store
+        that lost the item's history answers `HISTORY_LOST` (treated as already used)."""
+        ...
 
     async def peek(self, key: str, shard: bytes) -> str | None: ...
 
@@ -206,7 +210,8 @@ class RecordingClaims(Protocol):
 
 
 class _SingleUse(Protocol):
-    async def claim(self, key: str, ttl_s: float, value: str = "1") -> str | None: ...
+    async def claim(self, key: str, ttl_s: float, value: str = "1", *,
+                    used_since: float | None = None) -> str | None: ...
 
     async def peek(self, key: str) -> str | None: ...
 
@@ -219,8 +224,8 @@ class UnrecordedClaims:
         self._once = once
 
     async def claim(self, key: str, ttl_s: float, value: str, record: TransactionRecord,
-                    shard: bytes) -> str | None:
-        return await self._once.claim(key, ttl_s, value)
+                    shard: bytes, *, used_since: float | None = None) -> str | None:
+        return await self._once.claim(key, ttl_s, value, used_since=used_since)
 
     async def peek(self, key: str, shard: bytes) -> str | None:
         return await self._once.peek(key)
