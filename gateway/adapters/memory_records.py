@@ -42,7 +42,7 @@ class MemoryRecordStore:
         return new
 
     def valid_cursor(self, cursor: str) -> bool:
-        return cursor.isascii() and cursor.isdigit() and len(cursor) <= 19
+        return cursor.isascii() and cursor.isdigit() and len(cursor) <= 18
 
     async def page(self, after: str | None, limit: int) -> ExportPage:
         start = int(after) if after else 0

@@ -152,7 +152,8 @@ async def test_the_export_pages_behind_its_cursor_and_refuses_bad_parameters(
     assert sorted(r["request_id"] for r in first + rest) == [f"p-{i}" for i in range(5)]
     _, empty, cursor3 = await export_page(g, cursor2, 10)
     assert empty == [] and cursor3 == cursor2
-    for bad in ({"after": "x"}, {"limit": "0"}, {"limit": "10001"}, {"limit": "ten"}):
+    for bad in ({"after": "x"}, {"after": ""}, {"limit": "0"}, {"limit": "10001"},
+                {"limit": "ten"}):
         r = await g.client.get("/admin/v1/transactions", params=bad,
                                headers={"Authorization": f"Bearer {g.app[admin.ADMIN_TOKEN]}"})
         assert r.status == 400 and (await r.json())["code"] == "invalid_request"
