@@ -55,6 +55,7 @@ from gateway.adapters.memory_consent import MemoryConsentStore
 from gateway.adapters.memory_devices import MemoryDeviceStore
 from gateway.adapters.memory_identity import MemoryIdentityStore
 from gateway.adapters.memory_records import MemoryRecordingClaims, MemoryRecordStore
+from gateway.adapters.memory_revocations import MemoryDenyListStore
 from gateway.adapters.postgres_records import PostgresRecordStore, connect_pool
 from gateway.adapters.redis_audit import CheckpointExporter, RedisAuditLog
 from gateway.adapters.redis_consent import RedisConsentStore
@@ -66,6 +67,7 @@ from gateway.adapters.redis_records import (
     RedisOutbox,
     RedisRecordingClaims,
 )
+from gateway.adapters.redis_revocations import RedisDenyListStore
 from gateway.adapters.redis_store import (
     STORE_FAULTS,
     Coalescer,
@@ -97,9 +99,11 @@ from gateway.authz import oidc
 from gateway.authz.client_auth import ClientAuthenticator
 from gateway.authz.clients import DEFAULT_SCOPES, Client, hash_secret
 from gateway.authz.datakeys import DataKeys
+from gateway.authz.dpop import DpopVerifier
 from gateway.authz.keyring import Alg, KeyRing, derive_kid, public_jwk
 from gateway.authz.tokens import AccessTokens, JwtSigner
 from gateway.clock import Clock, SystemClock
+from gateway.codec.offline import CardHash
 from gateway.errors import NotFound
 from gateway.ports import ClientStore, SingleUse
 from gateway.ratelimit import MemoryRateLimiter, RateLimiter
@@ -110,7 +114,7 @@ from gateway.services.auth import BearerAuthenticator
 from gateway.services.codes import SEALABLE, CodeService, seal_attributes
 from gateway.services.consents import ConsentPolicy, ConsentService
 from gateway.services.devices import DeviceService, DeviceStore
-from gateway.services.faces import CardFace, CodeFace
+from gateway.services.faces import RETRY_GRACE_S, CardFace, CodeFace
 from gateway.services.gate import GatePipeline, GateSectors
 from gateway.services.identity import (
     AssertionRouter,
@@ -121,6 +125,7 @@ from gateway.services.identity import (
     registry_entries,
 )
 from gateway.services.login import AuthorizationCodeGrant, LoginService, RefreshTokenGrant
+from gateway.services.offline import OfflineUploads
 from gateway.services.ports import AuditLog
 from gateway.services.records import (
     Exporter,
@@ -128,6 +133,7 @@ from gateway.services.records import (
     RecordStore,
     UnrecordedClaims,
 )
+from gateway.services.revocations import DenyListStore, RevocationLists
 from gateway.services.scenes import SceneCatalogue
 from gateway.services.subjects import SubjectLedger
 from gateway.services.tokens import (
@@ -147,11 +153,14 @@ from gateway.web import gate as gate_web
 from gateway.web import http as http_web
 from gateway.web import identity as identity_web
 from gateway.web import login as login_web
+from gateway.web import offline as offline_web
 from gateway.web import ratelimit as ratelimit_web
+from gateway.web import revocations as revocations_web
 from gateway.web import sandbox as sandbox_web
 from gateway.web import transactions as transactions_web
 from gateway.web.http import (
     AUTHENTICATOR,
+    DPOP,
     MAX_BODY,
     METRICS,
     REGISTRY,
@@ -200,9 +209,11 @@ class Stores:
     login_codes: oidc.CodeStore
     refresh_families: oidc.RefreshStore
     remembered_grants: oidc.ConsentStore
+    pushed_requests: oidc.PushedRequestStore
     consents: consent_svc.ConsentStore
     audit_log: AuditLog
     devices: DeviceStore
+    deny_list: DenyListStore
 
 
 def build_stores(settings: Settings, clock: Clock, data_keys: DataKeys,
@@ -218,8 +229,10 @@ def build_stores(settings: Settings, clock: Clock, data_keys: DataKeys,
             login_codes=memory_oidc.MemoryCodeStore(clock),
             refresh_families=memory_oidc.MemoryRefreshStore(clock),
             remembered_grants=memory_oidc.MemoryConsentStore(),
+            pushed_requests=memory_oidc.MemoryPushedRequestStore(clock),
             consents=MemoryConsentStore(clock), audit_log=MemoryAuditLog(chain_key),
-            devices=MemoryDeviceStore())
+            devices=MemoryDeviceStore(),
+            deny_list=MemoryDenyListStore(settings.deny_list_delta_events))
     prefix = settings.redis_prefix
     return Stores(
         single_use=RedisSingleUse(coalescer, prefix, epoch),
@@ -229,9 +242,11 @@ def build_stores(settings: Settings, clock: Clock, data_keys: DataKeys,
         login_codes=redis_oidc.RedisCodeStore(redis, prefix),
         refresh_families=redis_oidc.RedisRefreshStore(redis, prefix),
         remembered_grants=redis_oidc.RedisConsentStore(redis, prefix),
+        pushed_requests=redis_oidc.RedisPushedRequestStore(redis, prefix),
         consents=RedisConsentStore(redis, prefix, coalescer),
         audit_log=RedisAuditLog(redis, prefix, chain_key=chain_key),
-        devices=RedisDeviceStore(redis, prefix))
+        devices=RedisDeviceStore(redis, prefix),
+        deny_list=RedisDenyListStore(redis, prefix, settings.deny_list_delta_events))
 
 
 @dataclass
@@ -243,6 +258,8 @@ class Core:
     data_keys: DataKeys
     token_ring: RingHolder
     code_ring: RingHolder
+    #: the trust-list (and deny-list, device certificate) signing keys (docs/offline.md)
+    trust_ring: RingHolder
     stores: Stores
     scenes: SceneCatalogue
     redis: RedisClient | None = None
@@ -253,9 +270,12 @@ class Core:
     id_token_ring: RingHolder | None = None
     #: the store epoch (Redis): a Redis that lost its data is detected within one claim
     epoch: StoreEpoch | None = None
+    #: the transaction records, once the records capability is built (operators, tests)
+    records: Records | None = None
 
     def rings(self) -> tuple[RingHolder, ...]:
-        return tuple(r for r in (self.token_ring, self.code_ring, self.id_token_ring) if r)
+        return tuple(r for r in (self.token_ring, self.code_ring, self.id_token_ring,
+                                 self.trust_ring) if r)
 
     @property
     def single_use(self) -> SingleUse:
@@ -290,12 +310,14 @@ def ensure_keys(settings: Settings, clock: Clock) -> None:
     for one maximum lifetime. Production rings change only by `gateway keys rotate --alg`."""
     now = clock.now()
     token_alg, code_alg = suite_algs(settings)
-    for purpose, alg in (("token", token_alg), ("code", code_alg)):
+    # the trust list's own key follows the code suite: EdDSA, or SM2 for the 国密 suite
+    for purpose, alg in (("token", token_alg), ("code", code_alg), ("trust", code_alg)):
         files = KeyRingFiles(settings.keys_dir, purpose)
         if settings.is_sandbox:
             files.ensure(alg, now)
             max_life = (max(settings.gate_token_ttl_s, settings.access_token_ttl_s)
-                        if purpose == "token"
+                        if purpose == "token" else settings.trust_list_max_age_s
+                        if purpose == "trust"
                         else max(settings.code_ttl_s, settings.device_cert_ttl_s)
                         + settings.code_max_skew_s + 60)
             files.ensure_current_alg(alg, now, max_life)
@@ -315,6 +337,8 @@ def ensure_keys(settings: Settings, clock: Clock) -> None:
                    env_value=settings.data_key_b64)
     if settings.is_sandbox:
         demo_secrets(settings)
+        if not settings.admin_token:  # made here, before workers fork: they raced on its file
+            sandbox_admin_token(settings)
 
 
 async def require_persistence(redis: RedisClient) -> None:
@@ -363,6 +387,7 @@ async def _foundation(app: web.Application) -> AsyncIterator[Core]:
     ensure_keys(settings, clock)
     token_files = KeyRingFiles(settings.keys_dir, "token")
     code_files = KeyRingFiles(settings.keys_dir, "code")
+    trust_files = KeyRingFiles(settings.keys_dir, "trust")
     data_keys = load_data_keys(settings.keys_dir, settings.crypto_suite,
                                create=settings.is_sandbox, env_value=settings.data_key_b64)
     redis: RedisClient | None = None
@@ -384,6 +409,7 @@ async def _foundation(app: web.Application) -> AsyncIterator[Core]:
     core = Core(settings=settings, clock=clock, data_keys=data_keys,
                 token_ring=RingHolder(token_files, token_files.load()),
                 code_ring=RingHolder(code_files, code_files.load()),
+                trust_ring=RingHolder(trust_files, trust_files.load()),
                 stores=build_stores(settings, clock, data_keys, redis, coalescer, epoch),
                 scenes=SceneCatalogue.load(settings.scenes_file or DATA_DIR / "scenes.json"),
                 redis=redis, coalescer=coalescer, epoch=epoch)
@@ -472,6 +498,8 @@ async def _tokens(app: web.Application, core: Core, demo: DemoData | None) -> To
     app[TOKEN_SIGNER] = signer
     app[ACCESS_TOKENS] = access
     app[AUTHENTICATOR] = bearer
+    app[DPOP] = DpopVerifier(core.single_use, core.data_keys.derive_key("dpop-nonce"), clock.now,
+                             settings.issuer)   # RFC 9449
     app[oauth.CLIENT_AUTH] = ClientAuthenticator(
         clients, core.single_use, settings.issuer, clock.now,
         settings.client_assertion_max_ttl_s)
@@ -557,7 +585,13 @@ async def _identity(app: web.Application, core: Core, tokens: Tokens,
     exchange and links, (sandbox) the demo residents, and the revocation follower."""
     settings, clock = core.settings, core.clock
     store = core.stores.identity
-    service = IdentityService(store, clock, core.data_keys)
+    # the card deny-list for offline gates (docs/offline.md §5), told of every card refusal
+    deny_lists = RevocationLists(
+        core.stores.deny_list, core.trust_ring,
+        CardHash(core.data_keys.card_deny_salt, settings.card_hash_iterations), clock.now,
+        max_age_s=settings.deny_list_max_age_s)
+    app[revocations_web.REVOCATIONS] = deny_lists
+    service = IdentityService(store, clock, core.data_keys, deny_list=deny_lists)
     ykb, essc = upstreams.ykb, upstreams.essc
     router = AssertionRouter({ykb.issuer: ykb, **{iss: essc for iss in essc.issuers}})
 
@@ -592,7 +626,10 @@ def _codes(app: web.Application, core: Core, identity: IdentityService,
     settings = core.settings
     service = CodeService(
         code_ring=core.code_ring, data_keys=core.data_keys,
-        trust=TrustList(core.code_ring, core.token_ring, core.clock.now),
+        trust=TrustList(
+            core.code_ring, core.trust_ring, core.clock.now, scenes=lambda: core.scenes,
+            max_age_s=settings.trust_list_max_age_s, code_max_skew_s=settings.code_max_skew_s,
+            endorsements=core.trust_ring.files.endorsements),
         identity=GateIdentityAdapter(identity), essc=upstreams.essc, clock=core.clock,
         code_ttl_s=settings.code_ttl_s, refresh_in_s=settings.code_refresh_in_s)
     app[codes_web.CODES] = service
@@ -661,7 +698,8 @@ def _login(app: web.Application, core: Core, tokens: Tokens, identity: IdentityS
         subject_seen=ledger.seen, keys=core.data_keys, access=tokens.access,
         signer=tokens.id_signer, alg=tokens.id_alg, issuer=s.issuer,
         clock=core.clock.now, access_ttl_s=s.access_token_ttl_s,
-        verify_bearer=tokens.bearer.verify, require_number=s.login_require_number)
+        verify_bearer=tokens.bearer.verify, require_number=s.login_require_number,
+        pushed=stores.pushed_requests)
     app[login_web.LOGIN] = service
     tokens.grants.register(AuthorizationCodeGrant(service))
     tokens.grants.register(RefreshTokenGrant(service))
@@ -685,7 +723,8 @@ def _devices(app: web.Application, core: Core, identity: IdentityService) -> Dev
 
     service = DeviceService(
         store=core.stores.devices, single_use=core.single_use, code_ring=core.code_ring,
-        token_ring=core.token_ring, holder=core.data_keys.code_holder,
+        # signed like the trust list and the card deny-list: by the trust-list key gates pin
+        token_ring=core.trust_ring, holder=core.data_keys.code_holder,
         challenge_key=core.data_keys.derive_key("device-challenge"), clock=core.clock,
         cert_ttl_s=s.device_cert_ttl_s, max_devices=s.devices_max, flags_of=flags_of,
         suspended=identity.is_person_suspended)
@@ -737,7 +776,8 @@ async def _records(app: web.Application, core: Core) -> AsyncIterator[Records]:
             return
         claims = RedisRecordingClaims(core.coalescer, core.redis.script_load,
                                       prefix=s.redis_prefix, shards=s.transactions_outbox_shards,
-                                      bound=s.transactions_outbox_max, on_full=metrics.dropped)
+                                      bound=s.transactions_outbox_max, on_full=metrics.dropped,
+                                      epoch=core.epoch)
         await claims.load()
         assert s.redis_url is not None
         # the exporter's own client: raw XRANGE replies, never queued behind the gate path
@@ -767,19 +807,27 @@ async def _records(app: web.Application, core: Core) -> AsyncIterator[Records]:
 
 # ============================================================================ gate
 def _gate(app: web.Application, core: Core, identity: IdentityService, codes: CodeService,
-          devices: DeviceService, upstreams: Upstreams, ledger: SubjectLedger) -> GatePipeline:
-    """The gate decision pipeline for 渝快码, e-SSC codes and card taps."""
+          devices: DeviceService, upstreams: Upstreams, ledger: SubjectLedger,
+          records: Records) -> GatePipeline:
+    """The gate decision pipeline for 渝快码, e-SSC codes and card taps (each decision's
+    transaction record appended with its single-use claim), and the offline gates' uploads
+    re-verified through it."""
+    s = core.settings
     gate_identity = GateIdentityAdapter(identity)
     pipeline = GatePipeline(
         scenes=core.scenes, sectors=GateSectors(core.clients, core.clock.now),
         codes=CodeFace(lookup=codes.trust.lookup, holder=core.data_keys.code_holder,
-                       identity=gate_identity, max_skew_s=core.settings.code_max_skew_s,
+                       identity=gate_identity, max_skew_s=s.code_max_skew_s,
+                       offline_max_s=s.offline_max_s,
                        device_revoked=devices.revocations.is_revoked),
-        cards=CardFace(psam=upstreams.psam, identity=gate_identity,
-                       regions=core.settings.essc_regions),
-        single_use=core.single_use, identity=gate_identity, data_keys=core.data_keys,
-        subject_seen=ledger.seen, count=app[METRICS].count, clock=core.clock)
+        cards=CardFace(psam=upstreams.psam, identity=gate_identity, regions=s.essc_regions,
+                       max_age_s=s.offline_max_s, max_skew_s=s.code_max_skew_s),
+        claims=records.claims, identity=gate_identity, data_keys=core.data_keys,
+        subject_seen=ledger.seen, count=app[METRICS].count, clock=core.clock,
+        deny_ttl_s=s.offline_max_s + s.code_max_skew_s + RETRY_GRACE_S)
     app[gate_web.GATE] = pipeline
+    app[offline_web.OFFLINE] = OfflineUploads(pipeline, records.claims, core.clock.now,
+                                              offline_max_s=s.offline_max_s)
     return pipeline
 
 
@@ -791,7 +839,7 @@ async def _gateway_ctx(app: web.Application) -> AsyncIterator[None]:
         demo = DemoData.load(core.settings) if core.settings.is_sandbox else None
         if demo is not None:
             app[DEMO_DATA] = demo
-        await stack.enter_async_context(_records(app, core))
+        records = core.records = await stack.enter_async_context(_records(app, core))
         await _rate_limits(app, core)
         tokens = await _tokens(app, core, demo)
         upstreams = await stack.enter_async_context(_upstreams(core))
@@ -801,7 +849,7 @@ async def _gateway_ctx(app: web.Application) -> AsyncIterator[None]:
             _consents(app, core, tokens, identity, upstreams))
         _login(app, core, tokens, identity, ledger)
         devices = _devices(app, core, identity)
-        _gate(app, core, identity, codes, devices, upstreams, ledger)
+        _gate(app, core, identity, codes, devices, upstreams, ledger, records)
         yield
 
 
@@ -830,7 +878,7 @@ def build_app(settings: Settings, clock: Clock | None = None) -> web.Application
     for routes in (transactions_web.add_routes, identity_web.add_routes, meta.add_routes,
                    admin.add_routes, oauth.add_routes, codes_web.add_routes,
                    devices_web.add_routes, consents_web.add_routes, login_web.add_routes,
-                   gate_web.add_routes):
+                   gate_web.add_routes, offline_web.add_routes, revocations_web.add_routes):
         routes(app)
     if settings.is_sandbox:
         _mount_sandbox(app, settings)

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from gateway.authz.oidc import CodeRecord, Consent, Family, LoginSession
 
-__all__ = ["CodeStore", "ConsentStore", "LoginSessionStore", "RefreshStore"]
+__all__ = ["CodeStore", "ConsentStore", "LoginSessionStore", "PushedRequestStore",
+           "RefreshStore"]
 
 
 class LoginSessionStore(Protocol):
@@ -64,3 +65,12 @@ class ConsentStore(Protocol):
 
     async def forget(self, person_id: str, client_id: str) -> bool: ...
 
+
+class PushedRequestStore(Protocol):
+    """RFC 9126 pushed authorization requests, by the digest of their request_uri."""
+
+    async def put(self, key: str, request_json: str, ttl_s: float) -> None: ...
+
+    async def take(self, key: str) -> str | None:
+        """The stored request, removed atomically (a request_uri works once)."""
+        ...

@@ -223,7 +223,11 @@ class RecordingClaims(Protocol):
     outbox is full raises nothing: the decision must stand; the adapter counts and alarms."""
 
     async def claim(self, key: str, ttl_s: float, value: str,
-                    record: TransactionRecord, shard: bytes) -> str | None: ...
+                    record: TransactionRecord, shard: bytes, *,
+                    used_since: float | None = None) -> str | None:
+        """`used_since` as for `gateway.ports.SingleUse.claim` (the store epoch): a store
+        that lost the item's history answers `HISTORY_LOST` (treated as already used)."""
+        ...
 
     async def peek(self, key: str, shard: bytes) -> str | None: ...
 
@@ -335,8 +339,9 @@ class CredentialFace(Protocol):
     """One face's verifier (:mod:`gateway.services.faces`)."""
 
     def check(self, credential: Any, gate_id: str, request_id: str,
-              now: float) -> Verified:
-        """Signature/MAC and validity window, without I/O; raises :class:`Refused`."""
+              now: float, at: float | None = None) -> Verified:
+        """Signature/MAC and validity window at the scan's time `at` (default now; a tap
+        carries its own), without I/O; raises :class:`Refused`."""
         ...
 
     async def resolve(self, verified: Verified) -> Verified:
