@@ -314,6 +314,9 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
 
 
 BODY_TIMEOUT = web.AppKey("body_timeout_s", float)
+#: Paths whose bodies may be larger than GATEWAY_MAX_BODY_BYTES (path → bytes), e.g. the
+#: offline gates' uploads; their handlers pass the same limit to read_json.
+ROUTE_BODY_LIMITS: web.AppKey[dict[str, int]] = web.AppKey("route_body_limits")
 #: bodies up to this are awaited whole at the edge (aiohttp's reader buffers 2 × 64 KiB before
 #: it pauses the socket); a longer or chunked one is read, with the same timeout, by read_body
 _AWAIT_BODY_MAX = 64 * 1024
@@ -325,6 +328,9 @@ async def _await_body(request: web.Request, rid: str) -> web.StreamResponse | No
     than allowed, 499 when the caller hung up."""
     length = request.content_length
     limit = request.app.get(MAX_BODY, _AWAIT_BODY_MAX)
+    routes = request.app.get(ROUTE_BODY_LIMITS)
+    if routes:
+        limit = routes.get(request.path, limit)
     if length is None:
         return None  # chunked: read_body reads it, with the same timeout
     if length > limit:
