@@ -99,13 +99,16 @@ class Core:
     redis: RedisClient | None = None
     coalescer: Coalescer | None = None
     readiness: list[tuple[str, Any]] = field(default_factory=list)
+    #: the trust-list (and deny-list) signing keys, their own purpose (docs/offline.md)
+    trust_ring: RingHolder | None = None
     records: Records | None = None
     #: GATEWAY_CRYPTO_SUITE=gm: the ES256 ring ID tokens are signed with (relying parties'
     #: OIDC libraries rarely do SM2); None = ID tokens come from the token ring.
     id_token_ring: RingHolder | None = None
 
     def rings(self) -> tuple[RingHolder, ...]:
-        return tuple(r for r in (self.token_ring, self.code_ring, self.id_token_ring) if r)
+        return tuple(r for r in (self.token_ring, self.code_ring, self.id_token_ring,
+                                 self.trust_ring) if r)
 
 
 CORE = web.AppKey("core", Core)
@@ -126,12 +129,14 @@ def ensure_keys(settings: Settings, clock: Clock) -> None:
     for one maximum lifetime. Production rings change only by `gateway keys rotate --alg`."""
     now = clock.now()
     token_alg, code_alg = suite_algs(settings)
-    for purpose, alg in (("token", token_alg), ("code", code_alg)):
+    # the trust list's own key follows the code suite: EdDSA, or SM2 for the 国密 suite
+    for purpose, alg in (("token", token_alg), ("code", code_alg), ("trust", code_alg)):
         files = KeyRingFiles(settings.keys_dir, purpose)
         if settings.is_sandbox:
             files.ensure(alg, now)
             max_life = (max(settings.gate_token_ttl_s, settings.access_token_ttl_s)
-                        if purpose == "token"
+                        if purpose == "token" else settings.trust_list_max_age_s
+                        if purpose == "trust"
                         else max(settings.code_ttl_s, settings.device_cert_ttl_s)
                         + settings.code_max_skew_s + 60)
             files.ensure_current_alg(alg, now, max_life)
@@ -151,6 +156,8 @@ def ensure_keys(settings: Settings, clock: Clock) -> None:
                    env_value=settings.data_key_b64)
     if settings.is_sandbox:
         demo_secrets(settings)
+        if not settings.admin_token:  # made here, before workers fork: they raced on its file
+            sandbox_admin_token(settings)
 
 
 def demo_secrets(settings: Settings) -> dict[str, Any]:
@@ -244,6 +251,8 @@ async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
                 token_ring=RingHolder(token_files, token_files.load()),
                 code_ring=RingHolder(code_files, code_files.load()),
                 single_use=single_use, clients=clients, redis=redis, coalescer=coalescer)
+    trust_files = KeyRingFiles(settings.keys_dir, "trust")
+    core.trust_ring = RingHolder(trust_files, trust_files.load())
     oidc_files = KeyRingFiles(settings.keys_dir, ID_TOKEN_PURPOSE)
     if settings.crypto_suite == "gm" and oidc_files.exists():
         core.id_token_ring = RingHolder(oidc_files, oidc_files.load())
@@ -267,6 +276,10 @@ async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
     app[TOKEN_SIGNER] = signer
     app[ACCESS_TOKENS] = access
     app[AUTHENTICATOR] = BearerAuthenticator(access, single_use, clock.now)
+    from gateway.authz.dpop import DpopVerifier  # RFC 9449 (issue 16)
+    from gateway.web.http import DPOP
+    app[DPOP] = DpopVerifier(single_use, core.data_keys.derive_key("dpop-nonce"), clock.now,
+                             settings.issuer)
     app[oauth.CLIENT_AUTH] = ClientAuthenticator(
         clients, single_use, settings.issuer, clock.now,
         settings.client_assertion_max_ttl_s)
@@ -486,7 +499,25 @@ async def _identity_ctx(app: web.Application) -> AsyncIterator[None]:
     settings, clock = core.settings, core.clock
     store: Any = (RedisIdentityStore(core.redis, settings.redis_prefix, core.coalescer)
                   if core.redis is not None else MemoryIdentityStore())
-    service = ids.IdentityService(store, clock, core.data_keys)
+    # --- card deny-list for offline gates (issue 14; gateway/services/revocations.py) ---
+    from gateway.adapters.memory_revocations import MemoryDenyListStore
+    from gateway.adapters.redis_revocations import RedisDenyListStore
+    from gateway.codec.offline import CardHash
+    from gateway.services.revocations import RevocationLists
+    from gateway.web import revocations as _revocations
+
+    deny_store: Any = (RedisDenyListStore(core.redis, settings.redis_prefix,
+                                          settings.deny_list_delta_events)
+                       if core.redis is not None
+                       else MemoryDenyListStore(settings.deny_list_delta_events))
+    assert core.trust_ring is not None
+    deny_lists = RevocationLists(
+        deny_store, core.trust_ring,
+        CardHash(core.data_keys.card_deny_salt, settings.card_hash_iterations), clock.now,
+        max_age_s=settings.deny_list_max_age_s)
+    app[_revocations.REVOCATIONS] = deny_lists
+    # --- end card deny-list ---
+    service = ids.IdentityService(store, clock, core.data_keys, deny_list=deny_lists)
     regions = settings.essc_regions
     policy = UpstreamPolicy(timeout_s=settings.upstream_timeout_s,
                             connect_timeout_s=min(1.0, settings.upstream_timeout_s))
@@ -526,7 +557,10 @@ async def _identity_ctx(app: web.Application) -> AsyncIterator[None]:
     app[PSAM] = psam
     app[_codes.CODES] = CodeService(
         code_ring=core.code_ring, data_keys=core.data_keys,
-        trust=TrustList(core.code_ring, core.token_ring, clock.now),
+        trust=TrustList(
+            core.code_ring, core.trust_ring, clock.now, scenes=lambda: app[_codes.SCENES],
+            max_age_s=settings.trust_list_max_age_s, code_max_skew_s=settings.code_max_skew_s,
+            endorsements=core.trust_ring.files.endorsements),
         identity=ids.GateIdentityAdapter(service), essc=essc, clock=clock,
         code_ttl_s=settings.code_ttl_s, refresh_in_s=settings.code_refresh_in_s)
     if settings.is_sandbox:
@@ -636,7 +670,9 @@ async def _login_ctx(app: web.Application) -> AsyncIterator[None]:
         alg=lambda: (core.id_token_ring or core.token_ring)().current().alg, issuer=s.issuer,
         clock=clock.now,
         access_ttl_s=s.access_token_ttl_s, verify_bearer=app[AUTHENTICATOR].verify,
-        require_number=s.login_require_number)
+        require_number=s.login_require_number,
+        pushed=(redis_oidc.RedisPushedRequestStore(core.redis, s.redis_prefix)
+                if core.redis is not None else memory_oidc.MemoryPushedRequestStore(clock)))
     app[_login.LOGIN] = service
     app[oauth.TOKENS].register(AuthorizationCodeGrant(service))
     app[oauth.TOKENS].register(RefreshTokenGrant(service))
@@ -739,7 +775,8 @@ async def _devices_ctx(app: web.Application) -> AsyncIterator[None]:
 
     service = DeviceService(
         store=store, single_use=core.single_use, code_ring=core.code_ring,
-        token_ring=core.token_ring, holder=core.data_keys.code_holder,
+        # signed like the trust list and the card deny-list: by the trust-list key gates pin
+        token_ring=core.trust_ring, holder=core.data_keys.code_holder,
         challenge_key=derive(master, "device-challenge"), clock=core.clock,
         cert_ttl_s=s.device_cert_ttl_s, max_devices=s.devices_max, flags_of=flags_of,
         suspended=identity.is_person_suspended)
@@ -792,6 +829,10 @@ def build_app(settings: Settings, clock: Clock | None = None) -> web.Application
     if settings.is_sandbox:
         _mount_sandbox(app, settings)
     # --- end identity + sandbox ---
+    # --- card deny-list for offline gates (issue 14; built in _identity_ctx) ---
+    from gateway.web import revocations as _revocations
+    _revocations.add_routes(app)
+    # --- end card deny-list ---
     # --- rate limits + overload shedding (issue 7; gateway/web/ratelimit.py) ---
     from gateway.web import ratelimit as _ratelimit
     _ratelimit.install(app, CORE)

@@ -139,6 +139,15 @@ class Settings:
     consent_policy_file: Path | None = None
     #: The scene catalogue (docs/scenes.md); None = the built-in gateway/data/scenes.json.
     scenes_file: Path | None = None
+    # offline gates: the signed trust list and card deny-list (docs/offline.md)
+    #: After issued_at + this, an offline gate refuses to verify with the trust list.
+    trust_list_max_age_s: int = 86_400
+    #: After issued_at + this, an offline gate refuses card taps on the deny-list it holds.
+    deny_list_max_age_s: int = 86_400
+    #: PBKDF2 iterations of the deny-list's card hash (a gate computes one per tap).
+    card_hash_iterations: int = 10_000
+    #: Deny-list changes kept for `?since=` deltas; an older `since` gets the full list.
+    deny_list_delta_events: int = 10_000
     # faults and overload (issue 12; docs/operations.md)
     #: connect and reply timeout of every Redis command (the gate path's pipe included)
     redis_timeout_s: float = 0.15
@@ -234,6 +243,12 @@ class Settings:
             psam_gate_keys_file=_path(e, "GATEWAY_PSAM_GATE_KEYS"),
             consent_policy_file=_path(e, "GATEWAY_CONSENT_POLICY"),
             scenes_file=_path(e, "GATEWAY_SCENES_FILE"),
+            trust_list_max_age_s=_int(e, "GATEWAY_TRUST_LIST_MAX_AGE_S", 86_400, 3600,
+                                      30 * 86_400),
+            deny_list_max_age_s=_int(e, "GATEWAY_DENY_LIST_MAX_AGE_S", 86_400, 600, 30 * 86_400),
+            card_hash_iterations=_int(e, "GATEWAY_CARD_HASH_ITERATIONS", 10_000, 1000, 1_000_000),
+            deny_list_delta_events=_int(e, "GATEWAY_DENY_LIST_DELTA_EVENTS", 10_000, 100,
+                                        1_000_000),
             redis_timeout_s=_int(e, "GATEWAY_REDIS_TIMEOUT_MS", 150, 10, 60000) / 1000,
             header_timeout_s=_int(e, "GATEWAY_HEADER_TIMEOUT_MS", 5000, 100, 300000) / 1000,
             body_timeout_s=_int(e, "GATEWAY_BODY_TIMEOUT_MS", 5000, 100, 300000) / 1000,

@@ -200,6 +200,9 @@ class GateSectors:
         self._now = now
         self._ttl = ttl_s
         self._cache: dict[str, tuple[float, str]] = {}
+        # one store read per gate at a time: the first burst of a fresh worker (hundreds of
+        # verifies of one gate) waited on hundreds of reads and as many new Redis
+        # connections, some of which timed out (issue 12)
         self._reading: dict[str, asyncio.Future[str | None]] = {}
 
     def cached(self, client_id: str) -> str | None:

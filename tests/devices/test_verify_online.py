@@ -14,6 +14,8 @@ import pytest
 from gateway.app import CORE
 from gateway.clock import FrozenClock
 from gateway.codec import Ed25519Signer, b45decode, b45encode, encode_certificate, encode_yk2
+from gateway.codec.jws import verify_compact
+from gateway.web.codes import CODES
 from loadtests.phone import Phone, PhoneError
 from tests.devices.conftest import (
     METRO_GATE,
@@ -203,14 +205,16 @@ async def test_revocation_list_is_signed_versioned_with_etag_and_deltas(gw: Gate
     doc = full["revocations"]
     assert [s["serial"] for s in doc["serials"]] == [a["serial"], b["serial"]]
     assert doc["version"] == 2 and doc["type"] == "device-revocations"
-    # the JWS is the document, signed with a key of /.well-known/jwks.json
+    # the JWS is the document, signed by the trust-list key gates pin (docs/offline.md §2),
+    # not by a token key of /.well-known/jwks.json
     jwks = await (await gw.client.get("/.well-known/jwks.json")).json()
     header = jwt.get_unverified_header(full["jws"])
     assert header["typ"] == "device-revocations+jwt"
-    key = next(k for k in jwks["keys"] if k["kid"] == header["kid"])
-    claims = jwt.decode(full["jws"], jwt.PyJWK(key).key, algorithms=[header["alg"]],
-                        options={"verify_aud": False})
-    assert claims == doc
+    assert header["kid"] not in {k["kid"] for k in jwks["keys"]}
+    anchor = gw.app[CODES].trust.signing_key()
+    _, payload = verify_compact(full["jws"], lambda kid: anchor if kid == anchor.kid else None,
+                                "device-revocations+jwt")
+    assert json.loads(payload) == doc
     r = await gw.client.get("/v1/revocations/devices", headers={"If-None-Match": etag})
     assert r.status == 304
     delta = await (await gw.client.get("/v1/revocations/devices?since=1")).json()
