@@ -204,10 +204,7 @@ class Gate:
         etag = etag_file.read_text("utf-8") if etag_file.exists() and self.trust else None
         r = self.client.trust_list(etag)
         if r.status == 304 and self.trust is not None:
-            self._sync_deny_list()
-            assert self.deny is not None
-            return SyncReport(self.trust.version, False, self.deny.version,
-                              len(self.deny.entries), self.anchor.kid)
+            return self._sync_lists(False)
         tl, signer = parse_trust_list(r.body, self.anchor)
         held = self.trust
         if held is not None and (tl.version < held.version or (
@@ -221,10 +218,14 @@ class Gate:
         new_etag = {k.lower(): v for k, v in r.headers.items()}.get("etag")
         if new_etag:
             _write_atomic(etag_file, new_etag.encode())
+        return self._sync_lists(changed)
+
+    def _sync_lists(self, trust_list_changed: bool) -> SyncReport:
+        """The card deny-list and the device deny-list, whatever the trust list did."""
         self._sync_deny_list()
         self._sync_device_list()
         assert self.trust is not None and self.deny is not None and self.devices is not None
-        return SyncReport(self.trust.version, changed, self.deny.version,
+        return SyncReport(self.trust.version, trust_list_changed, self.deny.version,
                           len(self.deny.entries), self.anchor.kid, self.devices.version,
                           len(self.devices.entries))
 
