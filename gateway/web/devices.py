@@ -27,6 +27,7 @@ __all__ = ["DEVICES", "add_routes", "devices_ctx"]
 log = structlog.get_logger("gateway.devices")
 
 DEVICES: Final = web.AppKey("devices", DeviceService)
+MAX_VERSION: Final = 2**63 - 1  # docs/openapi.yaml: the `since` parameter's maximum
 REFRESH_EVERY_S: Final = 1.0
 
 
@@ -72,8 +73,9 @@ async def revocations(request: web.Request) -> web.StreamResponse:
     """The device deny-list for gates (gate token, ``codes:verify``), like the card one."""
     await principal(request, kinds=("gate",), scope="codes:verify")
     raw = request.query.get("since")
-    if raw is not None and (not raw.isascii() or not raw.isdigit() or len(raw) > 19):
-        raise InvalidRequest("since must be a version number (a non-negative integer)")
+    if raw is not None and (not raw.isascii() or not raw.isdigit() or len(raw) > 19
+                            or int(raw) > MAX_VERSION):
+        raise InvalidRequest("since must be a version number (an integer 0 to 2^63-1)")
     body, etag, _ = await request.app[DEVICES].signed_revocations(
         None if raw is None else int(raw))
     # private: gates may cache it, shared caches may not (it is for authenticated gates)
