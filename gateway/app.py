@@ -779,7 +779,8 @@ async def _devices_ctx(app: web.Application) -> AsyncIterator[None]:
     service = DeviceService(
         store=store, single_use=core.single_use, code_ring=core.code_ring,
         # signed like the trust list and the card deny-list: by the trust-list key gates pin
-        token_ring=core.trust_ring, holder=core.data_keys.code_holder,
+        signing_ring=core.trust_ring, list_max_age_s=s.deny_list_max_age_s,
+        holder=core.data_keys.code_holder,
         challenge_key=derive(master, "device-challenge"), clock=core.clock,
         cert_ttl_s=s.device_cert_ttl_s, max_devices=s.devices_max, flags_of=flags_of,
         suspended=identity.is_person_suspended)
