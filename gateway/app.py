@@ -156,6 +156,8 @@ def ensure_keys(settings: Settings, clock: Clock) -> None:
                    env_value=settings.data_key_b64)
     if settings.is_sandbox:
         demo_secrets(settings)
+        if not settings.admin_token:  # made here, before workers fork: they raced on its file
+            sandbox_admin_token(settings)
 
 
 def demo_secrets(settings: Settings) -> dict[str, Any]:
@@ -274,6 +276,10 @@ async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
     app[TOKEN_SIGNER] = signer
     app[ACCESS_TOKENS] = access
     app[AUTHENTICATOR] = BearerAuthenticator(access, single_use, clock.now)
+    from gateway.authz.dpop import DpopVerifier  # RFC 9449 (issue 16)
+    from gateway.web.http import DPOP
+    app[DPOP] = DpopVerifier(single_use, core.data_keys.derive_key("dpop-nonce"), clock.now,
+                             settings.issuer)
     app[oauth.CLIENT_AUTH] = ClientAuthenticator(
         clients, single_use, settings.issuer, clock.now,
         settings.client_assertion_max_ttl_s)
@@ -411,9 +417,11 @@ async def open_records(core: Core, metrics: Any) -> Records:
         return Records(store, MemoryRecordingClaims(core.single_use, store), pool=pool)
     from gateway.adapters.redis_records import RedisOutbox, RedisRecordingClaims
 
+    epoch = core.single_use.epoch if isinstance(core.single_use, RedisSingleUse) else None
     claims = RedisRecordingClaims(core.coalescer, core.redis.script_load,
                                   prefix=s.redis_prefix, shards=s.transactions_outbox_shards,
-                                  bound=s.transactions_outbox_max, on_full=metrics.dropped)
+                                  bound=s.transactions_outbox_max, on_full=metrics.dropped,
+                                  epoch=epoch)
     await claims.load()
     assert s.redis_url is not None
     outbox_redis = connect(s.redis_url, cluster=s.redis_cluster, max_connections=2)
@@ -662,7 +670,9 @@ async def _login_ctx(app: web.Application) -> AsyncIterator[None]:
         alg=lambda: (core.id_token_ring or core.token_ring)().current().alg, issuer=s.issuer,
         clock=clock.now,
         access_ttl_s=s.access_token_ttl_s, verify_bearer=app[AUTHENTICATOR].verify,
-        require_number=s.login_require_number)
+        require_number=s.login_require_number,
+        pushed=(redis_oidc.RedisPushedRequestStore(core.redis, s.redis_prefix)
+                if core.redis is not None else memory_oidc.MemoryPushedRequestStore(clock)))
     app[_login.LOGIN] = service
     app[oauth.TOKENS].register(AuthorizationCodeGrant(service))
     app[oauth.TOKENS].register(RefreshTokenGrant(service))
@@ -853,7 +863,9 @@ def build_app(settings: Settings, clock: Clock | None = None) -> web.Application
     # --- end authorised login ---
     # --- the gate decision pipeline (gateway/services/gate.py, gateway/web/gate.py) ---
     from gateway.web import gate as _gate
+    from gateway.web import offline as _offline
     _gate.add_routes(app)
+    _offline.add_routes(app)  # offline uploads go through the same pipeline (issue 14)
     app.cleanup_ctx.append(_gate_ctx)  # after every feature it connects
     return app
 
@@ -862,9 +874,10 @@ async def _gate_ctx(app: web.Application) -> AsyncIterator[None]:
     """The gate decision pipeline (codes and card taps), and the consent feature's subject
     index connected to every place a subject is handed out (gate verify, ID tokens) — only for
     sectors with consent-capable RPs."""
-    from gateway.services.faces import CardFace, CodeFace
+    from gateway.services.faces import RETRY_GRACE_S, CardFace, CodeFace
     from gateway.services.gate import GatePipeline, GateSectors
     from gateway.services.identity import GateIdentityAdapter
+    from gateway.services.offline import OfflineUploads
     from gateway.services.subjects import SubjectLedger
     from gateway.web import codes as _codes
     from gateway.web import consents as _consents
@@ -872,9 +885,12 @@ async def _gate_ctx(app: web.Application) -> AsyncIterator[None]:
     from gateway.web import gate as _gate
     from gateway.web import identity as _identity
     from gateway.web import login as _login
+    from gateway.web import offline as _offline
 
     core = app[CORE]
     settings, clock = core.settings, core.clock
+    records = core.records
+    assert records is not None
     consents = app[_consents.CONSENTS]
     ledger = SubjectLedger(consents.remember_subject, core.clients.list,
                            lambda cid: bool(consents.policy.types_by_client.get(cid)),
@@ -884,9 +900,14 @@ async def _gate_ctx(app: web.Application) -> AsyncIterator[None]:
         scenes=app[_codes.SCENES], sectors=GateSectors(core.clients, clock.now),
         codes=CodeFace(lookup=app[_codes.CODES].trust.lookup, holder=core.data_keys.code_holder,
                        identity=identity, max_skew_s=settings.code_max_skew_s,
+                       offline_max_s=settings.offline_max_s,
                        device_revoked=app[_devices.DEVICES].revocations.is_revoked),
-        cards=CardFace(psam=app[PSAM], identity=identity, regions=settings.essc_regions),
-        single_use=core.single_use, identity=identity, data_keys=core.data_keys,
-        subject_seen=ledger.seen, count=app[METRICS].count, clock=clock)
+        cards=CardFace(psam=app[PSAM], identity=identity, regions=settings.essc_regions,
+                       max_age_s=settings.offline_max_s, max_skew_s=settings.code_max_skew_s),
+        claims=records.claims, identity=identity, data_keys=core.data_keys,
+        subject_seen=ledger.seen, count=app[METRICS].count, clock=clock,
+        deny_ttl_s=settings.offline_max_s + settings.code_max_skew_s + RETRY_GRACE_S)
+    app[_offline.OFFLINE] = OfflineUploads(app[_gate.GATE], records.claims, clock.now,
+                                           offline_max_s=settings.offline_max_s)
     app[_login.LOGIN].subject_seen = ledger.seen
     yield
