@@ -23,6 +23,7 @@ from gateway.app import CORE
 from gateway.authz.sm2jws import Sm2JwsAlgorithm
 from gateway.codec import VerificationKey, b45decode, decode, verify_code
 from gateway.codec.sm2 import Sm2PrivateKey, Sm2PublicKey
+from gateway.web.codes import CODES
 from tests.codes.conftest import (
     METRO_GATE,
     Gateway,
@@ -90,13 +91,15 @@ async def test_gm_gateway_issues_sm2_codes_that_verify_online_offline_and_in_ope
     assert decoded.claims.alg == "SM2" and code.startswith("YK1:")
     assert b45decode(code[4:])[1] == 3  # the alg byte
 
-    # offline: the trust list alone (its JWS checked with the JWKS's SM2 key)
+    # offline: the trust list alone (its JWS checked with the SM2 trust-list key a gate pins,
+    # docs/offline.md §2 - not a token key of the JWKS)
     body = await _trust_list(g)
     header = jwt.get_unverified_header(body["jws"])
     assert header["alg"] == "SM2"
     jwks = await (await g.client.get("/.well-known/jwks.json")).json()
-    tkey = next(k for k in jwks["keys"] if k["kid"] == header["kid"])
-    assert (tkey["kty"], tkey["crv"]) == ("EC", "SM2")
+    assert header["kid"] not in {k["kid"] for k in jwks["keys"]}
+    tkey = g.app[CODES].trust.signing_key().to_jwk()
+    assert tkey["kid"] == header["kid"] and (tkey["kty"], tkey["crv"]) == ("EC", "SM2")
     payload = jwt.api_jws.decode(body["jws"], Sm2JwsAlgorithm.from_jwk(tkey),
                                  algorithms=["SM2"])
     assert json.loads(payload) == body["trust_list"]
