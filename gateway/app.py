@@ -724,7 +724,8 @@ def _devices(app: web.Application, core: Core, identity: IdentityService) -> Dev
     service = DeviceService(
         store=core.stores.devices, single_use=core.single_use, code_ring=core.code_ring,
         # signed like the trust list and the card deny-list: by the trust-list key gates pin
-        token_ring=core.trust_ring, holder=core.data_keys.code_holder,
+        signing_ring=core.trust_ring, list_max_age_s=s.deny_list_max_age_s,
+        holder=core.data_keys.code_holder,
         challenge_key=core.data_keys.derive_key("device-challenge"), clock=core.clock,
         cert_ttl_s=s.device_cert_ttl_s, max_devices=s.devices_max, flags_of=flags_of,
         suspended=identity.is_person_suspended)
@@ -916,6 +917,7 @@ class DemoData:
                 jwks=(cred["public_jwk"],) if "public_jwk" in cred else (),
                 scopes=tuple(c.get("scopes") or DEFAULT_SCOPES[kind]),
                 sector=c.get("sector", ""), redirect_uris=tuple(c.get("redirect_uris") or ()),
+                post_logout_redirect_uris=tuple(c.get("post_logout_redirect_uris") or ()),
                 scene=c.get("scene"), operator=c.get("operator"), created_at=now))
         return out
 
@@ -932,6 +934,8 @@ class DemoData:
                          "sector": c.get("sector"), "scene": c.get("scene")}
                 if kind == "rp":   # what a newcomer needs to log in and ask for consent
                     entry["redirect_uris"] = list(c.get("redirect_uris") or ())
+                    entry["post_logout_redirect_uris"] = list(
+                        c.get("post_logout_redirect_uris") or ())
                     entry["certificate_types"] = sorted(allowed_types(c["client_id"]))
                 cred = self.secrets.get(c["client_id"], {})
                 if "client_secret" in cred:

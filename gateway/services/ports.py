@@ -183,7 +183,8 @@ class DeviceStore(Protocol):
 
     async def revoke_serials(self, serials: Sequence[tuple[str, int]], now: float) -> int:
         """Append serials (hex, not_after) to the revocation log and drop entries past
-        their window; the log's new version (unchanged when ``serials`` is empty)."""
+        their window; the log's new version — the time in ms, or the last version + 1 when
+        that is not larger (unchanged when ``serials`` is empty)."""
         ...
 
     async def revocations(self, since: int, now: float) -> tuple[int, list[RevokedSerial]]:

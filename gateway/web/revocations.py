@@ -18,14 +18,15 @@ from gateway.web.http import principal
 __all__ = ["REVOCATIONS", "add_routes"]
 
 REVOCATIONS: Final = web.AppKey("revocations", RevocationLists)
+_MAX_SINCE: Final = 2**63 - 1  # docs/openapi.yaml: int64
 
 
 def _since(request: web.Request) -> int | None:
     raw = request.query.get("since")
     if raw is None:
         return None
-    if not raw.isascii() or not raw.isdigit() or len(raw) > 19:
-        raise InvalidRequest("since must be a version number (a non-negative integer)")
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 19 or int(raw) > _MAX_SINCE:
+        raise InvalidRequest("since must be a version number (an integer 0 to 2^63-1)")
     return int(raw)
 
 

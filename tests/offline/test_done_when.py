@@ -3,8 +3,8 @@ a gateway (`python -m gateway serve`, sandbox, real Redis) and the gate SDK's co
 installed in a clean venv (`pip install sdk/`).
 
 The SDK syncs; the gateway is stopped; the SDK lets 100 fresh codes through offline and
-denies a replay and a lost card; the gateway comes back (the upload that confirms the 100, and
-the second gate's `double_use`, join when the upload endpoint has landed).
+denies a replay and a lost card; the gateway comes back; the upload confirms the 100; the same
+codes uploaded by a second gate come back `double_use`.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +139,13 @@ def test_offline_gate_done_when(tmp_path: Path, redis_url: str, sdk_venv: Path) 
                  for _ in range(100)]
         assert len(set(codes)) == 100
 
+        # the terminal's PSAM attests the lost card's tap (the sandbox plays the PSAM)
+        tap_rid, tap_at = "tap-lost-1", datetime.now(UTC).isoformat(
+            timespec="milliseconds").replace("+00:00", "Z")
+        mac = _http("POST", server.base + "/sandbox/v1/card-taps", {
+            "card_no": LOST_CARD, "gate_client_id": GATE_A, "request_id": tap_rid,
+            "scanned_at": tap_at})["terminal_mac"]
+
         server.stop()  # ---------------------------------------------------- offline
         with pytest.raises(OSError):
             _http("GET", server.base + "/healthz")
@@ -145,7 +153,8 @@ def test_offline_gate_done_when(tmp_path: Path, redis_url: str, sdk_venv: Path) 
         assert [r["decision"] for r in results] == ["allow"] * 100
         [replay] = a("verify", codes[17])
         assert (replay["decision"], replay["reason"]) == ("deny", "replayed")
-        [lost] = a("tap", LOST_CARD, "--region", "CQ", "--mac", "AAAA")
+        [lost] = a("tap", LOST_CARD, "--region", "CQ", "--mac", mac, "--request-id", tap_rid,
+                   "--scanned-at", tap_at)
         assert (lost["decision"], lost["reason"]) == ("deny", "revoked")
         # the second gate lets the same codes through too: its own replay cache is empty
         results_b = b("verify", "-", stdin="\n".join(codes) + "\n")
@@ -154,11 +163,24 @@ def test_offline_gate_done_when(tmp_path: Path, redis_url: str, sdk_venv: Path) 
         assert offline["error"] == "offline"
 
         server.start()  # --------------------------------------------------- back online
-        # the upload half waits for POST /v1/gates/offline-scans (h14rec's side of issue 14);
-        # until then the uploader is tested against the contract's shape
-        # (tests/offline/test_upload_contract.py)
-        [status] = a("status")
-        assert status["pending_upload"] == 102 and status["trust_list"]["usable"]
+        [up_a] = a("upload")
+        assert up_a["uploaded"] == 102 and up_a["remaining"] == 0
+        answers = [json.loads(line[9:]) for line in
+                   (tmp_path / GATE_A / "uploads.log").read_text().splitlines()]
+        by_rid = {x["request_id"]: x for x in answers}
+        assert [by_rid[r["request_id"]]["status"] for r in results] == ["confirmed"] * 100
+        assert by_rid[replay["request_id"]]["status"] == "double_use"
+        assert by_rid[replay["request_id"]]["first_use"]["gate"] == GATE_A
+        assert (by_rid[tap_rid]["status"], by_rid[tap_rid]["reason"]) == ("invalid", "revoked")
+        [again] = a("upload")
+        assert again["uploaded"] == 0  # resumed where it stopped: nothing twice
+
+        [up_b] = b("upload")
+        assert up_b["uploaded"] == 100
+        answers_b = [json.loads(line[9:]) for line in
+                     (tmp_path / GATE_B / "uploads.log").read_text().splitlines()]
+        assert [x["status"] for x in answers_b] == ["double_use"] * 100
+        assert {x["first_use"]["gate"] for x in answers_b} == {GATE_A}
     finally:
         if server.proc is not None:
             server.stop()
