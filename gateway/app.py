@@ -486,6 +486,7 @@ async def _consents_ctx(app: web.Application) -> AsyncIterator[None]:
         except _NotFound:
             return None
 
+    app[admin.AUDIT_LOG] = audit_log  # operator actions chain into the same log (issue 15)
     app[_consents.CONSENTS] = ConsentService(
         store=store, audit=AuditTrail(audit_log, clock.now), library=library,
         citizen_ids=citizen_ids, data_keys=core.data_keys, signer=app[TOKEN_SIGNER],
@@ -515,6 +516,11 @@ def build_app(settings: Settings, clock: Clock | None = None) -> web.Application
     # /metrics is per worker process (docs/performance.md): say which one answered
     Info("gateway_worker", "The worker process behind this /metrics answer",
          registry=registry).info({"pid": str(os.getpid())})
+    # --- issue 15: /metrics sums every worker (gateway/web/server_metrics.py) ---
+    from gateway.web import server_metrics as _server_metrics
+    _server_metrics.install(app, settings.metrics_dir, settings.metrics_flush_ms,
+                            settings.metrics_token)
+    # --- end issue 15 ---
     app[oauth.REVOCATION_HOOKS] = []
     app[oauth.INTROSPECTION_HOOKS] = []
     app.cleanup_ctx.append(_core_ctx)
@@ -525,6 +531,10 @@ def build_app(settings: Settings, clock: Clock | None = None) -> web.Application
     if settings.is_sandbox:
         _mount_sandbox(app, settings)
     # --- end identity + sandbox ---
+    # --- operator's view (issue 15; gateway/web/admin.py). Before the codes feature: its
+    # e-SSC key refresher starts in the background and must not run while this awaits ---
+    app.cleanup_ctx.append(_operator_ctx)
+    # --- end operator's view ---
     # --- rate limits + overload shedding (issue 7; gateway/web/ratelimit.py) ---
     from gateway.web import ratelimit as _ratelimit
     _ratelimit.install(app, CORE)
@@ -549,6 +559,83 @@ def build_app(settings: Settings, clock: Clock | None = None) -> web.Application
     # --- end authorised login ---
     app.cleanup_ctx.append(_subject_index_ctx)  # after every feature it connects
     return app
+
+
+# --- operator's view (issue 15; docs/operators.md) ---
+async def _operator_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The live scene catalogue, the venue registry and the named operators: shared stores
+    (Redis, or memory in a one-process sandbox), and a poller per worker that applies a new
+    catalogue or venue version within `ops_poll_ms` — one small read per store per poll."""
+    from gateway.adapters import memory_ops, redis_ops
+    from gateway.services.operators import Operators
+    from gateway.services.scenes import SceneCatalogue, catalogue_from_store
+    from gateway.services.venues import VenueIndex, VenueRegistry
+    from gateway.web import codes as _codes
+
+    core = app[CORE]
+    s, clock = core.settings, core.clock
+    scene_store: Any
+    venue_store: Any
+    if core.redis is not None:
+        scene_store = redis_ops.RedisSceneStore(core.redis, s.redis_prefix)
+        venue_store = redis_ops.RedisVenueStore(core.redis, s.redis_prefix)
+        operator_store: Any = redis_ops.RedisOperatorStore(core.redis, s.redis_prefix)
+    else:
+        scene_store, venue_store = memory_ops.MemorySceneStore(), memory_ops.MemoryVenueStore()
+        operator_store = memory_ops.MemoryOperatorStore()
+    scenes: SceneCatalogue = app[_codes.SCENES]
+    # The file seeds the store; scenes the store lacks (a new release's) are added to it.
+    built = [sc.to_json() for sc in scenes.all()]
+    for raw in built:
+        raw.pop("revision", None)
+        raw.pop("category", None)
+    if not await scene_store.seed(built):
+        _, held = await scene_store.snapshot()
+        known = {h["id"] for h in held}
+        for raw in built:
+            if raw["id"] not in known:
+                await scene_store.put(raw, 0, {"updated_by": "seed", "updated_at": clock.now()})
+
+    async def reload_scenes() -> None:
+        scenes.swap(await catalogue_from_store(scene_store))
+
+    await reload_scenes()
+    if s.is_sandbox and await venue_store.version() == 0:
+        demo = json.loads((DATA_DIR / "venues.json").read_text("utf-8"))
+        await venue_store.put_many([{"status": "active", "address": "", **v}
+                                    for v in demo["venues"]])
+        for gate, venue in demo["gates"].items():
+            await venue_store.assign_gate(gate, venue)
+    index = VenueIndex()
+    await index.refresh(venue_store)
+    app[METRICS].district_of = index.district_of  # /metrics labels by district
+    admin_token = app.get(admin.ADMIN_TOKEN) if s.is_sandbox else None
+    app[admin.OPERATORS] = Operators(operator_store, clock.now, bootstrap_token=admin_token)
+    app[admin.SCENE_STORE] = scene_store
+    app[admin.ADMIN_SCENES] = scenes
+    app[admin.SCENES_RELOAD] = reload_scenes
+    app[admin.VENUES] = VenueRegistry(venue_store, scenes)
+    app[admin.VENUE_INDEX] = index
+
+    async def follow() -> None:
+        while True:
+            await asyncio.sleep(s.ops_poll_ms / 1000)
+            try:
+                if str(await scene_store.version()) != scenes.version:
+                    await reload_scenes()
+                    log.info("scenes.reloaded", version=scenes.version)
+                await index.refresh(venue_store)
+            except Exception as exc:  # noqa: BLE001 - keep serving what we have, retry
+                log.warning("ops.follow_failed", error=type(exc).__name__)
+
+    follower = asyncio.ensure_future(follow())
+    try:
+        yield
+    finally:
+        follower.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await follower
+# --- end operator's view ---
 
 
 async def _subject_index_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -142,7 +142,8 @@ async def verify(request: web.Request) -> web.StreamResponse:
     decision = await service.verify_code(code, scene, gate, request_id, scanned_at)
     metrics = request.app.get(METRICS)
     if metrics is not None:
-        metrics.decision(decision.face or "none", decision.decision, decision.reason)
+        metrics.decision(decision.face or "none", decision.decision, decision.reason, scene,
+                         gate.client_id)
     return no_store_json(decision.to_json_bytes())
 
 

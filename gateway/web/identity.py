@@ -116,7 +116,8 @@ async def verify_card(request: web.Request) -> web.StreamResponse:
         tap, scene, gate.client_id, await _sector(request, gate.client_id))
     metrics = request.app.get(METRICS)
     if metrics is not None:
-        metrics.decision("ssc_card", decision["decision"], decision["reason"])
+        metrics.decision("ssc_card", decision["decision"], decision["reason"], scene.id,
+                         gate.client_id)
     return no_store_json(decision)
 
 

@@ -41,7 +41,15 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    body = generate_latest(request.app[REGISTRY])
+    # --- issue 15: one scrape sums every worker; token-protected when configured ---
+    from gateway.web import server_metrics
+
+    server_metrics.check_token(request)
+    registry = request.app.get(server_metrics.SERVER_REGISTRY)
+    if registry is None or request.query.get("worker") == "self":
+        registry = request.app[REGISTRY]
+    # --- end issue 15 ---
+    body = generate_latest(registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
