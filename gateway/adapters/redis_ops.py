@@ -29,6 +29,9 @@ if redis.call('HEXISTS', KEYS[1], '__v') == 1 then return 0 end
 local ids = cjson.decode(ARGV[1])
 for i, id in ipairs(ids) do
   redis.call('HSET', KEYS[1], 's:' .. id, ARGV[i + 1], 'r:' .. id, 1)
+  redis.call('DEL', KEYS[i + 1])
+  redis.call('LPUSH', KEYS[i + 1], '{"revision":1,"scene":' .. ARGV[i + 1] ..
+             ',"meta":{"updated_by":"seed","updated_at":null}}')
 end
 redis.call('HSET', KEYS[1], '__order', ARGV[1], '__v', 1)
 return 1
@@ -98,7 +101,8 @@ class RedisSceneStore:
     async def seed(self, scenes: Sequence[Mapping[str, Any]]) -> bool:
         ids = [str(s["id"]) for s in scenes]
         docs = [_json(_bare(s)) for s in scenes]
-        return int(await self._seed(keys=[self.key], args=[_json(ids), *docs])) == 1
+        return int(await self._seed(keys=[self.key, *(self._hist + i for i in ids)],
+                                    args=[_json(ids), *docs])) == 1
 
     async def snapshot(self) -> tuple[int, list[dict[str, Any]]]:
         raw = {_s(k): _s(v) for k, v in (await self._r.hgetall(self.key)).items()}
