@@ -534,6 +534,10 @@ def build_app(settings: Settings, clock: Clock | None = None) -> web.Application
     # --- operator's view (issue 15; gateway/web/admin.py). Before the codes feature: its
     # e-SSC key refresher starts in the background and must not run while this awaits ---
     app.cleanup_ctx.append(_operator_ctx)
+    from gateway.web import dashboard as _dashboard
+    from gateway.web import stats as _stats
+    _stats.add_routes(app)
+    _dashboard.add_routes(app)
     # --- end operator's view ---
     # --- rate limits + overload shedding (issue 7; gateway/web/ratelimit.py) ---
     from gateway.web import ratelimit as _ratelimit
@@ -567,10 +571,14 @@ async def _operator_ctx(app: web.Application) -> AsyncIterator[None]:
     (Redis, or memory in a one-process sandbox), and a poller per worker that applies a new
     catalogue or venue version within `ops_poll_ms` — one small read per store per poll."""
     from gateway.adapters import memory_ops, redis_ops
+    from gateway.authz.datakeys import derive
     from gateway.services.operators import Operators
     from gateway.services.scenes import SceneCatalogue, catalogue_from_store
+    from gateway.services.stats import Statistics
     from gateway.services.venues import VenueIndex, VenueRegistry
     from gateway.web import codes as _codes
+    from gateway.web import dashboard as _dashboard
+    from gateway.web import stats as _stats
 
     core = app[CORE]
     s, clock = core.settings, core.clock
@@ -616,6 +624,9 @@ async def _operator_ctx(app: web.Application) -> AsyncIterator[None]:
     app[admin.SCENES_RELOAD] = reload_scenes
     app[admin.VENUES] = VenueRegistry(venue_store, scenes)
     app[admin.VENUE_INDEX] = index
+    app[_stats.STATS] = Statistics(memory_ops.MemoryStatsStore(), scenes)
+    app[_dashboard.SESSION_KEY] = derive(load_data_master_key(
+        s.keys_dir, create=False, env_value=s.data_key_b64), "dashboard-session")
 
     async def follow() -> None:
         while True:

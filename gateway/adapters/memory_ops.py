@@ -123,3 +123,37 @@ class MemoryOperatorStore:
 
     async def ping(self) -> None:
         return None
+
+
+class MemoryStatsStore:
+    """The roll-up tables in memory (sandbox): one dict per day."""
+
+    def __init__(self) -> None:
+        self._days: dict[str, dict[tuple[str, ...], Any]] = {}
+
+    async def add(self, rows: Mapping[Any, Any]) -> None:
+        from gateway.services.stats import Rollup
+
+        for key, row in rows.items():
+            day = self._days.setdefault(key[0], {})
+            acc = day.get(key)
+            if acc is None:
+                acc = day[key] = Rollup()
+            acc.add(row)
+
+    async def rows(self, first_day: str, last_day: str, district: str | None = None,
+                   scene: str | None = None) -> list[tuple[Any, Any]]:
+        out = []
+        for day in sorted(d for d in self._days if first_day <= d <= last_day):
+            for key, row in self._days[day].items():
+                if (district is None or key[1] == district) and \
+                        (scene is None or key[2] == scene):
+                    out.append((key, row))
+        return out
+
+    async def clear_from(self, first_day: str) -> int:
+        gone = [d for d in self._days if d >= first_day]
+        n = sum(len(self._days[d]) for d in gone)
+        for d in gone:
+            del self._days[d]
+        return n

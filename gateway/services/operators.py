@@ -19,7 +19,11 @@ with role admin — only in the sandbox.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
+import hmac
+import json
 import re
 import secrets
 from collections.abc import Callable, Mapping
@@ -39,6 +43,14 @@ PERMISSIONS: Final[Mapping[str, frozenset[str]]] = {
 TOKEN_PREFIX: Final = "gwop_"
 BOOTSTRAP_NAME: Final = "sandbox-bootstrap"
 _NAME = re.compile(r"^[a-z][a-z0-9._-]{1,47}$")
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 def hash_token(token: str) -> str:
@@ -123,6 +135,36 @@ class Operators:
             raise Unauthorized("Not an operator token",
                                headers={"WWW-Authenticate":
                                         'Bearer realm="gateway-admin", error="invalid_token"'})
+        return Operator(record["name"], record["role"])
+
+    # -- dashboard sessions: a signed cookie naming the operator and the token it signed in
+    # with; every request re-reads the operator, so disabling one ends its sessions at once
+    def open_session(self, op: Operator, token: str, key: bytes, ttl_s: int) -> str:
+        body = json.dumps({"n": op.name, "t": hash_token(token)[:32],
+                           "e": int(self._now()) + ttl_s}, separators=(",", ":")).encode()
+        mac = hmac.new(key, body, hashlib.sha256).digest()
+        return _b64(body) + "." + _b64(mac)
+
+    async def from_session(self, cookie: str, key: bytes) -> Operator:
+        try:
+            body_b64, mac_b64 = cookie.split(".", 1)
+            body = _unb64(body_b64)
+            mac = _unb64(mac_b64)
+        except (ValueError, binascii.Error):
+            raise Unauthorized("Sign in again") from None
+        if not hmac.compare_digest(mac, hmac.new(key, body, hashlib.sha256).digest()):
+            raise Unauthorized("Sign in again")
+        claims = json.loads(body)
+        if int(claims["e"]) < self._now():
+            raise Unauthorized("The session has expired: sign in again")
+        if claims["n"] == BOOTSTRAP_NAME and self._bootstrap_hash is not None:
+            if hmac.compare_digest(claims["t"], self._bootstrap_hash[:32]):
+                return Operator(BOOTSTRAP_NAME, "admin")
+            raise Unauthorized("Sign in again")
+        record = await self.store.get(str(claims["n"]))
+        if record is None or record.get("disabled") or not hmac.compare_digest(
+                str(record.get("token_hash", ""))[:32], str(claims["t"])):
+            raise Unauthorized("Sign in again")
         return Operator(record["name"], record["role"])
 
     @staticmethod
