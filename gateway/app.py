@@ -38,7 +38,9 @@ from gateway.authz.tokens import AccessTokens, JwtSigner
 from gateway.clock import Clock, SystemClock
 from gateway.ports import ClientStore, SingleUse
 from gateway.services.auth import BearerAuthenticator
+from gateway.services.records import RecordingClaims, RecordStore
 from gateway.services.tokens import ClientCredentialsGrant, TokenService
+from gateway.services.upstream import PsamAttestation
 from gateway.settings import Settings
 from gateway.web import admin, meta, oauth
 from gateway.web.http import (
@@ -92,6 +94,7 @@ class Core:
     redis: RedisClient | None = None
     coalescer: Coalescer | None = None
     readiness: list[tuple[str, Any]] = field(default_factory=list)
+    records: Records | None = None
 
 
 CORE = web.AppKey("core", Core)
@@ -182,7 +185,8 @@ async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
     redis: RedisClient | None = None
     coalescer: Coalescer | None = None
     if settings.redis_url:
-        redis = connect(settings.redis_url, cluster=settings.redis_cluster)
+        redis = connect(settings.redis_url, cluster=settings.redis_cluster,
+                        timeout_s=settings.redis_timeout_s)
         if isinstance(redis, RedisCluster):
             # learn the slot map before concurrent use (redis-py's lazy set-up races)
             await redis.initialize()
@@ -198,6 +202,7 @@ async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
                 single_use=single_use, clients=clients, redis=redis, coalescer=coalescer)
     if redis is not None:
         core.readiness.append(("redis", redis.ping))
+    core.records = await open_records(core, app[METRICS_RECORDS])
     app[CORE] = core
 
     if settings.is_sandbox:
@@ -213,7 +218,7 @@ async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
     app[ACCESS_TOKENS] = access
     app[AUTHENTICATOR] = BearerAuthenticator(access, single_use, clock.now)
     app[oauth.CLIENT_AUTH] = ClientAuthenticator(
-        clients, single_use, (settings.issuer, f"{settings.issuer}/oauth2/token"), clock.now,
+        clients, single_use, settings.issuer, clock.now,
         settings.client_assertion_max_ttl_s)
     tokens = TokenService()
     tokens.register(ClientCredentialsGrant(access, settings.gate_token_ttl_s,
@@ -223,24 +228,16 @@ async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
     app[meta.ISSUER] = settings.issuer
     app[meta.JWKS] = lambda: core.token_ring().jwks(clock.now())
     app[meta.READINESS] = core.readiness
+    app[meta.READYZ_TIMEOUT] = settings.readyz_timeout_s
     app[admin.CLIENT_STORE] = clients
     app[admin.NOW] = clock.now
     admin_token = settings.admin_token or (sandbox_admin_token(settings)
                                            if settings.is_sandbox else None)
     if admin_token:
         app[admin.ADMIN_TOKEN] = admin_token
-    # --- codes, trust list, scenes (issue 3; gateway/web/codes.py) ---
-    from gateway.services.codes import CodeService as _CodeService
     from gateway.services.scenes import SceneCatalogue as _SceneCatalogue
-    from gateway.services.trustlist import TrustList as _TrustList
     from gateway.web import codes as _codes
     app[_codes.SCENES] = _SceneCatalogue.load(settings.scenes_file or DATA_DIR / "scenes.json")
-    app[_codes.CODES] = _CodeService(
-        code_ring=core.code_ring, data_keys=data_keys, single_use=single_use,
-        scenes=app[_codes.SCENES], trust=_TrustList(core.code_ring, core.token_ring, clock.now),
-        clients=clients, clock=clock, code_ttl_s=settings.code_ttl_s,
-        max_skew_s=settings.code_max_skew_s, refresh_in_s=settings.code_refresh_in_s)
-    # --- end codes ---
 
     reloader = asyncio.ensure_future(_reload_rings(core))
     try:
@@ -249,10 +246,100 @@ async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
         reloader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reloader
+        if core.records is not None:
+            await core.records.aclose()
         if coalescer is not None:
             await coalescer.aclose()
         if redis is not None:
             await redis.aclose()
+
+
+# --- transaction records (issue 14; gateway/services/records.py, docs/records.md) ---
+@dataclass
+class Records:
+    """The record store, the claims that append to it, and (with Redis) the outbox."""
+
+    store: RecordStore
+    claims: RecordingClaims
+    outbox: Any = None  # RedisOutbox when the records go through Redis
+    pool: Any = None    # the asyncpg pool behind a PostgreSQL store
+    outbox_redis: Any = None  # the exporter's own Redis client (raw XRANGE replies)
+
+    async def aclose(self) -> None:
+        if self.pool is not None:
+            await self.pool.close()
+        if self.outbox_redis is not None:
+            await self.outbox_redis.aclose()
+
+
+async def open_records(core: Core, metrics: Any) -> Records:
+    """No I/O to PostgreSQL here: the pool connects on first use, so a gateway starts (and
+    gates pass) while PostgreSQL is down; the outbox holds the records meanwhile."""
+    from gateway.adapters.memory_records import MemoryRecordingClaims, MemoryRecordStore
+    from gateway.services.records import UnrecordedClaims
+
+    s = core.settings
+    store: RecordStore
+    pool = None
+    if s.database_url:
+        from gateway.adapters.postgres_records import PostgresRecordStore, connect_pool
+
+        pool = await connect_pool(s.database_url, min_size=0)
+        store = PostgresRecordStore(pool)
+    else:
+        store = MemoryRecordStore()
+    if not s.transactions_enabled:
+        return Records(store, UnrecordedClaims(core.single_use), pool=pool)
+    if core.redis is None or core.coalescer is None:
+        assert isinstance(core.single_use, MemorySingleUse)
+        return Records(store, MemoryRecordingClaims(core.single_use, store), pool=pool)
+    from gateway.adapters.redis_records import RedisOutbox, RedisRecordingClaims
+
+    claims = RedisRecordingClaims(core.coalescer, core.redis.script_load,
+                                  prefix=s.redis_prefix, shards=s.transactions_outbox_shards,
+                                  bound=s.transactions_outbox_max, on_full=metrics.dropped)
+    await claims.load()
+    assert s.redis_url is not None
+    outbox_redis = connect(s.redis_url, cluster=s.redis_cluster, max_connections=2)
+    if isinstance(outbox_redis, RedisCluster):
+        await outbox_redis.initialize()
+    outbox = RedisOutbox(outbox_redis, prefix=s.redis_prefix,
+                         shards=s.transactions_outbox_shards, bound=s.transactions_outbox_max)
+    return Records(store, claims, outbox=outbox, pool=pool, outbox_redis=outbox_redis)
+
+
+async def _records_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The exporter: in every worker, working only while it holds the lock (one at a time
+    across workers and hosts); on shutdown it finishes its step and lets the lock go."""
+    from gateway.adapters.redis_records import RedisExporterLock
+    from gateway.services.records import Exporter
+    from gateway.web import transactions as _transactions
+
+    core = app[CORE]
+    records = core.records
+    assert records is not None
+    app[_transactions.RECORD_STORE] = records.store
+    if records.outbox is None or core.redis is None:
+        yield
+        return
+    s = core.settings
+    exporter = Exporter(records.outbox, records.store,
+                        RedisExporterLock(core.redis, prefix=s.redis_prefix),
+                        batch_size=s.transactions_export_batch,
+                        retention_s=s.transactions_retention_days * 86400.0,
+                        now=core.clock.now, metrics=app[METRICS_RECORDS])
+    app[EXPORTER] = exporter
+    stop = asyncio.Event()
+    task = asyncio.ensure_future(exporter.run(stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        try:
+            await asyncio.wait_for(task, 10)
+        except TimeoutError:
+            log.warning("transactions.exporter_stop_timeout")
+# --- end transaction records ---
 
 
 async def _reload_rings(core: Core, every_s: float = 2.0) -> None:
@@ -277,9 +364,10 @@ async def _identity_ctx(app: web.Application) -> AsyncIterator[None]:
     from gateway.adapters.sandbox import ESSC_ISSUER_PREFIX, YKB_ISSUER, PsamSandbox
     from gateway.adapters.upstream import EsscPlatformClient, UpstreamPolicy, YkbClient
     from gateway.services import identity as ids
-    from gateway.services.scenes import SceneCatalogue
+    from gateway.services.codes import CodeService
     from gateway.services.tokens import ResidentRef, TokenExchangeGrant
-    from gateway.services.upstream import PsamAttestation, UpstreamIdentity
+    from gateway.services.trustlist import TrustList
+    from gateway.services.upstream import UpstreamIdentity
     from gateway.web import codes as _codes
     from gateway.web import identity as _identity
 
@@ -320,22 +408,24 @@ async def _identity_ctx(app: web.Application) -> AsyncIterator[None]:
 
     app[oauth.TOKENS].register(TokenExchangeGrant(
         app[ACCESS_TOKENS], core.data_keys, core.single_use, router, resolve_person,
-        clock.now, settings.access_token_ttl_s))
-    scenes = (app[_codes.SCENES] if _codes.SCENES in app
-              else SceneCatalogue.load(settings.scenes_file or DATA_DIR / "scenes.json"))
+        clock.now, settings.access_token_ttl_s, is_suspended=service.person_suspended))
     app[_identity.IDENTITY] = service
     app[admin.ADMIN_IDENTITY] = service
     app[_identity.LINKS] = ids.Links(service, router, core.single_use)
-    app[_identity.CARD_TAPS] = ids.CardTaps(service, psam, core.single_use, regions=regions)
-    app[_identity.IDENTITY_SCENES] = scenes
-    app[_identity.IDENTITY_CLIENTS] = core.clients
-    if _codes.CODES in app:
-        codes_service = app[_codes.CODES]
-        if codes_service.identity is None:
-            codes_service.identity = ids.CodeIdentityAdapter(service)
-        if codes_service.essc is None:
-            codes_service.essc = essc
+    app[PSAM] = psam
+    app[_codes.CODES] = CodeService(
+        code_ring=core.code_ring, data_keys=core.data_keys,
+        trust=TrustList(core.code_ring, core.token_ring, clock.now),
+        identity=ids.GateIdentityAdapter(service), essc=essc, clock=clock,
+        code_ttl_s=settings.code_ttl_s, refresh_in_s=settings.code_refresh_in_s)
     if settings.is_sandbox:
+        # The sandbox's e-SSC platform is served by this server, which does not listen yet:
+        # its code keys are taken in-process at start (the refresher follows over HTTP).
+        from gateway.web import sandbox as _sandbox_web
+        if _sandbox_web.ESSC in app:
+            platform: Any = app[_sandbox_web.ESSC]  # gateway.adapters.sandbox.EsscSandbox
+            app[_codes.CODES].trust.set_essc_keys(
+                [k for r in settings.essc_regions for k in platform.code_jwks(r)])
         residents_doc = json.loads((DATA_DIR / "residents.json").read_text("utf-8"))
         report = await service.sync(ids.registry_entries(residents_doc))
         log.info("identity.demo_residents", persons=report.persons, created=report.created)
@@ -388,6 +478,11 @@ def _mount_sandbox(app: web.Application, settings: Settings) -> None:
                          "auth_method": c.get("auth_method", "client_secret_basic"),
                          "scopes": list(c.get("scopes") or DEFAULT_SCOPES[kind]),
                          "sector": c.get("sector"), "scene": c.get("scene")}
+                if kind == "rp":   # what a newcomer needs to log in and ask for consent
+                    from gateway.web import consents as _consents
+                    entry["redirect_uris"] = list(c.get("redirect_uris") or ())
+                    entry["certificate_types"] = sorted(
+                        app[_consents.CONSENTS].policy.allowed_types(c["client_id"]))
                 cred = secrets_.get(c["client_id"], {})
                 if "client_secret" in cred:
                     entry["client_secret"] = cred["client_secret"]
@@ -464,8 +559,9 @@ async def _consents_ctx(app: web.Application) -> AsyncIterator[None]:
     settings, clock = core.settings, core.clock
     store: Any = (RedisConsentStore(core.redis, settings.redis_prefix, core.coalescer)
                   if core.redis is not None else MemoryConsentStore(clock))
-    audit_log: Any = (RedisAuditLog(core.redis, settings.redis_prefix)
-                      if core.redis is not None else MemoryAuditLog())
+    chain_key = core.data_keys.audit_chain_key
+    audit_log: Any = (RedisAuditLog(core.redis, settings.redis_prefix, chain_key=chain_key)
+                      if core.redis is not None else MemoryAuditLog(chain_key))
     policy_file = settings.consent_policy_file  # JSON {client_id: [certificate types]}
     policy = (ConsentPolicy(types_by_client={
         k: frozenset(v) for k, v in json.loads(Path(policy_file).read_text("utf-8")).items()})
@@ -491,17 +587,73 @@ async def _consents_ctx(app: web.Application) -> AsyncIterator[None]:
         store=store, audit=AuditTrail(audit_log, clock.now), library=library,
         citizen_ids=citizen_ids, data_keys=core.data_keys, signer=app[TOKEN_SIGNER],
         clients=core.clients, issuer=settings.issuer, clock=clock.now, policy=policy)
+    exporter = None
+    if settings.audit_checkpoint_file is not None:   # signed heads, outside Redis (issue 16)
+        from gateway.adapters.redis_audit import CheckpointExporter
+        exporter = CheckpointExporter(audit_log, app[TOKEN_SIGNER], settings.issuer,
+                                      settings.audit_checkpoint_file,
+                                      settings.audit_checkpoint_interval_s, clock.now)
+        exporter.start()
     try:
         yield
     finally:
+        if exporter is not None:
+            await exporter.stop()
         await session.close()
 # --- end consents ---
+
+
+# --- device-bound codes (issue 18; gateway/services/devices.py, gateway/web/devices.py) ---
+async def _devices_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Device store (Redis when configured), the enrolment service (code key ring signs the
+    certificates; holder and fare flags sealed as in YK1:), and suspension → device
+    revocations. Before the gate pipeline's context: it reads the device revocation view."""
+    from gateway.adapters.memory_devices import MemoryDeviceStore
+    from gateway.adapters.redis_devices import RedisDeviceStore
+    from gateway.authz.datakeys import derive
+    from gateway.errors import NotFound as _NotFound
+    from gateway.services.codes import SEALABLE, seal_attributes
+    from gateway.services.devices import DeviceService
+    from gateway.web import devices as _devices
+    from gateway.web import identity as _identity
+
+    core = app[CORE]
+    s = core.settings
+    identity = app[_identity.IDENTITY]
+    store: Any = (RedisDeviceStore(core.redis, s.redis_prefix) if core.redis is not None
+                  else MemoryDeviceStore())
+    master = load_data_master_key(s.keys_dir, create=s.is_sandbox, env_value=s.data_key_b64)
+
+    async def flags_of(person_id: str) -> int:
+        try:
+            return seal_attributes(await identity.disclose(person_id, tuple(SEALABLE)))
+        except _NotFound:
+            return 0
+
+    service = DeviceService(
+        store=store, single_use=core.single_use, code_ring=core.code_ring,
+        token_ring=core.token_ring, holder=core.data_keys.code_holder,
+        challenge_key=derive(master, "device-challenge"), clock=core.clock,
+        cert_ttl_s=s.device_cert_ttl_s, max_devices=s.devices_max, flags_of=flags_of,
+        suspended=identity.is_person_suspended)
+    app[_devices.DEVICES] = service
+
+    async def on_suspend(person_id: str, suspended: bool) -> None:
+        if suspended:
+            await service.suspend(person_id)
+
+    identity.suspension_hooks.append(on_suspend)
+    yield
+# --- end device-bound codes ---
 
 
 SETTINGS = web.AppKey("settings", Settings)
 CLOCK = web.AppKey("clock", Clock)
 TOKEN_SIGNER = web.AppKey("token_signer", JwtSigner)
+PSAM = web.AppKey("psam", PsamAttestation)
 ACCESS_TOKENS = web.AppKey("access_tokens", AccessTokens)
+METRICS_RECORDS: web.AppKey[Any] = web.AppKey("record_metrics")
+EXPORTER: web.AppKey[Any] = web.AppKey("exporter")
 
 
 def build_app(settings: Settings, clock: Clock | None = None) -> web.Application:
@@ -524,6 +676,12 @@ def build_app(settings: Settings, clock: Clock | None = None) -> web.Application
     app[oauth.REVOCATION_HOOKS] = []
     app[oauth.INTROSPECTION_HOOKS] = []
     app.cleanup_ctx.append(_core_ctx)
+    # --- transaction records (issue 14) ---
+    from gateway.web import transactions as _transactions
+    app[METRICS_RECORDS] = _transactions.RecordMetrics(registry)
+    app.cleanup_ctx.append(_records_ctx)
+    _transactions.add_routes(app)
+    # --- end transaction records ---
     # --- identity + sandbox (issue 4) ---
     from gateway.web import identity as _identity
     app.cleanup_ctx.append(_identity_ctx)
@@ -551,6 +709,12 @@ def build_app(settings: Settings, clock: Clock | None = None) -> web.Application
     app.cleanup_ctx.append(_codes.codes_ctx)
     _codes.add_routes(app)
     # --- end codes ---
+    # --- device-bound codes (issue 18; gateway/services/devices.py, gateway/web/devices.py) ---
+    from gateway.web import devices as _devices
+    app.cleanup_ctx.append(_devices_ctx)
+    app.cleanup_ctx.append(_devices.devices_ctx)
+    _devices.add_routes(app)
+    # --- end device-bound codes ---
     # --- consents + audit (issue 6) ---
     from gateway.web import consents as _consents
     app.cleanup_ctx.append(_consents_ctx)
@@ -561,7 +725,10 @@ def build_app(settings: Settings, clock: Clock | None = None) -> web.Application
     app.cleanup_ctx.append(_login_ctx)
     _login.add_routes(app)
     # --- end authorised login ---
-    app.cleanup_ctx.append(_subject_index_ctx)  # after every feature it connects
+    # --- the gate decision pipeline (gateway/services/gate.py, gateway/web/gate.py) ---
+    from gateway.web import gate as _gate
+    _gate.add_routes(app)
+    app.cleanup_ctx.append(_gate_ctx)  # after every feature it connects
     return app
 
 
@@ -624,7 +791,23 @@ async def _operator_ctx(app: web.Application) -> AsyncIterator[None]:
     app[admin.SCENES_RELOAD] = reload_scenes
     app[admin.VENUES] = VenueRegistry(venue_store, scenes)
     app[admin.VENUE_INDEX] = index
-    app[_stats.STATS] = Statistics(memory_ops.MemoryStatsStore(), scenes)
+    statistics = Statistics(memory_ops.MemoryStatsStore(), scenes)
+    app[_stats.STATS] = statistics
+    record_store = core.records.store if core.records is not None else None
+    cursor: list[str | None] = [None]
+
+    async def catch_up() -> None:
+        """Roll up the records written since the last call (the record store's cursor)."""
+        if record_store is None:
+            return
+        while True:
+            page = await record_store.page(cursor[0], 5000)
+            if not page.records:
+                return
+            await statistics.ingest([r for _, r in page.records], index.gates)
+            cursor[0] = page.next_cursor
+
+    app[_stats.STATS_CATCH_UP] = catch_up
     app[_dashboard.SESSION_KEY] = derive(load_data_master_key(
         s.keys_dir, create=False, env_value=s.data_key_b64), "dashboard-session")
 
@@ -636,6 +819,7 @@ async def _operator_ctx(app: web.Application) -> AsyncIterator[None]:
                     await reload_scenes()
                     log.info("scenes.reloaded", version=scenes.version)
                 await index.refresh(venue_store)
+                await catch_up()
             except Exception as exc:  # noqa: BLE001 - keep serving what we have, retry
                 log.warning("ops.follow_failed", error=type(exc).__name__)
 
@@ -649,21 +833,35 @@ async def _operator_ctx(app: web.Application) -> AsyncIterator[None]:
 # --- end operator's view ---
 
 
-async def _subject_index_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Connect the consent feature's subject index to every place a subject is handed out
-    (code verify, card verify, ID tokens) — only for sectors with consent-capable RPs."""
+async def _gate_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The gate decision pipeline (codes and card taps), and the consent feature's subject
+    index connected to every place a subject is handed out (gate verify, ID tokens) — only for
+    sectors with consent-capable RPs."""
+    from gateway.services.faces import CardFace, CodeFace
+    from gateway.services.gate import GatePipeline, GateSectors
+    from gateway.services.identity import GateIdentityAdapter
     from gateway.services.subjects import SubjectLedger
     from gateway.web import codes as _codes
     from gateway.web import consents as _consents
+    from gateway.web import devices as _devices
+    from gateway.web import gate as _gate
     from gateway.web import identity as _identity
     from gateway.web import login as _login
 
     core = app[CORE]
+    settings, clock = core.settings, core.clock
     consents = app[_consents.CONSENTS]
     ledger = SubjectLedger(consents.remember_subject, core.clients.list,
                            lambda cid: bool(consents.policy.types_by_client.get(cid)),
-                           core.clock.now)
-    app[_codes.CODES].subject_seen = ledger.seen
-    app[_identity.CARD_TAPS].subject_seen = ledger.seen
+                           clock.now)
+    identity = GateIdentityAdapter(app[_identity.IDENTITY])
+    app[_gate.GATE] = GatePipeline(
+        scenes=app[_codes.SCENES], sectors=GateSectors(core.clients, clock.now),
+        codes=CodeFace(lookup=app[_codes.CODES].trust.lookup, holder=core.data_keys.code_holder,
+                       identity=identity, max_skew_s=settings.code_max_skew_s,
+                       device_revoked=app[_devices.DEVICES].revocations.is_revoked),
+        cards=CardFace(psam=app[PSAM], identity=identity, regions=settings.essc_regions),
+        single_use=core.single_use, identity=identity, data_keys=core.data_keys,
+        subject_seen=ledger.seen, count=app[METRICS].count, clock=clock)
     app[_login.LOGIN].subject_seen = ledger.seen
     yield

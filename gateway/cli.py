@@ -1,4 +1,5 @@
-"""`gateway` — the operator's command: serve, keys, clients, gates, audit, identity.
+"""`gateway` — the operator's command: serve, keys, clients, gates, audit, identity,
+transactions.
 
 `gateway serve --workers N` runs N processes sharing one port (SO_REUSEPORT), each on uvloop;
 SIGTERM/SIGINT stop accepting, drain in-flight requests for up to GATEWAY_SHUTDOWN_TIMEOUT_S,
@@ -17,10 +18,12 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from gateway.adapters.keyfiles import KeyFileError
 from gateway.settings import Settings, SettingsError
+from gateway.timefmt import rfc3339_s
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -42,11 +45,14 @@ async def _serve_worker(settings: Settings) -> None:
 
     from gateway.app import build_app
     from gateway.web import lane
+    from gateway.web.edge import edge_runner
 
     log = structlog.get_logger("gateway.serve")
     app = build_app(settings)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False,
-                           shutdown_timeout=settings.shutdown_timeout_s)
+    # the edge (issue 12): header/body/keep-alive timeouts, per-address connection caps, our
+    # answer to malformed requests
+    runner = edge_runner(app, settings, access_log=None, handle_signals=False,
+                         shutdown_timeout=settings.shutdown_timeout_s)
     await runner.setup()
     lane.install(runner)  # the gate's verification skips the router's dispatch (issue 7)
     site = web.TCPSite(runner, settings.host, settings.port, reuse_port=True, backlog=2048)
@@ -179,6 +185,9 @@ def cmd_keys(args: argparse.Namespace) -> int:
             max_life = args.max_lifetime_s or (
                 max(settings.gate_token_ttl_s, settings.access_token_ttl_s, 86400 * 30)
                 if p == "token" else settings.code_ttl_s + settings.code_max_skew_s + 60)
+            if p == "code" and not args.max_lifetime_s:  # it signed device certificates too
+                max_life = max(max_life, settings.device_cert_ttl_s + settings.code_max_skew_s
+                               + 60)
             ring = KeyRingFiles(settings.keys_dir, p).rotate(now, max_life, args.alg)
             print(f"{p}: current key is now {ring.current().kid}")
             asyncio.run(_host_audit(settings, "keys.rotated", f"keys:{p}",
@@ -192,7 +201,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
         for k in files.load().keys:
             until = ""
             if k.verify_until:
-                stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(k.verify_until))
+                stamp = rfc3339_s(k.verify_until)
                 until = f" verifies until {stamp}"
             print(f"{p}\t{k.kid}\t{k.alg}\t{k.state}{until}")
     return 0
@@ -331,8 +340,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extra_commands(sub: Any) -> None:
     """Commands of the identity and audit features (registered here, implemented there)."""
-    a = sub.add_parser("audit", help="verify or read the hash-chained audit log")
-    a.add_argument("audit_cmd", choices=["verify", "list"])
+    a = sub.add_parser("audit", help="verify, read or checkpoint the hash-chained audit log")
+    a.add_argument("audit_cmd", choices=["verify", "list", "checkpoint"])
+    a.add_argument("--checkpoint", type=Path, default=None, metavar="FILE",
+                   help="verify: also check the chain against the signed checkpoints in FILE")
+    a.add_argument("--out", type=Path, default=None, metavar="FILE",
+                   help="checkpoint: append the signed head to FILE (default: print it)")
     a.add_argument("--from", dest="from_seq", type=int, default=0,
                    help="list: first seq (default: the last --count entries)")
     a.add_argument("--count", type=int, default=100, help="list: how many entries (max 10000)")
@@ -341,6 +354,11 @@ def _extra_commands(sub: Any) -> None:
     i.add_argument("identity_cmd", choices=["sync"])
     i.add_argument("path", help="JSON file of persons and credentials (docs/identity.md)")
     i.set_defaults(func=cmd_identity)
+    t = sub.add_parser("transactions", help="export or prune the transaction records "
+                                            "(PostgreSQL, GATEWAY_DATABASE_URL)")
+    t.add_argument("transactions_cmd", choices=["export", "prune"])
+    t.add_argument("--after", help="export: the cursor of the last record already read")
+    t.set_defaults(func=cmd_transactions)
 
 
 # ---------------------------------------------------------------- operators, venues (issue 15)
@@ -382,13 +400,14 @@ async def _host_audit(settings: Settings, action: str, target: str, **detail: An
     """Append a host command's action to the audit log (when there is a durable one)."""
     if not settings.redis_url:
         return
-    from gateway.adapters.redis_audit import RedisAuditLog
+    from gateway.adapters.redis_audit import RedisAuditLog, _chain_key
     from gateway.adapters.redis_store import connect
     from gateway.services.operators import OperatorAudit
 
     redis = connect(settings.redis_url, cluster=settings.redis_cluster)
+    log = RedisAuditLog(redis, settings.redis_prefix, chain_key=_chain_key(settings))
     try:
-        await OperatorAudit(RedisAuditLog(redis, settings.redis_prefix), time.time).record(
+        await OperatorAudit(log, time.time).record(
             _host_actor(), action, target, detail=detail)
     finally:
         await redis.aclose()
@@ -469,16 +488,29 @@ def cmd_venues(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from gateway.adapters.redis_audit import audit_list_main, audit_verify_main
+    from gateway.adapters.redis_audit import (
+        audit_checkpoint_main,
+        audit_list_main,
+        audit_verify_main,
+    )
 
     if args.audit_cmd == "list":
         return int(audit_list_main(_settings(args), args.from_seq, args.count))
-    return int(audit_verify_main(_settings(args)))
+    if args.audit_cmd == "checkpoint":
+        return int(audit_checkpoint_main(_settings(args), args.out))
+    return int(audit_verify_main(_settings(args), args.checkpoint))
+
+
+def cmd_transactions(args: argparse.Namespace) -> int:
+    from gateway.adapters.postgres_records import export_main, prune_main
+
+    s = _settings(args)
+    if args.transactions_cmd == "prune":
+        return prune_main(s.database_url, s.transactions_retention_days)
+    return export_main(s.database_url, args.after)
 
 
 def cmd_identity(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from gateway.adapters.redis_identity import sync_registry
 
     processed = sync_registry(_settings(args), Path(args.path))

@@ -57,11 +57,35 @@ def _path(env: Mapping[str, str], name: str) -> Path | None:
     return Path(raw) if raw else None
 
 
+def _database_url(env: Mapping[str, str]) -> str | None:
+    raw = env.get("GATEWAY_DATABASE_URL")
+    if not raw:
+        return None
+    if not raw.startswith(("postgresql://", "postgres://")):
+        raise SettingsError("GATEWAY_DATABASE_URL must be a postgresql:// URL")
+    return raw
+
+
 def _regions(raw: str) -> tuple[str, ...]:
     regions = tuple(r.strip().upper() for r in raw.split(",") if r.strip())
     if not regions or not all(len(r) == 2 and r.isalpha() for r in regions):
         raise SettingsError("GATEWAY_ESSC_REGIONS must be two-letter region codes, e.g. CQ,SC")
     return regions
+
+
+def _proxies(raw: str) -> tuple[str, ...]:
+    import ipaddress
+
+    out = []
+    for part in (p.strip() for p in raw.split(",")):
+        if not part:
+            continue
+        try:
+            out.append(str(ipaddress.ip_network(part, strict=False)))
+        except ValueError:
+            raise SettingsError("GATEWAY_TRUSTED_PROXIES must be a comma-separated list of IP "
+                                f"addresses or CIDR networks, got {part!r}") from None
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -87,9 +111,10 @@ class Settings:
     access_token_ttl_s: int = 600
     gate_token_ttl_s: int = 3600
     client_assertion_max_ttl_s: int = 300
-    #: Number matching on scan-to-login: when true, approving needs the number the browser
-    #: shows; when false (CONTRACT: approve has no body), a number the app sends must still match.
-    login_require_number: bool = False
+    #: Number matching on scan-to-login: when true (the default), approving needs the number
+    #: the browser shows and the scan answer lists the choices; when false, no choices are
+    #: offered and the approval needs no body (a number the app sends must still match).
+    login_require_number: bool = True
     # sandbox
     demo_data: Path | None = None
     upstream_timeout_s: float = 2.0
@@ -117,6 +142,37 @@ class Settings:
     #: How often each worker writes its snapshot (a scrape sums the others' last snapshots).
     metrics_flush_ms: int = 500
     # --- end operator's view ---
+    # faults and overload (issue 12; docs/operations.md)
+    #: connect and reply timeout of every Redis command (the gate path's pipe included)
+    redis_timeout_s: float = 0.15
+    #: a request's header block must arrive within this after its first byte / the connection
+    header_timeout_s: float = 5.0
+    #: a request's body must arrive within this after its headers
+    body_timeout_s: float = 5.0
+    #: an idle keep-alive connection is closed after this
+    keepalive_timeout_s: float = 30.0
+    #: open connections per client address (0 = unlimited); trusted proxies are not capped
+    max_connections_per_ip: int = 256
+    #: proxies whose X-Forwarded-For names the client (CIDRs)
+    trusted_proxies: tuple[str, ...] = ()
+    #: /readyz answers within this, whatever the stores do
+    readyz_timeout_s: float = 0.5
+    #: Where the signed audit checkpoints go (docs/audit.md); None = not exported by the server.
+    audit_checkpoint_file: Path | None = None
+    audit_checkpoint_interval_s: int = 300
+    # device-bound codes (docs/devices.md)
+    device_cert_ttl_s: int = 86400
+    devices_max: int = 3
+    # offline gates and transaction records (docs/records.md)
+    #: How old a scan's `scanned_at` may be when it reaches the gateway (buffered by a gate
+    #: during a network drop, or uploaded); older is `expired`. Claims live this much longer.
+    offline_max_s: int = 900
+    database_url: str | None = field(default=None, repr=False)
+    transactions_enabled: bool = True
+    transactions_retention_days: int = 400
+    transactions_outbox_max: int = 2_000_000
+    transactions_outbox_shards: int = 4
+    transactions_export_batch: int = 5000
 
     @property
     def is_sandbox(self) -> bool:
@@ -163,7 +219,7 @@ class Settings:
             access_token_ttl_s=_int(e, "GATEWAY_ACCESS_TOKEN_TTL_S", 600, 60, 3600),
             gate_token_ttl_s=_int(e, "GATEWAY_GATE_TOKEN_TTL_S", 3600, 60, 86400),
             client_assertion_max_ttl_s=_int(e, "GATEWAY_CLIENT_ASSERTION_MAX_TTL_S", 300, 30, 3600),
-            login_require_number=_bool(e, "GATEWAY_LOGIN_REQUIRE_NUMBER", False),
+            login_require_number=_bool(e, "GATEWAY_LOGIN_REQUIRE_NUMBER", True),
             demo_data=Path(e["GATEWAY_DEMO_DATA"]) if e.get("GATEWAY_DEMO_DATA") else None,
             upstream_timeout_s=_int(e, "GATEWAY_UPSTREAM_TIMEOUT_MS", 2000, 50, 60000) / 1000,
             redis_cluster=_bool(e, "GATEWAY_REDIS_CLUSTER", False),
@@ -181,6 +237,28 @@ class Settings:
             metrics_token=e.get("GATEWAY_METRICS_TOKEN") or None,
             metrics_dir=_path(e, "GATEWAY_METRICS_DIR"),
             metrics_flush_ms=_int(e, "GATEWAY_METRICS_FLUSH_MS", 500, 50, 10000),
+            redis_timeout_s=_int(e, "GATEWAY_REDIS_TIMEOUT_MS", 150, 10, 60000) / 1000,
+            header_timeout_s=_int(e, "GATEWAY_HEADER_TIMEOUT_MS", 5000, 100, 300000) / 1000,
+            body_timeout_s=_int(e, "GATEWAY_BODY_TIMEOUT_MS", 5000, 100, 300000) / 1000,
+            keepalive_timeout_s=_int(e, "GATEWAY_KEEPALIVE_TIMEOUT_S", 30, 1, 3600),
+            max_connections_per_ip=_int(e, "GATEWAY_MAX_CONNECTIONS_PER_IP", 256, 0, 1_000_000),
+            trusted_proxies=_proxies(e.get("GATEWAY_TRUSTED_PROXIES") or ""),
+            readyz_timeout_s=_int(e, "GATEWAY_READYZ_TIMEOUT_MS", 500, 10, 60000) / 1000,
+            audit_checkpoint_file=_path(e, "GATEWAY_AUDIT_CHECKPOINT_FILE"),
+            audit_checkpoint_interval_s=_int(e, "GATEWAY_AUDIT_CHECKPOINT_INTERVAL_S", 300, 1,
+                                             86400),
+            device_cert_ttl_s=_int(e, "GATEWAY_DEVICE_CERT_TTL_S", 86400, 300, 86400),
+            devices_max=_int(e, "GATEWAY_DEVICES_MAX", 3, 1, 10),
+            offline_max_s=_int(e, "GATEWAY_OFFLINE_MAX_S", 900, 0, 86400),
+            database_url=_database_url(e),
+            transactions_enabled=_bool(e, "GATEWAY_TRANSACTIONS_ENABLED", True),
+            transactions_retention_days=_int(e, "GATEWAY_TRANSACTIONS_RETENTION_DAYS", 400,
+                                             1, 36600),
+            transactions_outbox_max=_int(e, "GATEWAY_TRANSACTIONS_OUTBOX_MAX", 2_000_000,
+                                         1000, 100_000_000),
+            transactions_outbox_shards=_int(e, "GATEWAY_TRANSACTIONS_OUTBOX_SHARDS", 4, 1, 64),
+            transactions_export_batch=_int(e, "GATEWAY_TRANSACTIONS_EXPORT_BATCH", 5000,
+                                           100, 50_000),
         )
         s.validate()
         return s
@@ -204,3 +282,17 @@ class Settings:
                                 ("GATEWAY_PSAM_GATE_KEYS", self.psam_gate_keys_file)):
                 if not value:
                     raise SettingsError(f"GATEWAY_ENV=production needs {name}")
+            for name, url in (("GATEWAY_YKB_URL", self.ykb_url),
+                              ("GATEWAY_ESSC_URL", self.essc_url),
+                              ("GATEWAY_CERTLIB_URL", self.certlib_url)):
+                # these serve the key sets that verify upstream assertions and e-SSC codes,
+                # and the certificates themselves: never over plain http in production
+                if url is not None and not url.startswith("https://"):
+                    raise SettingsError(f"{name} must be an https:// URL in production")
+            if not self.transactions_enabled:
+                raise SettingsError("GATEWAY_ENV=production refuses "
+                                    "GATEWAY_TRANSACTIONS_ENABLED=false: every scan is recorded")
+            if not self.database_url:
+                raise SettingsError(
+                    "GATEWAY_ENV=production needs GATEWAY_DATABASE_URL: the transaction "
+                    "records (fare clearing) live in PostgreSQL")

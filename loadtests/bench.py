@@ -4,7 +4,9 @@ same worker count for every server:
   (a) aiohttp POST no-op                         — the baseline of every ratio
   (b) bare "decode + verify + SET NX" handler    — the reference of the verify target
   (c) gateway POST /v1/codes/verify: allow (fresh pre-issued codes, each used once),
-      deny replayed / malformed (junk) / bad_signature
+      deny replayed / malformed (junk) / bad_signature; allow for device-bound ``YK2:`` codes
+      (two signature checks: certificate, then device key; docs/devices.md), interleaved
+      with the YK1: allow rounds, and their ratio
   (d) gateway POST /v1/codes (issuance)
   (e) gateway POST /oauth2/token (client_credentials) and POST /oauth2/introspect
 
@@ -370,14 +372,16 @@ def gateway_env(redis_url: str, keys_dir: Path, port: int, workers: int) -> dict
             "GATEWAY_LOG_FORMAT": "json", "GATEWAY_LOG_LEVEL": "info",
             "GATEWAY_CODE_TTL_S": "60",
             "GATEWAY_RATELIMIT_GATE": UNLIMITED, "GATEWAY_RATELIMIT_APP_ISSUE": UNLIMITED,
-            "GATEWAY_RATELIMIT_RESIDENT": UNLIMITED, "GATEWAY_RATELIMIT_RP": UNLIMITED}
+            "GATEWAY_RATELIMIT_RESIDENT": UNLIMITED, "GATEWAY_RATELIMIT_RP": UNLIMITED,
+            "GATEWAY_RATELIMIT_OAUTH_IP": UNLIMITED}
 
 
 def sealed_attributes(base: str, keys: Any, resident_token: str) -> dict[str, Any] | None:
     """What POST /v1/codes seals in this resident's codes (read back from one real code), so
     the pre-issued codes are the ones the gateway itself would issue."""
+    from gateway.authz.datakeys import HolderCipher
     from gateway.codec import decode
-    from gateway.services.codes import SEALABLE, HolderCipher, open_attributes
+    from gateway.services.codes import SEALABLE, open_attributes
     from loadtests import seed
 
     status, body = seed.http_json("POST", f"{base}/v1/codes", body={"face": "ykm"},
@@ -460,7 +464,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     wopts = {"threads": t, "connections": c, "duration_s": d}
     results: dict[str, Result] = {}
     n_rounds = args.rounds
-    rounds: dict[str, list[Result]] = {"bare_verify_allow": [], "verify_allow": []}
+    rounds: dict[str, list[Result]] = {"bare_verify_allow": [], "verify_allow": [],
+                                       "verify_allow_yk2": []}
     codes_cap = args.codes_per_second * d
     junk_file = seed.write_lines(work / "junk.txt", seed.junk_codes(5000))
 
@@ -544,9 +549,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         {**venv, "WRK_CODES": str(f_allow), "WRK_EXPECT": '"allow"'},
                         **wopts, **gw_cpu))
                     f_allow.unlink()
+
+                    yk2_rounds = rounds["verify_allow_yk2"]
+                    n = codes_for_run(codes_cap, d, [r.expected_rps for r in yk2_rounds])
+                    say(f"(c) verify allow YK2:, round {i}/{n_rounds}: making {n} codes")
+                    f_yk2 = seed.write_lines(work / f"gw-yk2-{i}.txt", seed.issue_device_codes(
+                        keys, n, person_id, attributes=attributes))
+                    yk2_rounds.append(run_wrk(
+                        wrk, f"verify_allow_yk2#{i}", base, "verify.lua",
+                        {**venv, "WRK_CODES": str(f_yk2), "WRK_EXPECT": '"allow"'},
+                        **wopts, **gw_cpu))
+                    f_yk2.unlink()
                 bare_stack.close()  # the bare server is done: stop it
                 results["bare_verify_allow"] = median_result("bare_verify_allow", bare_rounds)
                 results["verify_allow"] = median_result("verify_allow", gw_rounds)
+                results["verify_allow_yk2"] = median_result("verify_allow_yk2",
+                                                            rounds["verify_allow_yk2"])
 
                 say("(c) verify deny: replayed")
                 # The replayed code is claimed once here first, so every answer of the run must be
@@ -617,10 +635,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if w != 2 or c != 64:
         targets[0].goal += " (target defined for 2 workers, 64 connections)"
     bare_cpu_req, gw_cpu_req = bare.server_cpu_us_per_req, va.server_cpu_us_per_req
+    yk2 = results["verify_allow_yk2"]
     info = [{"name": "per-request CPU ratio bare / gateway (server process trees, us/req, "
                      f"medians of {n_rounds} rounds)",
              "value": round(bare_cpu_req / gw_cpu_req, 3) if bare_cpu_req and gw_cpu_req
-             else None}]
+             else None},
+            {"name": f"YK2: / YK1: verify allows/s (medians of {n_rounds} interleaved rounds, "
+                     "same run; YK2: checks two signatures)",
+             "value": round(yk2.expected_rps / va.expected_rps, 3) if va.expected_rps
+             else None},
+            {"name": "YK2: / YK1: server CPU per allow (us/req, medians)",
+             "value": round(yk2.server_cpu_us_per_req / gw_cpu_req, 3)
+             if yk2.server_cpu_us_per_req and gw_cpu_req else None}]
     if bare.expected_rps and bare.expected_rps < TARGET_VERIFY_RPS:
         # Say it plainly: the absolute target is above the reference on this machine.
         info.append({"name": "the bare decode+verify+SET NX reference itself (no auth, limits, "

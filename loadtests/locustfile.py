@@ -16,6 +16,11 @@ resident tokens with the gateway's own key when the sandbox's HTTP flow is absen
                     scans junk.
 * `ResidentUser`  — a resident app refreshing its code every `refresh_in` seconds (POST
                     /v1/codes); the fresh codes feed the gates.
+* `PhoneUser`     — a phone with device-bound codes (loadtests/phone.py, docs/devices.md):
+                    enrols once (POST /v1/devices/challenge + POST /v1/devices), then makes a
+                    `YK2:` code offline every 20 s (no request) for the gates to scan, and
+                    renews its certificate when due. At most GATEWAY_DEVICES_MAX phones per
+                    demo resident: a phone refused 409 stops.
 * `LoginUser`     — OIDC scan-to-login: /oauth2/authorize page → QR read back (zxing-cpp) →
                     scan → approve with the matched number → poll → code redeemed with PKCE.
 * `ConsentUser`   — a service-hall RP fetching the status of a consent the resident approved
@@ -177,6 +182,52 @@ class ResidentUser(FastHttpUser):
                 return
             FRESH.append(resp.json()["code"])
             resp.success()
+
+
+class PhoneUser(FastHttpUser):
+    """A phone making device-bound codes on its own (module docstring)."""
+
+    weight = 1
+    wait_time = constant_pacing(20)
+
+    def on_start(self) -> None:
+        from loadtests.phone import Phone
+
+        s = seeded(self.host)
+        tokens = s["residents"]
+        if not tokens:
+            raise RuntimeError("seeding produced no resident token")
+        self.auth = {"Authorization": f"Bearer {tokens[next(_COUNTER) % len(tokens)]}"}
+        self.phone = Phone.new("EdDSA" if next(_COUNTER) % 2 else "ES256")
+        if not self._enrol():
+            raise StopUser()
+
+    def _enrol(self) -> bool:
+        with self.client.post("/v1/devices/challenge", headers=self.auth,
+                              name="device challenge", catch_response=True) as resp:
+            if resp.status_code != 201:
+                _fail(resp, "device challenge")
+                return False
+            challenge = resp.json()["challenge"]
+            resp.success()
+        with self.client.post("/v1/devices", json=self.phone.enrolment_body(challenge),
+                              headers=self.auth, name="device enrol",
+                              catch_response=True) as resp:
+            if resp.status_code == 409:  # this resident has the maximum: expected, stop
+                resp.success()
+                return False
+            if resp.status_code not in (200, 201):
+                _fail(resp, "device enrol")
+                return False
+            self.phone.accept(resp.json())
+            resp.success()
+        return True
+
+    @task
+    def show_offline_code(self) -> None:
+        if self.phone.needs_renewal():
+            self._enrol()
+        FRESH.append(self.phone.make_code())
 
 
 class LoginUser(FastHttpUser):

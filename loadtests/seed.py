@@ -69,8 +69,9 @@ def issue_codes(keys: GatewayKeys, n: int, person_id: str, lifetime_s: int = 60,
     """`n` fresh ykm codes for one person, each with its own nonce (each usable once), made as
     POST /v1/codes makes them: `attributes` (the person's concession and adult flag) sealed in
     the code's flags, so gates of fare scenes read no identity record."""
+    from gateway.authz.datakeys import HolderCipher
     from gateway.codec import encode_ykm
-    from gateway.services.codes import HolderCipher, seal_attributes
+    from gateway.services.codes import seal_attributes
 
     signer = keys.code_signer()
     cipher = HolderCipher(keys.data_keys.code_holder_key)
@@ -83,6 +84,36 @@ def issue_codes(keys: GatewayKeys, n: int, person_id: str, lifetime_s: int = 60,
         out.append(encode_ykm(holder=holder, issued_at=now, lifetime_s=lifetime_s,
                               signer=signer, nonce=nonce, flags=sealed))
     return out
+
+
+def issue_device_codes(keys: GatewayKeys, n: int, person_id: str, lifetime_s: int = 60,
+                       issued_at: int | None = None,
+                       attributes: dict[str, object] | None = None,
+                       device_alg: str = "EdDSA") -> list[str]:
+    """`n` fresh ``YK2:`` codes of one phone (docs/devices.md): a device certificate made as
+    POST /v1/devices makes it (the gateway's code key; holder and `attributes` sealed with the
+    serial as IV), then the reference phone's own signing with counters 1..n (each usable
+    once). The device key is new for every call."""
+    import os
+
+    from gateway.authz.datakeys import HolderCipher
+    from gateway.codec import encode_certificate, encode_yk2, normalise_device_key
+    from gateway.codec import raw_public_key as _raw
+    from gateway.services.codes import seal_attributes
+    from loadtests.phone import Phone
+
+    phone = Phone.new(device_alg)
+    now = int(time.time()) if issued_at is None else issued_at
+    serial = os.urandom(12)
+    flags = seal_attributes(dict(attributes)) if attributes is not None else 0
+    holder, sealed = HolderCipher(keys.data_keys.code_holder_key).seal(person_id, serial, flags)
+    cert = encode_certificate(
+        signer=keys.code_signer(), device_alg=device_alg,
+        device_key=normalise_device_key(device_alg, _raw(phone.signer.public_key())),
+        serial=serial, holder=holder, flags=sealed, not_before=now - 60,
+        not_after=now + 86400 - 60)
+    return [encode_yk2(certificate=cert, issued_at=now, lifetime_s=lifetime_s, counter=i,
+                       signer=phone.signer) for i in range(1, n + 1)]
 
 
 class _ForgedSigner:

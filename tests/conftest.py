@@ -47,3 +47,16 @@ async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
         yield client
     finally:
         await client.aclose()
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """A private PostgreSQL server for the session (or GATEWAY_TEST_DATABASE_URL)."""
+    from tests.postgres_server import session_database_url
+
+    url, server = session_database_url()
+    try:
+        yield url
+    finally:
+        if server is not None:
+            server.remove()

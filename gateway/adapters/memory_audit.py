@@ -10,7 +10,8 @@ from gateway.services.audit import GENESIS, chain_entry
 
 
 class MemoryAuditLog:
-    def __init__(self) -> None:
+    def __init__(self, chain_key: bytes) -> None:
+        self.chain_key = chain_key
         self._entries: list[dict[str, Any]] = []
         self._by_subject: dict[str, list[int]] = {}
 
@@ -18,7 +19,7 @@ class MemoryAuditLog:
         # No await between reading the head and appending: atomic on one event loop.
         seq, prev = (len(self._entries),
                      self._entries[-1]["hash"] if self._entries else GENESIS)
-        entry = chain_entry(event, seq + 1, ts, prev)
+        entry = chain_entry(event, seq + 1, ts, prev, self.chain_key)
         self._entries.append(entry)
         if entry.get("subject"):
             self._by_subject.setdefault(entry["subject"], []).append(entry["seq"])

@@ -104,25 +104,25 @@ class MemoryRefreshStore:
         return Family.from_fields(family_id, f)
 
     async def rotate(self, family_id: str, presented_hash: str, new_hash: str, now: float,
-                     grace_s: float) -> str:
+                     grace_s: float, successor: str = "") -> tuple[str, str | None]:
         fam = self._f.get(family_id)
         if fam is None or "client_id" not in fam:
-            return UNKNOWN
+            return UNKNOWN, None
         if fam.get("revoked") == "1":
-            return REVOKED
+            return REVOKED, None
         tok = self._t.get(f"{family_id}:{presented_hash}")
         if tok is None:
-            return UNKNOWN
+            return UNKNOWN, None
         ttl = self._ttl(fam)
         if tok["state"] == "active":
-            tok["state"], tok["spent_at"] = "spent", repr(now)
+            tok["state"], tok["spent_at"], tok["next"] = "spent", repr(now), successor
             self._t.set(f"{family_id}:{new_hash}", {"state": "active"}, ttl)
-            return ROTATED
+            return ROTATED, None
         if now - float(tok["spent_at"]) < grace_s:
-            self._t.set(f"{family_id}:{new_hash}", {"state": "active"}, ttl)
-            return GRACE
+            return GRACE, tok.get("next") or None
         fam["revoked"] = "1"
-        return REUSED
+        tok.pop("next", None)
+        return REUSED, None
 
     async def token_state(self, family_id: str, token_hash: str) -> str | None:
         tok = self._t.get(f"{family_id}:{token_hash}")

@@ -126,13 +126,14 @@ class MemoryOperatorStore:
 
 
 class MemoryStatsStore:
-    """The roll-up tables in memory (sandbox): one dict per day."""
+    """The roll-up tables in memory (sandbox): rows and sketches, one dict per day."""
 
     def __init__(self) -> None:
         self._days: dict[str, dict[tuple[str, ...], Any]] = {}
+        self._sketches: dict[str, dict[tuple[str, ...], bytearray]] = {}
 
-    async def add(self, rows: Mapping[Any, Any]) -> None:
-        from gateway.services.stats import Rollup
+    async def add(self, rows: Mapping[Any, Any], sketches: Mapping[Any, Any]) -> None:
+        from gateway.services.stats import Rollup, hll_merge
 
         for key, row in rows.items():
             day = self._days.setdefault(key[0], {})
@@ -140,6 +141,12 @@ class MemoryStatsStore:
             if acc is None:
                 acc = day[key] = Rollup()
             acc.add(row)
+        for key, reg in sketches.items():
+            held = self._sketches.setdefault(key[0], {})
+            if key in held:
+                hll_merge(held[key], reg)
+            else:
+                held[key] = bytearray(reg)
 
     async def rows(self, first_day: str, last_day: str, district: str | None = None,
                    scene: str | None = None) -> list[tuple[Any, Any]]:
@@ -151,9 +158,22 @@ class MemoryStatsStore:
                     out.append((key, row))
         return out
 
+    async def sketches(self, first_day: str, last_day: str, district: str,
+                       scene: str) -> list[tuple[Any, Any]]:
+        """`district`/`scene`: a value, "*" (the all-of level) or "" (every value)."""
+        out = []
+        for day in sorted(d for d in self._sketches if first_day <= d <= last_day):
+            for key, reg in self._sketches[day].items():
+                if (key[1] == district or (district == "" and key[1] != "*")) and \
+                        (key[2] == scene or (scene == "" and key[2] != "*")):
+                    out.append((key, reg))
+        return out
+
     async def clear_from(self, first_day: str) -> int:
         gone = [d for d in self._days if d >= first_day]
         n = sum(len(self._days[d]) for d in gone)
         for d in gone:
             del self._days[d]
+        for d in [d for d in self._sketches if d >= first_day]:
+            del self._sketches[d]
         return n

@@ -24,7 +24,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from gateway.adapters.redis_store import Coalescer, RedisClient
+from gateway.adapters.redis_store import Coalescer, RedisClient, text
 from gateway.services.consents import Consent
 
 EFFECTIVE_LUA = """
@@ -89,9 +89,6 @@ return 0
 MUTABLE = ("status", "uses", "decided_at", "revoked_at")
 
 
-def _text(v: Any) -> str:
-    return v.decode("utf-8") if isinstance(v, bytes) else str(v)
-
 
 class RedisConsentStore:
     def __init__(self, redis: RedisClient, prefix: str = "gw:",
@@ -142,13 +139,13 @@ class RedisConsentStore:
         raw = await self._r.hgetall(self._key(consent_id))
         if not raw:
             return None
-        h = {_text(k): _text(v) for k, v in raw.items()}
+        h = {text(k): text(v) for k, v in raw.items()}
         rec: dict[str, Any] = json.loads(h["doc"])
         rec.update({k: h.get(k) for k in MUTABLE})
         return Consent.from_record(rec)
 
     async def for_person(self, person_id: str) -> Sequence[Consent]:
-        ids = sorted(_text(i) for i in await self._r.smembers(self._person_key(person_id)))
+        ids = sorted(text(i) for i in await self._r.smembers(self._person_key(person_id)))
         out = []
         for i in ids:
             c = await self.get(i)
@@ -162,18 +159,18 @@ class RedisConsentStore:
                          now: float) -> tuple[bool, str | None]:
         ok, before = await self._transition(keys=[self._key(consent_id)],
                                             args=[repr(now), to, *allowed_from])
-        return int(ok) == 1, _text(before) if before else None
+        return int(ok) == 1, text(before) if before else None
 
     async def take_use(self, consent_id: str, now: float) -> tuple[bool, str | None, int]:
         ok, before, uses = await self._take(keys=[self._key(consent_id)], args=[repr(now)])
-        return int(ok) == 1, _text(before) if before else None, int(uses or 0)
+        return int(ok) == 1, text(before) if before else None, int(uses or 0)
 
     async def refund_use(self, consent_id: str) -> None:
         await self._refund(keys=[self._key(consent_id)])
 
     async def approval_code(self, digest: str) -> str | None:
         v = await self._r.get(self._code_key(digest))
-        return _text(v) if v is not None else None
+        return text(v) if v is not None else None
 
     async def spend_approval_code(self, digest: str, consent_id: str) -> bool:
         return int(await self._spend(keys=[self._code_key(digest)], args=[consent_id])) == 1
@@ -189,7 +186,7 @@ class RedisConsentStore:
 
     async def person_for_subject(self, sector: str, subject: str) -> str | None:
         v = await self._r.get(self._subject_key(sector, subject))
-        return _text(v) if v is not None else None
+        return text(v) if v is not None else None
 
     async def ping(self) -> None:
         await self._r.ping()

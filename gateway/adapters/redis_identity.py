@@ -26,7 +26,7 @@ from typing import Any
 import redis.asyncio as aioredis
 import structlog
 
-from gateway.adapters.redis_store import Coalescer, RedisClient, _text
+from gateway.adapters.redis_store import Coalescer, RedisClient, text, text_or_none
 from gateway.services.identity import (
     IdentityService,
     IndexKind,
@@ -122,11 +122,11 @@ class RedisIdentityStore:
                                               new.to_json()]))
 
     async def lookup(self, index: IndexKind, key: str) -> str | None:
-        return _text(await self._cmd("GET", self._ikey(index, key)))
+        return text_or_none(await self._cmd("GET", self._ikey(index, key)))
 
     async def claim(self, index: IndexKind, key: str, person_id: str,
                     replacing: str | None = None) -> str | None:
-        return _text(await self._claim(keys=[self._ikey(index, key)],
+        return text_or_none(await self._claim(keys=[self._ikey(index, key)],
                                        args=[person_id, replacing or ""]))
 
     async def release(self, index: IndexKind, key: str, person_id: str) -> None:
@@ -139,7 +139,7 @@ class RedisIdentityStore:
     async def revocations(self) -> tuple[int, frozenset[str]]:
         ver, members = await self._revocations(
             keys=[self._p + "{rev}:ver", self._p + "{rev}:set"])
-        return int(ver or 0), frozenset(_text(m) or "" for m in members)
+        return int(ver or 0), frozenset(text(m) for m in members)
 
     async def revocation_version(self) -> int:
         return int(await self._cmd("GET", self._p + "{rev}:ver") or 0)
@@ -193,7 +193,7 @@ class RevocationFollower:
                     msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
                     if msg is None or msg.get("type") != "message":
                         continue
-                    data = _text(msg.get("data")) or ""
+                    data = text_or_none(msg.get("data")) or ""
                     flag, _, ref_hash = data.partition("|")
                     if ref_hash and flag in ("0", "1"):
                         self._service.revocations.apply(ref_hash, flag == "1")

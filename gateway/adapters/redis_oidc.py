@@ -41,29 +41,28 @@ redis.call('PEXPIRE', KEYS[2], ARGV[1])
 return 1
 """
 
-# KEYS: family, presented token, new token. ARGV: now (s), grace (s).
+# KEYS: family, presented token, new token. ARGV: now (s), grace (s), sealed successor.
 _ROTATE = """
 local fam = redis.call('HMGET', KEYS[1], 'client_id', 'revoked', 'expires_at')
-if not fam[1] then return 'unknown' end
-if fam[2] == '1' then return 'revoked' end
+if not fam[1] then return {'unknown'} end
+if fam[2] == '1' then return {'revoked'} end
 local ttl = redis.call('PTTL', KEYS[1])
 if ttl < 1 then ttl = 1000 end
-local tok = redis.call('HMGET', KEYS[2], 'state', 'spent_at')
-if not tok[1] then return 'unknown' end
+local tok = redis.call('HMGET', KEYS[2], 'state', 'spent_at', 'next')
+if not tok[1] then return {'unknown'} end
 local now = tonumber(ARGV[1])
 if tok[1] == 'active' then
-  redis.call('HSET', KEYS[2], 'state', 'spent', 'spent_at', ARGV[1])
+  redis.call('HSET', KEYS[2], 'state', 'spent', 'spent_at', ARGV[1], 'next', ARGV[3])
   redis.call('HSET', KEYS[3], 'state', 'active')
   redis.call('PEXPIRE', KEYS[3], ttl)
-  return 'rotated'
+  return {'rotated'}
 end
 if now - tonumber(tok[2]) < tonumber(ARGV[2]) then
-  redis.call('HSET', KEYS[3], 'state', 'active')
-  redis.call('PEXPIRE', KEYS[3], ttl)
-  return 'grace'
+  return {'grace', tok[3] or ''}
 end
 redis.call('HSET', KEYS[1], 'revoked', '1')
-return 'reused'
+redis.call('HDEL', KEYS[2], 'next')
+return {'reused'}
 """
 
 _REVOKE = """
@@ -170,12 +169,14 @@ class RedisRefreshStore:
         return Family.from_fields(family_id, raw)
 
     async def rotate(self, family_id: str, presented_hash: str, new_hash: str, now: float,
-                     grace_s: float) -> str:
+                     grace_s: float, successor: str = "") -> tuple[str, str | None]:
         out = await self._rotate(
             keys=[self._fam(family_id), self._tok(family_id, presented_hash),
                   self._tok(family_id, new_hash)],
-            args=[repr(now), repr(grace_s)])
-        return _s(out)
+            args=[repr(now), repr(grace_s), successor])
+        outcome = _s(out[0])
+        stored = _s(out[1]) if len(out) > 1 else ""
+        return outcome, stored or None
 
     async def token_state(self, family_id: str, token_hash: str) -> str | None:
         v = await self._r.hget(self._tok(family_id, token_hash), "state")

@@ -16,6 +16,8 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import UnixDomainSocketConnection
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from gateway.adapters.resp import RespPipe
 from gateway.authz.clients import Client
@@ -23,13 +25,23 @@ from gateway.authz.clients import Client
 RedisClient = aioredis.Redis | RedisCluster
 
 
-def connect(url: str, *, cluster: bool = False, max_connections: int = 64) -> RedisClient:
-    """A client (no I/O yet: redis-py connects lazily)."""
+def connect(url: str, *, cluster: bool = False, max_connections: int = 64,
+            timeout_s: float = 5.0) -> RedisClient:
+    """A client (no I/O yet: redis-py connects lazily).
+
+    `timeout_s` bounds every step of a command: connecting, each reply, and waiting for a free
+    pooled connection; nothing is retried (a retried `SET NX` may claim twice, and a retry
+    only makes a frozen Redis slower to report). The gate path's `RespPipe` takes the same
+    timeouts from the pool's connection kwargs."""
+    no_retry = Retry(NoBackoff(), 0)
     if cluster:
-        return RedisCluster.from_url(url, max_connections=max_connections)
+        return RedisCluster.from_url(url, max_connections=max_connections,
+                                     socket_timeout=timeout_s,
+                                     socket_connect_timeout=timeout_s, retry=no_retry)
     # A blocking pool waits for a free connection; redis-py's default pool raises past its cap.
-    pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections,
-                                                    timeout=5, health_check_interval=30)
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=timeout_s, health_check_interval=30,
+        socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=no_retry)
     return aioredis.Redis(connection_pool=pool)
 
 
@@ -121,10 +133,14 @@ class Coalescer:
             await self._pipe.aclose()
 
 
-def _text(v: Any) -> str | None:
-    if v is None:
-        return None
+def text(v: Any) -> str:
+    """A Redis reply (bytes from the RESP pipe and redis-py without decoding) as text."""
     return v.decode("utf-8") if isinstance(v, bytes) else str(v)
+
+
+def text_or_none(v: Any) -> str | None:
+    """`text`, or None for a nil reply."""
+    return None if v is None else text(v)
 
 
 class RedisSingleUse:
@@ -136,10 +152,10 @@ class RedisSingleUse:
         ttl_ms = max(1, int(ttl_s * 1000))
         prev = await self._c.execute("SET", self._prefix + key, value, "NX", "PX", ttl_ms, "GET",
                                       get=True)
-        return _text(prev)
+        return text_or_none(prev)
 
     async def peek(self, key: str) -> str | None:
-        return _text(await self._c.execute("GET", self._prefix + key))
+        return text_or_none(await self._c.execute("GET", self._prefix + key))
 
 
 class RedisClientStore:
@@ -164,7 +180,7 @@ class RedisClientStore:
         await self._r.sadd(f"{self._prefix}clients", client.client_id)
 
     async def list(self) -> Sequence[Client]:
-        ids = sorted(_text(i) or "" for i in await self._r.smembers(f"{self._prefix}clients"))
+        ids = sorted(text(i) for i in await self._r.smembers(f"{self._prefix}clients"))
         out = []
         for cid in ids:
             c = await self.get(cid)

@@ -15,10 +15,15 @@ command per request, so that client cost was one of the largest blocks of the wo
   future, as the matching ``redis.exceptions`` class (e.g. ``NoScriptError``);
 * nothing is retried: a command whose connection dies before its reply may or may not have
   run (a ``SET NX`` may have claimed), so its caller gets ``redis.exceptions.ConnectionError``
-  and answers 503; the next command reconnects;
+  and answers 503;
 * a reply that does not come within ``reply_timeout_s`` aborts the connection (every waiting
-  command fails) instead of letting gates hang;
-* ``AUTH`` and ``SELECT`` from the URL are sent first on every new connection.
+  command fails) instead of letting gates hang: the watchdog looks every quarter of it, so a
+  frozen Redis (SIGSTOP) fails its commands within 1.25 × the timeout (issue 12: 150 ms by
+  default, 503 within 250 ms);
+* after a lost or failed connection the pipe is *down*: commands fail at once (no caller waits
+  for a connect timeout) while a background task reconnects (50 ms, doubling to 500 ms);
+* ``AUTH`` and ``SELECT`` from the URL, then ``PING``, are sent first on every new connection
+  (the PING proves Redis answers: a frozen one still completes the TCP handshake).
 
 Replies are raw RESP2 values: bulk strings as ``bytes``, status replies as ``bytes`` (``b"OK"``),
 integers, lists and ``None`` — the same values redis-py returns for the commands the gate path
@@ -54,6 +59,12 @@ def _error(message: str) -> redis.exceptions.RedisError:
         if message.startswith(prefix):
             return cls(message)
     return redis.exceptions.ResponseError(message)
+
+
+def _connect_error(exc: BaseException) -> redis.exceptions.RedisError:
+    if isinstance(exc, redis.exceptions.RedisError):
+        return exc
+    return redis.exceptions.ConnectionError(f"Cannot connect to Redis: {type(exc).__name__}")
 
 
 class _ReplyError(Exception):
@@ -134,6 +145,10 @@ class RespPipe:
     """One pipelined connection to one Redis node (TCP or a unix socket). Not for Cluster:
     `gateway.adapters.redis_store.Coalescer` keeps redis-py for that."""
 
+    #: background reconnection: first retry after this, doubling up to RETRY_MAX_S
+    RETRY_MIN_S: Final = 0.05
+    RETRY_MAX_S: Final = 0.5
+
     def __init__(self, *, host: str = "127.0.0.1", port: int = 6379, path: str | None = None,
                  db: int = 0, username: str | None = None, password: str | None = None,
                  connect_timeout_s: float = 5.0, reply_timeout_s: float = 5.0) -> None:
@@ -157,6 +172,10 @@ class RespPipe:
         self._progress = 0.0
         self._watchdog: asyncio.TimerHandle | None = None
         self._closed = False
+        self._down = False  # a connection failed: commands fail at once until _revive is in
+        self._reviver: asyncio.Task[None] | None = None
+        self.reconnects = 0
+        self._hello.append(pack_command(("PING",)))
 
     @classmethod
     def from_connection_kwargs(cls, kw: dict[str, Any]) -> RespPipe:
@@ -178,6 +197,10 @@ class RespPipe:
         fut: asyncio.Future[Any] = loop.create_future()
         if self._closed:
             fut.set_exception(redis.exceptions.ConnectionError("The Redis pipe is closed"))
+            return fut
+        if self._down:  # answered at once: the caller's 503 does not wait for a timeout
+            fut.set_exception(redis.exceptions.ConnectionError(
+                "Redis is unreachable (reconnecting in the background)"))
             return fut
         data = pack_command(args)
         self._out.append(data)
@@ -206,7 +229,7 @@ class RespPipe:
         proto.transport.write(data)
         if self._watchdog is None:
             self._watchdog = self._loop.call_later(  # type: ignore[union-attr]
-                self._reply_timeout / 2, self._watch)
+                self._reply_timeout / 4, self._watch)
 
     def _watch(self) -> None:
         """Abort the connection when replies are owed and none came for reply_timeout_s."""
@@ -218,46 +241,77 @@ class RespPipe:
         if loop.time() - self._progress > self._reply_timeout:
             self._lost(redis.exceptions.TimeoutError("Redis did not answer in time"))
             return
-        self._watchdog = loop.call_later(self._reply_timeout / 2, self._watch)
+        self._watchdog = loop.call_later(self._reply_timeout / 4, self._watch)
 
     # ------------------------------------------------------------ connection
 
     async def _connect(self) -> None:
-        loop = self._loop
-        assert loop is not None
+        """The first connection: the commands queued meanwhile go out once it is up."""
         try:
-            if self._path is not None:
-                coro = loop.create_unix_connection(lambda: _Protocol(self), self._path)
-            else:
-                coro = loop.create_connection(lambda: _Protocol(self), self._host, self._port)
-            async with asyncio.timeout(self._connect_timeout):
-                _, proto = await coro
-            if self._hello:
-                hello = [loop.create_future() for _ in self._hello]
-                self._waiting.extend(hello)
-                self._progress = loop.time()
-                assert proto.transport is not None
-                proto.transport.write(b"".join(self._hello))
-                self._proto = proto  # replies to the hello arrive through it
-                async with asyncio.timeout(self._reply_timeout):
-                    for f in hello:
-                        await f
-            self._proto = proto
+            await self._open()
         except asyncio.CancelledError:
-            err: redis.exceptions.RedisError = redis.exceptions.ConnectionError(
-                "Redis connection cancelled")
-            self._lost(err)
-            self._fail_queued(err)
+            self._fail_queued(redis.exceptions.ConnectionError("Redis connection cancelled"))
             raise
         except (OSError, TimeoutError, redis.exceptions.RedisError) as exc:
-            err = exc if isinstance(exc, redis.exceptions.RedisError) else \
-                redis.exceptions.ConnectionError(f"Cannot connect to Redis: {type(exc).__name__}")
-            self._lost(err)
-            self._fail_queued(err)
+            self._fail_queued(_connect_error(exc))
+            self._go_down()
             return
         finally:
             self._connecting = None
         self._flush()
+
+    async def _open(self) -> None:
+        """Connect, send the hello (AUTH, SELECT, PING) and wait for its replies, all within
+        the timeouts; the PING proves Redis answers (a frozen Redis still completes the TCP
+        handshake from its listen backlog). Raises on any failure, connection aborted."""
+        loop = self._loop
+        assert loop is not None
+        if self._path is not None:
+            coro = loop.create_unix_connection(lambda: _Protocol(self), self._path)
+        else:
+            coro = loop.create_connection(lambda: _Protocol(self), self._host, self._port)
+        async with asyncio.timeout(self._connect_timeout):
+            _, proto = await coro
+        hello = [loop.create_future() for _ in self._hello]
+        self._waiting.extend(hello)
+        self._progress = loop.time()
+        assert proto.transport is not None
+        proto.transport.write(b"".join(self._hello))
+        self._proto = proto  # replies to the hello arrive through it
+        try:
+            async with asyncio.timeout(self._reply_timeout):
+                for f in hello:
+                    await f
+        except BaseException as exc:
+            err = exc if isinstance(exc, redis.exceptions.RedisError) else \
+                redis.exceptions.TimeoutError("Redis did not answer the hello in time")
+            if self._proto is proto:
+                self._lost(err, reconnect=False)
+            raise
+
+    def _go_down(self) -> None:
+        """Redis is unreachable: fail commands at once and reconnect in the background."""
+        if self._closed:
+            return
+        self._down = True
+        if self._reviver is None and self._loop is not None:
+            self._reviver = self._loop.create_task(self._revive())
+
+    async def _revive(self) -> None:
+        delay = self.RETRY_MIN_S
+        try:
+            while not self._closed:
+                await asyncio.sleep(delay)
+                try:
+                    await self._open()
+                except (OSError, TimeoutError, redis.exceptions.RedisError):
+                    delay = min(delay * 2, self.RETRY_MAX_S)
+                    continue
+                self._down = False
+                self.reconnects += 1
+                return
+        finally:
+            self._reviver = None
 
     def _fail_queued(self, exc: Exception) -> None:
         futs, self._out_futs = self._out_futs, []
@@ -266,7 +320,7 @@ class RespPipe:
             if not f.done():
                 f.set_exception(exc)
 
-    def _lost(self, exc: Exception) -> None:
+    def _lost(self, exc: Exception, *, reconnect: bool = True) -> None:
         proto, self._proto = self._proto, None
         if proto is not None and proto.transport is not None and \
                 not proto.transport.is_closing():
@@ -277,6 +331,8 @@ class RespPipe:
                 f.set_exception(exc)
         if self._connecting is None:
             self._fail_queued(exc)
+        if reconnect and (proto is not None or waiting):
+            self._go_down()
 
     async def ping(self) -> None:
         if await self.execute("PING") != b"PONG":
@@ -286,6 +342,8 @@ class RespPipe:
         self._closed = True
         if self._connecting is not None:
             self._connecting.cancel()
+        if self._reviver is not None:
+            self._reviver.cancel()
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None

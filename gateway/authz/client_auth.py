@@ -3,8 +3,10 @@
 - `client_secret_basic` / `client_secret_post`: RFC 6749 §2.3.1 (secrets compared as digests,
   constant time).
 - `private_key_jwt`: RFC 7523 §2.2 / §3 and OIDC Core §9: a JWT signed with a key the client
-  registered; `iss` = `sub` = client_id, `aud` names our token endpoint or issuer, `exp` within
-  a bounded lifetime, `jti` single use (claimed for the assertion's remaining life).
+  registered; `iss` = `sub` = client_id, `aud` exactly our issuer identifier as a single
+  string (draft-ietf-oauth-rfc7523bis, FAPI 2.0: an array or the token endpoint URL lets an
+  assertion made for another server be replayed here), `exp` within a bounded lifetime,
+  `jti` single use (claimed for the assertion's remaining life).
 Each failure is `invalid_client` (401); the reason goes only to the log.
 """
 
@@ -12,13 +14,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hmac
 from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import unquote_plus
 
 import jwt
 
-from gateway.authz.clients import Client
+from gateway.authz.clients import PUBLIC_KINDS, Client
+from gateway.authz.tokens import check_times
 from gateway.errors import OAuthError
 from gateway.ports import ClientStore, SingleUse
 
@@ -47,11 +51,11 @@ def parse_basic(authorization: str | None) -> tuple[str, str] | None:
 
 
 class ClientAuthenticator:
-    def __init__(self, clients: ClientStore, replay: SingleUse, audiences: tuple[str, ...],
+    def __init__(self, clients: ClientStore, replay: SingleUse, issuer: str,
                  clock: Callable[[], float], max_assertion_ttl_s: int = 300) -> None:
         self._clients = clients
         self._replay = replay
-        self._audiences = audiences
+        self._issuer = issuer
         self._now = clock
         self._max_ttl = max_assertion_ttl_s
 
@@ -87,7 +91,7 @@ class ClientAuthenticator:
         client_id = form.get("client_id")
         if client_id:
             client = await self._load(client_id)
-            if client.auth_method == "none":
+            if client.is_public and client.kind in PUBLIC_KINDS:
                 return client  # public client: PKCE carries the proof (RFC 7636)
         raise invalid_client("no client authentication", basic=True)
 
@@ -113,12 +117,18 @@ class ClientAuthenticator:
         now = self._now()
         try:
             claims = jwt.decode(
-                assertion, jwk, algorithms=[str(header["alg"])],
-                audience=list(self._audiences), issuer=client_id, leeway=5,
-                options={"require": ["iss", "sub", "aud", "exp", "jti"], "verify_iat": False},
+                assertion, jwk, algorithms=[str(header["alg"])], issuer=client_id,
+                # exp / nbf on the injected clock, not pyjwt's wall clock
+                options={"require": ["iss", "sub", "aud", "exp", "jti"], "verify_aud": False,
+                         "verify_exp": False, "verify_nbf": False, "verify_iat": False},
             )
+            check_times(claims, now, 5, iat=False)
         except jwt.PyJWTError as exc:
             raise invalid_client(f"assertion rejected: {type(exc).__name__}") from None
+        aud = claims.get("aud")
+        if not isinstance(aud, str) or not hmac.compare_digest(aud.encode(),
+                                                               self._issuer.encode()):
+            raise invalid_client("aud is not exactly the issuer")
         if claims.get("sub") != client_id:
             raise invalid_client("sub differs from iss")
         exp = float(claims["exp"])

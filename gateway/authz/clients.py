@@ -19,11 +19,21 @@ KINDS: tuple[ClientKind, ...] = ("gate", "app", "rp")
 AUTH_METHODS: tuple[AuthMethod, ...] = ("client_secret_basic", "client_secret_post",
                                         "private_key_jwt", "none")
 
+#: Kinds that may be public clients (`auth_method: none`, RFC 6749 §2.1): only relying
+#: parties running the code flow, where PKCE carries the proof (RFC 7636). A gate's only grant
+#: is client_credentials, which RFC 6749 §4.4 keeps to confidential clients; a resident app's
+#: back-end trades upstream assertions for resident tokens and must prove who it is.
+PUBLIC_KINDS: frozenset[ClientKind] = frozenset({"rp"})
+
+#: Every scope a kind may hold (and, unless registration names fewer, what it gets): a gate
+#: verifies, an app acts for its resident, an RP logs residents in and asks consent.
 DEFAULT_SCOPES: dict[ClientKind, tuple[str, ...]] = {
     "gate": ("codes:verify", "cards:verify"),
     "app": ("codes:issue", "me", "login:approve", "consents:decide"),
     "rp": ("openid", "profile", "essc", "consents:request", "certificates:read"),
 }
+KIND_SCOPES: dict[ClientKind, frozenset[str]] = {k: frozenset(v)
+                                                 for k, v in DEFAULT_SCOPES.items()}
 
 
 def new_secret() -> str:
@@ -60,6 +70,11 @@ class Client:
         if not self.sector:
             # Pairwise subjects are per sector (OIDC Core §8.1); by default one client, one sector.
             object.__setattr__(self, "sector", self.client_id)
+
+    @property
+    def is_public(self) -> bool:
+        """RFC 6749 §2.1: a client that cannot authenticate (PKCE is its only proof)."""
+        return self.auth_method == "none"
 
     def check_secret(self, presented: str) -> bool:
         """Constant-time comparison of the presented secret's digest with the stored one."""

@@ -9,7 +9,6 @@ Algorithms: EdDSA (Ed25519, RFC 8037) and ES256 (P-256, RFC 7518 §3.4).
 
 from __future__ import annotations
 
-import base64
 import hashlib
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -17,14 +16,12 @@ from typing import Any, Literal
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
+from gateway.base64url import b64u
+
 Alg = Literal["EdDSA", "ES256"]
 State = Literal["next", "current", "retired"]
 PrivateKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
 ALGORITHMS: tuple[Alg, ...] = ("EdDSA", "ES256")
-
-
-def b64u(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
 def generate_private_key(alg: Alg) -> PrivateKey:

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from gateway.authz.clients import Client
 from gateway.authz.pkce import S256, is_valid_challenge
+from gateway.base64url import b64u
 
 LOGIN_SESSION_TTL_S = 180        # ≤ 3 minutes (issue 5)
 CODE_TTL_S = 60                  # RFC 6749 §4.1.2: ≤ 10 min recommended; we keep 60 s
@@ -31,6 +32,10 @@ REFRESH_ABSOLUTE_TTL_S = 7 * 86400
 REFRESH_GRACE_S = 2.0
 ID_TOKEN_TTL_S = 600
 RP_USER_KIND = "rp_user"         # access tokens a relying party holds for a resident
+#: The ID token's JWS `typ`, named explicitly (RFC 8725 §3.11): access tokens are `at+jwt`,
+#: consent receipts `consent-receipt+jwt`; OIDC Core names none for ID tokens, and "JWT" is
+#: what every certified RP library accepts.
+ID_TOKEN_TYP = "JWT"
 
 #: The parameters of OIDC Core §3.1.2.1 + RFC 7636 + RFC 8707; anything else is refused.
 KNOWN_PARAMS = frozenset({
@@ -417,8 +422,12 @@ class RefreshStore(Protocol):
     async def get(self, family_id: str) -> Family | None: ...
 
     async def rotate(self, family_id: str, presented_hash: str, new_hash: str, now: float,
-                     grace_s: float) -> str:
-        """One of ROTATED, GRACE, REUSED (the family is now revoked), REVOKED, UNKNOWN."""
+                     grace_s: float, successor: str = "") -> tuple[str, str | None]:
+        """(outcome, successor): one of ROTATED, GRACE, REUSED (the family is now revoked),
+        REVOKED, UNKNOWN. ROTATED spends the presented token, activates `new_hash` and keeps
+        `successor` (the sealed answer that carried the new token) with the spent token;
+        GRACE (the spent token again within `grace_s`) activates nothing and hands back that
+        stored successor, so a retried or concurrent refresh never forks the family."""
         ...
 
     async def token_state(self, family_id: str, token_hash: str) -> str | None: ...
@@ -459,7 +468,7 @@ def left_hash(value: str, alg: str) -> str:
     ES256; SHA-512 for EdDSA/Ed25519), base64url."""
     h = hashlib.sha512 if alg == "EdDSA" else hashlib.sha256
     d = h(value.encode("ascii")).digest()
-    return base64.urlsafe_b64encode(d[: len(d) // 2]).rstrip(b"=").decode("ascii")
+    return b64u(d[: len(d) // 2])
 
 
 def id_token_claims(*, issuer: str, sub: str, client_id: str, now: int, auth_time: int,

@@ -7,10 +7,11 @@ The comparison is made on the digests' text in constant time (hmac.compare_diges
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import re
+
+from gateway.base64url import b64u
 
 S256 = "S256"
 _VERIFIER = re.compile(r"[A-Za-z0-9\-._~]{43,128}")
@@ -30,7 +31,7 @@ def is_valid_challenge(challenge: str) -> bool:
 def s256(verifier: str) -> str:
     """RFC 7636 §4.2: BASE64URL-ENCODE(SHA256(ASCII(code_verifier)))."""
     digest = hashlib.sha256(verifier.encode("ascii")).digest()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+    return b64u(digest)
 
 
 def verify_s256(verifier: str | None, challenge: str) -> bool:

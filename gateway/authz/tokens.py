@@ -14,6 +14,7 @@ from typing import Any
 
 import jwt
 
+from gateway.authz.ecdsa import is_low_s, to_low_s
 from gateway.authz.keyring import ALGORITHMS, KeyRing
 
 ACCESS_TOKEN_TYP = "at+jwt"
@@ -46,6 +47,27 @@ class AccessTokenClaims:
         return scope in self.scopes
 
 
+def check_times(claims: dict[str, Any], now: float, leeway_s: float = 0, *,
+                iat: bool = True) -> None:
+    """RFC 7519 §4.1.4-6 at ``now`` of the injected clock, with pyjwt's own rules and errors
+    (pyjwt would read the wall clock, so it is told not to check these): ``exp`` is past when
+    ``exp <= now - leeway``; ``nbf`` / ``iat`` beyond ``now + leeway`` are not yet valid;
+    each must be an integer (NumericDate) when present. ``iat=False`` leaves it unchecked."""
+    for name, error in (("exp", jwt.DecodeError), ("nbf", jwt.DecodeError),
+                        ("iat", jwt.InvalidIssuedAtError)):
+        if name not in claims or (name == "iat" and not iat):
+            continue
+        try:
+            value = int(claims[name])
+        except (ValueError, TypeError, OverflowError):
+            raise error(f"The {name} claim must be an integer.") from None
+        if name == "exp":
+            if value <= now - leeway_s:
+                raise jwt.ExpiredSignatureError("Signature has expired")
+        elif value > now + leeway_s:
+            raise jwt.ImmatureSignatureError(f"The token is not yet valid ({name})")
+
+
 class JwtSigner:
     """Signs and verifies JWTs with the current key ring (re-read on every call, so a
     rotated ring takes effect without a restart)."""
@@ -56,8 +78,9 @@ class JwtSigner:
 
     def sign(self, claims: dict[str, Any], typ: str = "JWT") -> str:
         key = self._ring().current()
-        return jwt.encode(claims, key.private_key, algorithm=key.alg,
-                          headers={"kid": key.kid, "typ": typ})
+        token = jwt.encode(claims, key.private_key, algorithm=key.alg,
+                           headers={"kid": key.kid, "typ": typ})
+        return to_low_s(token) if key.alg == "ES256" else token
 
     def verify(self, token: str, *, audience: str | list[str] | None, issuer: str,
                typ: str | None = None, leeway_s: int = 0,
@@ -71,15 +94,21 @@ class JwtSigner:
             raise TokenInvalid("algorithm not allowed")
         if typ is not None and str(header.get("typ", "")).lower() != typ:
             raise TokenInvalid("wrong token type")
+        if alg == "ES256" and not is_low_s(token):
+            raise TokenInvalid("high-S signature")   # we only sign low-S (authz/ecdsa.py)
         key = self._ring().verification_key(str(header.get("kid", "")), self._now())
         if key is None or key.alg != alg:
             raise TokenInvalid("unknown kid")
         try:
-            return jwt.decode(
+            claims: dict[str, Any] = jwt.decode(
                 token, key.private_key.public_key(), algorithms=[key.alg],
-                audience=audience, issuer=issuer, leeway=leeway_s,
-                options={"require": list(require), "verify_aud": audience is not None},
+                audience=audience, issuer=issuer,
+                # exp / nbf / iat on the injected clock, not pyjwt's wall clock
+                options={"require": list(require), "verify_aud": audience is not None,
+                         "verify_exp": False, "verify_nbf": False, "verify_iat": False},
             )
+            check_times(claims, self._now(), leeway_s)
+            return claims
         except jwt.ExpiredSignatureError:
             raise TokenInvalid("expired") from None
         except jwt.InvalidAudienceError:

@@ -7,15 +7,29 @@ docs/code-format.md.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Final, Literal, Protocol
 
-__all__ = ["MAX_LIFETIME_S", "Alg", "CodeClaims", "DecodedCode", "Face"]
+__all__ = ["MAX_LIFETIME_S", "Alg", "CodeClaims", "DecodedCode", "DeviceClaims", "DeviceProof",
+           "Face"]
 
 Face = Literal["ykm", "essc"]
 Alg = Literal["EdDSA", "ES256"]
 
 #: A code lives at most 60 s (CONTRACT.md "Codes"); larger lifetimes are malformed.
 MAX_LIFETIME_S: Final = 60
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceClaims:
+    """What a device-bound code (``YK2:``, docs/code-format.md §10) adds: the device
+    certificate's serial and window, the device key, and the code's per-device counter."""
+
+    serial: bytes
+    counter: int
+    alg: str
+    key: bytes
+    not_before: int
+    not_after: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +51,16 @@ class CodeClaims:
     lifetime_s: int
     nonce: bytes
     flags: int
+    #: ``YK2:`` only; then ``nonce`` is ``serial || counter`` (the single-use key) and
+    #: ``kid``/``alg`` name the key that signed the device certificate.
+    device: DeviceClaims | None = None
+
+    @property
+    def holder_iv(self) -> bytes:
+        """The 12 bytes the issuer's holder/flags keystream starts from: the code nonce for
+        ``YK1:``, the certificate serial for ``YK2:`` (its holder is sealed once, at
+        enrolment)."""
+        return self.device.serial if self.device is not None else self.nonce
 
     @property
     def expires_at(self) -> int:
@@ -55,3 +79,20 @@ class DecodedCode:
     claims: CodeClaims
     signed: bytes
     signature: bytes
+    #: ``YK2:``: the device's signature over the code, checked after the issuer's
+    #: signature over the certificate (``signed``/``signature`` above).
+    device: DeviceProof | None = None
+
+
+class DeviceProof(Protocol):
+    """The second link of a ``YK2:`` chain: the certificate's device key over the code."""
+
+    @property
+    def signed_at(self) -> int:
+        """When the issuer signed the certificate (its not-before): the trust-list key must
+        have been valid then."""
+        ...
+
+    def verify(self) -> bool:
+        """Whether the device signature verifies; never raises on a bad signature."""
+        ...

@@ -13,6 +13,7 @@ from typing import Final, Protocol
 from .claims import DecodedCode, Face
 from .errors import CodeError
 from .essc import EsscFormat
+from .yk2 import Yk2Format
 from .ykm import YkmFormat
 
 __all__ = ["FORMATS", "MAX_CODE_LEN", "CodeFormat", "decode"]
@@ -34,7 +35,7 @@ class CodeFormat(Protocol):
 
 
 FORMATS: Final[Mapping[str, CodeFormat]] = MappingProxyType(
-    {f.prefix: f for f in (YkmFormat(), EsscFormat())}
+    {f.prefix: f for f in (YkmFormat(), EsscFormat(), Yk2Format())}
 )
 
 

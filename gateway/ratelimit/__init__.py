@@ -42,6 +42,9 @@ DEFAULT_LIMITS: Mapping[str, Limit] = MappingProxyType({
     "app_issue": Limit(rate=30, period_s=60, burst=10),   # ykm issuance, per resident
     "rp": Limit(rate=100, period_s=1, burst=100),         # per relying party
     "login_ip": Limit(rate=30, period_s=60, burst=10),    # login page, per client IP
+    # /oauth2/token, /introspect, /revoke per client IP, before client authentication (a
+    # private_key_jwt costs an ECDSA check): far above a station of gates renewing hourly
+    "oauth_ip": Limit(rate=50, period_s=1, burst=200),
 })
 
 

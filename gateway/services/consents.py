@@ -20,7 +20,6 @@ never written to a log, an audit entry or an answer.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import re
@@ -31,11 +30,13 @@ from typing import Any, ClassVar, Final, Protocol
 
 from gateway.authz.clients import Client
 from gateway.authz.datakeys import DataKeys
-from gateway.authz.tokens import JwtSigner
+from gateway.authz.tokens import JwtSigner, TokenInvalid
+from gateway.base64url import b64u
 from gateway.errors import Conflict, Forbidden, GatewayError, InvalidRequest, NotFound
 from gateway.ports import ClientStore
-from gateway.services.audit import AUDIT_SECTOR, AuditEvent, AuditTrail, rfc3339_ms
+from gateway.services.audit import AUDIT_SECTOR, AuditEvent, AuditTrail
 from gateway.services.upstream import CERTIFICATE_TYPES, Certificate, CertificateLibrary
+from gateway.timefmt import rfc3339
 
 AWAITING: Final = "awaiting_authorisation"
 AUTHORISED: Final = "authorised"
@@ -574,8 +575,8 @@ class ConsentService:
         return {"consent_id": consent.id, "status": consent.effective_status(now),
                 "subject": consent.subject, "certificate_types": list(consent.types),
                 "purpose": {"code": consent.purpose_code, "text": consent.purpose_text},
-                "created_at": rfc3339_ms(consent.created_at),
-                "expires_at": rfc3339_ms(consent.expires_at),
+                "created_at": rfc3339(consent.created_at),
+                "expires_at": rfc3339(consent.expires_at),
                 "max_uses": consent.max_uses, "uses": consent.uses}
 
     async def resident_view(self, consent: Consent) -> dict[str, Any]:
@@ -590,11 +591,14 @@ class ConsentService:
                 controller: str) -> str:
         """A Kantara-style consent receipt (Consent Receipt Specification v1.1) as a compact
         JWS signed with the token key ring (`typ` consent-receipt+jwt): verifiable offline
-        from /.well-known/jwks.json. `aud` is the party it was issued to; `sub` its subject."""
+        from /.well-known/jwks.json. `recipient` is the party it was issued to and
+        `piiPrincipalId` its subject. It carries no `aud` and no `sub` (RFC 8725 §3.11-3.12):
+        signed by the same key as ID tokens, with the RP's client id as `aud` and the real
+        pairwise subject as `sub` it would pass an RP's ID-token check (review finding 4)."""
         now = int(self.now())
         granted = int(consent.decided_at or now)
         claims: dict[str, Any] = {
-            "iss": self.issuer, "aud": audience, "sub": subject, "iat": now,
+            "iss": self.issuer, "recipient": audience, "iat": now,
             "exp": int(consent.expires_at), "jti": consent.id,
             "version": RECEIPT_VERSION, "jurisdiction": JURISDICTION,
             "consentReceiptID": consent.id, "consentTimestamp": granted,
@@ -604,7 +608,7 @@ class ConsentService:
             "services": [{"service": "electronic certificate lookup (电子证照)", "purposes": [{
                 "purpose": consent.purpose_text, "purposeCategory": [consent.purpose_code],
                 "consentType": "EXPLICIT", "piiCategory": list(consent.types),
-                "primaryPurpose": True, "termination": rfc3339_ms(consent.expires_at),
+                "primaryPurpose": True, "termination": rfc3339(consent.expires_at),
                 "thirdPartyDisclosure": False}]}],
             "sensitive": True,
             "consent_id": consent.id, "client_id": consent.client_id,
@@ -617,8 +621,11 @@ class ConsentService:
 
     def verify_receipt(self, token: str, audience: str) -> dict[str, Any]:
         """What a party does offline with the JWKS; raises TokenInvalid when tampered."""
-        return self.signer.verify(token, audience=audience, issuer=self.issuer, typ=RECEIPT_TYP,
-                                  require=("exp", "iat", "iss", "aud", "sub", "jti"))
+        claims = self.signer.verify(token, audience=None, issuer=self.issuer, typ=RECEIPT_TYP,
+                                    require=("exp", "iat", "iss", "jti"))
+        if "aud" in claims or "sub" in claims or claims.get("recipient") != audience:
+            raise TokenInvalid("not a receipt for this party")
+        return claims
 
 
 def certificate_view(c: Certificate) -> dict[str, Any]:
@@ -635,8 +642,7 @@ def _safe_id(value: str | None) -> str | None:
     """A caller-supplied id as it may enter the audit log: ours, or a digest of the junk."""
     if value is None or CONSENT_ID_RE.match(value):
         return value
-    return "forged:" + base64.urlsafe_b64encode(
-        hashlib.sha256(value.encode("utf-8", "replace")).digest()[:9]).decode("ascii")
+    return "forged:" + b64u(hashlib.sha256(value.encode("utf-8", "replace")).digest()[:9])
 
 
 def with_status(consent: Consent, status: str, now: float) -> Consent:

@@ -1,21 +1,41 @@
 """The gate's answer to a scanned code or a tapped card (CONTRACT "Codes": same shape for
-every face). A failed scan is a `deny` with a stable reason, never an HTTP error."""
+every face). A failed scan is a `deny` with a stable reason, never an HTTP error.
+
+Beside the answer's seven fields, a decision carries what a transaction record of it needs
+and the gate is not told again: the gate, the scene, when the gate scanned, and the use it
+names (issuer, key id, nonce; `use_hash`)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring_ascii as _str
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 Reason = Literal["ok", "malformed", "unknown_issuer", "bad_signature", "expired",
                  "not_yet_valid", "replayed", "revoked", "scene_not_permitted"]
-REASONS: tuple[str, ...] = ("ok", "malformed", "unknown_issuer", "bad_signature", "expired",
-                            "not_yet_valid", "replayed", "revoked", "scene_not_permitted")
+REASONS: tuple[str, ...] = get_args(Reason)
 Face = Literal["ykm", "essc", "ssc_card"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
+class UseRef:
+    """What names one use of a credential in a transaction record: (issuer, key id, nonce) for
+    a code, (``ssc_card:<region>``, ``psam``, the tap's MAC) for a tap. Kept raw; hashed only
+    when a record asks for it."""
+
+    issuer: str
+    kid: str
+    nonce: bytes
+
+    def digest(self) -> str:
+        """SHA-256 over issuer NUL kid NUL nonce, hex: the use's name without the code."""
+        return hashlib.sha256(b"%s\0%s\0%s" % (self.issuer.encode(), self.kid.encode(),
+                                               self.nonce)).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
 class VerifyDecision:
     decision: Literal["allow", "deny"]
     reason: Reason
@@ -24,6 +44,16 @@ class VerifyDecision:
     verified_at: str  # RFC 3339, UTC
     subject: str | None = None
     attributes: dict[str, Any] = field(default_factory=dict)
+    # not in the answer: for a transaction record of this decision
+    gate: str | None = None
+    scene: str | None = None
+    scanned_at: float | None = None  # Unix seconds, as the gate (or its PSAM) said
+    use: UseRef | None = None
+
+    @property
+    def use_hash(self) -> str | None:
+        """SHA-256 of (issuer, kid, nonce) of the use decided on, or None (unreadable)."""
+        return self.use.digest() if self.use is not None else None
 
     def to_json(self) -> dict[str, Any]:
         return {"decision": self.decision, "reason": self.reason, "face": self.face,

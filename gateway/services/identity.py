@@ -21,7 +21,6 @@ poll, so the gate path answers `revoked` without a store round trip (docs/identi
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import json
 import os
@@ -34,9 +33,9 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from gateway.authz.datakeys import DataKeys, SealError
+from gateway.base64url import b64u, unb64u
 from gateway.clock import Clock
 from gateway.errors import Conflict, IdentityMismatch, InvalidRequest, NotFound
-from gateway.services.subjects import SubjectSeen
 from gateway.services.upstream import (
     AssertionRejected,
     UpstreamIdentity,
@@ -44,6 +43,7 @@ from gateway.services.upstream import (
     is_valid_citizen_id,
     mask_name,
 )
+from gateway.timefmt import rfc3339_s
 
 CredentialKind = Literal["ykm", "essc", "ssc_card"]
 CredentialStatus = Literal["active", "lost", "replaced"]
@@ -91,7 +91,7 @@ class Credential:
         """What GET /v1/me shows: masked, no hash, no ciphertext."""
         return {"id": self.credential_id, "kind": self.kind, "region": self.region,
                 "masked": self.masked, "status": self.status,
-                "linked_at": _rfc3339(self.linked_at), "replaced_by": self.replaced_by}
+                "linked_at": rfc3339_s(self.linked_at), "replaced_by": self.replaced_by}
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,19 +218,6 @@ class RevocationView:
 # Helpers
 # --------------------------------------------------------------------------------------------
 
-def _b64u(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _unb64u(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def _rfc3339(t: float) -> str:
-    return dt.datetime.fromtimestamp(t, dt.UTC).isoformat(timespec="seconds").replace(
-        "+00:00", "Z")
-
-
 def new_person_id() -> str:
     return secrets.token_hex(16)
 
@@ -303,15 +290,17 @@ class IdentityService:
         self._ref_aead = AESGCM(ref_seal_key if ref_seal_key is not None
                                 else keys.credential_seal_key)
         self.revocations = RevocationView()
+        #: called after every suspend/unsuspend with (person id, suspended)
+        self.suspension_hooks: list[Callable[[str, bool], Awaitable[None]]] = []
 
     # -- sealing ------------------------------------------------------------------------------
     def _seal_ref(self, ref: str, person_id: str, credential_id: str) -> str:
         nonce = os.urandom(12)
         aad = f"{person_id}|{credential_id}".encode()
-        return _b64u(nonce + self._ref_aead.encrypt(nonce, ref.encode("utf-8"), aad))
+        return b64u(nonce + self._ref_aead.encrypt(nonce, ref.encode("utf-8"), aad))
 
     def open_ref(self, person: Person, cred: Credential) -> str:
-        raw = _unb64u(cred.sealed_ref)
+        raw = unb64u(cred.sealed_ref)
         try:
             return self._ref_aead.decrypt(
                 raw[:12], raw[12:],
@@ -385,12 +374,20 @@ class IdentityService:
         """Gate path: a suspended person's codes and taps deny `revoked` (in-process view)."""
         return self.revocations.is_revoked(self._person_revocation_key(person_id))
 
+    async def person_suspended(self, person_id: str) -> bool:
+        """Off the gate path (token exchange, login): the view brought up to the store's
+        version first, so a suspension holds at once on every worker, not within a second."""
+        await self.refresh_revocations()
+        return self.is_person_suspended(person_id)
+
     async def suspend(self, person_id: str, suspended: bool = True) -> None:
         """Operator action (e.g. a fraud case, a death registered): every credential of the
         person stops at every gate within a second, through the same revocation view as a
         lost card. Reversible."""
         await self.require(person_id)
         await self._set_revoked(self._person_revocation_key(person_id), suspended)
+        for hook in self.suspension_hooks:  # e.g. device certificates onto their list
+            await hook(person_id, suspended)
 
     async def refresh_revocations(self, force: bool = False) -> bool:
         """Reload the view when the store's version moved (the periodic poll)."""
@@ -697,128 +694,12 @@ class Links:
 
 
 # --------------------------------------------------------------------------------------------
-# Card taps (POST /v1/cards/verify)
+# What the gate pipeline and code issuance need (services.gate.GateIdentity, codes.CodeIdentity)
 # --------------------------------------------------------------------------------------------
 
-class _Psam(Protocol):
-    def verify(self, *, card_no: str, region: str, gate_client_id: str, request_id: str,
-               scanned_at: str, terminal_mac: str) -> bool: ...
-
-
-class _SceneLike(Protocol):
-    @property
-    def attributes(self) -> tuple[str, ...]: ...
-
-    def permits(self, face: str, region: str | None = None) -> bool: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Tap:
-    card_no: str = field(repr=False)
-    region: str
-    terminal_mac: str = field(repr=False)
-    request_id: str
-    scanned_at: str
-
-
-def _parse_time(raw: str) -> float | None:
-    try:
-        t = dt.datetime.fromisoformat(raw.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        return None
-    if t.tzinfo is None:
-        return None
-    return t.timestamp()
-
-
-class CardTaps:
-    """A physical-card tap (实体卡): PSAM MAC, freshness, revocation (in-process view), the
-    card's person, the scene's policy; the same decision shape as codes, `face: ssc_card`.
-    No upstream call: a slow upstream never blocks the gate path."""
-
-    def __init__(self, service: IdentityService, psam: _Psam, once: _Claimer, *,
-                 regions: Iterable[str] = ("CQ", "SC"), max_age_s: float = 30.0,
-                 max_skew_s: float = 5.0, retry_ttl_s: float = 120.0) -> None:
-        self.service = service
-        self.psam = psam
-        self.once = once
-        self.regions = frozenset(regions)
-        self.max_age_s = max_age_s
-        self.max_skew_s = max_skew_s
-        self.retry_ttl_s = retry_ttl_s
-        self.subject_seen: SubjectSeen | None = None  # the consent feature's subject index
-
-    def _verified_at(self) -> str:
-        return dt.datetime.fromtimestamp(self.service.clock.now(), dt.UTC).isoformat(
-            timespec="milliseconds").replace("+00:00", "Z")
-
-    async def verify(self, tap: Tap, scene: _SceneLike, gate_client_id: str,
-                     sector: str | None) -> dict[str, Any]:
-        """The decision JSON; a retry of the same (gate, request_id) gets the first answer."""
-        decision = await self._decide(tap, scene, gate_client_id, sector)
-        prev = await self.once.claim(f"tap:{gate_client_id}|{tap.request_id}",
-                                     self.retry_ttl_s, json.dumps(decision))
-        if prev is not None:
-            try:
-                first: dict[str, Any] = json.loads(prev)
-                return first
-            except ValueError:
-                pass
-        return decision
-
-    async def _decide(self, tap: Tap, scene: _SceneLike, gate_client_id: str,
-                      sector: str | None) -> dict[str, Any]:
-        from gateway.services.decision import VerifyDecision
-
-        now = self.service.clock.now()
-        verified_at = self._verified_at()
-
-        def deny(reason: Any) -> dict[str, Any]:
-            return VerifyDecision("deny", reason, "ssc_card", tap.request_id,
-                                  verified_at).to_json()
-
-        if (tap.region not in self.regions or not is_valid_card_no(tap.card_no)
-                or tap.card_no[:2] != tap.region):
-            return deny("malformed")
-        t = _parse_time(tap.scanned_at)
-        if t is None:
-            return deny("malformed")
-        if not self.psam.verify(card_no=tap.card_no, region=tap.region,
-                                gate_client_id=gate_client_id, request_id=tap.request_id,
-                                scanned_at=tap.scanned_at, terminal_mac=tap.terminal_mac):
-            return deny("bad_signature")
-        if now - t > self.max_age_s:
-            return deny("expired")
-        if t - now > self.max_skew_s:
-            return deny("not_yet_valid")
-        if not scene.permits("ssc_card", tap.region):
-            return deny("scene_not_permitted")
-        rh = self.service.ref_hash("ssc_card", tap.region, tap.card_no)
-        if self.service.is_card_revoked(rh):
-            return deny("revoked")
-        person = await self.service.find_by_ref_hash(rh)
-        cred = person.by_ref(rh) if person is not None else None
-        if person is None or cred is None or cred.status != "active" \
-                or self.service.is_person_suspended(person.person_id):
-            return deny("revoked")
-        if not sector:
-            return deny("scene_not_permitted")
-        attrs = self.service.disclose_from(person, scene.attributes)
-        subject = self.service.subject_for(sector, person.person_id)
-        if self.subject_seen is not None:
-            await self.subject_seen(sector, subject, person.person_id)
-        return VerifyDecision("allow", "ok", "ssc_card", tap.request_id, verified_at,
-                              subject=subject,
-                              attributes={k: v for k, v in attrs.items()
-                                          if k in scene.attributes}).to_json()
-
-
-# --------------------------------------------------------------------------------------------
-# What the code service needs (gateway.services.codes.CodeIdentity)
-# --------------------------------------------------------------------------------------------
-
-class CodeIdentityAdapter:
-    """IdentityService seen through gateway.services.codes.CodeIdentity."""
+class GateIdentityAdapter:
+    """IdentityService seen through gateway.services.gate.GateIdentity (the gate path) and
+    gateway.services.codes.CodeIdentity (issuing codes)."""
 
     def __init__(self, service: IdentityService) -> None:
         self.service = service
@@ -838,13 +719,28 @@ class CodeIdentityAdapter:
         c = p.by_ref(self.service.ref_hash("essc", region, holder_account_id))
         return p.person_id if c is not None and c.status == "active" else None
 
-    def is_revoked(self, person_id: str, face: str, region: str | None) -> bool:
-        # e-SSC codes are also bound to a live link (person_by_essc); both faces stop when
-        # the person is suspended. In-process view: no round trip on the gate path.
+    async def card_holder(self, region: str, card_no: str) -> tuple[str, Person] | None:
+        """The person of an active card: the revocation view first (no I/O: a lost or
+        replaced card stops at once), then the record (one store read)."""
+        rh = self.service.ref_hash("ssc_card", region, card_no)
+        if self.service.is_card_revoked(rh):
+            return None
+        person = await self.service.find_by_ref_hash(rh)
+        cred = person.by_ref(rh) if person is not None else None
+        if person is None or cred is None or cred.status != "active":
+            return None
+        return person.person_id, person
+
+    def is_suspended(self, person_id: str) -> bool:
+        # e-SSC codes are also bound to a live link (person_by_essc), cards to an active card;
+        # every face stops when the person is suspended. In-process view: no round trip.
         return self.service.is_person_suspended(person_id)
 
     async def disclose(self, person_id: str, names: Sequence[str]) -> dict[str, Any]:
         return await self.service.disclose(person_id, names)
+
+    def disclose_from(self, record: Person, names: Sequence[str]) -> dict[str, Any]:
+        return self.service.disclose_from(record, names)
 
 
 class _Platform(Protocol):
@@ -865,7 +761,7 @@ class AssertionRouter:
         try:
             if len(parts) != 3:
                 raise ValueError("not a compact JWS")
-            iss = json.loads(_unb64u(parts[1])).get("iss")
+            iss = json.loads(unb64u(parts[1])).get("iss")
         except (ValueError, UnicodeDecodeError, AttributeError):
             raise AssertionRejected("malformed") from None
         platform = self.by_issuer.get(iss) if isinstance(iss, str) else None

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import hmac
 import inspect
+import json
 import secrets
-import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -52,6 +52,7 @@ from gateway.errors import Conflict, Forbidden, InvalidRequest, NotFound, OAuthE
 from gateway.ports import ClientStore
 from gateway.services.subjects import SubjectSeen
 from gateway.services.tokens import bearer_response
+from gateway.timefmt import rfc3339_s
 
 log = structlog.get_logger("gateway.login")
 
@@ -63,9 +64,7 @@ class PersonClaims(Protocol):
 
     def disclose(self, person_id: str, names: Sequence[str]) -> Any: ...
 
-
-def _rfc3339(t: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+    async def person_suspended(self, person_id: str) -> bool: ...
 
 
 def add_query(uri: str, params: Mapping[str, str | None]) -> str:
@@ -74,6 +73,10 @@ def add_query(uri: str, params: Mapping[str, str | None]) -> str:
     query = parse_qsl(parts.query, keep_blank_values=True)
     query += [(k, v) for k, v in params.items() if v is not None]
     return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def _redirect_context(session_id: str) -> str:
+    return f"login-redirect:{session_id}"
 
 
 @dataclass(frozen=True)
@@ -90,7 +93,7 @@ class LoginService:
                  signer: JwtSigner, alg: Callable[[], str], issuer: str,
                  clock: Callable[[], float], access_ttl_s: int,
                  verify_bearer: Callable[[str], Awaitable[AccessTokenClaims]],
-                 session_ttl_s: int = LOGIN_SESSION_TTL_S, require_number: bool = False) -> None:
+                 session_ttl_s: int = LOGIN_SESSION_TTL_S, require_number: bool = True) -> None:
         self.require_number = require_number
         self.clients = clients
         self.sessions = sessions
@@ -132,7 +135,7 @@ class LoginService:
         s = await self._session(session_id)
         now = self.now()
         status = s.public_status(now)
-        body: dict[str, Any] = {"status": status, "expires_at": _rfc3339(s.expires_at)}
+        body: dict[str, Any] = {"status": status, "expires_at": rfc3339_s(s.expires_at)}
         bound = binding is not None and hmac.compare_digest(
             oidc.digest(binding).encode(), s.binding_hash.encode())
         if status != "approved" or not bound:
@@ -141,7 +144,8 @@ class LoginService:
             await self._complete(s)
             s = await self._session(session_id)
         if s.status == "done" and s.redirect_to:
-            body["redirect_to"] = s.redirect_to
+            body["redirect_to"] = self.keys.open_record(s.redirect_to,
+                                                        _redirect_context(s.id))
         return body
 
     async def _complete(self, s: LoginSession) -> None:
@@ -156,7 +160,9 @@ class LoginService:
         await self.codes.put(oidc.digest(code), record, CODE_RECORD_TTL_S)
         redirect_to = add_query(s.redirect_uri, {"code": code, "state": s.state,
                                                  "iss": self.issuer})
-        await self.sessions.transition(s.id, "approved", "done", {"redirect_to": redirect_to})
+        # sealed at rest: the stored session never holds a usable code (review finding 8)
+        sealed = self.keys.seal_record(redirect_to, _redirect_context(s.id))
+        await self.sessions.transition(s.id, "approved", "done", {"redirect_to": sealed})
 
     async def _session(self, session_id: str) -> LoginSession:
         s = await self.sessions.get(session_id) if oidc.is_id(session_id) else None
@@ -170,6 +176,7 @@ class LoginService:
         if parsed is None:
             raise InvalidRequest("This is not a login QR code")
         sid, secret = parsed
+        await self._not_suspended(person_id)
         s = await self.sessions.get(sid)
         if s is None or not hmac.compare_digest(oidc.digest(secret).encode(),
                                                 s.scan_secret_hash.encode()):
@@ -185,7 +192,7 @@ class LoginService:
                 raise Conflict("The login session was already scanned")
         client = await self.clients.get(s.client_id)
         remembered = await self.consents.get(person_id, s.client_id)
-        return {
+        answer: dict[str, Any] = {
             "login_session_id": sid,
             "client": {"client_id": s.client_id,
                        "display_name": client.display_name if client else s.client_id},
@@ -194,10 +201,12 @@ class LoginService:
             "consent_remembered": remembered is not None
             and set(s.scopes) <= set(remembered.scopes),
             "context": {"browser": s.browser, "place": s.place,
-                        "time": _rfc3339(s.created_at)},
-            "expires_at": _rfc3339(s.expires_at),
-            "number_choices": oidc.number_choices(s.number),
+                        "time": rfc3339_s(s.created_at)},
+            "expires_at": rfc3339_s(s.expires_at),
         }
+        if self.require_number:   # choices only when a pick is required (review finding 1)
+            answer["number_choices"] = oidc.number_choices(s.number)
+        return answer
 
     async def _scanned_by(self, session_id: str, person_id: str) -> LoginSession:
         s = await self._session(session_id)
@@ -211,7 +220,12 @@ class LoginService:
             raise Conflict("The login session was already decided")
         return s
 
+    async def _not_suspended(self, person_id: str) -> None:
+        if await self.persons().person_suspended(person_id):
+            raise Forbidden("This resident may not log in")
+
     async def approve(self, session_id: str, person_id: str, number: Any) -> dict[str, Any]:
+        await self._not_suspended(person_id)
         s = await self._scanned_by(session_id, person_id)
         if number is None and self.require_number:
             raise InvalidRequest("number (the one shown in the browser) is required")
@@ -249,7 +263,7 @@ class LoginService:
             client = await self.clients.get(c.client_id)
             out.append({"client_id": c.client_id,
                         "display_name": client.display_name if client else c.client_id,
-                        "scopes": list(c.scopes), "granted_at": _rfc3339(c.granted_at)})
+                        "scopes": list(c.scopes), "granted_at": rfc3339_s(c.granted_at)})
         return out
 
     async def forget(self, person_id: str, client_id: str) -> None:
@@ -276,7 +290,8 @@ class LoginService:
                                   sealed_person=sealed, sid=family_id)
         id_token = self.signer.sign(oidc.id_token_claims(
             issuer=self.issuer, sub=sub, client_id=client.client_id, now=int(self.now()),
-            auth_time=auth_time, nonce=nonce, access_token=at, alg=self.alg()))
+            auth_time=auth_time, nonce=nonce, access_token=at, alg=self.alg()),
+            typ=oidc.ID_TOKEN_TYP)
         return bearer_response(at, self.access_ttl_s, scopes, refresh_token=refresh_token,
                                id_token=id_token)
 
@@ -288,6 +303,8 @@ class LoginService:
                 or self.now() >= fam.expires_at:
             return None
         if await self.consents.get(fam.person_id, client_id) is None:
+            return None
+        if await self.persons().person_suspended(fam.person_id):
             return None
         return fam
 
@@ -387,6 +404,8 @@ class AuthorizationCodeGrant:
             raise OAuthError("invalid_grant", "redirect_uri does not match the request")
         if not verify_s256(form.get("code_verifier"), rec.code_challenge):
             raise OAuthError("invalid_grant", "The code_verifier does not match")
+        if await self.login.persons().person_suspended(rec.person_id):
+            raise OAuthError("invalid_grant", "The code is not valid", debug="person suspended")
         now = self.login.now()
         token, token_hash = oidc.new_refresh_token(rec.family_id)
         fam = Family(family_id=rec.family_id, client_id=client.client_id,
@@ -401,7 +420,8 @@ class AuthorizationCodeGrant:
 @dataclass
 class RefreshTokenGrant:
     """RFC 6749 §6 with rotation (RFC 9700 §4.14.2): each refresh token works once; a spent
-    one presented again after `grace_s` revokes the whole family."""
+    one presented again within `grace_s` gets the very answer its first use got (the same
+    successor pair: one live branch), after it revokes the whole family."""
 
     login: LoginService
     grace_s: float = REFRESH_GRACE_S
@@ -431,12 +451,24 @@ class RefreshTokenGrant:
         if await self.login.consents.get(fam.person_id, client.client_id) is None:
             await self.login.refresh.revoke(family_id, REFRESH_ABSOLUTE_TTL_S)
             raise OAuthError("invalid_grant", "The authorisation was withdrawn")
+        if await self.login.persons().person_suspended(fam.person_id):
+            raise OAuthError("invalid_grant", "The refresh token is not valid",
+                             debug="person suspended")
+        # The answer is made first and kept (sealed) with the spent token, so a retry within
+        # the grace window gets this same pair instead of a second live branch (finding 2).
         token, token_hash = oidc.new_refresh_token(family_id)
-        outcome = await self.login.refresh.rotate(family_id, oidc.digest(secret), token_hash,
-                                                  now, self.grace_s)
-        if outcome not in (ROTATED, GRACE):
-            if outcome == REUSED:
-                log.warning("refresh.reused", client_id=client.client_id)
-            raise OAuthError("invalid_grant", "The refresh token is not valid", debug=outcome)
-        return await self.login.issue(client, fam.person_id, scopes, family_id,
-                                      fam.auth_time, None, token)
+        answer = await self.login.issue(client, fam.person_id, scopes, family_id,
+                                        fam.auth_time, None, token)
+        presented_hash = oidc.digest(secret)
+        context = f"refresh-successor:{family_id}:{presented_hash}"
+        sealed = self.login.keys.seal_record(json.dumps(answer), context)
+        outcome, kept = await self.login.refresh.rotate(family_id, presented_hash, token_hash,
+                                                        now, self.grace_s, sealed)
+        if outcome == ROTATED:
+            return answer
+        if outcome == GRACE and kept is not None:
+            log.info("refresh.grace", client_id=client.client_id)
+            return dict(json.loads(self.login.keys.open_record(kept, context)))
+        if outcome == REUSED:
+            log.warning("refresh.reused", client_id=client.client_id)
+        raise OAuthError("invalid_grant", "The refresh token is not valid", debug=outcome)

@@ -14,7 +14,9 @@ from urllib.parse import urlsplit
 from gateway.authz.clients import (
     AUTH_METHODS,
     DEFAULT_SCOPES,
+    KIND_SCOPES,
     KINDS,
+    PUBLIC_KINDS,
     Client,
     hash_secret,
     new_secret,
@@ -55,6 +57,9 @@ async def register_client(store: ClientStore, spec: Mapping[str, Any],
     auth_method = spec.get("auth_method", "client_secret_basic")
     if auth_method not in AUTH_METHODS:
         raise InvalidRequest(f"auth_method must be one of {', '.join(AUTH_METHODS)}")
+    if auth_method == "none" and kind not in PUBLIC_KINDS:
+        # RFC 6749 §2.1 / §4.4: gates (client_credentials) and apps must authenticate.
+        raise InvalidRequest("auth_method none (a public client) is only for kind rp")
     name = spec.get("display_name")
     if not isinstance(name, str) or not name or len(name) > 128:
         raise InvalidRequest("display_name is required (at most 128 characters)")
@@ -68,7 +73,11 @@ async def register_client(store: ClientStore, spec: Mapping[str, Any],
         raise InvalidRequest("jwks must hold public keys only")
     if kind == "gate" and not spec.get("scene"):
         raise InvalidRequest("a gate needs its scene")
-    scopes = _str_list(spec, "scopes") or DEFAULT_SCOPES[kind]
+    scopes = tuple(dict.fromkeys(_str_list(spec, "scopes"))) or DEFAULT_SCOPES[kind]
+    foreign = sorted(set(scopes) - KIND_SCOPES[kind])
+    if foreign:   # a scope the kind has no use for is a mistake or a grab (review finding 8)
+        raise InvalidRequest(f"scopes not allowed for kind {kind}: {', '.join(foreign)[:200]}; "
+                             f"allowed: {', '.join(sorted(KIND_SCOPES[kind]))}")
     if await store.get(client_id) is not None:
         raise Conflict(f"client {client_id} exists")
     secret = new_secret() if auth_method in ("client_secret_basic", "client_secret_post") \

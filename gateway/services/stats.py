@@ -49,9 +49,7 @@ def hll_add(registers: bytearray, subject: str) -> None:
 
 
 def hll_merge(into: bytearray, other: bytes | bytearray) -> None:
-    for i, v in enumerate(other):
-        if v > into[i]:
-            into[i] = v
+    into[:] = bytes(map(max, into, other))  # ~15 µs for 1024 registers (a Python loop: 60)
 
 
 def hll_count(registers: bytes | bytearray) -> int:
@@ -79,6 +77,10 @@ class DecisionRecord(Protocol):
 
 
 RowKey = tuple[str, str, str, str, str]  # day, district, scene, venue, face
+#: (day, district | "*", scene | "*", face): distinct residents are kept at these four
+#: levels (not per venue), so a period's count merges one sketch per day and group
+SketchKey = tuple[str, str, str, str]
+ANY: Final = "*"
 
 
 @dataclass
@@ -88,14 +90,12 @@ class Rollup:
     scans: int = 0
     allows: int = 0
     denies: dict[str, int] = field(default_factory=dict)
-    residents: bytearray = field(default_factory=hll_empty)
 
     def add(self, other: Rollup) -> None:
         self.scans += other.scans
         self.allows += other.allows
         for r, n in other.denies.items():
             self.denies[r] = self.denies.get(r, 0) + n
-        hll_merge(self.residents, other.residents)
 
 
 def day_of(ts: float) -> str:
@@ -103,10 +103,12 @@ def day_of(ts: float) -> str:
 
 
 def roll_up(records: Iterable[DecisionRecord],
-            place_of: Mapping[str, tuple[str, str, str]]) -> dict[RowKey, Rollup]:
-    """Aggregate records into roll-up rows. `place_of`: gate → (venue, district, scene) from
-    the venue registry (a record's own venue wins when it names one)."""
+            place_of: Mapping[str, tuple[str, str, str]]
+            ) -> tuple[dict[RowKey, Rollup], dict[SketchKey, bytearray]]:
+    """Aggregate records into roll-up rows and distinct-resident sketches. `place_of`: gate →
+    (venue, district, scene) from the venue registry (a record's own venue wins)."""
     rows: dict[RowKey, Rollup] = {}
+    sketches: dict[SketchKey, bytearray] = {}
     for rec in records:
         venue, district, _ = place_of.get(rec.gate, (UNASSIGNED, UNASSIGNED, rec.scene))
         if rec.venue and rec.venue != venue:
@@ -119,17 +121,29 @@ def roll_up(records: Iterable[DecisionRecord],
         if rec.decision == "allow":
             row.allows += 1
             if rec.subject:
-                hll_add(row.residents, rec.subject)
+                day, face = key[0], key[4]
+                for sk in ((day, district, rec.scene, face), (day, district, ANY, face),
+                           (day, ANY, rec.scene, face), (day, ANY, ANY, face)):
+                    reg = sketches.get(sk)
+                    if reg is None:
+                        reg = sketches[sk] = hll_empty()
+                    hll_add(reg, rec.subject)
         else:
             row.denies[rec.reason] = row.denies.get(rec.reason, 0) + 1
-    return rows
+    return rows, sketches
 
 
 class StatsStore(Protocol):
     """The roll-up tables (memory in the sandbox; SQL beside the record store)."""
 
-    async def add(self, rows: Mapping[RowKey, Rollup]) -> None:
-        """Add these rows' counts to the stored ones (sketches merged)."""
+    async def add(self, rows: Mapping[RowKey, Rollup],
+                  sketches: Mapping[SketchKey, bytes | bytearray]) -> None:
+        """Add these rows' counts to the stored ones; merge the sketches."""
+        ...
+
+    async def sketches(self, first_day: str, last_day: str, district: str, scene: str
+                       ) -> list[tuple[SketchKey, bytes | bytearray]]:
+        """Sketches of the level (district or "*", scene or "*") in the days, every face."""
         ...
 
     async def rows(self, first_day: str, last_day: str, district: str | None = None,
@@ -217,9 +231,9 @@ class Statistics:
 
     async def ingest(self, records: Sequence[DecisionRecord],
                      place_of: Mapping[str, tuple[str, str, str]]) -> int:
-        rows = roll_up(records, place_of)
+        rows, sketches = roll_up(records, place_of)
         if rows:
-            await self.store.add(rows)
+            await self.store.add(rows, sketches)
         return len(rows)
 
     async def usage(self, first: date, last: date, group_by: Sequence[str],
@@ -237,6 +251,7 @@ class Statistics:
             if acc is None:
                 acc = groups[gk] = Rollup()
             acc.add(row)
+        residents = await self._residents(first, last, group_by, district, scene)
         out = []
         for gk in sorted(groups):
             row = groups[gk]
@@ -245,10 +260,33 @@ class Statistics:
                 entry["district_name"] = DISTRICTS.get(entry["district"], entry["district"])
             entry.update(scans=row.scans, allows=row.allows, denies=sum(row.denies.values()),
                          deny_reasons=dict(sorted(row.denies.items())),
-                         distinct_residents=hll_count(row.residents))
+                         distinct_residents=(None if residents is None
+                                             else residents.get(gk, 0)))
             out.append(entry)
         return {"from": first.isoformat(), "to": last.isoformat(), "group_by": list(group_by),
                 "groups": out}
+
+    async def _residents(self, first: date, last: date, group_by: Sequence[str],
+                         district: str | None, scene: str | None
+                         ) -> dict[tuple[str, ...], int] | None:
+        """Distinct residents per group, from the sketch level the groups and filters need
+        (None when grouped by venue: residents are not counted per venue)."""
+        if "venue" in group_by:
+            return None
+        by_d = "district" in group_by
+        by_s = "scene" in group_by
+        level_d = district or ("" if by_d else ANY)
+        level_s = scene or ("" if by_s else ANY)
+        merged: dict[tuple[str, ...], bytearray] = {}
+        for (day, d, sc, face), reg in await self.store.sketches(
+                first.isoformat(), last.isoformat(), level_d, level_s):
+            values = {"day": day, "district": d, "scene": sc, "face": face}
+            gk = tuple(values[g] for g in group_by)
+            acc = merged.get(gk)
+            if acc is None:
+                acc = merged[gk] = hll_empty()
+            hll_merge(acc, reg)
+        return {gk: hll_count(reg) for gk, reg in merged.items()}
 
     async def depth(self, period: Period, venues: Sequence[Venue],
                     gate_venues: Mapping[str, str], active_gates: set[str],

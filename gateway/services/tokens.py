@@ -54,7 +54,8 @@ class ClientCredentialsGrant:
     grant_type: str = "client_credentials"
 
     async def __call__(self, client: Client, form: Mapping[str, str]) -> dict[str, Any]:
-        if client.kind not in ("gate", "rp"):
+        if client.kind not in ("gate", "rp") or client.is_public:
+            # RFC 6749 §4.4: "MUST only be used by confidential clients"
             raise OAuthError("unauthorized_client", "This client may not use client_credentials")
         machine_scopes = tuple(s for s in client.scopes if s not in ("openid", "profile", "essc"))
         scopes = _scopes(form.get("scope"), machine_scopes, machine_scopes)
@@ -89,9 +90,11 @@ class TokenExchangeGrant:
     clock: Callable[[], float]
     ttl_s: int
     grant_type: str = TOKEN_EXCHANGE
+    #: person id -> suspended? (an operator's suspension stops the exchange: finding 8)
+    is_suspended: Callable[[str], Awaitable[bool]] | None = None
 
     async def __call__(self, client: Client, form: Mapping[str, str]) -> dict[str, Any]:
-        if client.kind != "app":
+        if client.kind != "app" or client.is_public:
             raise OAuthError("unauthorized_client", "Only resident apps may exchange tokens")
         subject_token = form.get("subject_token")
         if not subject_token:
@@ -118,6 +121,9 @@ class TokenExchangeGrant:
             raise OAuthError("invalid_grant", "The subject token was already used",
                              debug="assertion replayed")
         ref = await self.resolve_person(identity)
+        if self.is_suspended is not None and await self.is_suspended(ref.person_id):
+            raise OAuthError("invalid_grant", "The subject token is not valid",
+                             debug="person suspended")
         sub = self.keys.pairwise_subject(client.sector, ref.person_id)
         sealed = self.keys.seal_person_id(ref.person_id, client.client_id)
         token, _ = self.tokens.issue(client_id=client.client_id, kind="resident", sub=sub,

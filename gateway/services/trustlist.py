@@ -19,7 +19,6 @@ Document (docs/code-format.md "Trust list")::
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping
@@ -31,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from gateway.authz.keyring import KeyRing, SigningKey
+from gateway.base64url import b64u
 from gateway.codec import VerificationKey
 
 __all__ = ["PERIOD_S", "TRUST_LIST_TYP", "TrustList", "TrustListSnapshot"]
@@ -41,25 +41,21 @@ PERIOD_S: Final = 3600
 _ECDSA_DET: Final = ec.ECDSA(hashes.SHA256(), deterministic_signing=True)
 
 
-def _b64u(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
 def _canonical(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def sign_compact(key: SigningKey, payload: bytes, typ: str) -> str:
     """Compact JWS (RFC 7515 §7.1), deterministic for both algorithms."""
-    header = _b64u(_canonical({"alg": key.alg, "kid": key.kid, "typ": typ}))
-    signing_input = f"{header}.{_b64u(payload)}".encode("ascii")
+    header = b64u(_canonical({"alg": key.alg, "kid": key.kid, "typ": typ}))
+    signing_input = f"{header}.{b64u(payload)}".encode("ascii")
     pk = key.private_key
     if isinstance(pk, ed25519.Ed25519PrivateKey):
         sig = pk.sign(signing_input)
     else:
         r, s = decode_dss_signature(pk.sign(signing_input, _ECDSA_DET))
         sig = r.to_bytes(32, "big") + s.to_bytes(32, "big")
-    return f"{signing_input.decode('ascii')}.{_b64u(sig)}"
+    return f"{signing_input.decode('ascii')}.{b64u(sig)}"
 
 
 def _ykm_key(k: SigningKey) -> VerificationKey:

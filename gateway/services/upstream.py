@@ -17,7 +17,6 @@ here masks it, and no error text carries it.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import json
@@ -30,6 +29,7 @@ from typing import Any, Final, Literal, Protocol, runtime_checkable
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from gateway.base64url import b64u
 from gateway.errors import Unauthorized
 
 __all__ = [
@@ -301,7 +301,7 @@ def compute_terminal_mac_with_gate_key(gate_key: bytes, *, card_no: str, region:
     scanned_at)) without padding (RFC 2104, RFC 4648 §5)."""
     mac = hmac.new(gate_key, _mac_input(card_no, region, gate_client_id, request_id, scanned_at),
                    hashlib.sha256).digest()
-    return base64.urlsafe_b64encode(mac).rstrip(b"=").decode("ascii")
+    return b64u(mac)
 
 
 def compute_terminal_mac(master_key: bytes, *, card_no: str, region: str, gate_client_id: str,

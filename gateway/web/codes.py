@@ -1,8 +1,5 @@
-"""Code endpoints (CONTRACT "Codes", "Meta"): POST /v1/codes, POST /v1/codes/verify,
-GET /v1/trust-list, GET /v1/scenes.
-
-A scanned code that fails is a 200 ``deny`` with a reason; 4xx is for a bad request or a caller
-not allowed (RFC 9457 problem+json via the edge middleware).
+"""Code endpoints (CONTRACT "Codes", "Meta"): POST /v1/codes, GET /v1/trust-list,
+GET /v1/scenes. (POST /v1/codes/verify is the gate's: gateway/web/gate.py.)
 """
 
 from __future__ import annotations
@@ -11,24 +8,16 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
-from datetime import datetime
-from typing import Any, Final
+from typing import Final
 
 import structlog
 from aiohttp import web
 
-from gateway.errors import Forbidden, InvalidRequest, NotAcceptable
+from gateway.errors import InvalidRequest, NotAcceptable
 from gateway.qr import render_png, render_svg
 from gateway.services.codes import CodeService
 from gateway.services.scenes import SceneCatalogue
-from gateway.web.http import (
-    METRICS,
-    no_store,
-    no_store_json,
-    principal,
-    read_json,
-    require_str,
-)
+from gateway.web.http import no_store, principal, read_json, require_str
 
 __all__ = ["CODES", "SCENES", "add_routes", "codes_ctx"]
 
@@ -39,9 +28,6 @@ SCENES: Final = web.AppKey("scenes", SceneCatalogue)
 
 TRUST_LIST_MAX_AGE_S: Final = 300
 SCENES_MAX_AGE_S: Final = 300
-#: A code string longer than this is junk (every format is far shorter); it is a `deny`,
-#: never parsed. The body limit (settings.max_body_bytes) bounds it anyway.
-MAX_CODE_FIELD: Final = 64 * 1024
 
 
 _OFFERED = ("application/json", "image/png", "image/svg+xml")  # in order of preference
@@ -107,46 +93,6 @@ async def issue(request: web.Request) -> web.StreamResponse:
     return resp
 
 
-def _scanned_at(body: dict[str, Any]) -> float | None:
-    raw = body.get("scanned_at")
-    if raw is None:
-        return None
-    if not isinstance(raw, str) or len(raw) > 64:
-        raise InvalidRequest("scanned_at must be an RFC 3339 date-time")
-    try:
-        t = datetime.fromisoformat(raw.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        raise InvalidRequest("scanned_at must be an RFC 3339 date-time") from None
-    if t.tzinfo is None:
-        raise InvalidRequest("scanned_at needs a time zone offset")
-    return t.timestamp()
-
-
-async def verify(request: web.Request) -> web.StreamResponse:
-    gate = await principal(request, kinds=("gate",), scope="codes:verify")
-    body = await read_json(request)
-    request_id = require_str(body, "request_id", 128)
-    scene = require_str(body, "scene", 64)
-    assert request_id is not None and scene is not None
-    service = request.app[CODES]
-    if scene not in service.scenes:
-        raise InvalidRequest("Unknown scene")
-    if gate.scene != scene:
-        raise Forbidden("This gate is registered for another scene")
-    code = body.get("code")
-    if code is None:
-        raise InvalidRequest("code is required")
-    scanned_at = _scanned_at(body)
-    if not isinstance(code, str) or len(code) > MAX_CODE_FIELD:
-        code = ""  # any non-code value a scanner could send is malformed, not an error
-    decision = await service.verify_code(code, scene, gate, request_id, scanned_at)
-    metrics = request.app.get(METRICS)
-    if metrics is not None:
-        metrics.decision(decision.face or "none", decision.decision, decision.reason, scene,
-                         gate.client_id)
-    return no_store_json(decision.to_json_bytes())
-
-
 async def trust_list(request: web.Request) -> web.StreamResponse:
     snap = request.app[CODES].trust.snapshot()
     headers = {"ETag": snap.etag,
@@ -166,7 +112,6 @@ async def scenes(request: web.Request) -> web.StreamResponse:
 
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/codes", issue)
-    app.router.add_post("/v1/codes/verify", verify)
     app.router.add_get("/v1/trust-list", trust_list)
     app.router.add_get("/v1/scenes", scenes)
 

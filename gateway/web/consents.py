@@ -12,8 +12,8 @@ from typing import Any
 from aiohttp import web
 
 from gateway.errors import InvalidRequest, NotFound
-from gateway.services.audit import rfc3339_ms
 from gateway.services.consents import ConsentService, Refusal, person_of
+from gateway.timefmt import rfc3339
 from gateway.web.http import REQUEST_ID, no_store, principal, problem, read_json, require_str
 
 CONSENTS = web.AppKey("consents", ConsentService)
@@ -59,8 +59,8 @@ async def create_consent(request: web.Request) -> web.StreamResponse:
         raise NotFound("No such client")
     consent, code = await svc.request(client, body)
     return _json({"consent_id": consent.id, "status": consent.status, "approval_code": code,
-                  "approve_by": rfc3339_ms(consent.approve_by),
-                  "expires_at": rfc3339_ms(consent.expires_at)},
+                  "approve_by": rfc3339(consent.approve_by),
+                  "expires_at": rfc3339(consent.expires_at)},
                  status=201)
 
 

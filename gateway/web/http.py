@@ -8,14 +8,18 @@ the exception is one of ours and was written to be shown.
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
 import itertools
 import json
+import re
 import secrets
 import time
 from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any
 
+import redis.exceptions
 import structlog
 from aiohttp import web
 from multidict import CIMultiDict, istr
@@ -38,6 +42,8 @@ from gateway.errors import (
 )
 from gateway.logs import REQUEST_ID as LOG_REQUEST_ID
 from gateway.services.auth import BearerAuthenticator
+from gateway.services.decision import VerifyDecision
+from gateway.services.gate import LineBudget
 from gateway.web.ratelimit import (  # issue 7: per-caller limits and overload shedding
     NEVER_SHED,
     RL_HEADERS,
@@ -137,6 +143,15 @@ class Metrics(Collector):
         self._decisions[key] = self._decisions.get(key, 0) + 1
         if scene is not None:
             place = (scene, gate or "", face, decision, reason)
+            self._places[place] = self._places.get(place, 0) + 1
+
+    def count(self, d: VerifyDecision) -> None:
+        """The gate pipeline's counter (services.gate.DecisionCounter)."""
+        face = d.face or "none"
+        key = (face, d.decision, d.reason)
+        self._decisions[key] = self._decisions.get(key, 0) + 1
+        if d.scene is not None:  # per scene and (at scrape time) district: issue 15
+            place = (d.scene, d.gate or "", face, d.decision, d.reason)
             self._places[place] = self._places.get(place, 0) + 1
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
@@ -257,6 +272,58 @@ def _next_request_id() -> str:
     return f"{_RID_PREFIX}{next(_rid_counter):08x}"
 
 
+next_request_id = _next_request_id
+
+
+def finish_edge_headers(resp: web.StreamResponse, rid: str) -> None:
+    """The request id and the edge's security and Server headers, where not set already."""
+    headers = resp.headers
+    if _X_REQUEST_ID not in headers:
+        headers[_X_REQUEST_ID] = rid
+    for k, v in _EDGE_HEADERS:
+        if k not in headers:
+            headers[k] = v
+
+
+class Proxies:
+    """The trusted proxies' networks (GATEWAY_TRUSTED_PROXIES)."""
+
+    def __init__(self, networks: Iterable[str] = ()) -> None:
+        self.networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = tuple(
+            ipaddress.ip_network(n, strict=False) for n in networks)
+
+    def __bool__(self) -> bool:
+        return bool(self.networks)
+
+    def trusts(self, address: str | None) -> bool:
+        if not self.networks or not address:
+            return False
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in n for n in self.networks)
+
+
+TRUSTED_PROXIES = web.AppKey("trusted_proxies", Proxies)
+
+
+def client_address(request: web.BaseRequest) -> str:
+    """The client's address: the TCP peer, or behind trusted proxies the right-most address
+    of X-Forwarded-For that is not itself a trusted proxy (what is left of it is the client's
+    own claim, and can be forged)."""
+    peer = request.remote or "unknown"
+    proxies = request.app.get(TRUSTED_PROXIES) if isinstance(request, web.Request) else None
+    if not proxies or not proxies.trusts(peer):
+        return peer
+    hops = ",".join(request.headers.getall("X-Forwarded-For", ())).split(",")
+    for hop in reversed(hops):
+        hop = hop.strip()
+        if hop and not proxies.trusts(hop):
+            return hop
+    return peer
+
+
 @web.middleware
 async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Request id, overload shedding, error rendering, security and RateLimit headers,
@@ -268,14 +335,19 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
     request[REQUEST_ID] = rid
     started = time.perf_counter()
     app = request.app
+    resp: web.StreamResponse | None = None
+    if not request.content.is_eof():
+        # --- issue 12: a body still arriving is waited for *before* the request counts as
+        # in flight, within the body timeout (a stalled body held a slot for ever) ---
+        resp = await _await_body(request, rid)
     shedder = app.get(SHEDDER)
-    if shedder is not None and shedder.max_inflight and \
-            shedder.inflight >= shedder.max_inflight and request.path not in NEVER_SHED:
+    if resp is not None:
+        pass
+    elif shedder is not None and shedder.max_inflight and request.path not in NEVER_SHED \
+            and not shedder.admit(request.path):
         # No log line: under overload a line per shed request would add to the load.
-        resp: web.StreamResponse = shed_response(shedder, rid)
+        resp = shed_response(shedder, rid)
     else:
-        if shedder is not None:
-            shedder.inflight += 1
         token = LOG_REQUEST_ID.set(rid)
         try:
             resp = await handler(request)
@@ -283,8 +355,8 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
             resp = _error_answer(request, exc, rid)
         finally:
             LOG_REQUEST_ID.reset(token)
-            if shedder is not None:
-                shedder.inflight -= 1
+            if shedder is not None and shedder.max_inflight and request.path not in NEVER_SHED:
+                shedder.release(request.path)
     headers = resp.headers
     if _X_REQUEST_ID not in headers:
         headers[_X_REQUEST_ID] = rid
@@ -301,6 +373,45 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
         metrics.observe(_route_name(request), request.method, resp.status,
                         time.perf_counter() - started)
     return resp
+
+
+BODY_TIMEOUT = web.AppKey("body_timeout_s", float)
+#: bodies up to this are awaited whole at the edge (aiohttp's reader buffers 2 × 64 KiB before
+#: it pauses the socket); a longer or chunked one is read, with the same timeout, by read_body
+_AWAIT_BODY_MAX = 64 * 1024
+
+
+async def _await_body(request: web.Request, rid: str) -> web.StreamResponse | None:
+    """Wait (without consuming it) for a body of known length to arrive whole; None when it
+    did, else the answer: 408 when it did not come within the body timeout, 413 when longer
+    than allowed, 499 when the caller hung up."""
+    length = request.content_length
+    limit = request.app.get(MAX_BODY, _AWAIT_BODY_MAX)
+    if length is None:
+        return None  # chunked: read_body reads it, with the same timeout
+    if length > limit:
+        return _error_answer(request, PayloadTooLarge(
+            f"The body may be at most {limit} bytes"), rid)
+    if length > _AWAIT_BODY_MAX:
+        return None
+    try:
+        async with asyncio.timeout(request.app.get(BODY_TIMEOUT, DEFAULT_BODY_TIMEOUT_S)):
+            await request.content.wait_eof()
+    except TimeoutError:
+        resp = _error_answer(request, RequestTimeout(), rid)
+        resp.force_close()
+        return resp
+    except (ConnectionError, OSError):
+        return web.Response(status=CLIENT_CLOSED_REQUEST)
+    return None
+
+
+DEFAULT_BODY_TIMEOUT_S = 5.0
+
+
+class RequestTimeout(InvalidRequest):
+    status = 408
+    title = "The request body did not arrive in time"
 
 
 # Header names as multidict `istr`: their case-folded identity is computed once, not on
@@ -341,8 +452,44 @@ def _error_answer(request: web.Request, exc: Exception, rid: str) -> web.StreamR
             return oauth_error(OAuthError("invalid_request", exc.detail, exc.status,
                                           headers=exc.headers))
         return problem(exc.status, exc.code, exc.title, exc.detail, rid, exc.headers)
+    if isinstance(exc, STORE_FAULTS):
+        return _store_unavailable(request, exc, rid, is_oauth)
+    if isinstance(exc, UnicodeError | RecursionError):
+        # a string that cannot be encoded (a lone surrogate, e.g. from a header's bytes), or
+        # nesting past the interpreter's limit: the input's fault, never a 500
+        if is_oauth:
+            return oauth_error(OAuthError("invalid_request", "The request is not valid"))
+        return problem(400, "invalid_request", InvalidRequest.title,
+                       "The request holds text that cannot be processed", rid)
     log.exception("request.crashed", path=request.path)
     return problem(500, "internal_error", "Internal error", None, rid)
+
+
+# --- issue 12: a store fault is 503 `unavailable` (CONTRACT "Faults"), never a 500 ---
+#: What a lost, frozen, loading, read-only or full Redis raises (redis-py and the RESP pipe);
+#: a ResponseError from a wrong command stays a 500.
+STORE_FAULTS: tuple[type[BaseException], ...] = (
+    redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+    redis.exceptions.BusyLoadingError, redis.exceptions.ReadOnlyError,
+    redis.exceptions.OutOfMemoryError, redis.exceptions.ClusterDownError,
+    redis.exceptions.MasterDownError, redis.exceptions.TryAgainError, TimeoutError)
+#: one line per second per fault kind and worker (with the count left out), like deny lines
+_FAULT_LINES = LineBudget(per_second=1)
+
+
+def _store_unavailable(request: web.Request, exc: BaseException, rid: str,
+                       is_oauth: bool) -> web.Response:
+    suppressed = _FAULT_LINES.take(type(exc).__name__, time.time())
+    if suppressed is not None:
+        log.warning("store.unavailable", error=type(exc).__name__, path=request.path,
+                    suppressed=suppressed)
+    headers = {"Retry-After": "1"}
+    if is_oauth:
+        return oauth_error(OAuthError("temporarily_unavailable",
+                                      "The service is temporarily unavailable", 503,
+                                      headers=headers))
+    return problem(503, "unavailable", "Temporarily unavailable",
+                   "A store is unavailable; retry shortly", rid, headers)
 
 
 CLIENT_CLOSED_REQUEST = 499
@@ -378,32 +525,93 @@ async def read_body(request: web.Request, limit: int | None = None) -> bytes:
         # the app's client_max_size is this same limit (build_app): aiohttp's buffered read
         # enforces it while reading
         try:
-            return await request.read()
+            async with asyncio.timeout(request.app.get(BODY_TIMEOUT, DEFAULT_BODY_TIMEOUT_S)):
+                return await request.read()
         except web.HTTPRequestEntityTooLarge:
             raise PayloadTooLarge(f"The body may be at most {limit} bytes") from None
+        except TimeoutError:
+            raise RequestTimeout() from None
     chunks = []
     size = 0
-    async for chunk in request.content.iter_chunked(65536):
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"The body may be at most {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(request.app.get(BODY_TIMEOUT, DEFAULT_BODY_TIMEOUT_S)):
+            async for chunk in request.content.iter_chunked(65536):
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLarge(f"The body may be at most {limit} bytes")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise RequestTimeout() from None
     return b"".join(chunks)
 
 
 async def read_json(request: web.Request, limit: int | None = None) -> dict[str, Any]:
-    """A JSON object body, strictly: content type, size, UTF-8, an object at the top."""
+    """A JSON object body, strictly: content type, size, UTF-8, an object at the top, nesting
+    at most MAX_JSON_DEPTH deep, every string encodable (no lone surrogate from a `\\udXXX`
+    escape: it would fail later, in a store's encoder, as a 500)."""
     ctype = request.content_type
     if ctype != "application/json" and not ctype.endswith("+json"):
         raise UnsupportedMediaType("Send the body as application/json")
     raw = await read_body(request, limit)
+    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and _json_depth(raw) > MAX_JSON_DEPTH:
+        raise InvalidRequest(f"The body nests deeper than {MAX_JSON_DEPTH} levels")
     try:
         data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise InvalidRequest("The body is not valid JSON") from None
     if not isinstance(data, dict):
         raise InvalidRequest("The body must be a JSON object")
+    if _SURROGATE_ESCAPE.search(raw) is not None and not _encodable(data):
+        raise InvalidRequest("The body holds a lone surrogate (\\ud800-\\udfff), which is not "
+                             "text")
     return data
+
+
+#: deepest nesting of arrays and objects a JSON body may have (issue 12)
+MAX_JSON_DEPTH = 400
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _json_depth(raw: bytes) -> int:
+    """The deepest nesting of `raw`, outside strings (called only when it could pass the
+    limit: fewer brackets than that cannot nest deeper)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for b in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif b == 0x5C:  # backslash
+                escaped = True
+            elif b == 0x22:
+                in_string = False
+        elif b == 0x22:
+            in_string = True
+        elif b in (0x5B, 0x7B):
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+        elif b in (0x5D, 0x7D):
+            depth -= 1
+    return deepest
+
+
+def _encodable(value: Any) -> bool:
+    """Every string (keys included) in a parsed JSON value encodes as UTF-8."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError:
+                return False
+        elif isinstance(v, dict):
+            stack.extend(v.keys())
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+    return True
 
 
 async def read_form(request: web.Request, limit: int | None = None) -> dict[str, str]:

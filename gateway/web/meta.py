@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -25,13 +26,25 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-async def readyz(request: web.Request) -> web.Response:
-    failed = []
-    for name, check in request.app[READINESS]:
-        try:
+READYZ_TIMEOUT = web.AppKey("readyz_timeout_s", float)
+
+
+async def _check(check: Callable[[], Awaitable[Any]], timeout_s: float) -> bool:
+    try:
+        async with asyncio.timeout(timeout_s):
             await check()
-        except Exception:  # noqa: BLE001 - any failure means "not ready"; the name says which
-            failed.append(name)
+    except Exception:  # noqa: BLE001 - any failure (a timeout too) means "not ready"
+        return False
+    return True
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Every check at once, each within the readiness timeout (a frozen store makes /readyz
+    answer 503 in time, not hang: issue 12)."""
+    checks = request.app[READINESS]
+    timeout_s = request.app.get(READYZ_TIMEOUT, 0.5)
+    results = await asyncio.gather(*(_check(check, timeout_s) for _, check in checks))
+    failed = [name for (name, _), ok in zip(checks, results, strict=True) if not ok]
     if failed:
         return problem(503, "unavailable", "Not ready", f"Not ready: {', '.join(failed)}",
                        request[REQUEST_ID], checks={n: ("fail" if n in failed else "ok")

@@ -15,6 +15,7 @@ from gateway.authz.tokens import TokenInvalid
 from gateway.errors import OAuthError
 from gateway.services.tokens import TokenService
 from gateway.web.http import AUTHENTICATOR, read_form
+from gateway.web.ratelimit import enforce_ip_limit
 
 TOKENS = web.AppKey("token_service", TokenService)
 CLIENT_AUTH = web.AppKey("client_authenticator", ClientAuthenticator)
@@ -26,6 +27,7 @@ def _json(body: dict[str, object], status: int = 200) -> web.Response:
 
 
 async def token(request: web.Request) -> web.Response:
+    await enforce_ip_limit(request, "oauth_ip")   # before any costly client authentication
     form = await read_form(request)
     client = await request.app[CLIENT_AUTH].authenticate(
         request.headers.get("Authorization"), form)
@@ -35,6 +37,7 @@ async def token(request: web.Request) -> web.Response:
 async def _token_request(request: web.Request) -> tuple[Client, str, str | None]:
     """RFC 7009 §2.1 / RFC 7662 §2.1: an authenticated client names a `token` (and maybe a
     `token_type_hint`)."""
+    await enforce_ip_limit(request, "oauth_ip")   # before any costly client authentication
     form = await read_form(request)
     client = await request.app[CLIENT_AUTH].authenticate(
         request.headers.get("Authorization"), form)

@@ -26,9 +26,11 @@ docs/performance.md).
 * **Answer**: 429 problem+json `rate_limited` with `Retry-After` and the RateLimit header
   fields (draft-ietf-httpapi-ratelimit-headers); allowed answers carry the RateLimit fields too.
 * **Overload**: at most `GATEWAY_MAX_INFLIGHT` requests (default 256, 0 = unlimited) run at once
-  per worker; beyond that a request is answered at once with 503 `unavailable` and
-  `Retry-After: 1`, so latency stays bounded instead of growing with the queue. Probes
-  (/healthz, /readyz, /metrics) are never shed.
+  per worker, of which requests outside the gates' paths at most `GATEWAY_MAX_INFLIGHT_OTHER`
+  (default a quarter; issue 12), and a request counts only once its body has arrived; beyond
+  that a request is answered at once with 503 `unavailable` and `Retry-After: 1`, so latency
+  stays bounded instead of growing with the queue. Probes (/healthz, /readyz, /metrics) are
+  never shed.
 """
 
 from __future__ import annotations
@@ -104,6 +106,8 @@ class RateLimitConfig:
     limits: Mapping[str, Limit] = field(default_factory=lambda: dict(LIMIT_DEFAULTS))
     max_inflight: int = 256
     lease: bool = True
+    #: in-flight share of the requests outside the gates' paths (None: a quarter)
+    max_other: int | None = None
 
 
 def config_from_env(env: Mapping[str, str] | None = None) -> RateLimitConfig:
@@ -140,8 +144,19 @@ def config_from_env(env: Mapping[str, str] | None = None) -> RateLimitConfig:
                 f"GATEWAY_MAX_INFLIGHT must be an integer, got {raw_inflight!r}") from None
         if not 0 <= max_inflight <= 1_000_000:
             raise SettingsError("GATEWAY_MAX_INFLIGHT must be between 0 (off) and 1000000")
+    max_other: int | None = None
+    raw_other = e.get("GATEWAY_MAX_INFLIGHT_OTHER", "")
+    if raw_other != "":
+        try:
+            max_other = int(raw_other)
+        except ValueError:
+            raise SettingsError(
+                f"GATEWAY_MAX_INFLIGHT_OTHER must be an integer, got {raw_other!r}") from None
+        if not 1 <= max_other <= max(1, max_inflight) and max_inflight:
+            raise SettingsError("GATEWAY_MAX_INFLIGHT_OTHER must be between 1 and "
+                                "GATEWAY_MAX_INFLIGHT")
     return RateLimitConfig(enabled=flags["enabled"], limits=limits, max_inflight=max_inflight,
-                           lease=flags["lease"])
+                           lease=flags["lease"], max_other=max_other)
 
 
 
@@ -435,26 +450,56 @@ async def enforce_rate_limit(request: web.Request, claims: AccessTokenClaims,
 
 
 async def enforce_ip_limit(request: web.Request, kind: str = "login_ip") -> None:
-    """Per client IP (login pages): `ip:<remote address>` under the `login_ip` limit."""
+    """Per client IP: `ip:<remote address>` under the `login_ip` limit (login pages), or
+    `ip:<kind>:<address>` under another kind (`oauth_ip`: token, introspection, revocation),
+    so each kind has its own allowance."""
     lim = request.app.get(CALLER_LIMITS)
     if lim is None:
         return
-    await _spend(request, lim, kind, f"ip:{request.remote or 'unknown'}")
+    from gateway.web.http import client_address  # behind trusted proxies: X-Forwarded-For
+
+    addr = client_address(request)
+    await _spend(request, lim, kind, f"ip:{addr}" if kind == "login_ip" else f"ip:{kind}:{addr}")
 
 
 # ---------------------------------------------------------------- overload shedding
 
 NEVER_SHED = frozenset({"/healthz", "/readyz", "/metrics"})
+#: The gates' paths (issue 12): every other request — most of them unauthenticated until
+#: their handler has looked — counts against its own smaller share of `max_inflight`, so no
+#: mix of them can take the gates' capacity.
+GATE_PATHS = frozenset({"/v1/codes/verify", "/v1/cards/verify", "/v1/gates/offline-scans"})
 
 
 class LoadShedder:
-    """Counts the requests in flight in this worker; past `max_inflight`, answers 503."""
+    """Counts the requests in flight in this worker; past `max_inflight`, answers 503. The
+    requests outside GATE_PATHS have a share of their own, `max_other` (a quarter by default),
+    within the same total."""
 
-    def __init__(self, max_inflight: int, registry: CollectorRegistry | None) -> None:
+    def __init__(self, max_inflight: int, registry: CollectorRegistry | None,
+                 max_other: int | None = None) -> None:
         self.max_inflight = max_inflight
+        self.max_other = max(1, max_inflight // 4) if max_other is None else max_other
         self.inflight = 0
+        self.other_inflight = 0
         self.shed = (Counter("gateway_shed_total", "Requests shed (503) at max in-flight",
                              registry=registry) if registry is not None else None)
+
+    def admit(self, path: str) -> bool:
+        """Count one request in, or False (shed it) when its share is full."""
+        if self.inflight >= self.max_inflight:
+            return False
+        if path not in GATE_PATHS:
+            if self.other_inflight >= self.max_other:
+                return False
+            self.other_inflight += 1
+        self.inflight += 1
+        return True
+
+    def release(self, path: str) -> None:
+        self.inflight -= 1
+        if path not in GATE_PATHS:
+            self.other_inflight -= 1
 
 
 SHEDDER = web.AppKey("load_shedder", LoadShedder)
@@ -482,7 +527,7 @@ def install(app: web.Application, core_key: web.AppKey[Any],
     from gateway.web.http import REGISTRY
 
     config = config_from_env(env)
-    app[SHEDDER] = LoadShedder(config.max_inflight, app.get(REGISTRY))
+    app[SHEDDER] = LoadShedder(config.max_inflight, app.get(REGISTRY), config.max_other)
 
     async def ctx(app: web.Application) -> Any:
         if config.enabled:

@@ -108,7 +108,7 @@ def test_default_nonce_is_fresh() -> None:
 
 
 def test_registry_dispatches_by_prefix() -> None:
-    assert set(FORMATS) == {"YK1:", "ESSC1:"}
+    assert set(FORMATS) == {"YK1:", "ESSC1:", "YK2:"}
     assert decode(_ykm()).claims.face == "ykm"
     assert decode(_essc()).claims.face == "essc"
 

@@ -3,7 +3,7 @@ by the metrics, the log keeps at most N lines per reason per second and says wha
 
 from __future__ import annotations
 
-from gateway.services.codes import LineBudget
+from gateway.services.gate import LineBudget
 
 
 def test_at_most_n_lines_per_reason_per_second_and_the_next_line_counts_the_rest() -> None:

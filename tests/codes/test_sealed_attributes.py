@@ -7,11 +7,11 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gateway.authz.datakeys import HolderCipher
 from gateway.codec import decode
 from gateway.services.codes import (
     CONCESSIONS,
     SEALABLE,
-    HolderCipher,
     open_attributes,
     seal_attributes,
 )

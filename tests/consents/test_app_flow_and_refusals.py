@@ -57,7 +57,7 @@ async def test_app_flow_and_revocation(api: Api) -> None:
     assert [e["action"] for e in entries if e["consent_id"] == cid] == [
         "consent.requested", "consent.authorised", "consent.fetched", "consent.revoked",
         "consent.refused", "consent.refused"]
-    assert verify_chain(entries) == (True, None)
+    assert verify_chain(entries, key=api.service.audit.log.chain_key) == (True, None)
 
 
 async def test_resident_rejects(api: Api) -> None:
@@ -105,7 +105,7 @@ async def test_fetch_beyond_max_uses_concurrently_exactly_one(api: Api) -> None:
     entries = await api.audit()
     assert len([e for e in entries if e["action"] == "consent.fetched"]) == 1
     assert len(refusals(entries, "exhausted")) == 19
-    assert verify_chain(entries) == (True, None)
+    assert verify_chain(entries, key=api.service.audit.log.chain_key) == (True, None)
 
 
 async def test_fetch_after_expiry(make_gateway: GatewayFactory) -> None:
@@ -155,8 +155,7 @@ async def test_tampered_receipt_fails_verification(api: Api) -> None:
     forged_payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
     key = jwks[jwt.get_unverified_header(receipt)["kid"]].key
     with pytest.raises(jwt.InvalidSignatureError):
-        jwt.decode(f"{head}.{forged_payload}.{sig}", key, algorithms=["ES256", "EdDSA"],
-                   audience=POLICE_RP)
+        jwt.decode(f"{head}.{forged_payload}.{sig}", key, algorithms=["ES256", "EdDSA"])
     # the gateway's own check refuses it too, and accepts the untouched one
     from gateway.authz.tokens import TokenInvalid
 

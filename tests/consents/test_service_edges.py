@@ -55,7 +55,7 @@ async def setup(tmp_path: Path) -> tuple[ConsentService, Library, Client]:
         return "50010619900101001X" if pid == "p-1" else None
 
     svc = ConsentService(
-        store=MemoryConsentStore(clock), audit=AuditTrail(MemoryAuditLog(), clock.now),
+        store=MemoryConsentStore(clock), audit=AuditTrail(MemoryAuditLog(b"a" * 32), clock.now),
         library=lib, citizen_ids=citizen_ids, data_keys=DataKeys(b"k" * 32),
         signer=JwtSigner(lambda: ring, clock.now), clients=clients,
         issuer="https://gw.example", clock=clock.now)
@@ -82,7 +82,7 @@ async def test_certificate_with_extra_fields_is_withheld_and_audited(setup) -> N
     assert len(withheld) == 1 and withheld[0]["types"] == ["qualification"]
     assert entries[-1]["action"] == "consent.fetched" and entries[-1]["types"] == ["degree"]
     assert "50010619900101001X" not in str(entries)
-    assert verify_chain(entries) == (True, None)
+    assert verify_chain(entries, key=b"a" * 32) == (True, None)
 
 
 async def test_library_outage_gives_the_use_back(setup) -> None:  # type: ignore[no-untyped-def]

@@ -6,6 +6,7 @@ hash); the chain verifies; any change to a stored entry is found at its seq."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 
 from hypothesis import given
@@ -17,6 +18,8 @@ from gateway.services.audit import (
     GENESIS,
     AuditEvent,
     AuditLog,
+    Checkpoint,
+    canonical_json,
     chain_entry,
     entry_hash,
     verify_chain,
@@ -25,11 +28,13 @@ from gateway.services.audit import (
 
 from .conftest import Backend
 
+KEY = b"k" * 32   # the chain key (DataKeys.audit_chain_key in the app)
+
 
 def log_for(backend: Backend) -> AuditLog:
     if backend.redis is not None:
-        return RedisAuditLog(backend.redis, backend.prefix)
-    return MemoryAuditLog()
+        return RedisAuditLog(backend.redis, backend.prefix, chain_key=KEY)
+    return MemoryAuditLog(KEY)
 
 
 def event(i: int, subject: str | None = "holder-a") -> dict[str, object]:
@@ -59,7 +64,7 @@ async def test_concurrent_appends_never_fork(backend: Backend) -> None:
     assert sorted(e["seq"] for e in entries) == list(range(1, 61))
     stored = list(await log.entries(1, 1000))
     assert [e["seq"] for e in stored] == list(range(1, 61))
-    assert verify_chain(stored) == (True, None)
+    assert verify_chain(stored, key=KEY) == (True, None)
     assert await verify_log(log, page=7) == (True, None, 60)
 
 
@@ -71,7 +76,8 @@ async def test_two_writers_on_one_redis_never_fork(backend: Backend) -> None:
         return
     other = await backend.another_client()
     try:
-        a, b = RedisAuditLog(backend.redis, backend.prefix), RedisAuditLog(other, backend.prefix)
+        a = RedisAuditLog(backend.redis, backend.prefix, chain_key=KEY)
+        b = RedisAuditLog(other, backend.prefix, chain_key=KEY)
         await asyncio.gather(*((a if i % 2 else b).append(event(i), 2.0) for i in range(40)))
         assert await verify_log(a) == (True, None, 40)
     finally:
@@ -96,15 +102,15 @@ async def test_tampering_a_stored_entry_is_found_at_its_seq(backend: Backend) ->
     stored = [dict(e) for e in await log.entries()]
     # change a field of entry 4, keep its stated hash
     stored[3]["outcome"] = "refused"
-    assert verify_chain(stored) == (False, 4)
+    assert verify_chain(stored, key=KEY) == (False, 4)
     # recompute entry 4's own hash: now entry 5's prev_hash no longer matches
-    stored[3]["hash"] = entry_hash(stored[3])
-    assert verify_chain(stored) == (False, 5)
+    stored[3]["hash"] = entry_hash(stored[3], KEY)
+    assert verify_chain(stored, key=KEY) == (False, 5)
     # delete entry 2: the chain names the missing seq
     clean = list(await log.entries())
-    assert verify_chain(clean[:1] + clean[2:]) == (False, 2)
+    assert verify_chain(clean[:1] + clean[2:], key=KEY) == (False, 2)
     # swap two entries
-    assert verify_chain([clean[0], clean[2], clean[1], *clean[3:]]) == (False, 2)
+    assert verify_chain([clean[0], clean[2], clean[1], *clean[3:]], key=KEY) == (False, 2)
 
 
 async def test_tampering_in_redis_is_found_by_verify_log(backend: Backend) -> None:
@@ -152,13 +158,48 @@ def test_any_single_change_breaks_the_chain_at_that_seq(rows, data) -> None:  # 
     for i, (actor, outcome, types) in enumerate(rows, start=1):
         body = AuditEvent(actor=actor, action="consent.fetched", outcome=outcome,
                           types=tuple(types)).body()
-        e = chain_entry(body, i, 1000.0 + i, prev)
+        e = chain_entry(body, i, 1000.0 + i, prev, KEY)
         chain.append(e)
         prev = e["hash"]
-    assert verify_chain(chain) == (True, None)
+    assert verify_chain(chain, key=KEY) == (True, None)
     k = data.draw(st.integers(0, len(chain) - 1))
     member = data.draw(st.sampled_from(["actor", "outcome", "ts", "prev_hash", "hash", "seq"]))
     changed = dict(chain[k])
     changed[member] = (changed[member] + 1 if isinstance(changed[member], int)
                        else str(changed[member]) + "x")
-    assert verify_chain([*chain[:k], changed, *chain[k + 1:]]) == (False, k + 1)
+    assert verify_chain([*chain[:k], changed, *chain[k + 1:]], key=KEY) == (False, k + 1)
+
+
+async def test_a_chain_rebuilt_without_the_key_is_found(backend: Backend) -> None:
+    """Issue 16, finding 7: whoever can write the store but lacks the chain key cannot
+    re-chain the log from an entry on (with plain SHA-256 the rebuilt chain verified)."""
+    log = log_for(backend)
+    for i in range(5):
+        await log.append(event(i), 100.0 + i)
+    stored = [dict(e) for e in await log.entries()]
+    prev = stored[1]["hash"]
+    for e in stored[2:]:          # rebuild entries 3.. with a forged change and fresh hashes
+        e["prev_hash"] = prev
+        e["purpose"] = "forged"
+        e["hash"] = hashlib.sha256(canonical_json(
+            {k: v for k, v in e.items() if k != "hash"})).hexdigest()
+        prev = e["hash"]
+    assert verify_chain(stored, key=KEY) == (False, 3)
+    other_key = b"x" * 32         # or with a key of the attacker's own
+    prev = stored[1]["hash"]
+    for e in stored[2:]:
+        e["prev_hash"] = prev
+        e["hash"] = entry_hash(e, other_key)
+        prev = e["hash"]
+    assert verify_chain(stored, key=KEY) == (False, 3)
+
+
+async def test_checkpoints_find_a_rollback_and_a_rebuilt_chain(backend: Backend) -> None:
+    log = log_for(backend)
+    for i in range(6):
+        await log.append(event(i), 100.0 + i)
+    entries = list(await log.entries())
+    at4 = Checkpoint(4, entries[3]["hash"])
+    assert await verify_log(log, checkpoints=[at4]) == (True, None, 6)
+    assert (await verify_log(log, checkpoints=[Checkpoint(4, "0" * 64)]))[:2] == (False, 4)
+    assert (await verify_log(log, checkpoints=[Checkpoint(9, "0" * 64)]))[:2] == (False, 7)

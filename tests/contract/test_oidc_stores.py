@@ -124,15 +124,18 @@ async def test_refresh_rotation_grace_and_reuse(backend: Backend) -> None:
     assert not await st.refresh.create(fam, "t9", 3600)        # ids are never reused
     assert await st.refresh.get(fam.family_id) == fam
     assert await st.refresh.token_state(fam.family_id, "t1") == "active"
-    assert await st.refresh.rotate(fam.family_id, "t1", "t2", now, 2.0) == ROTATED
+    assert await st.refresh.rotate(fam.family_id, "t1", "t2", now, 2.0, "S2") == (ROTATED, None)
     assert await st.refresh.token_state(fam.family_id, "t1") == "spent"
-    assert await st.refresh.rotate(fam.family_id, "t1", "t3", now + 1.0, 2.0) == GRACE
-    assert await st.refresh.token_state(fam.family_id, "t3") == "active"
-    assert await st.refresh.rotate(fam.family_id, "tx", "t4", now + 1.0, 2.0) == UNKNOWN
-    assert await st.refresh.rotate(fam.family_id, "t1", "t5", now + 5.0, 2.0) == REUSED
+    # within the grace window: the stored successor, and no new token comes alive
+    assert await st.refresh.rotate(fam.family_id, "t1", "t3", now + 1.0, 2.0, "S3") \
+        == (GRACE, "S2")
+    assert await st.refresh.token_state(fam.family_id, "t3") is None
+    assert await st.refresh.token_state(fam.family_id, "t2") == "active"
+    assert await st.refresh.rotate(fam.family_id, "tx", "t4", now + 1.0, 2.0) == (UNKNOWN, None)
+    assert await st.refresh.rotate(fam.family_id, "t1", "t5", now + 5.0, 2.0) == (REUSED, None)
     assert (await st.refresh.get(fam.family_id)).revoked
-    assert await st.refresh.rotate(fam.family_id, "t2", "t6", now + 5.0, 2.0) == REVOKED
-    assert await st.refresh.rotate(new_id(), "t1", "t7", now, 2.0) == UNKNOWN
+    assert await st.refresh.rotate(fam.family_id, "t2", "t6", now + 5.0, 2.0) == (REVOKED, None)
+    assert await st.refresh.rotate(new_id(), "t1", "t7", now, 2.0) == (UNKNOWN, None)
 
 
 async def test_refresh_rotation_is_single_use_under_concurrency(backend: Backend) -> None:
@@ -140,10 +143,19 @@ async def test_refresh_rotation_is_single_use_under_concurrency(backend: Backend
     now = backend.clock.now()
     fam = family(now)
     await st.refresh.create(fam, "t1", 3600)
-    outcomes = await asyncio.gather(*(st.refresh.rotate(fam.family_id, "t1", f"n{i}",
-                                                        now, 0.0) for i in range(20)))
+    results = await asyncio.gather(*(st.refresh.rotate(fam.family_id, "t1", f"n{i}",
+                                                       now, 0.0, f"S{i}") for i in range(20)))
+    outcomes = [o for o, _ in results]
     assert outcomes.count(ROTATED) == 1
     assert set(outcomes) - {ROTATED} <= {REUSED, REVOKED}
+    # with a grace window every loser gets the winner's successor, never its own
+    fam2 = family(now)
+    await st.refresh.create(fam2, "t1", 3600)
+    results = await asyncio.gather(*(st.refresh.rotate(fam2.family_id, "t1", f"n{i}",
+                                                       now, 2.0, f"S{i}") for i in range(20)))
+    winner = next(i for i, (o, _) in enumerate(results) if o == ROTATED)
+    assert [o for o, _ in results].count(ROTATED) == 1
+    assert {r for r in results if r[0] != ROTATED} == {(GRACE, f"S{winner}")}
 
 
 async def test_revoke_before_create_leaves_a_tombstone(backend: Backend) -> None:

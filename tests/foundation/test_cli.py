@@ -89,7 +89,8 @@ def test_production_refuses_to_start_without_redis_or_keys(tmp_path: Path) -> No
                                 GATEWAY_YKB_URL="https://ykb.example",
                                 GATEWAY_ESSC_URL="https://essc.example",
                                 GATEWAY_CERTLIB_URL="https://certlib.example",
-                                GATEWAY_PSAM_GATE_KEYS=str(tmp_path / "psam.json")), tmp_path)
+                                GATEWAY_PSAM_GATE_KEYS=str(tmp_path / "psam.json"),
+                                GATEWAY_DATABASE_URL="postgresql://127.0.0.1:1/gw"), tmp_path)
     assert r.returncode == 2 and "key" in r.stderr.lower()
     assert not (tmp_path / "keys" / "token").exists()
 

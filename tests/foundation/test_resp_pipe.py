@@ -116,6 +116,18 @@ async def test_auth_and_select_come_from_the_url() -> None:
         server.stop()
 
 
+async def _recovered(pipe: RespPipe, within_s: float = 3.0) -> float:
+    """Seconds until the pipe answers again (it reconnects in the background, issue 12)."""
+    t0 = time.monotonic()
+    while True:
+        try:
+            assert await pipe.execute("PING") == b"PONG"
+            return time.monotonic() - t0
+        except redis.exceptions.ConnectionError:
+            assert time.monotonic() - t0 < within_s, "the pipe did not reconnect"
+            await asyncio.sleep(0.02)
+
+
 async def test_refused_connection_fails_the_command_then_recovers(own_redis: RedisServer) -> None:
     port = own_redis.port
     own_redis.stop()
@@ -123,8 +135,15 @@ async def test_refused_connection_fails_the_command_then_recovers(own_redis: Red
     try:
         with pytest.raises(redis.exceptions.ConnectionError):
             await pipe.execute("PING")
+        # down: the next commands fail at once, without a connection attempt each
+        t0 = time.monotonic()
+        for _ in range(100):
+            with pytest.raises(redis.exceptions.ConnectionError):
+                await pipe.execute("PING")
+        assert time.monotonic() - t0 < 0.5
         own_redis.start()
-        assert await pipe.execute("PING") == b"PONG"
+        assert await _recovered(pipe) < 1.5   # retries back off to at most 0.5 s
+        assert pipe.reconnects >= 1
     finally:
         await pipe.aclose()
 
@@ -143,6 +162,7 @@ async def test_a_killed_redis_fails_waiting_commands_and_a_restart_is_picked_up(
         with pytest.raises(redis.exceptions.ConnectionError):
             await blocked
         own_redis.start()  # same port, empty (no persistence)
+        await _recovered(pipe)
         assert await pipe.execute("GET", "k") is None
         assert await pipe.execute("SET", "k", "2") == b"OK"
     finally:
@@ -151,7 +171,7 @@ async def test_a_killed_redis_fails_waiting_commands_and_a_restart_is_picked_up(
 
 async def test_a_redis_that_stops_answering_fails_within_the_reply_timeout(
         own_redis: RedisServer) -> None:
-    pipe = RespPipe(port=own_redis.port, reply_timeout_s=0.6)
+    pipe = RespPipe(port=own_redis.port, reply_timeout_s=0.15, connect_timeout_s=0.15)
     assert own_redis.proc is not None
     try:
         assert await pipe.execute("PING") == b"PONG"
@@ -159,9 +179,15 @@ async def test_a_redis_that_stops_answering_fails_within_the_reply_timeout(
         t0 = time.monotonic()
         with pytest.raises(redis.exceptions.TimeoutError):
             await asyncio.wait_for(pipe.execute("PING"), 5)
-        assert time.monotonic() - t0 < 2.0
+        # the watchdog looks every quarter of the timeout: within 1.25 x 150 ms (+ margin)
+        assert time.monotonic() - t0 < 0.25
+        # then down: commands fail at once while the background reconnection cannot PING
+        t1 = time.monotonic()
+        with pytest.raises(redis.exceptions.ConnectionError):
+            await pipe.execute("PING")
+        assert time.monotonic() - t1 < 0.05
         os.kill(own_redis.proc.pid, signal.SIGCONT)
-        assert await pipe.execute("PING") == b"PONG"   # a fresh connection
+        await _recovered(pipe)   # a fresh connection
     finally:
         os.kill(own_redis.proc.pid, signal.SIGCONT)
         await pipe.aclose()

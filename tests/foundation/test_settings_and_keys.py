@@ -32,7 +32,17 @@ def test_defaults_are_the_sandbox() -> None:
       "GATEWAY_METRICS_TOKEN": "x" * 40}, "https"),
     ({"GATEWAY_ENV": "production", "GATEWAY_REDIS_URL": "redis://r",
       "GATEWAY_METRICS_TOKEN": "x" * 40, "GATEWAY_ISSUER": "https://gw"}, "GATEWAY_YKB_URL"),
+    # review finding 6 (issue 16): production reaches its upstreams over https only
+    *[({"GATEWAY_ENV": "production", "GATEWAY_REDIS_URL": "redis://r",
+        "GATEWAY_METRICS_TOKEN": "x" * 40, "GATEWAY_ISSUER": "https://gw",
+        "GATEWAY_YKB_URL": "https://ykb", "GATEWAY_ESSC_URL": "https://essc",
+        "GATEWAY_CERTLIB_URL": "https://certlib", "GATEWAY_PSAM_GATE_KEYS": "/k.json",
+        name: "http://plain.example"}, f"{name} must be an https")
+       for name in ("GATEWAY_YKB_URL", "GATEWAY_ESSC_URL", "GATEWAY_CERTLIB_URL")],
     ({"GATEWAY_ESSC_REGIONS": "CQ,Sichuan"}, "GATEWAY_ESSC_REGIONS"),
+    ({"GATEWAY_DATABASE_URL": "mysql://x"}, "GATEWAY_DATABASE_URL"),
+    ({"GATEWAY_OFFLINE_MAX_S": "-1"}, "GATEWAY_OFFLINE_MAX_S"),
+    ({"GATEWAY_TRANSACTIONS_OUTBOX_SHARDS": "0"}, "GATEWAY_TRANSACTIONS_OUTBOX_SHARDS"),
     ({"GATEWAY_CERTLIB_URL": "ftp://x"}, "GATEWAY_CERTLIB_URL"),
 ])
 def test_invalid_settings_name_the_variable(env: dict[str, str], needle: str) -> None:

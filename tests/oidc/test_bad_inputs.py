@@ -224,7 +224,7 @@ async def test_concurrent_refreshes_within_the_grace_period_both_work(op: OP) ->
     form = {"grant_type": "refresh_token", "refresh_token": first["refresh_token"]}
     (s1, b1), (s2, b2) = await asyncio.gather(op.token(form), op.token(form))
     assert (s1, s2) == (200, 200)
-    assert b1["refresh_token"] != b2["refresh_token"]
+    assert b1["refresh_token"] == b2["refresh_token"]   # one successor (review finding 2)
 
 
 async def test_refresh_token_of_another_client_or_malformed_is_refused(op: OP) -> None:
@@ -318,19 +318,6 @@ async def test_wrong_number_cancels_the_session(op: OP) -> None:
     assert polled["status"] == "denied" and "redirect_to" not in polled
 
 
-async def test_approve_as_the_contract_has_it_with_no_body(op: OP) -> None:
-    """CONTRACT: `POST /v1/login-sessions/{id}/approve`, no body. Without number matching
-    configured, the resident's confirmation of the shown client and context is enough."""
-    token = await op.resident()
-    page = await op.open_page(op.auth_request().url)
-    await op.scan(token, page.qr)
-    r = await op.c.post(f"/v1/login-sessions/{page.session_id}/approve",
-                        headers={"Authorization": f"Bearer {token}"})
-    assert r.status == 200, await r.text()
-    polled = await op.poll(page.session_id)
-    assert polled["status"] == "approved" and "code=" in polled["redirect_to"]
-
-
 async def test_a_number_that_is_not_a_number_is_refused_and_decides_nothing(op: OP) -> None:
     token = await op.resident()
     page = await op.open_page(op.auth_request().url)
@@ -338,20 +325,6 @@ async def test_a_number_that_is_not_a_number_is_refused_and_decides_nothing(op: 
     for bad in ("seven", True, 3.5, [page.number]):
         status, body = await op.approve(token, page.session_id, bad)
         assert status == 400 and body["code"] == "invalid_request"
-    assert (await op.poll(page.session_id))["status"] == "scanned"
-    assert (await op.approve(token, page.session_id, page.number))[0] == 200
-
-
-async def test_number_matching_can_be_required(make_gateway: GatewayFactory,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GATEWAY_RATELIMIT_LOGIN_IP", "1000/1/1000")
-    op = OP(await make_gateway(login_require_number=True))
-    token = await op.resident()
-    page = await op.open_page(op.auth_request().url)
-    await op.scan(token, page.qr)
-    r = await op.c.post(f"/v1/login-sessions/{page.session_id}/approve",
-                        headers={"Authorization": f"Bearer {token}"})
-    assert r.status == 400 and (await r.json())["code"] == "invalid_request"
     assert (await op.poll(page.session_id))["status"] == "scanned"
     assert (await op.approve(token, page.session_id, page.number))[0] == 200
 

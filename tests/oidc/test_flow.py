@@ -126,9 +126,10 @@ async def test_authlib_private_key_jwt_client(op: OP) -> None:
     token_url = f"{op.base}/oauth2/token"
     rp = AsyncOAuth2Client(client_id="rp-ykb-portal", client_secret=ECKey.import_key(pem),
                            # Authlib's default assertion life (3600 s) exceeds our cap
-                           # (GATEWAY_CLIENT_ASSERTION_MAX_TTL_S, 300 s): ask for 120 s.
+                           # (GATEWAY_CLIENT_ASSERTION_MAX_TTL_S, 300 s): ask for 120 s;
+                           # its `aud` is this first argument: our issuer, exactly.
                            token_endpoint_auth_method=PrivateKeyJWT(
-                               token_url, alg="ES256", claims={"exp": int(time.time()) + 120}),
+                               op.base, alg="ES256", claims={"exp": int(time.time()) + 120}),
                            scope="openid profile", redirect_uri=cb,
                            code_challenge_method="S256")
     verifier = generate_token(48)

@@ -323,11 +323,11 @@ def test_locustfile_imports_with_its_user_classes() -> None:
 
     code = ("import loadtests.locustfile as l; "
             "print(sorted(c.__name__ for c in (l.GateUser, l.ResidentUser, l.LoginUser, "
-            "l.ConsentUser) if issubclass(c, l.FastHttpUser)))")
+            "l.ConsentUser, l.PhoneUser) if issubclass(c, l.FastHttpUser)))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        check=False, cwd=Path(bench.ROOT))
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "['ConsentUser', 'GateUser', 'LoginUser', 'ResidentUser']" in r.stdout
+    assert "['ConsentUser', 'GateUser', 'LoginUser', 'PhoneUser', 'ResidentUser']" in r.stdout
 
 
 def test_login_page_parser_reads_the_qr_back() -> None:

@@ -20,7 +20,10 @@ UNUSED_CORE = web.AppKey("unused_core", object)
 async def _app(max_inflight: int) -> tuple[TestClient, asyncio.Event, web.Application]:
     release = asyncio.Event()
     app = web.Application(middlewares=[edge_middleware])
+    # these paths are not the gates': their share is the whole limit here (the shares have
+    # their own test in tests/faults/test_edge.py)
     install(app, UNUSED_CORE, env={"GATEWAY_MAX_INFLIGHT": str(max_inflight),
+                                   "GATEWAY_MAX_INFLIGHT_OTHER": str(max_inflight),
                                    "GATEWAY_RATELIMIT_ENABLED": "false"})
 
     async def slow(request: web.Request) -> web.Response:

@@ -62,7 +62,7 @@ def _assertion(gw: Gateway, client_id: str, **over: object) -> str:
     cred = gw.demo_secret(client_id)
     key = load_pem_private_key(cred["private_key_pem"].encode(), None)
     now = int(time.time())
-    claims = {"iss": client_id, "sub": client_id, "aud": f"{gw.base}/oauth2/token",
+    claims = {"iss": client_id, "sub": client_id, "aud": gw.base,
               "iat": now, "exp": now + 60, "jti": uuid.uuid4().hex, **over}
     return jwt.encode(claims, key, algorithm="ES256",
                       headers={"kid": cred["public_jwk"]["kid"]})

@@ -11,7 +11,6 @@ worker. The demo residents are fictitious (gateway/data/residents.json).
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import secrets
@@ -22,6 +21,7 @@ from typing import Any, Final
 import jwt
 from aiohttp import web
 
+from gateway.base64url import b64u
 from gateway.clock import Clock, SystemClock
 from gateway.codec import Es256Signer, encode_essc
 from gateway.services.upstream import (
@@ -372,7 +372,7 @@ class CertLibSandbox(_Base):
     def holder_ref(self, citizen_id: str) -> str:
         """The library's opaque holder binding: HMAC of the ID number under its own secret."""
         mac = hmac.new(self.holder_secret, citizen_id.encode("ascii"), hashlib.sha256)
-        return base64.urlsafe_b64encode(mac.digest()[:16]).rstrip(b"=").decode("ascii")
+        return b64u(mac.digest()[:16])
 
     def certificates(self, citizen_id: str, types: Sequence[str]) -> list[dict[str, Any]]:
         r = self.by_cid.get(citizen_id)

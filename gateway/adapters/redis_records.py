@@ -1,0 +1,211 @@
+"""The transaction outbox in Redis (docs/records.md): claims that append their record in the
+same round trip, the exporter's reader, and the exporter's lock.
+
+Keys (prefix ``gw:``; ``N`` = GATEWAY_TRANSACTIONS_OUTBOX_SHARDS; shard ``k`` chosen from the
+claim's own bytes — the code's nonce, or the gate and request id):
+
+* ``gw:tx:outbox:{gw:tx:k}`` — a Stream; one entry per record, field ``r`` = the msgpack record.
+* ``gw:once:{gw:tx:k}:<key>`` — the single-use claims that decide a record (a code's nonce,
+  a (gate, request id) pair). They share the stream's hash tag, so the one script that claims
+  and appends touches one Cluster slot; N streams spread the appends over N slots.
+* ``gw:tx:exporter`` — the exporter lock (SET NX PX, renewed by its holder).
+
+The claim script is ``SET key value NX PX ttl GET`` and, only when that claimed, ``XADD`` —
+unless the stream already holds its bound (XLEN, O(1)): then the decision stands, the record
+is dropped, and the adapter counts it (gateway_transactions_dropped_total) and logs an alarm.
+An explicit bound rather than ``XADD MAXLEN ~``: trimming would silently delete the oldest
+records, the very ones not yet exported.
+
+The exporter reads the oldest entries (XRANGE), writes them to the record store, and only then
+deletes them (XTRIM MINID just past the last one written): a crash in between re-delivers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+import zlib
+from collections.abc import Callable
+from typing import Any, Final
+
+import redis.exceptions
+import structlog
+
+from gateway.adapters.redis_store import Coalescer, RedisClient
+from gateway.services.records import Batch, TransactionRecord
+
+__all__ = ["RedisExporterLock", "RedisOutbox", "RedisRecordingClaims", "outbox_keys"]
+
+log = structlog.get_logger("gateway.records")
+
+CLAIM_AND_APPEND: Final = """
+local prev = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2], 'GET')
+if prev then return {1, prev} end
+if redis.call('XLEN', KEYS[2]) >= tonumber(ARGV[3]) then return {0, 0} end
+redis.call('XADD', KEYS[2], '*', 'r', ARGV[4])
+return {0, 1}
+"""
+_SHA: Final = hashlib.sha1(CLAIM_AND_APPEND.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1
+
+_RENEW: Final = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+_RELEASE: Final = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def _tag(prefix: str, shard: int) -> str:
+    return f"{{{prefix}tx:{shard}}}"
+
+
+def outbox_keys(prefix: str, shards: int) -> list[str]:
+    return [f"{prefix}tx:outbox:{_tag(prefix, k)}" for k in range(shards)]
+
+
+def _shard(shard: bytes, shards: int) -> int:
+    return zlib.crc32(shard) % shards if shards > 1 else 0
+
+
+class RedisRecordingClaims:
+    """`gateway.services.records.RecordingClaims` on Redis, through the Coalescer: the claim
+    and its record are one EVALSHA in the same pipeline as everything else of the loop tick."""
+
+    def __init__(self, coalescer: Coalescer, script_load: Callable[[str], Any], *,
+                 prefix: str = "gw:", shards: int = 4, bound: int = 2_000_000,
+                 on_full: Callable[[], None] | None = None) -> None:
+        self._c = coalescer
+        self._script_load = script_load
+        self._prefix = prefix
+        self._shards = shards
+        self._per_shard = max(1, bound // shards)
+        self._on_full = on_full
+        self._streams = outbox_keys(prefix, shards)
+        self._claims = [f"{prefix}once:{_tag(prefix, k)}:" for k in range(shards)]
+        self._full_logged = 0.0
+
+    async def load(self) -> None:
+        await self._script_load(CLAIM_AND_APPEND)
+
+    async def claim(self, key: str, ttl_s: float, value: str, record: TransactionRecord,
+                    shard: bytes) -> str | None:
+        k = _shard(shard, self._shards)
+        args = ("EVALSHA", _SHA, 2, self._claims[k] + key, self._streams[k], value,
+                max(1, int(ttl_s * 1000)), self._per_shard, record.to_wire())
+        try:
+            reply = await self._c.execute(*args)
+        except redis.exceptions.NoScriptError:
+            await self.load()
+            reply = await self._c.execute(*args)
+        won, detail = reply[0], reply[1]
+        if won == 1:
+            return detail.decode() if isinstance(detail, bytes) else str(detail)
+        if detail == 0:
+            self._full()
+        return None
+
+    def _full(self) -> None:
+        if self._on_full is not None:
+            self._on_full()
+        now = time.monotonic()
+        if now - self._full_logged >= 1.0:  # an alarm, not a line per scan
+            self._full_logged = now
+            log.error("transactions.outbox_full", bound=self._per_shard * self._shards)
+
+    async def peek(self, key: str, shard: bytes) -> str | None:
+        raw = await self._c.execute("GET", self._claims[_shard(shard, self._shards)] + key)
+        return raw.decode() if isinstance(raw, bytes) else raw
+
+    async def remember(self, key: str, ttl_s: float, value: str, shard: bytes) -> None:
+        await self._c.execute("SET", self._claims[_shard(shard, self._shards)] + key, value,
+                              "NX", "PX", max(1, int(ttl_s * 1000)))
+
+
+def _after(entry_id: bytes) -> str:
+    """The smallest stream id greater than `entry_id` (for XTRIM MINID: strictly after)."""
+    ms, _, seq = entry_id.decode().partition("-")
+    return f"{ms}-{int(seq) + 1}"
+
+
+def _raw(response: Any, **options: Any) -> Any:
+    return response
+
+
+class RedisOutbox:
+    """The exporter's side: the oldest entries of every shard, deleted once stored.
+
+    `redis` must be a client of its own: its XRANGE replies are left as hiredis parsed them
+    (nested lists) instead of redis-py's per-entry dicts — 5× less CPU per record read
+    (measured), the exporter's largest cost after PostgreSQL itself."""
+
+    def __init__(self, redis: RedisClient, *, prefix: str = "gw:", shards: int = 4,
+                 bound: int = 2_000_000) -> None:
+        self._r = redis
+        redis.set_response_callback("XRANGE", _raw)
+        self._streams = outbox_keys(prefix, shards)
+        self._bound = max(1, bound // shards) * shards
+
+    @property
+    def bound(self) -> int:
+        return self._bound
+
+    async def take(self, max_records: int, after: Batch | None = None) -> Batch | None:
+        per = max(1, -(-max_records // len(self._streams)))
+        records: list[TransactionRecord] = []
+        start: dict[str, bytes] = after.position if after is not None else {}
+        last: dict[str, bytes] = dict(start)
+        bad = 0
+        taken = False
+        for stream in self._streams:  # one command each: a Cluster routes them to their slots
+            lo = b"(" + start[stream] if stream in start else "-"
+            entries: list[Any] = await self._r.execute_command(
+                "XRANGE", stream, lo, "+", "COUNT", per) or []
+            for _, fields in entries:  # [id, [b"r", record]]
+                try:
+                    if len(fields) != 2 or fields[0] != b"r":
+                        raise ValueError("no record field")
+                    records.append(TransactionRecord.from_wire(fields[1]))
+                except (ValueError, TypeError, KeyError):
+                    bad += 1
+            if entries:
+                taken = True
+                last[stream] = entries[-1][0]
+        if not taken:
+            return None
+        done = {k: v for k, v in last.items() if start.get(k) != v}
+
+        async def ack() -> None:
+            for stream, entry_id in done.items():
+                await self._r.xtrim(stream, minid=_after(entry_id), approximate=False)
+
+        return Batch(records, ack, bad, position=last)
+
+    async def length(self) -> int:
+        total = 0
+        for stream in self._streams:
+            total += int(await self._r.xlen(stream))
+        return total
+
+
+class RedisExporterLock:
+    """One exporter at a time: ``SET key token NX PX ttl``, renewed by compare-and-expire."""
+
+    def __init__(self, redis: RedisClient, *, prefix: str = "gw:", ttl_s: float = 15.0) -> None:
+        self._r = redis
+        self._key = f"{prefix}tx:exporter"
+        self._token = secrets.token_hex(16)
+        self._ttl_ms = int(ttl_s * 1000)
+        self._renew = redis.register_script(_RENEW)
+        self._release = redis.register_script(_RELEASE)
+
+    async def acquire(self) -> bool:
+        return bool(await self._r.set(self._key, self._token, nx=True, px=self._ttl_ms))
+
+    async def renew(self) -> bool:
+        return bool(await self._renew(keys=[self._key], args=[self._token, self._ttl_ms]))
+
+    async def release(self) -> None:
+        await self._release(keys=[self._key], args=[self._token])

@@ -1,0 +1,407 @@
+"""The gate decision pipeline (验码 / 验卡): ONE use case for every credential a gate presents —
+渝快码 and e-SSC codes (``POST /v1/codes/verify``) and physical-card taps
+(``POST /v1/cards/verify``) — answering ONE decision type (CONTRACT "Codes": the same shape
+for every face; a failed scan is a ``deny`` with a stable reason, never an HTTP error).
+
+The steps, each written once, in this order (the first failure is the answer):
+
+1. **gate** — the caller is a verified gate token (the bearer check and the per-caller rate
+   limit are the web edge's, ``web/http.principal``); the scene must exist (else 400) and be
+   the gate's own (else 403).
+2. **face** — the credential verified by its face (:mod:`gateway.services.faces`): a code's
+   signature and validity window, a tap's PSAM MAC and freshness; then the scene's policy for
+   that face (and e-SSC region); then the person behind it (a ykm holder handle opens without
+   I/O, an e-SSC link or a card is one store read) and the in-process revocation view.
+3. **gate sector** — the gate's client record (its pairwise-subject sector), cached in-process
+   on the injected clock; a disabled or unknown gate is ``scene_not_permitted``.
+4. **claim** — single use, atomically: ONE ``SET key value NX PX ttl GET``. A same-gate,
+   same-request retry gets the first answer (its ``verified_at``); any other second use is
+   ``replayed``. The identity read for attributes (when the code does not carry them) is issued
+   in the same event-loop tick, so the Coalescer sends both in one pipeline: this step is where
+   another command that must ride the claim's round trip joins it (a transaction record).
+5. **subject and attributes** — the pairwise subject (HMAC, no I/O) and exactly the scene's
+   attributes: sealed in the code, read with the card, or the identity read made beside the
+   claim; the consent feature's subject index hears about the subject.
+6. **count** — ``gateway_verify_decisions_total`` for every decision, a sampled log line per
+   deny reason, a debug line per allow. Never the code string or a personal datum.
+
+A retry of an *expired* code (the codec reports ``expired`` only for a correctly signed one)
+reads the claim record instead of writing it: the same request gets its first answer for as
+long as the record lives; the code is decoded once either way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol
+
+import structlog
+
+from gateway.authz.datakeys import DataKeys
+from gateway.authz.tokens import AccessTokenClaims
+from gateway.clock import Clock
+from gateway.errors import Forbidden, InvalidRequest, NotFound
+from gateway.ports import ClientStore, SingleUse
+from gateway.services.codes import open_attributes
+from gateway.services.decision import Face, Reason, UseRef, VerifyDecision
+from gateway.services.scenes import SceneCatalogue
+from gateway.services.subjects import SubjectSeen
+from gateway.timefmt import rfc3339
+
+__all__ = [
+    "CardTap",
+    "CredentialFace",
+    "DecisionCounter",
+    "GateIdentity",
+    "GatePipeline",
+    "GateScan",
+    "GateSectors",
+    "LineBudget",
+    "Refused",
+    "UseRef",
+    "Verified",
+]
+
+log = structlog.get_logger("gateway.codes")
+
+GATE_SECTOR_CACHE_S: Final = 60.0
+
+
+# ------------------------------------------------------------------------------ what a gate sends
+@dataclass(frozen=True, slots=True)
+class CardTap:
+    """A physical-card tap (实体卡) as the gate's PSAM attested it: the MAC covers
+    (card_no, region, gate, request_id, scanned_at) exactly as sent (docs/card-tap.md)."""
+
+    card_no: str = field(repr=False)
+    region: str
+    terminal_mac: str = field(repr=False)
+    scanned_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class GateScan:
+    """One presentation at a gate: a scanned code string or a card tap, for a scene, under the
+    gate's request id; ``scanned_at`` when the gate said when it scanned (Unix seconds)."""
+
+    scene: str
+    request_id: str
+    credential: str | CardTap
+    scanned_at: float | None = None
+
+
+# --------------------------------------------------------------------------- between the steps
+@dataclass(frozen=True, slots=True)
+class Verified:
+    """A credential whose face checked out (signature or MAC; validity window unless the face
+    raised ``expired`` with it). ``person_id`` is None until the face's ``resolve`` read it;
+    ``lookup`` is what that read needs (face-specific); ``sealed`` the clear attribute flags of a
+    ykm code (0: none); ``record`` the identity record a face already read (attributes come from
+    it without another read)."""
+
+    face: Face
+    region: str | None
+    use_key: str
+    use_ttl_s: float
+    use: UseRef
+    person_id: str | None = None
+    sealed: int = 0
+    record: Any = None
+    lookup: Any = None
+    scanned_at: float | None = None
+
+
+class Refused(Exception):
+    """A deny, raised where the fact is known; the pipeline turns it into the decision.
+    ``verified`` is set when the face checked out but the credential's window did not (an
+    ``expired`` credential may still be an idempotent retry)."""
+
+    def __init__(self, reason: Reason, face: Face | None,
+                 verified: Verified | None = None) -> None:
+        super().__init__(reason)
+        self.reason: Reason = reason
+        self.face = face
+        self.verified = verified
+
+
+# ------------------------------------------------------------------------------------- ports
+class CredentialFace(Protocol):
+    """One face's verifier (:mod:`gateway.services.faces`)."""
+
+    def check(self, credential: Any, gate_id: str, request_id: str,
+              now: float) -> Verified:
+        """Signature/MAC and validity window, without I/O; raises :class:`Refused`."""
+        ...
+
+    async def resolve(self, verified: Verified) -> Verified:
+        """The person behind it (``person_id`` set); raises ``Refused("revoked")``."""
+        ...
+
+
+class GateIdentity(Protocol):
+    """What the gate path needs from the identity service (``GateIdentityAdapter``)."""
+
+    def is_suspended(self, person_id: str) -> bool:
+        """In-process revocation view of persons (no I/O on the gate path)."""
+        ...
+
+    async def person_by_essc(self, region: str, holder_account_id: str) -> str | None:
+        """The person id linked (actively) to this e-SSC holder account, if any."""
+        ...
+
+    async def card_holder(self, region: str, card_no: str) -> tuple[str, Any] | None:
+        """(person id, identity record) for an active card not in the revocation set."""
+        ...
+
+    async def disclose(self, person_id: str, names: Sequence[str]) -> dict[str, Any]:
+        """Exactly the named attributes (docs/scenes.md vocabulary); NotFound if no record."""
+        ...
+
+    def disclose_from(self, record: Any, names: Sequence[str]) -> dict[str, Any]:
+        """The named attributes from a record already read."""
+        ...
+
+
+#: Counts one decision (gateway_verify_decisions_total{face, decision, reason}).
+DecisionCounter = Callable[[VerifyDecision], None]
+
+
+# ------------------------------------------------------------------------------ the gate sector
+class GateSectors:
+    """Gate client records' sectors cached in-process on the injected clock: the gate token
+    carries only client id and scene; the sector changes only by operator action."""
+
+    def __init__(self, store: ClientStore, now: Callable[[], float],
+                 ttl_s: float = GATE_SECTOR_CACHE_S) -> None:
+        self._store = store
+        self._now = now
+        self._ttl = ttl_s
+        self._cache: dict[str, tuple[float, str]] = {}
+
+    def cached(self, client_id: str) -> str | None:
+        """The sector of a gate read in the last `ttl_s`, without awaiting (else None)."""
+        hit = self._cache.get(client_id)
+        if hit is not None and hit[0] > self._now():
+            return hit[1]
+        return None
+
+    async def sector(self, client_id: str) -> str | None:
+        """The gate's sector; None for an unknown or disabled gate (never cached)."""
+        cached = self.cached(client_id)
+        if cached is not None:
+            return cached
+        now = self._now()
+        client = await self._store.get(client_id)
+        if client is None or client.disabled or not client.sector:
+            self._cache.pop(client_id, None)
+            return None
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[client_id] = (now + self._ttl, client.sector)
+        return client.sector
+
+
+class LineBudget:
+    """At most `per_second` log lines per key (a deny reason) per second in this worker; the
+    line that follows a suppressed stretch says how many were left out. A flood of junk or
+    replays is counted in full by gateway_verify_decisions_total; the log keeps a sample
+    instead of a line per scan (a line costs ~20 µs and a write under attack)."""
+
+    def __init__(self, per_second: int = 20) -> None:
+        self._per_second = per_second
+        self._state: dict[str, list[int]] = {}  # key -> [second, lines this second, suppressed]
+
+    def take(self, key: str, now: float) -> int | None:
+        """None: do not log; else log, with this many lines suppressed since the last one."""
+        sec = int(now)
+        st = self._state.get(key)
+        if st is None:
+            st = self._state[key] = [sec, 0, 0]
+        if st[0] != sec:
+            st[0], st[1] = sec, 0
+        if st[1] >= self._per_second:
+            st[2] += 1
+            return None
+        st[1] += 1
+        suppressed, st[2] = st[2], 0
+        return suppressed
+
+
+# --------------------------------------------------------------------------------- the pipeline
+class GatePipeline:
+    """验码 / 验卡: a gate's presentation → one :class:`VerifyDecision` (module docstring)."""
+
+    def __init__(self, *, scenes: SceneCatalogue, sectors: GateSectors,
+                 codes: CredentialFace, cards: CredentialFace, single_use: SingleUse,
+                 identity: GateIdentity, data_keys: DataKeys, subject_seen: SubjectSeen,
+                 count: DecisionCounter, clock: Clock) -> None:
+        self._scenes = scenes
+        self._sectors = sectors
+        self._codes = codes
+        self._cards = cards
+        self._once = single_use
+        self._identity = identity
+        self._keys = data_keys
+        self._subject_seen = subject_seen
+        self._count = count
+        self._clock = clock
+        self._deny_lines = LineBudget()
+
+    async def verify(self, gate: AccessTokenClaims, scan: GateScan) -> VerifyDecision:
+        # 1. gate: the scene exists and is this gate's own (request errors, not decisions)
+        scene = self._scenes.get(scan.scene)
+        if scene is None:
+            raise InvalidRequest("Unknown scene")
+        if gate.scene != scan.scene:
+            raise Forbidden("This gate is registered for another scene")
+        now = self._clock.now()
+        verified_at = rfc3339(now)
+        face = self._cards if isinstance(scan.credential, CardTap) else self._codes
+        gate_id = gate.client_id
+        v: Verified | None = None
+        try:
+            # 2. face: signature / MAC and window; an expired one may be a retry
+            retry_of: str | None = None
+            try:
+                v = face.check(scan.credential, gate_id, scan.request_id, now)
+            except Refused as refused:
+                v = refused.verified
+                if v is None:
+                    raise
+                retry_of = await self._first_answer(v, gate_id, scan.request_id)
+                if retry_of is None:
+                    raise
+            if not scene.permits(v.face, v.region):
+                raise Refused("scene_not_permitted", v.face, v)
+            if v.person_id is None:
+                v = await face.resolve(v)
+            person_id = v.person_id
+            assert person_id is not None  # resolve() sets it or refuses
+            if self._identity.is_suspended(person_id):
+                raise Refused("revoked", v.face, v)
+            # 3. gate sector: the known gate's needs no coroutine
+            sector = self._sectors.cached(gate_id) or await self._sectors.sector(gate_id)
+            if sector is None:
+                raise Refused("scene_not_permitted", v.face, v)
+            # 4. claim single use, beside the attribute read; 5. attributes
+            names = scene.attributes
+            if retry_of is None:
+                first, attributes = await self._claim(v, names, gate_id, scan.request_id,
+                                                      verified_at, now)
+            else:
+                first, attributes = retry_of, await self._attributes(v, names)
+            if first is not None:
+                verified_at = first
+        except Refused as refused:
+            return self._deny(refused.reason, refused.face, refused.verified, gate_id, scan,
+                              verified_at, now)
+        # 5. the pairwise subject (OIDC Core §8.1), recorded where consents may name it
+        subject = self._keys.pairwise_subject(sector, person_id)
+        await self._subject_seen(sector, subject, person_id)
+        decision = VerifyDecision("allow", "ok", v.face, scan.request_id, verified_at,
+                                  subject, attributes, gate=gate_id, scene=scan.scene,
+                                  scanned_at=_scanned_at(scan, v), use=v.use)
+        # 6. count. An allow is counted in gateway_verify_decisions_total; a line per allow would
+        # say no more (no gate, no person) at thousands a second: a debug line. Denies: info.
+        self._count(decision)
+        log.debug("code.verified", face=v.face, decision="allow", reason="ok",
+                  scene=scan.scene, retry=first is not None)
+        return decision
+
+    async def _claim(self, v: Verified, names: tuple[str, ...], gate_id: str,
+                     request_id: str, verified_at: str,
+                     now: float) -> tuple[str | None, dict[str, Any]]:
+        """Step 4 and 5's attributes: claim the single use — ONE round trip, shared with the
+        identity read when the attributes are not at hand (both issued in this tick). Returns
+        the first answer's ``verified_at`` when this is a retry of it (None: first use).
+
+        A command that must ride the claim's round trip (a transaction record appended to an
+        outbox) is issued here, before the first ``await``."""
+        person_id = v.person_id
+        assert person_id is not None
+        claim = self._once.claim(v.use_key, v.use_ttl_s, f"{gate_id}|{request_id}|{verified_at}")
+        attributes = self._local_attributes(v, names)
+        if attributes is not None:
+            prev = await claim
+        else:
+            prev, disclosed = await asyncio.gather(
+                claim, self._identity.disclose(person_id, names), return_exceptions=True)
+            if isinstance(prev, BaseException):
+                raise prev
+            if isinstance(disclosed, NotFound):  # the person record is gone
+                raise Refused("revoked", v.face, v)
+            if isinstance(disclosed, BaseException):
+                raise disclosed
+            attributes = {k: disclosed[k] for k in names if k in disclosed}
+        if prev is None:
+            return None, attributes
+        first = _same_request(prev, gate_id, request_id)
+        if first is None:
+            raise Refused("replayed", v.face, v)
+        return first, attributes
+
+    def _local_attributes(self, v: Verified, names: tuple[str, ...]) -> dict[str, Any] | None:
+        """The scene's attributes without I/O (none asked, sealed in the code, or from the
+        record the face read); None when the identity service must be asked."""
+        if not names:
+            return {}
+        if v.sealed:
+            sealed = open_attributes(v.sealed, names)
+            if sealed is not None:
+                return sealed
+        if v.record is not None:
+            got = self._identity.disclose_from(v.record, names)
+            return {k: got[k] for k in names if k in got}
+        return None
+
+    async def _attributes(self, v: Verified, names: tuple[str, ...]) -> dict[str, Any]:
+        """The scene's attributes when no claim is written (a retry of an expired code)."""
+        local = self._local_attributes(v, names)
+        if local is not None:
+            return local
+        assert v.person_id is not None
+        try:
+            got = await self._identity.disclose(v.person_id, names)
+        except NotFound:
+            raise Refused("revoked", v.face, v) from None
+        return {k: got[k] for k in names if k in got}
+
+    async def _first_answer(self, v: Verified, gate_id: str, request_id: str) -> str | None:
+        """The first answer's ``verified_at`` when this (gate, request id) already used this
+        credential and its claim record still lives; else None."""
+        prev = await self._once.peek(v.use_key)
+        return None if prev is None else _same_request(prev, gate_id, request_id)
+
+    def _deny(self, reason: Reason, face: Face | None, v: Verified | None, gate_id: str,
+              scan: GateScan, verified_at: str, now: float) -> VerifyDecision:
+        decision = VerifyDecision("deny", reason, face, scan.request_id, verified_at,
+                                  gate=gate_id, scene=scan.scene,
+                                  scanned_at=_scanned_at(scan, v),
+                                  use=v.use if v is not None else None)
+        self._count(decision)
+        suppressed = self._deny_lines.take(reason, now)
+        if suppressed is not None:
+            log.info("code.verified", face=face, decision="deny", reason=reason,
+                     scene=scan.scene, suppressed=suppressed)
+        return decision
+
+
+def _scanned_at(scan: GateScan, v: Verified | None) -> float | None:
+    """When the gate scanned: what it said, or what the credential attests (a tap)."""
+    if scan.scanned_at is not None or v is None:
+        return scan.scanned_at
+    return v.scanned_at
+
+
+def _same_request(prev: str, client_id: str, request_id: str) -> str | None:
+    """The first answer's verified_at when ``prev`` was stored by this gate for this request."""
+    gate, sep, rest = prev.partition("|")
+    rid, sep2, verified_at = rest.rpartition("|")
+    if not (sep and sep2):
+        return None
+    same_gate = hmac.compare_digest(gate.encode(), client_id.encode())
+    same_rid = hmac.compare_digest(rid.encode(), request_id.encode())
+    return verified_at if same_gate and same_rid else None

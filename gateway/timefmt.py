@@ -1,0 +1,41 @@
+"""RFC 3339 date-times (RFC 3339 §5.6), the one home for formatting and parsing them.
+
+Every answer the gateway gives says its times in UTC with a ``Z``; a gate's verification
+answers with one each time, so the date part is formatted once per second per worker.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+__all__ = ["parse_rfc3339", "rfc3339", "rfc3339_s"]
+
+_SECOND: list[Any] = [None, ""]  # [whole second, its "YYYY-MM-DDTHH:MM:SS"] (per worker)
+
+
+def rfc3339(t: float) -> str:
+    """UTC, second precision plus milliseconds: ``2026-03-01T08:00:00.123Z``."""
+    sec = int(t // 1)
+    if _SECOND[0] != sec:
+        _SECOND[1] = datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _SECOND[0] = sec
+    ms = min(999, int((t - sec) * 1000))
+    return f"{_SECOND[1]}.{ms:03d}Z"
+
+
+def rfc3339_s(t: float) -> str:
+    """UTC, whole seconds: ``2026-03-01T08:00:00Z`` (records shown to people and apps)."""
+    return rfc3339(t)[:19] + "Z"
+
+
+def parse_rfc3339(raw: str) -> float | None:
+    """Unix seconds of an RFC 3339 date-time with an offset (``Z`` or ``±hh:mm``); None when
+    it is not one (no offset, not a date-time)."""
+    try:
+        t = datetime.fromisoformat(raw.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        return None
+    if t.tzinfo is None:
+        return None
+    return t.timestamp()

@@ -1,0 +1,220 @@
+"""Contract: claims that append their transaction record when, and only when, they win —
+memory (straight into the store), real Redis and a real Redis Cluster (through the outbox
+and the exporter)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from gateway.adapters.memory import MemorySingleUse
+from gateway.adapters.memory_records import MemoryRecordingClaims, MemoryRecordStore
+from gateway.services.records import (
+    Exporter,
+    RecordingClaims,
+    TransactionRecord,
+    new_record_id,
+)
+from tests.contract.conftest import Backend
+
+#: the outbox and its exporter exist only on Redis (memory claims write straight to the store)
+on_redis = pytest.mark.parametrize("backend", ["redis", "redis-cluster"], indirect=True)
+
+
+def record(i: int) -> TransactionRecord:
+    return TransactionRecord(
+        record_id=new_record_id(1_800_000_000 + i), gate="gate-1", scene="metro", face="ykm",
+        decision="allow", reason="ok", scanned_at=1_800_000_000.0, verified_at=1_800_000_001.0,
+        origin="online", request_id=f"r-{i}", subject="s", attributes={})
+
+
+class NoLock:
+    async def acquire(self) -> bool:
+        return True
+
+    async def renew(self) -> bool:
+        return True
+
+    async def release(self) -> None:
+        return None
+
+
+@dataclass
+class Rig:
+    claims: RecordingClaims
+    store: MemoryRecordStore
+    exporter: Exporter | None
+    full: list[int]
+
+    async def stored(self) -> list[TransactionRecord]:
+        if self.exporter is not None:
+            await self.exporter.drain()
+        page = await self.store.page(None, 100_000)
+        return [r for _, r in page.records]
+
+
+def rig(backend: Backend, *, bound: int = 1000, shards: int = 4) -> Rig:
+    store = MemoryRecordStore()
+    full: list[int] = []
+    if backend.coalescer is None:
+        return Rig(MemoryRecordingClaims(MemorySingleUse(backend.clock), store), store, None,
+                   full)
+    from gateway.adapters.redis_records import RedisOutbox, RedisRecordingClaims
+
+    assert backend.redis is not None
+    claims = RedisRecordingClaims(backend.coalescer, backend.redis.script_load,
+                                  prefix=backend.prefix, shards=shards, bound=bound,
+                                  on_full=lambda: full.append(1))
+    outbox = RedisOutbox(backend.redis, prefix=backend.prefix, shards=shards, bound=bound)
+    return Rig(claims, store, Exporter(outbox, store, NoLock(), batch_size=100), full)
+
+
+async def test_a_winning_claim_appends_its_record_once(backend: Backend) -> None:
+    r = rig(backend)
+    rec = record(1)
+    assert await r.claims.claim("code:aa", 5, "gate-1|r-1", rec, b"\xaa") is None
+    assert await r.claims.claim("code:aa", 5, "gate-2|r-9", record(2), b"\xaa") == "gate-1|r-1"
+    assert await r.claims.peek("code:aa", b"\xaa") == "gate-1|r-1"
+    assert await r.stored() == [rec]
+
+
+async def test_three_hundred_concurrent_claims_leave_one_record(backend: Backend) -> None:
+    r = rig(backend)
+    results = await asyncio.gather(*(r.claims.claim("code:hot", 5, f"v{i}", record(i), b"h")
+                                     for i in range(300)))
+    winners = [i for i, x in enumerate(results) if x is None]
+    assert len(winners) == 1
+    assert [x.request_id for x in await r.stored()] == [f"r-{winners[0]}"]
+
+
+async def test_remember_sets_only_an_unset_key_and_appends_nothing(backend: Backend) -> None:
+    r = rig(backend)
+    await r.claims.remember("up:g|1", 5, "first", b"g|1")
+    await r.claims.remember("up:g|1", 5, "second", b"g|1")
+    assert await r.claims.peek("up:g|1", b"g|1") == "first"
+    assert await r.claims.claim("up:g|1", 5, "third", record(1), b"g|1") == "first"
+    assert await r.stored() == []
+
+
+async def test_claims_expire_with_their_ttl(backend: Backend) -> None:
+    r = rig(backend)
+    assert await r.claims.claim("code:short", 0.15, "x", record(1), b"s") is None
+    await backend.elapse(0.3)
+    assert await r.claims.peek("code:short", b"s") is None
+    assert await r.claims.claim("code:short", 5, "y", record(2), b"s") is None
+    assert [x.request_id for x in await r.stored()] == ["r-1", "r-2"]
+
+
+async def test_records_spread_over_shards_all_arrive(backend: Backend) -> None:
+    r = rig(backend, shards=8)
+    for i in range(50):
+        assert await r.claims.claim(f"code:{i}", 5, "v", record(i), bytes([i])) is None
+    assert sorted(x.request_id for x in await r.stored()) == sorted(f"r-{i}" for i in range(50))
+
+
+@on_redis
+async def test_a_full_outbox_keeps_the_decision_drops_the_record_and_alarms(
+        backend: Backend) -> None:
+    assert backend.coalescer is not None and backend.redis is not None
+    r = rig(backend, bound=3, shards=1)
+    for i in range(5):
+        assert await r.claims.claim(f"code:{i}", 5, "v", record(i), b"x") is None
+    assert len(r.full) == 2
+    assert [x.request_id for x in await r.stored()] == ["r-0", "r-1", "r-2"]
+    assert await r.claims.claim("code:9", 5, "v", record(9), b"x") is None  # room again
+    assert [x.request_id for x in await r.stored()] == ["r-0", "r-1", "r-2", "r-9"]
+
+
+class FlakyStore(MemoryRecordStore):
+    """Writes, then fails before the exporter can acknowledge (a crash after COPY)."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    async def write(self, records: Any) -> int:
+        n = await super().write(records)
+        if self.failures > 0:
+            self.failures -= 1
+            raise ConnectionError("the store went away after committing")
+        return n
+
+
+@on_redis
+async def test_an_exporter_crash_after_writing_redelivers_and_nothing_is_doubled(
+        backend: Backend) -> None:
+    assert backend.coalescer is not None and backend.redis is not None
+    from gateway.adapters.redis_records import RedisOutbox, RedisRecordingClaims
+
+    claims = RedisRecordingClaims(backend.coalescer, backend.redis.script_load,
+                                  prefix=backend.prefix, shards=2, bound=1000)
+    for i in range(30):
+        await claims.claim(f"code:{i}", 5, "v", record(i), bytes([i]))
+    store = FlakyStore(failures=2)
+    outbox = RedisOutbox(backend.redis, prefix=backend.prefix, shards=2, bound=1000)
+    exporter = Exporter(outbox, store, NoLock(), batch_size=10)
+    for _ in range(2):
+        try:
+            await exporter.step()
+        except ConnectionError:
+            pass
+    await exporter.drain()
+    page = await store.page(None, 1000)
+    assert sorted(r.request_id for _, r in page.records) == sorted(f"r-{i}" for i in range(30))
+    assert await outbox.length() == 0
+
+
+@on_redis
+async def test_the_exporter_loop_survives_a_store_outage(backend: Backend) -> None:
+    assert backend.coalescer is not None and backend.redis is not None
+    from gateway.adapters.redis_records import RedisOutbox, RedisRecordingClaims
+
+    class Down(MemoryRecordStore):
+        up = False
+
+        async def write(self, records: Any) -> int:
+            if not self.up:
+                raise OSError("connection refused")
+            return await super().write(records)
+
+    claims = RedisRecordingClaims(backend.coalescer, backend.redis.script_load,
+                                  prefix=backend.prefix, shards=2, bound=1000)
+    for i in range(20):
+        await claims.claim(f"code:{i}", 5, "v", record(i), bytes([i]))
+    store = Down()
+    outbox = RedisOutbox(backend.redis, prefix=backend.prefix, shards=2, bound=1000)
+    exporter = Exporter(outbox, store, NoLock(), batch_size=7, idle_s=0.01,
+                        max_backoff_s=0.05)
+    stop = asyncio.Event()
+    task = asyncio.ensure_future(exporter.run(stop))
+    await asyncio.sleep(0.2)
+    assert await outbox.length() == 20  # nothing lost while the store is down
+    store.up = True
+    for _ in range(200):
+        if await outbox.length() == 0:
+            break
+        await asyncio.sleep(0.02)
+    stop.set()
+    await task
+    page = await store.page(None, 1000)
+    assert len(page.records) == 20
+
+
+@on_redis
+async def test_only_one_exporter_holds_the_lock(backend: Backend) -> None:
+    assert backend.coalescer is not None and backend.redis is not None
+    from gateway.adapters.redis_records import RedisExporterLock
+
+    a = RedisExporterLock(backend.redis, prefix=backend.prefix, ttl_s=0.3)
+    b = RedisExporterLock(backend.redis, prefix=backend.prefix, ttl_s=0.3)
+    assert await a.acquire() and not await b.acquire()
+    assert await a.renew() and not await b.renew()
+    await b.release()  # not b's: a keeps it
+    assert not await b.acquire()
+    await a.release()
+    assert await b.acquire() and not await a.renew()
+    await asyncio.sleep(0.5)  # b stops renewing: the lock lapses
+    assert await a.acquire()
