@@ -131,16 +131,30 @@ class MemoryStatsStore:
     def __init__(self) -> None:
         self._days: dict[str, dict[tuple[str, ...], Any]] = {}
         self._sketches: dict[str, dict[tuple[str, ...], bytearray]] = {}
+        #: the same counts summed at the sketch levels (day, district|*, scene|*, face)
+        self._levels: dict[str, dict[tuple[str, ...], Any]] = {}
+        #: per day, the venues with at least one allow (what depth asks)
+        self._verified: dict[str, set[str]] = {}
 
     async def add(self, rows: Mapping[Any, Any], sketches: Mapping[Any, Any]) -> None:
-        from gateway.services.stats import Rollup, hll_merge
+        from gateway.services.stats import ANY, FORMS, Rollup, hll_merge
 
         for key, row in rows.items():
-            day = self._days.setdefault(key[0], {})
+            dk, d, sc, venue, face = key
+            day = self._days.setdefault(dk, {})
             acc = day.get(key)
             if acc is None:
                 acc = day[key] = Rollup()
             acc.add(row)
+            levels = self._levels.setdefault(dk, {})
+            for lk in ((dk, d, sc, face), (dk, d, ANY, face), (dk, ANY, sc, face),
+                       (dk, ANY, ANY, face)):
+                lv = levels.get(lk)
+                if lv is None:
+                    lv = levels[lk] = Rollup()
+                lv.add(row)
+            if row.allows and face in FORMS:
+                self._verified.setdefault(dk, set()).add(venue)
         for key, reg in sketches.items():
             held = self._sketches.setdefault(key[0], {})
             if key in held:
@@ -169,7 +183,28 @@ class MemoryStatsStore:
                     out.append((key, reg))
         return out
 
+    async def levels(self, first_day: str, last_day: str, district: str,
+                     scene: str) -> list[tuple[Any, Any]]:
+        """Counts at a level, like `sketches`."""
+        out = []
+        for day in sorted(d for d in self._levels if first_day <= d <= last_day):
+            for key, row in self._levels[day].items():
+                if (key[1] == district or (district == "" and key[1] != "*")) and \
+                        (key[2] == scene or (scene == "" and key[2] != "*")):
+                    out.append((key, row))
+        return out
+
+    async def verified_venues(self, first_day: str, last_day: str) -> set[str]:
+        out: set[str] = set()
+        for day, venues in self._verified.items():
+            if first_day <= day <= last_day:
+                out |= venues
+        return out
+
     async def clear_from(self, first_day: str) -> int:
+        for table in (self._levels, self._verified):
+            for d in [d for d in table if d >= first_day]:
+                del table[d]
         gone = [d for d in self._days if d >= first_day]
         n = sum(len(self._days[d]) for d in gone)
         for d in gone:

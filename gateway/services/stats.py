@@ -151,6 +151,16 @@ class StatsStore(Protocol):
         """Every row with first_day ≤ day ≤ last_day (ISO dates), optionally filtered."""
         ...
 
+    async def levels(self, first_day: str, last_day: str, district: str, scene: str
+                     ) -> list[tuple[SketchKey, Rollup]]:
+        """The counts summed at a sketch level (district or "*" or "" = each; scene alike):
+        what a question that does not group by venue reads — far fewer rows."""
+        ...
+
+    async def verified_venues(self, first_day: str, last_day: str) -> set[str]:
+        """Venues with at least one allow of a code or a card in the days."""
+        ...
+
     async def clear_from(self, first_day: str) -> int:
         """Drop every row of first_day and later (before a rebuild); returns rows dropped."""
         ...
@@ -242,15 +252,27 @@ class Statistics:
         for g in group_by:
             if g not in GROUP_KEYS:
                 raise ValueError(f"group_by takes {', '.join(GROUP_KEYS)}")
-        idx = [GROUP_KEYS.index(g) for g in group_by]
         groups: dict[tuple[str, ...], Rollup] = {}
-        for key, row in await self.store.rows(first.isoformat(), last.isoformat(), district,
-                                              scene):
-            gk = tuple(key[i] for i in idx)
-            acc = groups.get(gk)
-            if acc is None:
-                acc = groups[gk] = Rollup()
-            acc.add(row)
+        if "venue" in group_by:  # the venue rows themselves
+            idx = [GROUP_KEYS.index(g) for g in group_by]
+            for key, row in await self.store.rows(first.isoformat(), last.isoformat(),
+                                                  district, scene):
+                gk = tuple(key[i] for i in idx)
+                acc = groups.get(gk)
+                if acc is None:
+                    acc = groups[gk] = Rollup()
+                acc.add(row)
+        else:  # the level the groups and filters need: a day's few rows, not every venue's
+            level_d = district or ("" if "district" in group_by else ANY)
+            level_s = scene or ("" if "scene" in group_by else ANY)
+            for (day, d, sc, face), row in await self.store.levels(
+                    first.isoformat(), last.isoformat(), level_d, level_s):
+                values = {"day": day, "district": d, "scene": sc, "face": face}
+                gk = tuple(values[g] for g in group_by)
+                acc = groups.get(gk)
+                if acc is None:
+                    acc = groups[gk] = Rollup()
+                acc.add(row)
         residents = await self._residents(first, last, group_by, district, scene)
         out = []
         for gk in sorted(groups):
@@ -296,15 +318,12 @@ class Statistics:
         A venue counts when its status is active; it is "verified" when at least one of its
         active gates allowed a code or a card in the period (an allow row of the venue)."""
         identity = {s.id for s in self.scenes.all() if s.is_identity}
-        verified_venues: set[str] = set()
         gates_of: dict[str, set[str]] = {}
         for g, vid in gate_venues.items():
             if g in active_gates:
                 gates_of.setdefault(vid, set()).add(g)
-        for key, row in await self.store.rows(period.first.isoformat(), period.last.isoformat(),
-                                              district, scene):
-            if row.allows and key[4] in FORMS:
-                verified_venues.add(key[3])
+        verified_venues = await self.store.verified_venues(period.first.isoformat(),
+                                                           period.last.isoformat())
         cells: dict[tuple[str, str], list[int]] = {}  # (scene, district) → [active, verified]
         for v in venues:
             if v.status != "active" or v.scene not in identity:
