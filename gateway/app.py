@@ -21,7 +21,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Info
 from redis.asyncio.cluster import RedisCluster
 
-from gateway.adapters.keyfiles import KeyRingFiles, load_data_master_key
+from gateway.adapters.keyfiles import KeyRingFiles, load_data_keys, load_data_master_key
 from gateway.adapters.memory import MemoryClientStore, MemorySingleUse
 from gateway.adapters.redis_store import (
     Coalescer,
@@ -29,6 +29,11 @@ from gateway.adapters.redis_store import (
     RedisClientStore,
     RedisSingleUse,
     connect,
+)
+from gateway.adapters.store_epoch import (
+    StoreEpoch,
+    persistence_problems,
+    read_persistence_config,
 )
 from gateway.authz.client_auth import ClientAuthenticator
 from gateway.authz.clients import DEFAULT_SCOPES, Client, hash_secret
@@ -95,22 +100,55 @@ class Core:
     coalescer: Coalescer | None = None
     readiness: list[tuple[str, Any]] = field(default_factory=list)
     records: Records | None = None
+    #: GATEWAY_CRYPTO_SUITE=gm: the ES256 ring ID tokens are signed with (relying parties'
+    #: OIDC libraries rarely do SM2); None = ID tokens come from the token ring.
+    id_token_ring: RingHolder | None = None
+
+    def rings(self) -> tuple[RingHolder, ...]:
+        return tuple(r for r in (self.token_ring, self.code_ring, self.id_token_ring) if r)
 
 
 CORE = web.AppKey("core", Core)
+#: The key ring purpose of the gm suite's ES256 ID-token keys (docs/oidc.md "Algorithms").
+ID_TOKEN_PURPOSE = "oidc"
+
+
+def suite_algs(settings: Settings) -> tuple[Alg, Alg]:
+    """(token, code) signing algorithms of GATEWAY_CRYPTO_SUITE: `gm` signs both with SM2."""
+    return ("SM2", "SM2") if settings.crypto_suite == "gm" else (TOKEN_ALG, CODE_ALG)
 
 
 def ensure_keys(settings: Settings, clock: Clock) -> None:
-    """First run of the sandbox: generate dev keys under keys/. Production: keys must exist."""
+    """First run of the sandbox: generate dev keys under keys/. Production: keys must exist.
+
+    The sandbox follows GATEWAY_CRYPTO_SUITE: a ring whose current key is of the other suite is
+    rotated (twice: the new key is published, then signs) with the old key still verifying
+    for one maximum lifetime. Production rings change only by `gateway keys rotate --alg`."""
     now = clock.now()
-    for purpose, alg in (("token", TOKEN_ALG), ("code", CODE_ALG)):
+    token_alg, code_alg = suite_algs(settings)
+    for purpose, alg in (("token", token_alg), ("code", code_alg)):
         files = KeyRingFiles(settings.keys_dir, purpose)
         if settings.is_sandbox:
             files.ensure(alg, now)
+            max_life = (max(settings.gate_token_ttl_s, settings.access_token_ttl_s)
+                        if purpose == "token"
+                        else max(settings.code_ttl_s, settings.device_cert_ttl_s)
+                        + settings.code_max_skew_s + 60)
+            files.ensure_current_alg(alg, now, max_life)
         else:
-            files.load()
-    load_data_master_key(settings.keys_dir, create=settings.is_sandbox,
-                         env_value=settings.data_key_b64)
+            ring = files.load()
+            if ring.current().alg != alg:
+                log.warning("keys.suite_mismatch", purpose=purpose, current=ring.current().alg,
+                            suite=settings.crypto_suite)
+    if settings.crypto_suite == "gm":
+        oidc_files = KeyRingFiles(settings.keys_dir, ID_TOKEN_PURPOSE)
+        if settings.is_sandbox:
+            oidc_files.ensure("ES256", now)
+        elif not oidc_files.exists():
+            log.warning("keys.no_id_token_ring", purpose=ID_TOKEN_PURPOSE,
+                        hint="gateway keys generate --purpose oidc")
+    load_data_keys(settings.keys_dir, settings.crypto_suite, create=settings.is_sandbox,
+                   env_value=settings.data_key_b64)
     if settings.is_sandbox:
         demo_secrets(settings)
 
@@ -180,8 +218,8 @@ async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
     ensure_keys(settings, clock)
     token_files = KeyRingFiles(settings.keys_dir, "token")
     code_files = KeyRingFiles(settings.keys_dir, "code")
-    data_keys = DataKeys(load_data_master_key(settings.keys_dir, create=settings.is_sandbox,
-                                              env_value=settings.data_key_b64))
+    data_keys = load_data_keys(settings.keys_dir, settings.crypto_suite,
+                               create=settings.is_sandbox, env_value=settings.data_key_b64)
     redis: RedisClient | None = None
     coalescer: Coalescer | None = None
     if settings.redis_url:
@@ -191,7 +229,13 @@ async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
             # learn the slot map before concurrent use (redis-py's lazy set-up races)
             await redis.initialize()
         coalescer = Coalescer(redis)
-        single_use: SingleUse = RedisSingleUse(coalescer, settings.redis_prefix)
+        if not settings.is_sandbox:  # docs/audit.md: appendonly yes, noeviction (issue 12)
+            await require_persistence(redis)
+        # the store epoch: a Redis that lost its data is detected within one claim (issue 12)
+        epoch = StoreEpoch(coalescer.execute, settings.redis_prefix, clock.now,
+                           app.get(REGISTRY), refuse_at_start=not settings.is_sandbox)
+        await epoch.start()
+        single_use: SingleUse = RedisSingleUse(coalescer, settings.redis_prefix, epoch)
         clients: ClientStore = RedisClientStore(redis, settings.redis_prefix)
     else:
         single_use = MemorySingleUse(clock)
@@ -200,8 +244,14 @@ async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
                 token_ring=RingHolder(token_files, token_files.load()),
                 code_ring=RingHolder(code_files, code_files.load()),
                 single_use=single_use, clients=clients, redis=redis, coalescer=coalescer)
+    oidc_files = KeyRingFiles(settings.keys_dir, ID_TOKEN_PURPOSE)
+    if settings.crypto_suite == "gm" and oidc_files.exists():
+        core.id_token_ring = RingHolder(oidc_files, oidc_files.load())
     if redis is not None:
         core.readiness.append(("redis", redis.ping))
+        if not settings.is_sandbox:
+            core.readiness.append(("redis_persistence", lambda: require_persistence(redis)))
+        epoch.listeners.append(lambda reason: _store_lost(app))
     core.records = await open_records(core, app[METRICS_RECORDS])
     app[CORE] = core
 
@@ -226,7 +276,17 @@ async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
     app[oauth.TOKENS] = tokens
     app[oauth.TOKENS_ISSUER] = settings.issuer
     app[meta.ISSUER] = settings.issuer
-    app[meta.JWKS] = lambda: core.token_ring().jwks(clock.now())
+    def jwks() -> dict[str, Any]:
+        out = core.token_ring().jwks(clock.now())
+        if core.id_token_ring is not None:
+            out["keys"] = out["keys"] + core.id_token_ring().jwks(clock.now())["keys"]
+        return out
+
+    app[meta.JWKS] = jwks
+    id_ring = core.id_token_ring or core.token_ring
+    app[meta.ID_TOKEN_ALGS] = (["ES256"] if core.id_token_ring is not None
+                               else ["EdDSA", "ES256"])
+    app[ID_TOKEN_SIGNER] = signer if id_ring is core.token_ring else JwtSigner(id_ring, clock.now)
     app[meta.READINESS] = core.readiness
     app[meta.READYZ_TIMEOUT] = settings.readyz_timeout_s
     app[admin.CLIENT_STORE] = clients
@@ -243,6 +303,8 @@ async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        if isinstance(single_use, RedisSingleUse) and single_use.epoch is not None:
+            await single_use.epoch.stop()
         reloader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reloader
@@ -252,6 +314,53 @@ async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
             await coalescer.aclose()
         if redis is not None:
             await redis.aclose()
+
+
+async def require_persistence(redis: RedisClient) -> None:
+    """Production: Redis must persist as docs/audit.md requires, read from its own CONFIG."""
+    from gateway.settings import SettingsError
+
+    try:
+        problems = persistence_problems(await read_persistence_config(redis))
+    except Exception as exc:  # noqa: BLE001 - CONFIG refused (renamed, ACL): cannot be shown
+        raise SettingsError("GATEWAY_REDIS_URL: cannot read Redis's configuration (CONFIG GET "
+                            f"appendonly, maxmemory-policy): {type(exc).__name__}") from None
+    if problems:
+        raise SettingsError("GATEWAY_REDIS_URL: Redis does not persist as production needs "
+                            "(docs/operations.md): " + "; ".join(problems))
+
+
+async def _store_lost(app: web.Application) -> None:
+    """The store epoch found a loss: forget what was cached from the lost store, and in the
+    sandbox put the demo clients and residents back (production: restore from a backup,
+    docs/operations.md; the caches then read the restored records). Retried for a while:
+    right after a restart, pooled connections fail once each (nothing is retried there)."""
+    from gateway.web import gate as _gate
+    from gateway.web import identity as _identity
+
+    core = app[CORE]
+    for attempt in range(50):
+        if _gate.GATE in app:
+            app[_gate.GATE].forget_cached_sectors()
+        try:
+            if core.settings.is_sandbox:
+                for client in demo_clients(core.settings, core.clock.now()):
+                    await core.clients.put(client)
+                if _identity.IDENTITY in app:
+                    from gateway.services import identity as ids
+
+                    doc = json.loads((DATA_DIR / "residents.json").read_text("utf-8"))
+                    await app[_identity.IDENTITY].sync(ids.registry_entries(doc))
+            if _identity.IDENTITY in app:
+                await app[_identity.IDENTITY].refresh_revocations(force=True)
+        except Exception as exc:  # noqa: BLE001 - the store is still coming back: again
+            if attempt == 49:
+                log.warning("store.recache_failed", error=type(exc).__name__)
+                return
+            await asyncio.sleep(0.2)
+            continue
+        log.info("store.recached", sandbox_reseeded=core.settings.is_sandbox)
+        return
 
 
 # --- transaction records (issue 14; gateway/services/records.py, docs/records.md) ---
@@ -345,7 +454,7 @@ async def _records_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _reload_rings(core: Core, every_s: float = 2.0) -> None:
     while True:
         await asyncio.sleep(every_s)
-        for holder in (core.token_ring, core.code_ring):
+        for holder in core.rings():
             try:
                 if holder.reload_if_changed():
                     log.info("keys.reloaded", purpose=holder.files.purpose)
@@ -457,8 +566,11 @@ def _mount_sandbox(app: web.Application, settings: Settings) -> None:
     from gateway.web import sandbox as _sandbox
 
     residents = load_residents()
+    # 国密 suite: the Chongqing e-SSC platform signs its codes with SM2 (Sichuan stays ES256,
+    # so both forms stand in one trust list).
+    sm2_regions = ("CQ",) if settings.crypto_suite == "gm" else ()
     subs = build_sandbox_upstreams(residents, settings.keys_dir, settings.issuer,
-                                   clock=app[CLOCK])
+                                   clock=app[CLOCK], sm2_regions=sm2_regions)
     for name, sub in subs.items():
         app.add_subapp(f"/sandbox/upstreams/{name}", sub)
     app[_sandbox.RESIDENTS] = residents
@@ -525,8 +637,9 @@ async def _login_ctx(app: web.Application) -> AsyncIterator[None]:
     service = LoginService(
         clients=core.clients, sessions=stores[0], codes=stores[1], refresh=stores[2],
         consents=stores[3], persons=lambda: app[_identity.IDENTITY], keys=core.data_keys,
-        access=app[ACCESS_TOKENS], signer=app[TOKEN_SIGNER],
-        alg=lambda: core.token_ring().current().alg, issuer=s.issuer, clock=clock.now,
+        access=app[ACCESS_TOKENS], signer=app[ID_TOKEN_SIGNER],
+        alg=lambda: (core.id_token_ring or core.token_ring)().current().alg, issuer=s.issuer,
+        clock=clock.now,
         access_ttl_s=s.access_token_ttl_s, verify_bearer=app[AUTHENTICATOR].verify,
         require_number=s.login_require_number)
     app[_login.LOGIN] = service
@@ -650,6 +763,7 @@ async def _devices_ctx(app: web.Application) -> AsyncIterator[None]:
 SETTINGS = web.AppKey("settings", Settings)
 CLOCK = web.AppKey("clock", Clock)
 TOKEN_SIGNER = web.AppKey("token_signer", JwtSigner)
+ID_TOKEN_SIGNER = web.AppKey("id_token_signer", JwtSigner)
 PSAM = web.AppKey("psam", PsamAttestation)
 ACCESS_TOKENS = web.AppKey("access_tokens", AccessTokens)
 METRICS_RECORDS: web.AppKey[Any] = web.AppKey("record_metrics")

@@ -99,6 +99,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
               "one process, so single use would not hold across workers", file=sys.stderr)
         return 2
     configure(settings.log_format, settings.log_level)
+    if not settings.is_sandbox and settings.redis_url:
+        problem = _persistence_problem(settings)   # issue 12: refuse, before any worker
+        if problem:
+            print(f"gateway: {problem}", file=sys.stderr)
+            return 2
     ensure_keys(settings, SystemClock())  # before forking: one process creates dev keys
     if settings.workers > 1:  # issue 15: the workers' metric snapshots, summed per scrape
         import tempfile
@@ -118,6 +123,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
         _worker_main(settings)
         return 0
     return _supervise(settings)
+
+
+def _persistence_problem(settings: Settings) -> str | None:
+    """Why this Redis may not serve production (docs/operations.md), or None."""
+    from gateway.adapters.redis_store import connect
+    from gateway.app import require_persistence
+
+    async def check() -> str | None:
+        assert settings.redis_url is not None
+        redis = connect(settings.redis_url, cluster=settings.redis_cluster,
+                        timeout_s=max(1.0, settings.redis_timeout_s))
+        try:
+            await require_persistence(redis)
+        except SettingsError as exc:
+            return str(exc)
+        finally:
+            await redis.aclose()
+        return None
+
+    return asyncio.run(check())
 
 
 def _supervise(settings: Settings) -> int:
@@ -160,31 +185,45 @@ def _supervise(settings: Settings) -> int:
 
 # ---------------------------------------------------------------- keys
 def cmd_keys(args: argparse.Namespace) -> int:
-    from gateway.adapters.keyfiles import KeyRingFiles, load_data_master_key
+    from gateway.adapters.keyfiles import (
+        KeyRingFiles,
+        load_data_master_key,
+        record_subject_suite,
+    )
 
     settings = _settings(args)
-    purposes = ["token", "code"] if args.purpose == "all" else [args.purpose]
+    # "oidc": the gm suite's ES256 ID-token ring (docs/oidc.md "Algorithms")
+    everything = ["token", "code"] + (
+        ["oidc"] if settings.crypto_suite == "gm"
+        or KeyRingFiles(settings.keys_dir, "oidc").exists() else [])
+    purposes = everything if args.purpose == "all" else [args.purpose]
     now = time.time()
     if args.keys_cmd == "generate":
+        fresh = not any(KeyRingFiles(settings.keys_dir, p).exists() for p in ("token", "code"))
         for p in purposes:
             files = KeyRingFiles(settings.keys_dir, p)
             if files.exists() and not args.force:
                 print(f"{p}: ring exists at {files.dir} (use `gateway keys rotate`)")
                 continue
+            from gateway.app import suite_algs
             from gateway.authz.keyring import Alg, bootstrap
 
-            alg: Alg = args.alg or ("ES256" if p == "token" else "EdDSA")
+            token_alg, code_alg = suite_algs(settings)
+            alg: Alg = args.alg or {"token": token_alg, "code": code_alg}.get(p, "ES256")
             with files._locked():
                 files.save(bootstrap(p, alg, now))
             print(f"{p}: generated a new {alg} ring in {files.dir}")
         load_data_master_key(settings.keys_dir, create=True)
+        if fresh:  # a new deployment: pairwise subjects in its suite, for good
+            record_subject_suite(settings.keys_dir, settings.crypto_suite)
         return 0
     if args.keys_cmd == "rotate":
         for p in purposes:
             # A retired key must verify everything it signed: the longest lifetime it issues.
             max_life = args.max_lifetime_s or (
                 max(settings.gate_token_ttl_s, settings.access_token_ttl_s, 86400 * 30)
-                if p == "token" else settings.code_ttl_s + settings.code_max_skew_s + 60)
+                if p in ("token", "oidc")
+                else settings.code_ttl_s + settings.code_max_skew_s + 60)
             if p == "code" and not args.max_lifetime_s:  # it signed device certificates too
                 max_life = max(max_life, settings.device_cert_ttl_s + settings.code_max_skew_s
                                + 60)
@@ -223,6 +262,8 @@ async def _clients(args: argparse.Namespace, kind_filter: str | None) -> int:
     from gateway.services import registry
 
     settings = _settings(args)
+    if args.sub != "list":
+        _audit_ready(settings)
     redis, store = await _client_store(settings)
     try:
         if args.sub == "list":
@@ -303,8 +344,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     k = sub.add_parser("keys", help="generate, rotate or list signing keys")
     k.add_argument("keys_cmd", choices=["generate", "rotate", "list"])
-    k.add_argument("--purpose", choices=["token", "code", "all"], default="all")
-    k.add_argument("--alg", choices=["EdDSA", "ES256"])
+    k.add_argument("--purpose", choices=["token", "code", "oidc", "all"], default="all",
+                   help="oidc: the ES256 ID-token ring of GATEWAY_CRYPTO_SUITE=gm")
+    k.add_argument("--alg", choices=["EdDSA", "ES256", "SM2"],
+                   help="generate: the ring's algorithm (default: GATEWAY_CRYPTO_SUITE's); "
+                        "rotate: the new next key's (SM2 for the 国密 suite)")
     k.add_argument("--max-lifetime-s", type=int,
                    help="rotate: how long the retired key keeps verifying")
     k.add_argument("--force", action="store_true", help="generate: replace an existing ring")
@@ -350,9 +394,13 @@ def _extra_commands(sub: Any) -> None:
                    help="list: first seq (default: the last --count entries)")
     a.add_argument("--count", type=int, default=100, help="list: how many entries (max 10000)")
     a.set_defaults(func=cmd_audit)
-    i = sub.add_parser("identity", help="operator registry sync from an upstream export")
-    i.add_argument("identity_cmd", choices=["sync"])
-    i.add_argument("path", help="JSON file of persons and credentials (docs/identity.md)")
+    i = sub.add_parser("identity", help="operator registry sync from an upstream export; "
+                                        "reseal personal data into GATEWAY_CRYPTO_SUITE")
+    i.add_argument("identity_cmd", choices=["sync", "reseal"])
+    i.add_argument("path", nargs="?",
+                   help="sync: JSON file of persons and credentials (docs/identity.md)")
+    i.add_argument("--dry-run", action="store_true",
+                   help="reseal: report what would change, change nothing")
     i.set_defaults(func=cmd_identity)
     t = sub.add_parser("transactions", help="export or prune the transaction records "
                                             "(PostgreSQL, GATEWAY_DATABASE_URL)")
@@ -396,6 +444,15 @@ def _host_actor() -> Any:
     return Operator(name=f"host:{user}", role="admin")
 
 
+def _audit_ready(settings: Settings) -> None:
+    """A host command that changes something is audited: check the audit chain's key is at
+    hand BEFORE changing anything (KeyFileError otherwise: exit 2, nothing done)."""
+    if settings.redis_url:
+        from gateway.adapters.redis_audit import _chain_key
+
+        _chain_key(settings)
+
+
 async def _host_audit(settings: Settings, action: str, target: str, **detail: Any) -> None:
     """Append a host command's action to the audit log (when there is a durable one)."""
     if not settings.redis_url:
@@ -419,6 +476,8 @@ async def _operators(args: argparse.Namespace) -> int:
     from gateway.services.operators import Operators
 
     settings = _settings(args)
+    if args.sub != "list":
+        _audit_ready(settings)
     redis, _ = await _client_store(settings)
     ops = Operators(RedisOperatorStore(redis, settings.redis_prefix), time.time)
     try:
@@ -456,6 +515,8 @@ async def _venues(args: argparse.Namespace) -> int:
     from gateway.services.venues import CsvRefused, VenueRegistry
 
     settings = _settings(args)
+    if args.sub != "list":
+        _audit_ready(settings)
     redis, _ = await _client_store(settings)
     try:
         scene_store = RedisSceneStore(redis, settings.redis_prefix)
@@ -511,8 +572,17 @@ def cmd_transactions(args: argparse.Namespace) -> int:
 
 
 def cmd_identity(args: argparse.Namespace) -> int:
-    from gateway.adapters.redis_identity import sync_registry
+    from pathlib import Path
 
+    from gateway.adapters.redis_identity import reseal_store, sync_registry
+
+    if args.identity_cmd == "reseal":
+        # docs/crypto-suites.md "Migration": one JSON line saying what changed
+        print(json.dumps(reseal_store(_settings(args), dry_run=args.dry_run).to_dict()))
+        return 0
+    if not args.path:
+        print("identity sync needs PATH", file=sys.stderr)
+        return 2
     processed = sync_registry(_settings(args), Path(args.path))
     print(f"identity: {processed} persons upserted")
     return 0

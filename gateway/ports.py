@@ -4,20 +4,28 @@ and tests/contract/ holds ONE suite that every implementation must pass."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Final, Protocol
 
 from gateway.authz.clients import Client
+
+#: What `SingleUse.claim` answers when the store cannot vouch for the item's history (it lost
+#: data that could hold an earlier use: gateway/adapters/store_epoch.py). It is not None, so
+#: every caller treats it as "already claimed" — fail closed — and no stored value equals it.
+HISTORY_LOST: Final = "\x00history-lost"
 
 
 class SingleUse(Protocol):
     """Atomic "first one wins" claims with a time to live (nonces, jti, one-time codes).
 
     `claim` returns None when this call claimed the key, or the value stored by whoever
-    claimed it first. The TTL should match the remaining life of the thing claimed, so the
-    record disappears when the thing could no longer be used anyway.
+    claimed it first (or HISTORY_LOST). The TTL should match the remaining life of the thing
+    claimed, so the record disappears when the thing could no longer be used anyway.
+    `used_since` is the earliest time the item could have been used (a code's issue time
+    minus the clock skew): a store that lost its history since then answers HISTORY_LOST.
     """
 
-    async def claim(self, key: str, ttl_s: float, value: str = "1") -> str | None: ...
+    async def claim(self, key: str, ttl_s: float, value: str = "1", *,
+                    used_since: float | None = None) -> str | None: ...
 
     async def peek(self, key: str) -> str | None: ...
 

@@ -87,6 +87,14 @@ def _proxies(raw: str) -> tuple[str, ...]:
                                 f"addresses or CIDR networks, got {part!r}") from None
     return tuple(out)
 
+def _crypto_suite(env: Mapping[str, str]) -> Literal["intl", "gm"]:
+    raw = (env.get("GATEWAY_CRYPTO_SUITE") or "intl").strip().lower()
+    if raw == "intl":
+        return "intl"
+    if raw == "gm":
+        return "gm"
+    raise SettingsError(f"GATEWAY_CRYPTO_SUITE must be intl or gm, got {raw!r}")
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -173,6 +181,10 @@ class Settings:
     transactions_outbox_max: int = 2_000_000
     transactions_outbox_shards: int = 4
     transactions_export_batch: int = 5000
+    #: GATEWAY_CRYPTO_SUITE (issue 17): `intl` = EdDSA/ES256, HMAC-SHA256, AES-GCM; `gm` = SM2
+    #: (with SM3) for new signing keys, HMAC-SM3 and SM4-GCM for new personal data at rest.
+    #: Data of the other suite stays readable and findable (docs/crypto-suites.md).
+    crypto_suite: Literal["intl", "gm"] = "intl"
 
     @property
     def is_sandbox(self) -> bool:
@@ -259,6 +271,7 @@ class Settings:
             transactions_outbox_shards=_int(e, "GATEWAY_TRANSACTIONS_OUTBOX_SHARDS", 4, 1, 64),
             transactions_export_batch=_int(e, "GATEWAY_TRANSACTIONS_EXPORT_BATCH", 5000,
                                            100, 50_000),
+            crypto_suite=_crypto_suite(e),
         )
         s.validate()
         return s

@@ -36,10 +36,12 @@ from typing import Any
 from gateway.codec import (
     Ed25519Signer,
     Es256Signer,
+    Sm2Signer,
     encode_yk2,
     parse_certificate,
     raw_public_key,
 )
+from gateway.codec.sm2 import Sm2PrivateKey
 
 __all__ = ["Phone", "PhoneError"]
 
@@ -62,7 +64,7 @@ def _unb64u(text: str) -> bytes:
 class Phone:
     """One phone: its device key, its certificate and its counter."""
 
-    signer: Ed25519Signer | Es256Signer
+    signer: Ed25519Signer | Es256Signer | Sm2Signer
     private: bytes  # the seed / scalar: stays on the phone (here: in the state file)
     certificate: bytes | None = None
     device_id: str | None = None
@@ -70,6 +72,8 @@ class Phone:
     not_after: int = 0
     renew_after: int = 0
     counter: int = 0
+    #: gateway time − phone time, learned at enrolment when the phone's clock is off (> 2 s)
+    clock_offset_s: int = 0
     state_path: Path | None = None
     clock: Callable[[], float] = field(default=time.time, repr=False)
 
@@ -80,15 +84,19 @@ class Phone:
         """A fresh device key generated on the phone."""
         private = os.urandom(32)
         if alg == "EdDSA":
-            signer: Ed25519Signer | Es256Signer = Ed25519Signer.from_seed(private)
+            signer: Ed25519Signer | Es256Signer | Sm2Signer = Ed25519Signer.from_seed(private)
         elif alg == "ES256":
             from cryptography.hazmat.primitives.asymmetric import ec
 
             key = ec.generate_private_key(ec.SECP256R1())
             private = key.private_numbers().private_value.to_bytes(32, "big")
             signer = Es256Signer(key)
+        elif alg == "SM2":  # 国密 (docs/code-format.md §10.1, id 3)
+            sm2 = Sm2PrivateKey.generate()
+            private = sm2.scalar
+            signer = Sm2Signer(sm2)
         else:
-            raise ValueError("the reference phone makes EdDSA or ES256 device keys")
+            raise ValueError("the reference phone makes EdDSA, ES256 or SM2 device keys")
         return cls(signer=signer, private=private, state_path=state_path, clock=clock)
 
     @property
@@ -97,7 +105,7 @@ class Phone:
 
     @property
     def public_key(self) -> str:
-        """base64url of the raw public key (Ed25519 32 bytes, P-256 uncompressed 65 bytes)."""
+        """base64url of the raw public key (Ed25519 32 bytes, P-256/SM2 uncompressed 65 bytes)."""
         return _b64u(raw_public_key(self.signer.public_key()))
 
     def proof(self, challenge: str) -> str:
@@ -137,6 +145,10 @@ class Phone:
         mine = normalise_device_key(self.alg, raw_public_key(self.signer.public_key()))
         if parsed.device_key != mine:
             raise PhoneError("the certificate is for another key")
+        # not_before is the gateway's clock at enrolment: a phone whose own clock is off by
+        # more than a couple of seconds keeps the difference (docs/devices.md "Clock rules")
+        skew = parsed.not_before - int(self.clock())
+        self.clock_offset_s = skew if abs(skew) > 2 else 0
         self.certificate = cert
         self.device_id = answer["device_id"]
         self.not_before, self.not_after = parsed.not_before, parsed.not_after
@@ -144,8 +156,12 @@ class Phone:
                                           + (parsed.not_after - parsed.not_before) // 2))
         self.save()
 
+    def now(self) -> int:
+        """The phone's clock corrected by what enrolment taught it."""
+        return int(self.clock()) + self.clock_offset_s
+
     def needs_renewal(self, now: float | None = None) -> bool:
-        t = self.clock() if now is None else now
+        t = self.now() if now is None else now
         return self.certificate is None or t >= self.renew_after
 
     # ---------------------------------------------------------------- codes (no network)
@@ -153,7 +169,7 @@ class Phone:
         """A fresh ``YK2:`` code, offline. The counter is saved before the code exists."""
         if self.certificate is None:
             raise PhoneError("not enrolled")
-        t = int(self.clock() if now is None else now)
+        t = self.now() if now is None else int(now)
         if t > self.not_after:
             raise PhoneError("the device certificate has expired: renew when online")
         self.counter += 1
@@ -166,7 +182,7 @@ class Phone:
         return {"alg": self.alg, "TEST_ONLY_private_key_hex": self.private.hex(),
                 "certificate": _b64u(self.certificate) if self.certificate else None,
                 "device_id": self.device_id, "renew_after": self.renew_after,
-                "counter": self.counter}
+                "counter": self.counter, "clock_offset_s": self.clock_offset_s}
 
     def save(self) -> None:
         if self.state_path is None:
@@ -183,11 +199,13 @@ class Phone:
     def load(cls, path: Path, clock: Callable[[], float] = time.time) -> Phone:
         doc = json.loads(path.read_text("utf-8"))
         private = bytes.fromhex(doc["TEST_ONLY_private_key_hex"])
-        signer: Ed25519Signer | Es256Signer = (Ed25519Signer.from_seed(private)
-                                               if doc["alg"] == "EdDSA"
-                                               else Es256Signer.from_scalar(private))
+        signer: Ed25519Signer | Es256Signer | Sm2Signer = (
+            Ed25519Signer.from_seed(private) if doc["alg"] == "EdDSA"
+            else Sm2Signer.from_scalar(private) if doc["alg"] == "SM2"
+            else Es256Signer.from_scalar(private))
         phone = cls(signer=signer, private=private, state_path=path, clock=clock,
-                    counter=int(doc["counter"]))
+                    counter=int(doc["counter"]),
+                    clock_offset_s=int(doc.get("clock_offset_s", 0)))
         if doc.get("certificate"):
             cert = _unb64u(doc["certificate"])
             parsed = parse_certificate(cert)

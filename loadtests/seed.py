@@ -50,12 +50,15 @@ class GatewayKeys:
         return cls(KeyRingFiles(keys_dir, "code").load(), KeyRingFiles(keys_dir, "token").load(),
                    DataKeys(load_data_master_key(keys_dir, create=False, env_value=None)))
 
-    def code_signer(self) -> Any:
-        from gateway.codec import Ed25519Signer, Es256Signer
+    def code_signer(self, alg: str | None = None) -> Any:
+        """The current code key's signer, or (``alg``) the published key of that algorithm
+        (e.g. the bench's pre-published SM2 next key: the gateway verifies next keys too)."""
+        from gateway.codec import signer_for
 
         key = self.code_ring.current()
-        return Ed25519Signer(key.private_key) if key.alg == "EdDSA" else Es256Signer(
-            key.private_key)
+        if alg is not None and key.alg != alg:
+            key = next(k for k in self.code_ring.keys if k.alg == alg and k.state == "next")
+        return signer_for(key.private_key)
 
 
 def new_person_id() -> str:
@@ -65,7 +68,8 @@ def new_person_id() -> str:
 
 def issue_codes(keys: GatewayKeys, n: int, person_id: str, lifetime_s: int = 60,
                 issued_at: int | None = None,
-                attributes: dict[str, object] | None = None) -> list[str]:
+                attributes: dict[str, object] | None = None,
+                alg: str | None = None) -> list[str]:
     """`n` fresh ykm codes for one person, each with its own nonce (each usable once), made as
     POST /v1/codes makes them: `attributes` (the person's concession and adult flag) sealed in
     the code's flags, so gates of fare scenes read no identity record."""
@@ -73,7 +77,7 @@ def issue_codes(keys: GatewayKeys, n: int, person_id: str, lifetime_s: int = 60,
     from gateway.codec import encode_ykm
     from gateway.services.codes import seal_attributes
 
-    signer = keys.code_signer()
+    signer = keys.code_signer(alg)
     cipher = HolderCipher(keys.data_keys.code_holder_key)
     flags = seal_attributes(dict(attributes)) if attributes is not None else 0
     now = int(time.time()) if issued_at is None else issued_at

@@ -19,7 +19,9 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 
-from gateway.authz.keyring import Alg, KeyRing, SigningKey, bootstrap, rotate
+from gateway.authz.datakeys import DataKeys
+from gateway.authz.keyring import Alg, KeyRing, PrivateKey, SigningKey, bootstrap, rotate
+from gateway.codec.sm2 import Sm2PrivateKey
 
 
 class KeyFileError(RuntimeError):
@@ -52,6 +54,21 @@ def read_private_pem(path: Path) -> bytes:
     if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise KeyFileError(f"private key file {path} must have 0600 permissions")
     return path.read_bytes()
+
+
+def _load_private(pem: bytes, alg: str) -> PrivateKey:
+    # cryptography cannot parse SM2 (sm2p256v1) keys; the codec's SM2 module can.
+    if alg == "SM2":
+        return Sm2PrivateKey.from_pem(pem)
+    return serialization.load_pem_private_key(pem, password=None)  # type: ignore[return-value]
+
+
+def _private_pem(key: PrivateKey) -> bytes:
+    """Unencrypted PKCS#8 PEM; SM2 keys too (``openssl pkey -in KID.pem`` reads them)."""
+    if isinstance(key, Sm2PrivateKey):
+        return key.to_pem()
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
 
 
 class KeyRingFiles:
@@ -88,10 +105,9 @@ class KeyRingFiles:
         keys = []
         for m in meta["keys"]:
             pem = read_private_pem(self.dir / f"{m['kid']}.pem")
-            pk = serialization.load_pem_private_key(pem, password=None)
             keys.append(SigningKey(
                 kid=m["kid"], alg=m["alg"], state=m["state"], created_at=m["created_at"],
-                private_key=pk,  # type: ignore[arg-type]
+                private_key=_load_private(pem, m["alg"]),
                 activated_at=m.get("activated_at"), retired_at=m.get("retired_at"),
                 verify_until=m.get("verify_until")))
         return KeyRing(self.purpose, tuple(keys))
@@ -102,9 +118,7 @@ class KeyRingFiles:
         for k in ring.keys:
             pem_path = self.dir / f"{k.kid}.pem"
             if not pem_path.exists():
-                write_private(pem_path, k.private_key.private_bytes(
-                    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                    serialization.NoEncryption()))
+                write_private(pem_path, _private_pem(k.private_key))
             meta.append({"kid": k.kid, "alg": k.alg, "state": k.state,
                          "created_at": k.created_at, "activated_at": k.activated_at,
                          "retired_at": k.retired_at, "verify_until": k.verify_until})
@@ -126,6 +140,17 @@ class KeyRingFiles:
         with self._locked():
             ring = rotate(self.load(), now, max_lifetime_s, alg)
             self.save(ring)
+            return ring
+
+    def ensure_current_alg(self, alg: Alg, now: float, max_lifetime_s: float) -> KeyRing:
+        """Sandbox only: make ``alg`` the signing algorithm (two rotations: the new key is
+        published, then signs; the old keeps verifying for ``max_lifetime_s``). Checked and
+        done under the ring's lock, so workers starting together rotate once between them."""
+        with self._locked():
+            ring = self.load()
+            if ring.current().alg != alg:
+                ring = rotate(rotate(ring, now, max_lifetime_s, alg), now, max_lifetime_s, alg)
+                self.save(ring)
             return ring
 
 
@@ -162,3 +187,45 @@ def load_data_master_key(keys_dir: Path, *, create: bool, env_value: str | None 
     if len(key) != 32:
         raise KeyFileError(f"{path} must hold exactly 32 bytes")
     return key
+
+
+def _subject_suite_path(keys_dir: Path) -> Path:
+    return keys_dir / "data" / "subjects.suite"
+
+
+def record_subject_suite(keys_dir: Path, suite: str) -> None:
+    """Pin the pairwise-subject derivation of a new deployment (written once, never changed:
+    subjects are identifiers relying parties keep, docs/crypto-suites.md "Subjects")."""
+    path = _subject_suite_path(keys_dir)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    try:
+        os.write(fd, suite.encode("ascii"))
+    finally:
+        os.close(fd)
+
+
+def subject_suite(keys_dir: Path) -> str:
+    """The suite pairwise subjects are derived in: the one recorded when the deployment's data
+    key was created; ``intl`` for deployments that predate crypto suites."""
+    try:
+        text = _subject_suite_path(keys_dir).read_text("ascii").strip()
+    except FileNotFoundError:
+        return "intl"
+    if text not in ("intl", "gm"):
+        raise KeyFileError(f"{_subject_suite_path(keys_dir)} must say intl or gm")
+    return text
+
+
+def load_data_keys(keys_dir: Path, suite: str, *, create: bool,
+                   env_value: str | None = None) -> DataKeys:
+    """DataKeys for GATEWAY_CRYPTO_SUITE ``suite``; a data key created here (a new sandbox)
+    also pins the subject suite to ``suite``."""
+    fresh = create and not env_value and not (keys_dir / "data" / "master.key").exists()
+    master = load_data_master_key(keys_dir, create=create, env_value=env_value)
+    if fresh:
+        record_subject_suite(keys_dir, suite)
+    return DataKeys(master, suite, subject_suite=subject_suite(keys_dir))  # type: ignore[arg-type]

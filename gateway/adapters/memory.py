@@ -24,7 +24,9 @@ class MemorySingleUse:
             if item is not None and item[0] <= now:
                 del self._items[key]
 
-    async def claim(self, key: str, ttl_s: float, value: str = "1") -> str | None:
+    async def claim(self, key: str, ttl_s: float, value: str = "1", *,
+                    used_since: float | None = None) -> str | None:
+        # (used_since: this store's history lives and dies with the process)
         now = self._clock.now()
         self._purge(now)
         item = self._items.get(key)

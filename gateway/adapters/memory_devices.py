@@ -29,8 +29,11 @@ class MemoryDeviceStore:
             if record.key_hash in self._removed.get(record.person_id, ()):
                 return "removed"
             devices = self._by_person.setdefault(record.person_id, {})
-            if record.device_id not in devices and len(devices) >= max_per_person:
-                return "full"
+            if record.device_id not in devices:
+                if any(d.key_hash == record.key_hash for d in devices.values()):
+                    return "exists"
+                if len(devices) >= max_per_person:
+                    return "full"
             devices[record.device_id] = record
             return "added"
 

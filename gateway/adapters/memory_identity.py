@@ -3,6 +3,8 @@ same contract suite as the Redis store (tests/contract/test_identity_store.py)."
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 from gateway.services.identity import IndexKind, Person
 
 
@@ -67,3 +69,7 @@ class MemoryIdentityStore:
 
     async def ping(self) -> None:
         return None
+
+    async def person_ids(self) -> AsyncIterator[str]:
+        for pid in list(self._persons):
+            yield pid

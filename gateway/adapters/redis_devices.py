@@ -35,6 +35,9 @@ if redis.call('SISMEMBER', KEYS[2], ARGV[4]) == 1 then return 'removed' end
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]); return 'added'
 end
+for _, raw in ipairs(redis.call('HVALS', KEYS[1])) do
+  if cjson.decode(raw)['key_hash'] == ARGV[4] then return 'exists' end
+end
 if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then return 'full' end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 'added'
@@ -123,7 +126,7 @@ class RedisDeviceStore:
             keys=[self._key(record.person_id), self._removed_key(record.person_id)],
             args=[record.device_id, json.dumps(record.to_json()), max_per_person,
                   record.key_hash]))
-        return "full" if got == "full" else "removed" if got == "removed" else "added"
+        return got if got in ("full", "removed", "exists") else "added"  # type: ignore[return-value]
 
     async def for_person(self, person_id: str) -> Sequence[DeviceRecord]:
         raw = await self._redis.hgetall(self._key(person_id))

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from gateway.services.identity import (
     IdentityService,
     IndexKind,
     Person,
+    ResealReport,
     SyncReport,
     registry_entries,
 )
@@ -147,6 +148,15 @@ class RedisIdentityStore:
     async def ping(self) -> None:
         await self._r.ping()
 
+    async def person_ids(self) -> AsyncIterator[str]:
+        """Every person id (SCAN over the record keys; on a cluster, over every primary).
+        Operator commands only (`gateway identity reseal`), never a request path."""
+        start = len(self._p) + len("p:{")
+        async for key in self._r.scan_iter(match=self._p + "p:{*}", count=500):
+            name = text_or_none(key) or ""
+            if name.endswith("}"):
+                yield name[start:-1]
+
 
 class RevocationFollower:
     """Keeps every worker's RevocationView fresh: pub/sub for speed, a version poll every
@@ -223,9 +233,8 @@ def sync_registry(settings: Any, path: Path) -> int:
     configured store; returns the number of persons processed. Needs GATEWAY_REDIS_URL (an
     in-memory store would vanish with this process)."""
 
-    from gateway.adapters.keyfiles import load_data_master_key
+    from gateway.adapters.keyfiles import load_data_keys
     from gateway.adapters.redis_store import connect
-    from gateway.authz.datakeys import DataKeys
     from gateway.clock import SystemClock
     from gateway.settings import SettingsError
 
@@ -234,13 +243,13 @@ def sync_registry(settings: Any, path: Path) -> int:
                             "would vanish with this process)")
 
     async def run() -> SyncReport:
-        master = load_data_master_key(settings.keys_dir, create=settings.is_sandbox,
-                                      env_value=settings.data_key_b64)
+        keys = load_data_keys(settings.keys_dir, settings.crypto_suite,
+                              create=settings.is_sandbox, env_value=settings.data_key_b64)
         redis = connect(settings.redis_url,
                         cluster=settings.redis_cluster)
         try:
             store = RedisIdentityStore(redis, settings.redis_prefix)
-            service = IdentityService(store, SystemClock(), DataKeys(master))
+            service = IdentityService(store, SystemClock(), keys)
             return await sync_registry_async(service, path)
         finally:
             await redis.aclose()
@@ -249,3 +258,31 @@ def sync_registry(settings: Any, path: Path) -> int:
     log.info("identity.sync", persons=report.persons, created=report.created,
              linked=report.linked, updated=report.updated, conflicts=report.conflicts)
     return report.persons
+
+
+def reseal_store(settings: Any, *, dry_run: bool = False) -> ResealReport:
+    """CLI hook (`gateway identity reseal [--dry-run]`): move every identity record in the
+    configured Redis to GATEWAY_CRYPTO_SUITE (IdentityService.reseal). Needs GATEWAY_REDIS_URL."""
+    from gateway.adapters.keyfiles import load_data_keys
+    from gateway.adapters.redis_store import connect
+    from gateway.clock import SystemClock
+    from gateway.settings import SettingsError
+
+    if not settings.redis_url:
+        raise SettingsError("identity reseal needs GATEWAY_REDIS_URL (the in-memory sandbox "
+                            "store lives only inside the server process)")
+
+    async def run() -> ResealReport:
+        keys = load_data_keys(settings.keys_dir, settings.crypto_suite,
+                              create=settings.is_sandbox, env_value=settings.data_key_b64)
+        redis = connect(settings.redis_url, cluster=settings.redis_cluster)
+        try:
+            service = IdentityService(RedisIdentityStore(redis, settings.redis_prefix),
+                                      SystemClock(), keys)
+            return await service.reseal(dry_run=dry_run)
+        finally:
+            await redis.aclose()
+
+    report = asyncio.run(run())
+    log.info("identity.reseal", **report.to_dict())
+    return report

@@ -20,7 +20,9 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from gateway.adapters.resp import RespPipe
+from gateway.adapters.store_epoch import StoreEpoch
 from gateway.authz.clients import Client
+from gateway.ports import HISTORY_LOST
 
 RedisClient = aioredis.Redis | RedisCluster
 
@@ -144,14 +146,31 @@ def text_or_none(v: Any) -> str | None:
 
 
 class RedisSingleUse:
-    def __init__(self, coalescer: Coalescer, prefix: str = "gw:") -> None:
+    """Claims as `SET … NX PX … GET`; with a `StoreEpoch`, each tick's claims follow one
+    INCR of the store clock, and a store that lost its history answers HISTORY_LOST
+    (gateway/adapters/store_epoch.py)."""
+
+    def __init__(self, coalescer: Coalescer, prefix: str = "gw:",
+                 epoch: StoreEpoch | None = None) -> None:
         self._c = coalescer
         self._prefix = prefix + "once:"
+        self.epoch = epoch
 
-    async def claim(self, key: str, ttl_s: float, value: str = "1") -> str | None:
+    async def claim(self, key: str, ttl_s: float, value: str = "1", *,
+                    used_since: float | None = None) -> str | None:
         ttl_ms = max(1, int(ttl_s * 1000))
-        prev = await self._c.execute("SET", self._prefix + key, value, "NX", "PX", ttl_ms, "GET",
-                                      get=True)
+        epoch = self.epoch
+        if epoch is None:
+            prev = await self._c.execute("SET", self._prefix + key, value, "NX", "PX", ttl_ms,
+                                          "GET", get=True)
+            return text_or_none(prev)
+        if epoch.refuses(used_since):
+            return HISTORY_LOST
+        intact = epoch.guard()   # queued before the claim: Redis runs it first
+        prev = await self._c.execute("SET", self._prefix + key, value, "NX", "PX", ttl_ms,
+                                      "GET", get=True)
+        if not await intact or epoch.refuses(used_since):
+            return HISTORY_LOST
         return text_or_none(prev)
 
     async def peek(self, key: str) -> str | None:

@@ -171,6 +171,8 @@ class RespPipe:
         self._flush_scheduled = False
         self._progress = 0.0
         self._watchdog: asyncio.TimerHandle | None = None
+        self._watch_due = 0.0
+        self._late_passes = 0
         self._closed = False
         self._down = False  # a connection failed: commands fail at once until _revive is in
         self._reviver: asyncio.Task[None] | None = None
@@ -228,20 +230,32 @@ class RespPipe:
         self._out, self._out_futs, self._out_bytes = [], [], 0
         proto.transport.write(data)
         if self._watchdog is None:
-            self._watchdog = self._loop.call_later(  # type: ignore[union-attr]
-                self._reply_timeout / 4, self._watch)
+            self._arm_watchdog()
 
     def _watch(self) -> None:
-        """Abort the connection when replies are owed and none came for reply_timeout_s."""
+        """Abort the connection when replies are owed and none came for reply_timeout_s.
+
+        Not when this watchdog itself runs late: then the worker's own loop was busy (a long
+        callback, a starved CPU), replies may be waiting unread in the socket (uvloop runs
+        due timers before it polls I/O), and Redis gets another look, once the loop is back."""
         self._watchdog = None
         if not self._waiting or self._proto is None:
             return
         loop = self._loop
         assert loop is not None
-        if loop.time() - self._progress > self._reply_timeout:
+        now = loop.time()
+        late = now - self._watch_due > self._reply_timeout / 4 and self._late_passes < 3
+        self._late_passes = self._late_passes + 1 if late else 0
+        if not late and now - self._progress > self._reply_timeout:
             self._lost(redis.exceptions.TimeoutError("Redis did not answer in time"))
             return
-        self._watchdog = loop.call_later(self._reply_timeout / 4, self._watch)
+        self._arm_watchdog()
+
+    def _arm_watchdog(self) -> None:
+        loop = self._loop
+        assert loop is not None
+        self._watch_due = loop.time() + self._reply_timeout / 4
+        self._watchdog = loop.call_at(self._watch_due, self._watch)
 
     # ------------------------------------------------------------ connection
 

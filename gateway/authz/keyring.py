@@ -4,7 +4,10 @@ States: ``next`` (published, not yet signing, so caches learn it before it is us
 ``current`` (signs) → ``retired`` (still verifies until ``verify_until``, the moment the last
 token or code it signed has expired; then it leaves the JWKS). Rotation without downtime is
 therefore: publish next, promote, keep the retired key for one maximum lifetime.
-Algorithms: EdDSA (Ed25519, RFC 8037) and ES256 (P-256, RFC 7518 §3.4).
+Algorithms: EdDSA (Ed25519, RFC 8037), ES256 (P-256, RFC 7518 §3.4) and SM2 (SM2 with SM3 and
+the default distinguishing identifier, GB/T 32918.2; JWK ``kty: EC, crv: SM2``, JWS ``alg: SM2``,
+docs/oidc.md "Algorithms"). One ring may hold keys of different algorithms: a rotation from an
+EdDSA key to an SM2 key keeps the EdDSA key verifying through the overlap.
 """
 
 from __future__ import annotations
@@ -16,12 +19,14 @@ from typing import Any, Literal
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
+from gateway.authz import sm2jws  # noqa: F401 - registers the "SM2" JWS algorithm with PyJWT
 from gateway.base64url import b64u
+from gateway.codec.sm2 import Sm2PrivateKey
 
-Alg = Literal["EdDSA", "ES256"]
+Alg = Literal["EdDSA", "ES256", "SM2"]
 State = Literal["next", "current", "retired"]
-PrivateKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
-ALGORITHMS: tuple[Alg, ...] = ("EdDSA", "ES256")
+PrivateKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey | Sm2PrivateKey
+ALGORITHMS: tuple[Alg, ...] = ("EdDSA", "ES256", "SM2")
 
 
 def generate_private_key(alg: Alg) -> PrivateKey:
@@ -29,10 +34,14 @@ def generate_private_key(alg: Alg) -> PrivateKey:
         return ed25519.Ed25519PrivateKey.generate()
     if alg == "ES256":
         return ec.generate_private_key(ec.SECP256R1())
+    if alg == "SM2":
+        return Sm2PrivateKey.generate()
     raise ValueError(f"unsupported algorithm {alg!r}")
 
 
 def raw_public_bytes(key: PrivateKey) -> bytes:
+    if isinstance(key, Sm2PrivateKey):
+        return key.public_key().point
     pub = key.public_key()
     if isinstance(pub, ed25519.Ed25519PublicKey):
         return pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
@@ -50,7 +59,8 @@ def public_jwk(key: PrivateKey, kid: str, alg: Alg) -> dict[str, Any]:
     if alg == "EdDSA":
         return {"kty": "OKP", "crv": "Ed25519", "x": b64u(raw), "kid": kid, "alg": alg,
                 "use": "sig"}
-    return {"kty": "EC", "crv": "P-256", "x": b64u(raw[1:33]), "y": b64u(raw[33:65]),
+    crv = "SM2" if alg == "SM2" else "P-256"
+    return {"kty": "EC", "crv": crv, "x": b64u(raw[1:33]), "y": b64u(raw[33:65]),
             "kid": kid, "alg": alg, "use": "sig"}
 
 

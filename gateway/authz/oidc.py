@@ -465,9 +465,14 @@ def new_refresh_token(family_id: str) -> tuple[str, str]:
 
 def left_hash(value: str, alg: str) -> str:
     """OIDC Core §3.1.3.6 at_hash: left half of the hash used by the JWS alg (SHA-256 for
-    ES256; SHA-512 for EdDSA/Ed25519), base64url."""
-    h = hashlib.sha512 if alg == "EdDSA" else hashlib.sha256
-    d = h(value.encode("ascii")).digest()
+    ES256; SHA-512 for EdDSA/Ed25519; SM3 for SM2), base64url."""
+    if alg == "SM2":
+        from gateway.codec.sm2 import sm3
+
+        d = sm3(value.encode("ascii"))
+    else:
+        h = hashlib.sha512 if alg == "EdDSA" else hashlib.sha256
+        d = h(value.encode("ascii")).digest()
     return b64u(d[: len(d) // 2])
 
 

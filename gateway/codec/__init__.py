@@ -2,7 +2,8 @@
 电子社保卡 (essc, ``ESSC1:``).
 
 Pure functions over bytes, keys and a clock value passed in; no I/O, no framework. A gate
-vendor may lift this package out whole (dependencies: cryptography, PyNaCl, msgpack).
+vendor may lift this package out whole (dependencies: cryptography, PyNaCl, msgpack; SM2 uses
+the system's OpenSSL 3 libcrypto, see sm2.py).
 Format specification: docs/code-format.md.
 """
 
@@ -26,9 +27,11 @@ from .keys import (
     Es256Signer,
     PublicKey,
     Signer,
+    Sm2Signer,
     VerificationKey,
     derive_kid,
     raw_public_key,
+    signer_for,
 )
 from .registry import FORMATS, CodeFormat, decode
 from .verify import KeyLookup, check_signature, check_window, verify_code
@@ -55,6 +58,7 @@ __all__ = [
     "PublicKey",
     "Reason",
     "Signer",
+    "Sm2Signer",
     "VerificationKey",
     "b45decode",
     "b45encode",
@@ -70,5 +74,6 @@ __all__ = [
     "parse_certificate",
     "raw_public_key",
     "register_device_alg",
+    "signer_for",
     "verify_code",
 ]

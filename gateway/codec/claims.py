@@ -13,7 +13,7 @@ __all__ = ["MAX_LIFETIME_S", "Alg", "CodeClaims", "DecodedCode", "DeviceClaims",
            "Face"]
 
 Face = Literal["ykm", "essc"]
-Alg = Literal["EdDSA", "ES256"]
+Alg = Literal["EdDSA", "ES256", "SM2"]
 
 #: A code lives at most 60 s (CONTRACT.md "Codes"); larger lifetimes are malformed.
 MAX_LIFETIME_S: Final = 60
@@ -73,7 +73,7 @@ class DecodedCode:
     """A syntactically valid code whose signature has NOT been checked yet.
 
     ``signed`` is the exact signature input (ASCII prefix + binary before the signature);
-    ``signature`` is 64 raw bytes (Ed25519, or ES256 ``r || s``).
+    ``signature`` is 64 raw bytes (Ed25519, or ES256/SM2 ``r || s``).
     """
 
     claims: CodeClaims

@@ -45,6 +45,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from .claims import Alg
 from .errors import CodeError
 from .keys import SIGNATURE_LEN, Signer
+from .sm2 import Sm2PublicKey, compress_point, decompress_point
 
 __all__ = [
     "CERT_CONTEXT",
@@ -76,7 +77,7 @@ MAX_DEVICE_KEY_LEN: Final = 65
 _HEAD: Final = struct.Struct(">BB4sB")  # version, alg, kid, device_alg
 _TAIL: Final = struct.Struct(">12s16sBII")  # serial, holder, flags, not_before, not_after
 #: issuer signature algorithm ids, the same byte values as YK1:'s alg.
-ISSUER_ALGS: Final[dict[int, Alg]] = {1: "EdDSA", 2: "ES256"}
+ISSUER_ALGS: Final[dict[int, Alg]] = {1: "EdDSA", 2: "ES256", 3: "SM2"}
 _ISSUER_ALG_IDS: Final[dict[str, int]] = {v: k for k, v in ISSUER_ALGS.items()}
 _P256_ORDER: Final = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 
@@ -169,8 +170,25 @@ def register_device_alg(alg: DeviceAlgorithm) -> None:
     _BY_NAME[alg.name] = alg
 
 
+def _sm2_verifier(raw: bytes) -> DeviceVerifier:
+    try:
+        pk = Sm2PublicKey(decompress_point(raw))
+    except ValueError:
+        return lambda data, signature: False  # not a point: nothing verifies
+    return lambda data, signature: pk.verify(signature, data)  # never raises
+
+
+def _sm2_normalise(raw: bytes) -> bytes:
+    """65-byte uncompressed or 33-byte compressed SM2 point → the 33-byte compressed form."""
+    if len(raw) == 65:
+        return compress_point(bytes(raw))
+    return compress_point(decompress_point(bytes(raw)))
+
+
 register_device_alg(DeviceAlgorithm(1, "EdDSA", 32, _ed25519_verifier, _ed25519_normalise))
 register_device_alg(DeviceAlgorithm(2, "ES256", 33, _p256_verifier, _p256_normalise))
+# 国密: SM2 with SM3 and the default identifier (docs/code-format.md §1), compressed point
+register_device_alg(DeviceAlgorithm(3, "SM2", 33, _sm2_verifier, _sm2_normalise))
 
 
 def device_alg(name: str) -> DeviceAlgorithm:

@@ -5,9 +5,12 @@ Spec: docs/code-format.md §4. Binary::
     off   len  field
       0     1  N = payload length (uint8)
       1     N  payload: MessagePack array of 7 elements
-               [version=1, region (str, 2 upper-case letters), kid (str),
+               [version, region (str, 2 upper-case letters), kid (str),
                 holder (bin, 1..24), iat (uint, seconds), lifetime (uint, 1..60), nonce (bin, 12)]
-    1+N    64  ES256 signature, raw r || s, over ASCII "ESSC1:" || bytes 0..N
+    1+N    64  signature, raw r || s, over ASCII "ESSC1:" || bytes 0..N
+
+``version`` names the signature algorithm: 1 = ES256, 2 = SM2 (SM2 with SM3, default
+distinguishing identifier; the layout is otherwise the same).
 
 The code string is ``"ESSC1:" + Base45(binary)`` (RFC 9285); issuer is ``essc:<region>``.
 """
@@ -21,7 +24,7 @@ from typing import Any, Final
 import msgpack
 
 from .base45 import Base45Error, b45decode, b45encode
-from .claims import MAX_LIFETIME_S, CodeClaims, DecodedCode
+from .claims import MAX_LIFETIME_S, Alg, CodeClaims, DecodedCode
 from .errors import CodeError
 from .keys import KID_RE, SIGNATURE_LEN, Signer
 
@@ -29,6 +32,8 @@ __all__ = ["MAX_HOLDER_LEN", "NONCE_LEN", "PREFIX", "EsscFormat", "encode_essc"]
 
 PREFIX: Final = "ESSC1:"
 VERSION: Final = 1
+_VERSION_TO_ALG: Final[dict[int, Alg]] = {1: "ES256", 2: "SM2"}
+_ALG_TO_VERSION: Final[dict[str, int]] = {"ES256": 1, "SM2": 2}
 MAX_HOLDER_LEN: Final = 24
 NONCE_LEN: Final = 12
 _PREFIX_BYTES: Final = PREFIX.encode("ascii")
@@ -49,7 +54,8 @@ def encode_essc(
 ) -> str:
     """Issue an e-SSC code as the ``region`` platform would (sandbox and tests).
 
-    The signer must be ES256; its ``kid`` is the platform's key id as listed in the trust list.
+    The signer must be ES256 or SM2; its ``kid`` is the platform's key id as listed in the
+    trust list.
     Raises ``CodeError("malformed")`` for out-of-range arguments, ``ValueError`` for a bad signer.
     """
     if type(issued_at) is not int or not 0 <= issued_at <= 0xFFFFFFFF:
@@ -62,12 +68,13 @@ def encode_essc(
         raise CodeError("malformed")
     if not 1 <= len(holder) <= MAX_HOLDER_LEN or len(nonce) != NONCE_LEN:
         raise CodeError("malformed")
-    if signer.alg != "ES256":
-        raise ValueError("e-SSC codes are signed with ES256")
+    version = _ALG_TO_VERSION.get(signer.alg)
+    if version is None:
+        raise ValueError("e-SSC codes are signed with ES256 or SM2")
     if KID_RE.fullmatch(signer.kid) is None:
         raise ValueError("invalid signer kid")
     payload = msgpack.packb(
-        [VERSION, region, signer.kid, bytes(holder), issued_at, lifetime_s, bytes(nonce)],
+        [version, region, signer.kid, bytes(holder), issued_at, lifetime_s, bytes(nonce)],
         use_bin_type=True,
     )
     signed = _PREFIX_BYTES + bytes((len(payload),)) + payload
@@ -113,9 +120,9 @@ class EsscFormat:
         if type(fields) is not list or len(fields) != _FIELDS:
             raise CodeError("malformed")
         version, region, kid, holder, iat, lifetime_s, nonce = fields
+        alg = _VERSION_TO_ALG.get(version) if type(version) is int else None
         if (
-            version != VERSION
-            or type(version) is not int
+            alg is None
             or type(region) is not str
             or _REGION_RE.fullmatch(region) is None
             or type(kid) is not str
@@ -134,7 +141,7 @@ class EsscFormat:
             issuer="essc:" + region,
             region=region,
             kid=kid,
-            alg="ES256",
+            alg=alg,
             holder=holder,
             issued_at=iat,
             lifetime_s=lifetime_s,

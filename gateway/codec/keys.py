@@ -1,12 +1,15 @@
 """Code-signing keys: signers (issuing side) and verification keys (gate side).
 
 * Ed25519 (RFC 8032) is ``alg = "EdDSA"`` (RFC 8037); ES256 is ECDSA P-256 + SHA-256
-  (RFC 7518 §3.4) with the signature as raw ``r || s`` (32 + 32 bytes, big-endian).
+  (RFC 7518 §3.4) with the signature as raw ``r || s`` (32 + 32 bytes, big-endian); ``SM2`` is
+  SM2 with SM3 and the default distinguishing identifier (GB/T 32918.2, GM/T 0009; see
+  :mod:`gateway.codec.sm2`), also raw ``r || s``.
 * The 渝快码 key id is derived, never chosen: ``kid = hex(SHA-256(raw public key)[:4])`` where the
   raw public key is the 32-byte Ed25519 key (RFC 8032 §5.1.5) or the 65-byte uncompressed SEC1
-  point ``04 || X || Y`` for P-256 (SEC 1 §2.3.3). See docs/code-format.md "Key ids".
-* JWKs follow RFC 7517 with RFC 8037 (``kty: OKP``) and RFC 7518 §6.2 (``kty: EC``), plus the
-  trust-list members ``iss``, ``nbf``, ``exp`` (RFC 7517 §4: unknown members are ignored).
+  point ``04 || X || Y`` for P-256 and SM2 (SEC 1 §2.3.3). See docs/code-format.md "Key ids".
+* JWKs follow RFC 7517 with RFC 8037 (``kty: OKP``) and RFC 7518 §6.2 (``kty: EC``; SM2 keys
+  are ``kty: EC, crv: SM2, alg: SM2``, docs/code-format.md "SM2 keys"), plus the trust-list
+  members ``iss``, ``nbf``, ``exp`` (RFC 7517 §4: unknown members are ignored).
 * Ed25519 verification runs on libsodium (PyNaCl), ES256 on OpenSSL (cryptography); the verifier
   objects are built once per key and cached.
 """
@@ -31,18 +34,21 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 )
 
 from .claims import Alg
+from .sm2 import DEFAULT_DISTID, Sm2PrivateKey, Sm2PublicKey
 
 __all__ = [
     "Ed25519Signer",
     "Es256Signer",
     "PublicKey",
     "Signer",
+    "Sm2Signer",
     "VerificationKey",
     "derive_kid",
     "raw_public_key",
+    "signer_for",
 ]
 
-PublicKey = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey
+PublicKey = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey | Sm2PublicKey
 
 SIGNATURE_LEN: Final = 64
 _P256_BYTES: Final = 32
@@ -54,7 +60,9 @@ _ECDSA_SHA256_DET: Final = ec.ECDSA(hashes.SHA256(), deterministic_signing=True)
 
 
 def raw_public_key(public_key: PublicKey) -> bytes:
-    """Raw public key bytes: Ed25519 32 bytes, P-256 uncompressed SEC1 point (65 bytes)."""
+    """Raw public key bytes: Ed25519 32 bytes, P-256/SM2 uncompressed SEC1 point (65 bytes)."""
+    if isinstance(public_key, Sm2PublicKey):
+        return public_key.point
     if isinstance(public_key, ed25519.Ed25519PublicKey):
         return public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     if isinstance(public_key, ec.EllipticCurvePublicKey) and isinstance(
@@ -74,6 +82,8 @@ def derive_kid(public_key: PublicKey) -> str:
 def _alg_of(public_key: PublicKey) -> Alg:
     if isinstance(public_key, ed25519.Ed25519PublicKey):
         return "EdDSA"
+    if isinstance(public_key, Sm2PublicKey):
+        return "SM2"
     raw_public_key(public_key)  # raises unless P-256
     return "ES256"
 
@@ -190,6 +200,78 @@ class Es256Signer:
         return f"Es256Signer(kid={self._kid!r})"
 
 
+class Sm2Signer:
+    """SM2 signer (GB/T 32918.2 with SM3, default distinguishing identifier), raw ``r || s``.
+
+    Nonces are fresh (OpenSSL's generator): two signatures of one message differ.
+    ``kid`` defaults to the derived id (required for 渝快码); an e-SSC platform passes its own.
+    """
+
+    __slots__ = ("_distid", "_key", "_kid")
+
+    def __init__(self, private_key: Sm2PrivateKey, kid: str | None = None,
+                 distid: bytes = DEFAULT_DISTID) -> None:
+        if not isinstance(private_key, Sm2PrivateKey):
+            raise TypeError("an SM2 private key is required")
+        self._key = private_key
+        self._kid = derive_kid(private_key.public_key()) if kid is None else _check_kid(kid)
+        self._distid = _check_sm2_id(distid)
+
+    @classmethod
+    def from_pem(cls, pem: bytes, kid: str | None = None,
+                 distid: bytes = DEFAULT_DISTID) -> Sm2Signer:
+        return cls(Sm2PrivateKey.from_pem(pem), kid, distid)
+
+    @classmethod
+    def from_scalar(cls, scalar: bytes, kid: str | None = None,
+                    distid: bytes = DEFAULT_DISTID) -> Sm2Signer:
+        """From the 32-byte big-endian private key ``d``."""
+        return cls(Sm2PrivateKey(scalar), kid, distid)
+
+    @property
+    def distid(self) -> bytes:
+        return self._distid
+
+    @property
+    def kid(self) -> str:
+        return self._kid
+
+    @property
+    def alg(self) -> Alg:
+        return "SM2"
+
+    def public_key(self) -> Sm2PublicKey:
+        return self._key.public_key()
+
+    def sign(self, data: bytes) -> bytes:
+        return self._key.sign(data, self._distid)
+
+    def __repr__(self) -> str:
+        return f"Sm2Signer(kid={self._kid!r})"
+
+
+#: An agreed SM2 identifier (GM/T 0009 §10) travels in a trust-list JWK as ``sm2_id``:
+#: printable ASCII, at most 64 characters; absent = ``1234567812345678``.
+_SM2_ID_RE: Final = re.compile(rb"[\x20-\x7e]{1,64}")
+
+
+def _check_sm2_id(distid: bytes) -> bytes:
+    if not isinstance(distid, bytes) or _SM2_ID_RE.fullmatch(distid) is None:
+        raise ValueError("an SM2 identifier is 1-64 printable ASCII characters")
+    return distid
+
+
+def signer_for(private_key: object, kid: str | None = None) -> Signer:
+    """The code signer for a key ring's private key (Ed25519, P-256 or SM2)."""
+    if isinstance(private_key, ed25519.Ed25519PrivateKey):
+        return Ed25519Signer(private_key)
+    if isinstance(private_key, Sm2PrivateKey):
+        return Sm2Signer(private_key, kid)
+    if isinstance(private_key, ec.EllipticCurvePrivateKey):
+        return Es256Signer(private_key, kid)
+    raise TypeError("unsupported private key type")
+
+
 def _b64u(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
@@ -201,6 +283,15 @@ def _unb64u(text: object, length: int) -> bytes:
     if len(out) != length or _b64u(out) != text:
         raise ValueError("JWK member has the wrong length")
     return out
+
+
+def _sm2_id_member(jwk: Mapping[str, Any], alg: Alg) -> bytes:
+    value = jwk.get("sm2_id")
+    if value is None:
+        return DEFAULT_DISTID
+    if alg != "SM2" or not isinstance(value, str) or not value.isascii():
+        raise ValueError("JWK sm2_id is an ASCII string on SM2 keys only")
+    return value.encode("ascii")
 
 
 def _opt_int(value: object) -> int | None:
@@ -225,6 +316,8 @@ class VerificationKey:
     public_key: PublicKey
     not_before: int | None = None
     not_after: int | None = None
+    #: SM2 only: the signer's distinguishing identifier (JWK member ``sm2_id``).
+    sm2_id: bytes = DEFAULT_DISTID
     _nacl: nacl.signing.VerifyKey | None = field(
         init=False, repr=False, compare=False, default=None
     )
@@ -237,6 +330,9 @@ class VerificationKey:
             raise ValueError("a ykm kid must be derived from its key")
         if not (self.issuer == "ykm" or re.fullmatch(r"essc:[A-Z]{2}", self.issuer)):
             raise ValueError("issuer must be 'ykm' or 'essc:<region>'")
+        _check_sm2_id(self.sm2_id)
+        if self.alg != "SM2" and self.sm2_id != DEFAULT_DISTID:
+            raise ValueError("sm2_id belongs to SM2 keys only")
         if self.alg == "EdDSA":
             object.__setattr__(
                 self, "_nacl", nacl.signing.VerifyKey(raw_public_key(self.public_key))
@@ -260,6 +356,8 @@ class VerificationKey:
                 return False
             return True
         pk = self.public_key
+        if isinstance(pk, Sm2PublicKey):
+            return pk.verify(signature, data, self.sm2_id)
         assert isinstance(pk, ec.EllipticCurvePublicKey)
         der = encode_dss_signature(
             int.from_bytes(signature[:_P256_BYTES], "big"),
@@ -279,6 +377,7 @@ class VerificationKey:
         kid: str | None = None,
         not_before: int | None = None,
         not_after: int | None = None,
+        sm2_id: bytes = DEFAULT_DISTID,
     ) -> VerificationKey:
         """From a public key; ``alg`` follows the key type, ``kid`` defaults to the derived one."""
         return cls(
@@ -288,6 +387,7 @@ class VerificationKey:
             public_key=public_key,
             not_before=not_before,
             not_after=not_after,
+            sm2_id=sm2_id,
         )
 
     @classmethod
@@ -298,7 +398,7 @@ class VerificationKey:
         not_before: int | None = None,
         not_after: int | None = None,
     ) -> VerificationKey:
-        """Build from a public JWK (RFC 8037 OKP/Ed25519 or RFC 7518 EC/P-256).
+        """Build from a public JWK (RFC 8037 OKP/Ed25519, RFC 7518 EC/P-256 or EC/SM2).
 
         ``issuer``/``not_before``/``not_after`` default to the JWK's ``iss``/``nbf``/``exp``.
         Private members (``d``) are refused: a trust list never carries them.
@@ -316,8 +416,13 @@ class VerificationKey:
             point = b"\x04" + _unb64u(jwk.get("x"), 32) + _unb64u(jwk.get("y"), 32)
             public_key = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), point)
             key_alg = "ES256"
+        elif kty == "EC" and crv == "SM2" and alg in ("SM2", None):
+            point = b"\x04" + _unb64u(jwk.get("x"), 32) + _unb64u(jwk.get("y"), 32)
+            public_key = Sm2PublicKey(point)  # refuses a point off the curve
+            key_alg = "SM2"
         else:
-            raise ValueError("unsupported JWK (need OKP/Ed25519/EdDSA or EC/P-256/ES256)")
+            raise ValueError(
+                "unsupported JWK (need OKP/Ed25519/EdDSA, EC/P-256/ES256 or EC/SM2/SM2)")
         iss = jwk.get("iss") if issuer is None else issuer
         if not isinstance(iss, str):
             raise ValueError("the key's issuer is unknown")
@@ -331,6 +436,7 @@ class VerificationKey:
             public_key=public_key,
             not_before=_opt_int(jwk.get("nbf")) if not_before is None else not_before,
             not_after=_opt_int(jwk.get("exp")) if not_after is None else not_after,
+            sm2_id=_sm2_id_member(jwk, key_alg),
         )
 
     def to_jwk(self) -> dict[str, Any]:
@@ -340,8 +446,11 @@ class VerificationKey:
         if self.alg == "EdDSA":
             jwk = {"kty": "OKP", "crv": "Ed25519", "x": _b64u(raw)}
         else:
-            jwk = {"kty": "EC", "crv": "P-256", "x": _b64u(raw[1:33]), "y": _b64u(raw[33:])}
+            crv = "SM2" if self.alg == "SM2" else "P-256"
+            jwk = {"kty": "EC", "crv": crv, "x": _b64u(raw[1:33]), "y": _b64u(raw[33:])}
         jwk.update({"kid": self.kid, "alg": self.alg, "use": "sig", "iss": self.issuer})
+        if self.sm2_id != DEFAULT_DISTID:
+            jwk["sm2_id"] = self.sm2_id.decode("ascii")
         if self.not_before is not None:
             jwk["nbf"] = self.not_before
         if self.not_after is not None:

@@ -4,7 +4,7 @@ Binary (big-endian), 40 bytes signed content then a 64-byte signature::
 
     off len field
       0   1 version      = 1
-      1   1 alg          1 = EdDSA (Ed25519), 2 = ES256
+      1   1 alg          1 = EdDSA (Ed25519), 2 = ES256, 3 = SM2 (SM2 with SM3)
       2   4 kid          SHA-256(raw public key)[:4]
       6  16 holder       opaque holder handle
      22   4 issued_at    uint32, Unix seconds
@@ -40,8 +40,8 @@ BODY_LEN: Final = _BODY.size  # 40
 BINARY_LEN: Final = BODY_LEN + SIGNATURE_LEN  # 104
 #: Base45 length of the binary: 3 characters per 2 bytes.
 CODE_LEN: Final = len(PREFIX) + BINARY_LEN // 2 * 3  # 160
-_ALG_TO_ID: Final[dict[str, int]] = {"EdDSA": 1, "ES256": 2}
-_ID_TO_ALG: Final[dict[int, Alg]] = {1: "EdDSA", 2: "ES256"}
+_ALG_TO_ID: Final[dict[str, int]] = {"EdDSA": 1, "ES256": 2, "SM2": 3}
+_ID_TO_ALG: Final[dict[int, Alg]] = {1: "EdDSA", 2: "ES256", 3: "SM2"}
 
 
 def _check_common(issued_at: int, lifetime_s: int) -> None:

@@ -23,7 +23,7 @@ from gateway.authz.datakeys import DataKeys, HolderCipher, SealError
 from gateway.authz.keyring import KeyRing
 from gateway.authz.tokens import AccessTokenClaims
 from gateway.clock import Clock
-from gateway.codec import CodeError, Ed25519Signer, Es256Signer, Signer, decode, encode_ykm
+from gateway.codec import CodeError, Signer, decode, encode_ykm, signer_for
 from gateway.errors import Conflict, Forbidden, InvalidRequest, NotFound, Unavailable
 from gateway.services.trustlist import TrustList
 from gateway.services.upstream import EsscPlatform
@@ -149,8 +149,7 @@ class CodeService:
         key = self._ring().current()
         s = self._signers.get(key.kid)
         if s is None:
-            pk = key.private_key
-            s = Ed25519Signer(pk) if key.alg == "EdDSA" else Es256Signer(pk)  # type: ignore[arg-type]
+            s = signer_for(key.private_key)
             if s.kid != key.kid:  # the ring and the codec derive kids the same way
                 raise RuntimeError("code key id derivation mismatch")
             self._signers = {key.kid: s}

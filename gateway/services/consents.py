@@ -285,16 +285,24 @@ class ConsentRequest:
             raise InvalidRequest("purpose.code must match [a-z0-9][a-z0-9_.-]{0,63}")
         if not isinstance(text, str) or not 1 <= len(text) <= cls.PURPOSE_TEXT_MAX:
             raise InvalidRequest(f"purpose.text must be 1..{cls.PURPOSE_TEXT_MAX} characters")
-        expires_in = body.get("expires_in", 86400)
+        expires_in = _integral(body.get("expires_in", 86400))
         if (not isinstance(expires_in, int) or isinstance(expires_in, bool)
                 or not policy.min_lifetime_s <= expires_in <= policy.max_lifetime_s):
             raise InvalidRequest(f"expires_in must be an integer number of seconds, "
                                  f"{policy.min_lifetime_s}..{policy.max_lifetime_s}")
-        max_uses = body.get("max_uses", 1)
+        max_uses = _integral(body.get("max_uses", 1))
         if (not isinstance(max_uses, int) or isinstance(max_uses, bool)
                 or not 1 <= max_uses <= policy.max_uses_cap):
             raise InvalidRequest(f"max_uses must be an integer, 1..{policy.max_uses_cap}")
         return cls(subject, types, code, text, expires_in, max_uses)
+
+
+def _integral(value: Any) -> Any:
+    """JSON has numbers, not integers: 330.0 is the integer 330 (JSON Schema 2020-12 §6.1.1
+    agrees), anything else is left for the caller to refuse."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    return value
 
 
 # ------------------------------------------------------------------------------------------

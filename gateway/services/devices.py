@@ -38,11 +38,10 @@ from gateway.authz.keyring import KeyRing, SigningKey
 from gateway.clock import Clock
 from gateway.codec import (
     DEVICE_ALGS,
-    Ed25519Signer,
-    Es256Signer,
     Signer,
     encode_certificate,
     normalise_device_key,
+    signer_for,
 )
 from gateway.codec.device import device_alg
 from gateway.errors import Conflict, Forbidden, InvalidRequest, NotFound
@@ -119,15 +118,16 @@ class RevokedSerial:
     version: int
 
 
-AddResult = Literal["added", "full", "removed"]
+AddResult = Literal["added", "full", "removed", "exists"]
 
 
 class DeviceStore(Protocol):
     """Enrolled devices per person, and the device revocation log (tests/contract/)."""
 
     async def add(self, record: DeviceRecord, max_per_person: int) -> AddResult:
-        """Add a device unless the person already has ``max_per_person`` (atomically) or
-        removed a device with this key before (``"removed"``: a lost phone's key stays out)."""
+        """Add a device unless the person already has ``max_per_person`` (atomically), removed
+        a device with this key before (``"removed"``: a lost phone's key stays out), or has
+        another device with this key already (``"exists"``: a concurrent enrolment won)."""
         ...
 
     async def for_person(self, person_id: str) -> Sequence[DeviceRecord]: ...
@@ -206,8 +206,7 @@ class Sealer(Protocol):
 
 
 def _signer_of(key: SigningKey) -> Signer:
-    pk = key.private_key
-    signer: Signer = Ed25519Signer(pk) if key.alg == "EdDSA" else Es256Signer(pk)  # type: ignore[arg-type]
+    signer = signer_for(key.private_key)  # EdDSA, ES256 or SM2 (GATEWAY_CRYPTO_SUITE=gm)
     if signer.kid != key.kid:
         raise RuntimeError("code key id derivation mismatch")
     return signer
@@ -294,15 +293,19 @@ class DeviceService:
             raise Forbidden("This resident's credentials are suspended")
         now = int(self._clock.now())
         key_hash = hashlib.sha256(key).hexdigest()
-        existing = next((d for d in await self._store.for_person(person_id)
-                         if hmac.compare_digest(d.key_hash, key_hash)), None)
+        existing = await self._device_with_key(person_id, key_hash)
         renewed = existing is not None
         if existing is None:
             existing = DeviceRecord(device_id="dev_" + secrets.token_hex(12),
                                     person_id=person_id, alg=alg, key_hash=key_hash,
                                     created_at=now)
             added = await self._store.add(existing, self.max_devices)
-            if added == "removed":
+            if added == "exists":  # the same key enrolled concurrently: renew that device
+                found = await self._device_with_key(person_id, key_hash)
+                if found is None:
+                    raise Conflict("The device changed meanwhile; retry")
+                existing, renewed = found, True
+            elif added == "removed":
                 raise Forbidden("This device key was removed; make a new key to enrol again")
             if added == "full":
                 raise Conflict(f"At most {self.max_devices} devices per resident: remove one "
@@ -322,6 +325,10 @@ class DeviceService:
             raise NotFound("The device was removed")
         log.info("device.certified", device=record.device_id, alg=alg, renewed=renewed)
         return Enrolment(record, certificate, serial.hex(), now, not_after, renewed)
+
+    async def _device_with_key(self, person_id: str, key_hash: str) -> DeviceRecord | None:
+        return next((d for d in await self._store.for_person(person_id)
+                     if hmac.compare_digest(d.key_hash, key_hash)), None)
 
     def _signer(self) -> Signer:
         key = self._ring().current()

@@ -66,9 +66,14 @@ class CodeFace:
             raise Refused("malformed", None) from None
         # the claim outlives the code by the skew and the retry grace (idempotent retries)
         ttl = claims.expires_at + self._skew - now + self._grace
+        # the earliest it could have been used (the store epoch, issue 12): a ykm code is
+        # stamped by the gateway's own clock (whole seconds; 1 s for the hosts' offsets), any
+        # other issuer's clock (a platform, a phone) may run ahead by the skew
+        ours = face == "ykm" and claims.device is None
         verified = Verified(face, claims.region, "code:" + claims.nonce.hex(), max(1.0, ttl),
                             UseRef(claims.issuer, claims.kid, claims.nonce),
-                            person_id=person_id, sealed=sealed, lookup=claims.holder)
+                            person_id=person_id, sealed=sealed, lookup=claims.holder,
+                            usable_from=claims.issued_at - (1 if ours else self._skew))
         try:
             check_window(claims, now, self._skew)
         except CodeError as exc:
@@ -128,7 +133,7 @@ class CardFace:
         verified = Verified("ssc_card", tap.region, f"tap:{gate_id}|{request_id}",
                             self._retry_ttl, UseRef("ssc_card:" + tap.region, "psam",
                                                     tap.terminal_mac.encode()),
-                            lookup=tap.card_no, scanned_at=t)
+                            lookup=tap.card_no, scanned_at=t, usable_from=t - self._skew)
         if now - t > self._max_age:
             raise Refused("expired", "ssc_card", verified)
         if t - now > self._skew:
@@ -146,4 +151,5 @@ class CardFace:
 
 def _with_person(v: Verified, person_id: str, record: Any) -> Verified:
     return Verified(v.face, v.region, v.use_key, v.use_ttl_s, v.use, person_id=person_id,
-                    sealed=v.sealed, record=record, lookup=v.lookup, scanned_at=v.scanned_at)
+                    sealed=v.sealed, record=record, lookup=v.lookup, scanned_at=v.scanned_at,
+                    usable_from=v.usable_from)

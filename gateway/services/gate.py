@@ -112,6 +112,9 @@ class Verified:
     record: Any = None
     lookup: Any = None
     scanned_at: float | None = None
+    #: the earliest time it could have been used: a store that lost its history since then
+    #: refuses the claim (gateway/adapters/store_epoch.py; issue 12)
+    usable_from: float | None = None
 
 
 class Refused(Exception):
@@ -188,6 +191,10 @@ class GateSectors:
             return hit[1]
         return None
 
+    def forget(self) -> None:
+        """Drop every cached sector (the store they came from lost its data: issue 12)."""
+        self._cache.clear()
+
     async def sector(self, client_id: str) -> str | None:
         """The gate's sector; None for an unknown or disabled gate (never cached)."""
         cached = self.cached(client_id)
@@ -249,6 +256,9 @@ class GatePipeline:
         self._count = count
         self._clock = clock
         self._deny_lines = LineBudget()
+
+    def forget_cached_sectors(self) -> None:
+        self._sectors.forget()
 
     async def verify(self, gate: AccessTokenClaims, scan: GateScan) -> VerifyDecision:
         # 1. gate: the scene exists and is this gate's own (request errors, not decisions)
@@ -322,7 +332,9 @@ class GatePipeline:
         outbox) is issued here, before the first ``await``."""
         person_id = v.person_id
         assert person_id is not None
-        claim = self._once.claim(v.use_key, v.use_ttl_s, f"{gate_id}|{request_id}|{verified_at}")
+        # (a store that lost this credential's history answers HISTORY_LOST: `replayed`)
+        claim = self._once.claim(v.use_key, v.use_ttl_s, f"{gate_id}|{request_id}|{verified_at}",
+                                 used_since=v.usable_from)
         attributes = self._local_attributes(v, names)
         if attributes is not None:
             prev = await claim

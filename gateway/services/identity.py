@@ -25,14 +25,14 @@ import datetime as dt
 import json
 import os
 import secrets
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Final, Literal, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from gateway.authz.datakeys import DataKeys, SealError
+from gateway.authz.datakeys import DataKeys, SealError, suite_of
 from gateway.base64url import b64u, unb64u
 from gateway.clock import Clock
 from gateway.errors import Conflict, IdentityMismatch, InvalidRequest, NotFound
@@ -178,6 +178,10 @@ class IdentityStore(Protocol):
 
     async def ping(self) -> None: ...
 
+    def person_ids(self) -> AsyncIterator[str]:
+        """Every stored person id, in no particular order (operator commands only)."""
+        ...
+
 
 class RevocationView:
     """The in-process copy of the revocation set the gate path consults (no round trip).
@@ -275,6 +279,26 @@ class SyncReport:
     conflicts: int = 0
 
 
+@dataclass
+class ResealReport:
+    """What `gateway identity reseal` changed (docs/crypto-suites.md "Migration")."""
+
+    suite: str = "intl"
+    dry_run: bool = False
+    persons: int = 0
+    persons_changed: int = 0
+    trust_roots_rehashed: int = 0
+    trust_roots_resealed: int = 0
+    credentials_rehashed: int = 0
+    credentials_resealed: int = 0
+    revocations_moved: int = 0
+    already_current: int = 0
+    failed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
 # --------------------------------------------------------------------------------------------
 # The use cases
 # --------------------------------------------------------------------------------------------
@@ -287,29 +311,50 @@ class IdentityService:
         self.store = store
         self.clock = clock
         self.keys = keys
-        self._ref_aead = AESGCM(ref_seal_key if ref_seal_key is not None
-                                else keys.credential_seal_key)
+        # An explicit key keeps the original AES-GCM form; otherwise DataKeys seals in the
+        # configured crypto suite and opens both (docs/crypto-suites.md).
+        self._ref_aead = AESGCM(ref_seal_key) if ref_seal_key is not None else None
         self.revocations = RevocationView()
         #: called after every suspend/unsuspend with (person id, suspended)
         self.suspension_hooks: list[Callable[[str, bool], Awaitable[None]]] = []
 
     # -- sealing ------------------------------------------------------------------------------
     def _seal_ref(self, ref: str, person_id: str, credential_id: str) -> str:
-        nonce = os.urandom(12)
         aad = f"{person_id}|{credential_id}".encode()
+        if self._ref_aead is None:
+            return self.keys.seal_credential_ref(ref, aad)
+        nonce = os.urandom(12)
         return b64u(nonce + self._ref_aead.encrypt(nonce, ref.encode("utf-8"), aad))
 
     def open_ref(self, person: Person, cred: Credential) -> str:
+        aad = f"{person.person_id}|{cred.credential_id}".encode()
+        if self._ref_aead is None:
+            return self.keys.open_credential_ref(cred.sealed_ref, aad)
         raw = unb64u(cred.sealed_ref)
         try:
-            return self._ref_aead.decrypt(
-                raw[:12], raw[12:],
-                f"{person.person_id}|{cred.credential_id}".encode()).decode("utf-8")
+            return self._ref_aead.decrypt(raw[:12], raw[12:], aad).decode("utf-8")
         except InvalidTag:
             raise SealError("credential ref does not authenticate") from None
 
     def ref_hash(self, kind: str, region: str | None, ref: str) -> str:
+        """The configured crypto suite's hash (what new links are indexed under)."""
         return self.keys.credential_ref_hash(kind, region, ref)
+
+    def ref_hashes(self, kind: str, region: str | None, ref: str) -> tuple[str, ...]:
+        """Every suite's hash, the configured one first: a credential linked before a suite
+        switch is found under its old hash until `gateway identity reseal` moves it."""
+        return self.keys.credential_ref_hashes(kind, region, ref)
+
+    def credential_of(self, person: Person, kind: str, region: str | None,
+                      ref: str) -> Credential | None:
+        for rh in self.ref_hashes(kind, region, ref):
+            c = person.by_ref(rh)
+            if c is not None:
+                return c
+        return None
+
+    def holds_trust_root(self, person: Person, citizen_id: str) -> bool:
+        return person.trust_root_hash in self.keys.trust_root_hashes(citizen_id)
 
     # -- reads --------------------------------------------------------------------------------
     async def get(self, person_id: str) -> Person | None:
@@ -323,7 +368,11 @@ class IdentityService:
 
     async def find_by_credential(self, kind: str, region: str | None,
                                  ref: str) -> Person | None:
-        return await self.find_by_ref_hash(self.ref_hash(kind, region, ref))
+        for rh in self.ref_hashes(kind, region, ref):
+            p = await self.find_by_ref_hash(rh)
+            if p is not None:
+                return p
+        return None
 
     async def find_by_ref_hash(self, ref_hash: str) -> Person | None:
         pid = await self.store.lookup("credential", ref_hash)
@@ -335,12 +384,14 @@ class IdentityService:
         return p
 
     async def find_by_citizen_id(self, citizen_id: str) -> Person | None:
-        trh = self.keys.trust_root_hash(citizen_id)
-        pid = await self.store.lookup("trust_root", trh)
-        if pid is None:
-            return None
-        p = await self.store.get(pid)
-        return p if p is not None and p.trust_root_hash == trh else None
+        for trh in self.keys.trust_root_hashes(citizen_id):
+            pid = await self.store.lookup("trust_root", trh)
+            if pid is None:
+                continue
+            p = await self.store.get(pid)
+            if p is not None and p.trust_root_hash == trh:
+                return p
+        return None
 
     def subject_for(self, sector: str, person_id: str) -> str:
         return self.keys.pairwise_subject(sector, person_id)
@@ -433,11 +484,10 @@ class IdentityService:
             raise ValueError("invalid citizen ID")
         trh = self.keys.trust_root_hash(citizen_id)
         for _ in range(_CAS_RETRIES):
+            known = await self.find_by_citizen_id(citizen_id)  # either suite's hash
+            if known is not None:
+                return known, False
             pid = await self.store.lookup("trust_root", trh)
-            if pid is not None:
-                p = await self.store.get(pid)
-                if p is not None and p.trust_root_hash == trh:
-                    return p, False
             new_pid = new_person_id()
             person = Person(
                 person_id=new_pid, trust_root_hash=trh,
@@ -459,9 +509,16 @@ class IdentityService:
         """Link (all or nothing). Returns (person, credential, newly_linked). Raises
         IdentityMismatch when the credential is linked to another person."""
         rh = self.ref_hash(cred_in.kind, cred_in.region, cred_in.ref)
-        existing = person.by_ref(rh)
+        existing = self.credential_of(person, cred_in.kind, cred_in.region, cred_in.ref)
         if existing is not None:
             return person, existing, False
+        for old in self.ref_hashes(cred_in.kind, cred_in.region, cred_in.ref)[1:]:
+            # linked to someone else under the other suite's hash (before a reseal)
+            owner = await self.store.lookup("credential", old)
+            if owner is not None and owner != person.person_id:
+                other = await self.store.get(owner)
+                if other is not None and other.by_ref(old) is not None:
+                    raise IdentityMismatch()
         stale: str | None = None
         for _ in range(_CAS_RETRIES):
             owner = await self.store.claim("credential", rh, person.person_id, replacing=stale)
@@ -504,10 +561,9 @@ class IdentityService:
         """Token exchange: the person an upstream assertion names. Found by the credential,
         else by the trust root (the credential is linked on first sight), else created."""
         kind, region = credential_kind(ident)
-        trh = self.keys.trust_root_hash(ident.citizen_id)
         found = await self.find_by_credential(kind, region, ident.account_id)
         if found is not None:
-            if found.trust_root_hash != trh:
+            if not self.holds_trust_root(found, ident.citizen_id):
                 raise IdentityMismatch(debug="credential bound to another trust root")
             return found
         person, _ = await self._person_for_trust_root(ident.citizen_id, ident.display_name)
@@ -517,7 +573,7 @@ class IdentityService:
     async def link_upstream(self, person_id: str, ident: UpstreamIdentity) -> Credential:
         """POST /v1/me/links: the assertion's trust root must be this person's."""
         person = await self.require(person_id)
-        if self.keys.trust_root_hash(ident.citizen_id) != person.trust_root_hash:
+        if not self.holds_trust_root(person, ident.citizen_id):
             raise IdentityMismatch()
         kind, region = credential_kind(ident)
         _, cred, _ = await self._link(person, CredentialInput(kind, region, ident.account_id))
@@ -539,6 +595,104 @@ class IdentityService:
                     await self._set_revoked(cred.ref_hash, True)
                 return
         raise Conflict("The person record is being changed concurrently")
+
+    # -- crypto-suite migration ------------------------------------------------------------
+    async def reseal(self, *, dry_run: bool = False) -> ResealReport:
+        """Move every record to the configured crypto suite: re-hash the trust root and each
+        credential number under its keyed hash, re-seal their ciphertexts, move the unique
+        index entries and revocations to the new hashes, release the old entries. Each
+        person is one compare-and-set; a record changed concurrently is retried, then
+        counted as failed (run again). Idempotent: a second run changes nothing."""
+        report = ResealReport(suite=self.keys.suite, dry_run=dry_run)
+        await self.refresh_revocations(force=True)  # which cards are revoked, from the store
+        async for pid in self.store.person_ids():
+            report.persons += 1
+            for _ in range(_CAS_RETRIES):
+                try:
+                    done = await self._reseal_one(pid, report, dry_run)
+                except (SealError, IdentityMismatch):
+                    report.failed += 1
+                    break
+                if done:
+                    break
+            else:
+                report.failed += 1
+        return report
+
+    async def _reseal_one(self, pid: str, report: ResealReport, dry_run: bool) -> bool:
+        """One person; False when its record changed under us (the caller retries)."""
+        person = await self.store.get(pid)
+        if person is None:
+            return True
+        suite = self.keys.suite
+        counts = {"trh": 0, "trs": 0, "crh": 0, "crs": 0, "rev": 0}
+        claims: list[tuple[IndexKind, str]] = []
+        releases: list[tuple[IndexKind, str]] = []
+        trh, sealed_tr = person.trust_root_hash, person.sealed_trust_root
+        if suite_of(trh) != suite or suite_of(sealed_tr) != suite:
+            citizen_id = self.keys.open_trust_root(sealed_tr, pid)
+            if suite_of(trh) != suite:
+                trh = self.keys.trust_root_hash(citizen_id)
+                claims.append(("trust_root", trh))
+                releases.append(("trust_root", person.trust_root_hash))
+                counts["trh"] += 1
+            if suite_of(sealed_tr) != suite:
+                sealed_tr = self.keys.seal_trust_root(citizen_id, pid)
+                counts["trs"] += 1
+        creds: list[Credential] = []
+        moved_revocations: list[tuple[str, str]] = []
+        for c in person.credentials:
+            if suite_of(c.ref_hash) == suite and suite_of(c.sealed_ref) == suite:
+                creds.append(c)
+                continue
+            ref = self.open_ref(person, c)
+            new = c
+            if suite_of(c.ref_hash) != suite:
+                rh = self.ref_hash(c.kind, c.region, ref)
+                new = replace(new, ref_hash=rh)
+                claims.append(("credential", rh))
+                releases.append(("credential", c.ref_hash))
+                counts["crh"] += 1
+                if c.kind == "ssc_card" and self.revocations.is_revoked(c.ref_hash):
+                    moved_revocations.append((c.ref_hash, rh))
+                    counts["rev"] += 1
+            if suite_of(c.sealed_ref) != suite:
+                new = replace(new, sealed_ref=self._seal_ref(ref, pid, c.credential_id))
+                counts["crs"] += 1
+            creds.append(new)
+        if not any(counts.values()):
+            report.already_current += 1
+            return True
+        if not dry_run:
+            claimed: list[tuple[IndexKind, str]] = []
+            try:
+                for index, key in claims:
+                    owner = await self.store.claim(index, key, pid)
+                    if owner is not None and owner != pid:
+                        raise IdentityMismatch(debug="the new hash is indexed to another person")
+                    claimed.append((index, key))
+                updated = replace(person, trust_root_hash=trh, sealed_trust_root=sealed_tr,
+                                  credentials=tuple(creds), version=person.version + 1)
+                if not await self.store.replace(person, updated):
+                    for index, key in claimed:
+                        await self.store.release(index, key, pid)
+                    return False
+            except IdentityMismatch:
+                for index, key in claimed:
+                    await self.store.release(index, key, pid)
+                raise
+            for old, new_rh in moved_revocations:
+                await self._set_revoked(new_rh, True)  # the new form first: never a gap
+                await self._set_revoked(old, False)
+            for index, key in releases:
+                await self.store.release(index, key, pid)
+        report.persons_changed += 1
+        report.trust_roots_rehashed += counts["trh"]
+        report.trust_roots_resealed += counts["trs"]
+        report.credentials_rehashed += counts["crh"]
+        report.credentials_resealed += counts["crs"]
+        report.revocations_moved += counts["rev"]
+        return True
 
     async def _set_revoked(self, ref_hash: str, revoked: bool) -> None:
         await self.store.set_revoked(ref_hash, revoked)
@@ -716,17 +870,18 @@ class GateIdentityAdapter:
         p = await self.service.find_by_credential("essc", region, holder_account_id)
         if p is None:
             return None
-        c = p.by_ref(self.service.ref_hash("essc", region, holder_account_id))
+        c = self.service.credential_of(p, "essc", region, holder_account_id)
         return p.person_id if c is not None and c.status == "active" else None
 
     async def card_holder(self, region: str, card_no: str) -> tuple[str, Person] | None:
         """The person of an active card: the revocation view first (no I/O: a lost or
         replaced card stops at once), then the record (one store read)."""
-        rh = self.service.ref_hash("ssc_card", region, card_no)
-        if self.service.is_card_revoked(rh):
+        hashes = self.service.ref_hashes("ssc_card", region, card_no)
+        if any(self.service.is_card_revoked(rh) for rh in hashes):  # either suite's form
             return None
-        person = await self.service.find_by_ref_hash(rh)
-        cred = person.by_ref(rh) if person is not None else None
+        person = await self.service.find_by_credential("ssc_card", region, card_no)
+        cred = (self.service.credential_of(person, "ssc_card", region, card_no)
+                if person is not None else None)
         if person is None or cred is None or cred.status != "active":
             return None
         return person.person_id, person

@@ -174,6 +174,8 @@ class LoginService:
     async def scan(self, qr: str, person_id: str) -> dict[str, Any]:
         parsed = oidc.parse_qr(qr)
         if parsed is None:
+            if qr.startswith(oidc.QR_PREFIX):   # ours in form, but no session's
+                raise NotFound("No such login session")
             raise InvalidRequest("This is not a login QR code")
         sid, secret = parsed
         await self._not_suspended(person_id)

@@ -11,6 +11,8 @@ from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
 
+import jwt
+
 from gateway.authz.clients import (
     AUTH_METHODS,
     DEFAULT_SCOPES,
@@ -37,8 +39,23 @@ def _check_redirect_uri(uri: str) -> None:
         raise InvalidRequest("redirect URIs must use https (http only on loopback)")
 
 
+def _check_jwk(k: Any) -> None:
+    """A public signing key of an algorithm client assertions may use (RFC 7517, 7518)."""
+    if not isinstance(k, dict) or "d" in k:
+        raise InvalidRequest("jwks must hold public keys only")
+    if k.get("use", "sig") != "sig" or k.get("alg", "ES256") not in ("ES256", "EdDSA") \
+            or not isinstance(k.get("kid", ""), str):
+        raise InvalidRequest("each JWK is a signing key (use sig, alg ES256 or EdDSA)")
+    try:
+        jwt.PyJWK(k, algorithm=k.get("alg") or ("EdDSA" if k.get("kty") == "OKP" else "ES256"))
+    except (jwt.PyJWTError, ValueError, TypeError, KeyError):
+        raise InvalidRequest("a JWK is not a valid EC P-256 or Ed25519 public key") from None
+
+
 def _str_list(spec: Mapping[str, Any], name: str) -> tuple[str, ...]:
-    v = spec.get(name) or ()
+    v = spec.get(name)
+    if v is None:
+        return ()
     if not isinstance(v, list | tuple) or not all(isinstance(x, str) and x for x in v):
         raise InvalidRequest(f"{name} must be a list of strings")
     return tuple(v)
@@ -66,11 +83,18 @@ async def register_client(store: ClientStore, spec: Mapping[str, Any],
     redirect_uris = _str_list(spec, "redirect_uris")
     for uri in redirect_uris:
         _check_redirect_uri(uri)
-    jwks = tuple(spec.get("jwks") or ())
+    raw_jwks = spec.get("jwks")
+    if raw_jwks is not None and not isinstance(raw_jwks, list | tuple):
+        raise InvalidRequest("jwks must be a list of public JWKs")
+    jwks = tuple(raw_jwks or ())
     if auth_method == "private_key_jwt" and not jwks:
         raise InvalidRequest("private_key_jwt needs the client's public keys (jwks)")
-    if any("d" in k for k in jwks if isinstance(k, dict)):
-        raise InvalidRequest("jwks must hold public keys only")
+    for k in jwks:
+        _check_jwk(k)
+    for name in ("scene", "operator", "sector"):
+        value = spec.get(name)
+        if value is not None and (not isinstance(value, str) or len(value) > 128):
+            raise InvalidRequest(f"{name} must be a string of at most 128 characters")
     if kind == "gate" and not spec.get("scene"):
         raise InvalidRequest("a gate needs its scene")
     scopes = tuple(dict.fromkeys(_str_list(spec, "scopes"))) or DEFAULT_SCOPES[kind]

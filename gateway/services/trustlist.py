@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+import structlog
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
@@ -32,6 +33,9 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from gateway.authz.keyring import KeyRing, SigningKey
 from gateway.base64url import b64u
 from gateway.codec import VerificationKey
+from gateway.codec.sm2 import Sm2PrivateKey
+
+log = structlog.get_logger("gateway.trustlist")
 
 __all__ = ["PERIOD_S", "TRUST_LIST_TYP", "TrustList", "TrustListSnapshot"]
 
@@ -46,11 +50,14 @@ def _canonical(obj: Any) -> bytes:
 
 
 def sign_compact(key: SigningKey, payload: bytes, typ: str) -> str:
-    """Compact JWS (RFC 7515 §7.1), deterministic for both algorithms."""
+    """Compact JWS (RFC 7515 §7.1): deterministic for EdDSA and ES256; SM2 (``alg: SM2``,
+    gateway.authz.sm2jws) signatures carry a fresh nonce, so each worker's bytes differ."""
     header = b64u(_canonical({"alg": key.alg, "kid": key.kid, "typ": typ}))
     signing_input = f"{header}.{b64u(payload)}".encode("ascii")
     pk = key.private_key
     if isinstance(pk, ed25519.Ed25519PrivateKey):
+        sig = pk.sign(signing_input)
+    elif isinstance(pk, Sm2PrivateKey):
         sig = pk.sign(signing_input)
     else:
         r, s = decode_dss_signature(pk.sign(signing_input, _ECDSA_DET))
@@ -116,6 +123,10 @@ class TrustList:
             try:
                 vk = VerificationKey.from_jwk(jwk)
             except (ValueError, TypeError):
+                # e.g. a curve this gateway does not know: skipped, and said so (no key data)
+                log.warning("trust_list.key_ignored", kid=str(jwk.get("kid"))[:32],
+                            kty=str(jwk.get("kty"))[:16], crv=str(jwk.get("crv"))[:16],
+                            iss=str(jwk.get("iss"))[:32])
                 continue
             if vk.issuer.startswith("essc:"):
                 out[(vk.issuer, vk.kid)] = vk

@@ -139,5 +139,6 @@ def add_routes(app: web.Application) -> None:
     r.add_post("/v1/me/consents/scan", scan)
     r.add_post("/v1/me/consents/{id}/approve", approve)
     r.add_post("/v1/me/consents/{id}/reject", reject)
-    r.add_delete("/v1/me/consents/{id}", revoke)
+    # `{id}` never matches `scan` (its methods would be merged into OPTIONS .../scan's Allow)
+    r.add_delete("/v1/me/consents/{id:(?!scan$)[^/]+}", revoke)
     r.add_get("/v1/me/access-log", access_log)

@@ -100,14 +100,14 @@ def oauth_error(exc: OAuthError) -> web.Response:
 
 def bearer_challenge(exc: GatewayError) -> web.Response:
     """RFC 6750 §3 on a Bearer-protected OAuth resource (userinfo): the challenge is in
-    WWW-Authenticate; with no credentials at all the answer carries no error code (§3.1)."""
+    WWW-Authenticate — with no credentials at all it carries no error code (§3.1) — and the
+    body is always the JSON error, so a client never meets an empty 401."""
     challenge = exc.headers.get("WWW-Authenticate", "")
     headers = {"Cache-Control": "no-store", **exc.headers}
-    if 'error="invalid_token"' in challenge:
-        return web.json_response({"error": "invalid_token",
-                                  "error_description": "The access token is not valid"},
-                                 status=401, headers=headers)
-    return web.Response(status=401, headers=headers)
+    description = ("The access token is not valid" if 'error="invalid_token"' in challenge
+                   else "A bearer access token is required")
+    return web.json_response({"error": "invalid_token", "error_description": description},
+                             status=401, headers=headers)
 
 
 LATENCY_BUCKETS = (.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5)

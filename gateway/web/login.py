@@ -188,12 +188,17 @@ async def userinfo(request: web.Request) -> web.StreamResponse:
     return no_store(web.json_response(claims))
 
 
+#: `{id}` never matches the literal `scan`, so the router does not merge the methods of the
+#: two resources (OPTIONS /v1/login-sessions/scan answered `Allow: GET,HEAD,POST`).
+SESSION_ID = "{id:(?!scan$)[^/]+}"
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/oauth2/authorize", authorize)
     app.router.add_get("/oauth2/userinfo", userinfo)
     app.router.add_post("/oauth2/userinfo", userinfo)
     app.router.add_post("/v1/login-sessions/scan", scan)
-    app.router.add_get("/v1/login-sessions/{id}", poll)
+    app.router.add_get(f"/v1/login-sessions/{SESSION_ID}", poll)
     app.router.add_post("/v1/login-sessions/{id}/approve", approve)
     app.router.add_post("/v1/login-sessions/{id}/deny", deny)
     app.router.add_get("/v1/me/authorisations", authorisations)

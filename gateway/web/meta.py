@@ -17,6 +17,8 @@ ReadinessChecks = list[tuple[str, Callable[[], Awaitable[Any]]]]
 READINESS: web.AppKey[ReadinessChecks] = web.AppKey("readiness_checks")
 JwksProvider = Callable[[], dict[str, Any]]
 JWKS: web.AppKey[JwksProvider] = web.AppKey("jwks")
+#: What ID tokens may be signed with (GATEWAY_CRYPTO_SUITE=gm: ES256 only, docs/oidc.md).
+ID_TOKEN_ALGS: web.AppKey[list[str]] = web.AppKey("id_token_algs")
 ISSUER = web.AppKey("issuer", str)
 
 OPENAPI_FILE = Path(__file__).resolve().parent.parent / "data" / "openapi.yaml"
@@ -80,7 +82,7 @@ async def openapi(request: web.Request) -> web.Response:
     return web.Response(body=cache["doc"], content_type="application/json")
 
 
-def discovery_document(issuer: str) -> dict[str, Any]:
+def discovery_document(issuer: str, id_token_algs: list[str] | None = None) -> dict[str, Any]:
     """OpenID Connect Discovery 1.0 §3 / RFC 8414."""
     return {
         "issuer": issuer,
@@ -98,7 +100,7 @@ def discovery_document(issuer: str) -> dict[str, Any]:
         "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials",
                                   "urn:ietf:params:oauth:grant-type:token-exchange"],
         "subject_types_supported": ["pairwise"],
-        "id_token_signing_alg_values_supported": ["EdDSA", "ES256"],
+        "id_token_signing_alg_values_supported": id_token_algs or ["EdDSA", "ES256"],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post",
                                                   "private_key_jwt", "none"],
         "token_endpoint_auth_signing_alg_values_supported": ["ES256", "EdDSA"],
@@ -118,7 +120,8 @@ def discovery_document(issuer: str) -> dict[str, Any]:
 
 
 async def openid_configuration(request: web.Request) -> web.Response:
-    return web.json_response(discovery_document(request.app[ISSUER]),
+    return web.json_response(discovery_document(request.app[ISSUER],
+                                                request.app.get(ID_TOKEN_ALGS)),
                              headers={"Cache-Control": "public, max-age=300"})
 
 

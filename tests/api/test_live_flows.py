@@ -62,7 +62,7 @@ async def test_scan_to_login_matches_the_spec(op: OP) -> None:
                                    headers={"Authorization": f"Bearer {tokens['access_token']}"})
         assert status == 200 and info["sub"]
     status, body = await _call(c, "GET", "/oauth2/userinfo", "/oauth2/userinfo")
-    assert status == 401 and body is None  # RFC 6750 §3.1: no credentials, no error code
+    assert status == 401 and body["error"] == "invalid_token"   # a body, always (issue 16)
     status, body = await _call(c, "GET", "/oauth2/userinfo", "/oauth2/userinfo",
                                headers={"Authorization": "Bearer not-a-token"})
     assert status == 401 and body["error"] == "invalid_token"

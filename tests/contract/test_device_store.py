@@ -51,6 +51,15 @@ async def test_a_removed_key_is_barred_for_that_person(backend: Backend) -> None
     assert await store.add(_dev(2), 3) == "added"
 
 
+async def test_one_device_per_key_and_person_under_concurrency(backend: Backend) -> None:
+    store = _store(backend)
+    same_key = [DeviceRecord(device_id=f"dev_{i}", person_id="p1", alg="EdDSA",
+                             key_hash="ab" * 32, created_at=NOW) for i in range(20)]
+    results = await asyncio.gather(*(store.add(r, 3) for r in same_key))
+    assert results.count("added") == 1 and results.count("exists") == 19
+    assert len(await store.for_person("p1")) == 1
+
+
 async def test_at_most_max_per_person_under_concurrency(backend: Backend) -> None:
     store = _store(backend)
     results = await asyncio.gather(*(store.add(_dev(i), 3) for i in range(40)))

@@ -125,7 +125,7 @@ async def test_proof_over_another_key_or_challenge_is_400(gw: Gateway) -> None:
         assert (status, answer["code"]) == (400, "invalid_request")
 
 
-@pytest.mark.parametrize("alg", ["RS256", "SM2", "none", "eddsa", "HS256"])
+@pytest.mark.parametrize("alg", ["RS256", "ES384", "SM3", "none", "eddsa", "HS256"])
 async def test_unsupported_alg_is_400(gw: Gateway, alg: str) -> None:
     token = resident_token(gw, await demo_person(gw))
     phone = Phone.new()
@@ -197,3 +197,13 @@ async def test_suspended_person_cannot_enrol(gw: Gateway) -> None:
     await gw.app[IDENTITY].suspend(pid)
     with pytest.raises(PhoneError, match="403"):
         await enrolled(gw, pid)
+
+
+async def test_concurrent_enrolments_of_one_key_make_one_device(gw: Gateway) -> None:
+    token = resident_token(gw, await demo_person(gw))
+    phone = Phone.new()
+    answers = await asyncio.gather(*(phone.enrol(gw.client, token) for _ in range(5)))
+    assert len({a["device_id"] for a in answers}) == 1
+    assert sorted(a["renewed"] for a in answers) == [False] + [True] * 4
+    r = await gw.client.get("/v1/me/devices", headers=_auth(token))
+    assert len((await r.json())["devices"]) == 1

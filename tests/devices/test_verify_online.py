@@ -20,6 +20,7 @@ from tests.devices.conftest import (
     Gateway,
     demo_person,
     enrolled,
+    resident_token,
     verify,
 )
 
@@ -219,3 +220,19 @@ async def test_revocation_list_is_signed_versioned_with_etag_and_deltas(gw: Gate
         r = await gw.client.get(f"/v1/revocations/devices?since={bad}")
         assert r.status == 400 and (await r.json())["code"] == "invalid_request"
     assert json.dumps(full).find("person") == -1  # no person ids, only random serials
+
+
+async def test_a_phone_with_a_wrong_clock_learns_the_offset_at_enrolment(gw: Gateway) -> None:
+    """docs/devices.md "Clock rules": the certificate's not_before is the gateway's clock."""
+    import time
+
+    behind = Phone.new(clock=lambda: time.time() - 600)  # ten minutes slow
+    gate = await gw.client_token(METRO_GATE)
+    await behind.enrol(gw.client, resident_token(gw, await demo_person(gw)))
+    assert abs(behind.clock_offset_s - 600) <= 2
+    _, body = await verify(gw, gate, behind.make_code(), "metro")
+    assert body["decision"] == "allow"
+    # without the correction the same phone's code is refused
+    behind.clock_offset_s = 0
+    _, body = await verify(gw, gate, behind.make_code(), "metro")
+    assert (body["decision"], body["reason"]) == ("deny", "not_yet_valid")

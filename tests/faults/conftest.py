@@ -55,10 +55,16 @@ def kill(server: RedisServer) -> None:
     server.proc = None
 
 
+#: what POST /v1/codes seals in a demo adult's codes: fare scenes read no identity record
+SEALED = {"concession": None, "adult": True}
+
+
 def mint_codes(keys_dir: Path, person_id: str, n: int, **kw: Any) -> list[str]:
-    """`n` ykm codes as POST /v1/codes makes them (the gateway's own keys; loadtests/seed.py)."""
+    """`n` ykm codes as POST /v1/codes makes them (the gateway's own keys; loadtests/seed.py),
+    attributes sealed in them."""
     from loadtests import seed
 
+    kw.setdefault("attributes", SEALED)
     return seed.issue_codes(seed.GatewayKeys.load(keys_dir), n, person_id, **kw)
 
 

@@ -51,6 +51,10 @@ def test_clients_register_list_disable(tmp_path: Path, redis_url: str) -> None:
     env = base_env(tmp_path, GATEWAY_REDIS_URL=redis_url, GATEWAY_REDIS_PREFIX="clitest:")
     redis.Redis.from_url(redis_url).delete("clitest:{ops}:venues", "clitest:{ops}:gates")
     venues = tmp_path / "venues.csv"
+    venues.write_text("id,name,scene,district,operator,status,address\n", "utf-8")
+    r = run(["venues", "import", str(venues)], env, tmp_path)  # changes are audited: the
+    assert r.returncode == 2 and "key" in r.stderr.lower()       # chain key must be at hand
+    assert run(["keys", "generate"], env, tmp_path).returncode == 0
     venues.write_text("id,name,scene,district,operator,status,address\n"
                       "v-rail-1,小什字站,metro,500103,Rail,active,\n", "utf-8")
     assert run(["venues", "import", str(venues)], env, tmp_path).returncode == 0

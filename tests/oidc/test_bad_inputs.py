@@ -349,7 +349,9 @@ async def test_scan_needs_a_resident_token_and_a_genuine_qr(op: OP) -> None:
     forged = page.qr.rsplit(".", 1)[0] + "." + "A" * 32
     status, _ = await op.scan(token, forged)
     assert status == 404
-    status, _body = await op.scan(token, "YKLOGIN:garbage")
+    status, _body = await op.scan(token, "YKLOGIN:garbage")   # ours in form: no such session
+    assert status == 404
+    status, _body = await op.scan(token, "https://example.com/not-a-login-qr")
     assert status == 400
     assert (await op.poll(page.session_id))["status"] == "pending"
 

@@ -377,3 +377,21 @@ async def test_every_signature_we_make_is_low_s(op: OP) -> None:
     body = await _tokens(op)
     tokens += [body["access_token"], body["id_token"]]
     assert all(_s(t) <= P256_N // 2 for t in tokens)
+
+
+# -- finding 9: the server answers as the spec says ------------------------------------------
+@pytest.mark.parametrize("method", ["GET", "POST"])
+async def test_userinfo_401_without_credentials_has_a_json_body(gw: Gateway, method: str) -> None:
+    r = await gw.client.request(method, "/oauth2/userinfo")
+    assert r.status == 401 and r.content_type == "application/json"
+    assert (await r.json())["error"] == "invalid_token"
+    assert r.headers["WWW-Authenticate"].startswith("Bearer")
+    assert "error=" not in r.headers["WWW-Authenticate"]   # RFC 6750 §3.1
+
+
+@pytest.mark.parametrize("path", ["/v1/login-sessions/scan", "/v1/me/consents/scan"])
+async def test_options_on_a_scan_route_names_only_its_own_methods(gw: Gateway, path: str) -> None:
+    r = await gw.client.options(path)
+    assert r.status == 405 and r.headers["Allow"] == "POST"
+    r = await gw.client.get(path)
+    assert r.status == 405 and r.headers["Allow"] == "POST"

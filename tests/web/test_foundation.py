@@ -153,7 +153,8 @@ async def test_openapi_servers_is_this_apps_issuer(gw: Gateway, make_gateway: ob
 async def test_userinfo_bearer_challenges_follow_rfc6750(gw: Gateway) -> None:
     r = await gw.client.get("/oauth2/userinfo")
     assert r.status == 401 and r.headers["WWW-Authenticate"].startswith("Bearer")
-    assert "error=" not in r.headers["WWW-Authenticate"] and await r.read() == b""
+    assert "error=" not in r.headers["WWW-Authenticate"]       # RFC 6750 §3.1
+    assert (await r.json())["error"] == "invalid_token"          # a JSON body all the same
     r = await gw.client.get("/oauth2/userinfo", headers={"Authorization": "Bearer nope"})
     assert r.status == 401 and 'error="invalid_token"' in r.headers["WWW-Authenticate"]
     assert (await r.json())["error"] == "invalid_token"

@@ -20,8 +20,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from gateway.codec import VerificationKey, derive_kid
+from gateway.codec.sm2 import Sm2PrivateKey
 
-__all__ = ["SandboxKey", "load_or_create_ec_key", "load_or_create_secret", "sandbox_keys_dir"]
+__all__ = ["SandboxKey", "load_or_create_ec_key", "load_or_create_secret",
+           "load_or_create_sm2_key", "sandbox_keys_dir"]
 
 #: Published validity window of a sandbox key around its creation time (code-keys ``nbf/exp``).
 KEY_NOT_BEFORE_SLACK_S = 7 * 86400
@@ -64,10 +66,10 @@ def _read_private(path: Path) -> bytes:
 
 @dataclass(frozen=True)
 class SandboxKey:
-    """A P-256 key with its kid and publication window."""
+    """A P-256 (or, for an SM2 region's code key, SM2) key with its kid and publication window."""
 
     name: str
-    private_key: ec.EllipticCurvePrivateKey
+    private_key: ec.EllipticCurvePrivateKey | Sm2PrivateKey
     kid: str
     created_at: int
 
@@ -75,8 +77,8 @@ class SandboxKey:
         return f"SandboxKey(name={self.name!r}, kid={self.kid!r})"
 
     def public_jwk(self, issuer: str | None = None) -> dict[str, Any]:
-        """RFC 7517 public JWK (``kid``, ``alg: ES256``, ``use: sig``); with ``issuer`` also
-        the trust-list members ``iss``, ``nbf``, ``exp``."""
+        """RFC 7517 public JWK (``kid``, ``alg: ES256`` or ``SM2``, ``use: sig``); with
+        ``issuer`` also the trust-list members ``iss``, ``nbf``, ``exp``."""
         vk = VerificationKey.of(issuer or "essc:XX", self.private_key.public_key(), kid=self.kid,
                                 not_before=self.created_at - KEY_NOT_BEFORE_SLACK_S,
                                 not_after=self.created_at + KEY_LIFETIME_S)
@@ -119,3 +121,19 @@ def load_or_create_secret(keys_dir: Path, name: str, length: int = 32) -> bytes:
     if len(data) != length:
         raise SandboxKeyError(f"{path.name} has the wrong length")
     return data
+
+
+def load_or_create_sm2_key(keys_dir: Path, name: str, now: float) -> SandboxKey:
+    """The SM2 key ``name`` (PKCS#8 ``<name>.pem`` + public ``<name>.json``), created if missing."""
+    d = sandbox_keys_dir(keys_dir)
+    pem_path, meta_path = d / f"{name}.pem", d / f"{name}.json"
+    if not pem_path.exists():
+        _create_exclusive(pem_path, Sm2PrivateKey.generate().to_pem(), 0o600)
+    try:
+        key = Sm2PrivateKey.from_pem(_read_private(pem_path))
+    except ValueError:
+        raise SandboxKeyError(f"{pem_path.name} is not an SM2 key") from None
+    if not meta_path.exists():
+        _create_exclusive(meta_path, json.dumps({"created_at": int(now)}).encode(), 0o644)
+    created_at = int(json.loads(meta_path.read_text("utf-8"))["created_at"])
+    return SandboxKey(name, key, derive_kid(key.public_key()), created_at)

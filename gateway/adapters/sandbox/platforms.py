@@ -23,7 +23,7 @@ from aiohttp import web
 
 from gateway.base64url import b64u
 from gateway.clock import Clock, SystemClock
-from gateway.codec import Es256Signer, encode_essc
+from gateway.codec import encode_essc, signer_for
 from gateway.services.upstream import (
     Resident,
     compute_terminal_mac,
@@ -32,7 +32,12 @@ from gateway.services.upstream import (
 
 from ..upstream.clients import certificate_payload
 from .faults import FAULTS_KEY, Faults, add_admin_routes, faults_middleware
-from .keys import SandboxKey, load_or_create_ec_key, load_or_create_secret
+from .keys import (
+    SandboxKey,
+    load_or_create_ec_key,
+    load_or_create_secret,
+    load_or_create_sm2_key,
+)
 
 __all__ = [
     "CERTLIB_SANDBOX",
@@ -94,7 +99,8 @@ class _Signing:
         return {"keys": [k.public_jwk() for k in (self.key, *self.previous)]}
 
     def sign(self, claims: dict[str, Any]) -> str:
-        return jwt.encode(claims, self.key.private_key, algorithm="ES256",
+        return jwt.encode(claims, self.key.private_key,  # type: ignore[arg-type]
+                          algorithm="ES256",
                           headers={"kid": self.key.kid, "typ": "JWT"})
 
 
@@ -213,11 +219,16 @@ def make_ykb_app(residents: Sequence[Resident], keys_dir: Path, gateway_issuer: 
 # --------------------------------------------------------------------------------------------
 
 class EsscSandbox(_Base):
-    """The e-SSC platform for several regions, each with its own assertion and code keys."""
+    """The e-SSC platform for several regions, each with its own assertion and code keys.
+
+    Regions in ``sm2_regions`` sign their codes with SM2 (GB/T 32918.2 with SM3, ESSC1
+    version 2, JWK ``crv: SM2``), as the national platform's 国密 deployment does; the others
+    with ES256. Key files differ per algorithm (``essc-cq-code`` / ``essc-cq-code-sm2``)."""
 
     def __init__(self, residents: Sequence[Resident], keys_dir: Path, gateway_issuer: str, *,
                  clock: Clock, regions: Sequence[str] = ("CQ", "SC"),
-                 issuer_prefix: str = ESSC_ISSUER_PREFIX) -> None:
+                 issuer_prefix: str = ESSC_ISSUER_PREFIX,
+                 sm2_regions: Sequence[str] = ()) -> None:
         super().__init__(residents, clock)
         self.regions = tuple(regions)
         self.gateway_issuer = gateway_issuer
@@ -225,8 +236,11 @@ class EsscSandbox(_Base):
         now = clock.now()
         self.assertion_keys = {r: _Signing(load_or_create_ec_key(
             keys_dir, f"essc-{r.lower()}-assertion", now), clock) for r in self.regions}
-        self.code_keys = {r: load_or_create_ec_key(keys_dir, f"essc-{r.lower()}-code", now)
-                          for r in self.regions}
+        self.code_keys = {
+            r: (load_or_create_sm2_key(keys_dir, f"essc-{r.lower()}-code-sm2", now)
+                if r in sm2_regions else
+                load_or_create_ec_key(keys_dir, f"essc-{r.lower()}-code", now))
+            for r in self.regions}
         self.holders: dict[tuple[str, str], Resident] = {
             (a.region, a.holder_id): res for res in residents for a in res.essc_accounts}
 
@@ -259,7 +273,7 @@ class EsscSandbox(_Base):
         key = self.code_keys[region]
         return encode_essc(region=region, holder=holder_id.encode("ascii"),
                            issued_at=int(self.clock.now()), lifetime_s=ESSC_CODE_LIFETIME_S,
-                           signer=Es256Signer(key.private_key, kid=key.kid))
+                           signer=signer_for(key.private_key, kid=key.kid))
 
     def code_jwks(self, region: str) -> list[dict[str, Any]]:
         self._check_region(region)
@@ -346,9 +360,9 @@ ESSC_SANDBOX: Final = web.AppKey("essc_sandbox", EsscSandbox)
 
 def make_essc_app(residents: Sequence[Resident], keys_dir: Path, gateway_issuer: str, *,
                   clock: Clock | None = None, regions: Sequence[str] = ("CQ", "SC"),
-                  admin: bool = False) -> web.Application:
+                  admin: bool = False, sm2_regions: Sequence[str] = ()) -> web.Application:
     return EsscSandbox(residents, keys_dir, gateway_issuer, clock=clock or SystemClock(),
-                       regions=regions).make_app(admin=admin)
+                       regions=regions, sm2_regions=sm2_regions).make_app(admin=admin)
 
 
 # --------------------------------------------------------------------------------------------
@@ -387,7 +401,8 @@ class CertLibSandbox(_Base):
                                    "fields": dict(c.fields), "issued_at": c.issued_at}
             key = self.issuer_keys[c.issuer]
             doc["issuer_signature"] = jwt.encode(
-                certificate_payload(doc), key.private_key, algorithm="ES256",
+                certificate_payload(doc), key.private_key,  # type: ignore[arg-type]
+                algorithm="ES256",
                 headers={"kid": key.kid})
             out.append(doc)
         return out
@@ -445,12 +460,14 @@ class PsamSandbox:
 
 
 def build_sandbox_upstreams(residents: Sequence[Resident], keys_dir: Path, gateway_issuer: str,
-                            *, clock: Clock | None = None) -> dict[str, web.Application]:
+                            *, clock: Clock | None = None,
+                            sm2_regions: Sequence[str] = ()) -> dict[str, web.Application]:
     """The sub-applications to mount as ``/sandbox/upstreams/<name>`` (``ykb``, ``essc``,
-    ``certlib``); admin knobs off."""
+    ``certlib``); admin knobs off. ``sm2_regions``: e-SSC regions that sign codes with SM2."""
     clock = clock or SystemClock()
     return {
         "ykb": make_ykb_app(residents, keys_dir, gateway_issuer, clock=clock),
-        "essc": make_essc_app(residents, keys_dir, gateway_issuer, clock=clock),
+        "essc": make_essc_app(residents, keys_dir, gateway_issuer, clock=clock,
+                              sm2_regions=sm2_regions),
         "certlib": make_certlib_app(residents, keys_dir, clock=clock),
     }

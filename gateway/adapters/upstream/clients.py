@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 import aiohttp
 import jwt
+import structlog
 
 from gateway.clock import Clock
 from gateway.codec import VerificationKey
@@ -41,6 +42,8 @@ from .http import (
 )
 
 __all__ = ["CertificateLibraryClient", "EsscPlatformClient", "YkbClient"]
+
+log = structlog.get_logger("gateway.upstream")
 
 _REGION_RE: Final = re.compile(r"[A-Z]{2}")
 _ACCOUNT_RE: Final = re.compile(r"[0-9A-Za-z._-]{1,64}")
@@ -180,8 +183,16 @@ class EsscPlatformClient:
                 for jwk in expect_list(resp.body, "keys"):
                     if not isinstance(jwk, dict):
                         raise SchemaError("a JWK must be an object")
-                    vk = VerificationKey.from_jwk(jwk)  # ValueError → schema mismatch
-                    if vk.issuer != f"essc:{r}" or vk.alg != "ES256":
+                    try:
+                        vk = VerificationKey.from_jwk(jwk)
+                    except ValueError:
+                        # e.g. a curve this gateway does not know: ignored and named, the
+                        # region's other keys still count (docs/code-format.md §7)
+                        log.warning("trust_list.key_ignored", region=r,
+                                    kid=str(jwk.get("kid"))[:32], kty=str(jwk.get("kty"))[:16],
+                                    crv=str(jwk.get("crv"))[:16])
+                        continue
+                    if vk.issuer != f"essc:{r}" or vk.alg not in ("ES256", "SM2"):
                         raise SchemaError("code key of another issuer")
                     keys.append(vk.to_jwk())
                 return keys
