@@ -109,6 +109,8 @@ def validate_venue(raw: Any, scenes: SceneCatalogue, *, venue_id: str | None = N
     vid = raw.get("id", venue_id)
     if not isinstance(vid, str) or not _ID.match(vid):
         raise VenueInvalid("id", "must be 1-64 characters of A-Z, a-z, 0-9, '.', '_', '-'")
+    if vid == "import":
+        raise VenueInvalid("id", "import is reserved (POST /admin/v1/venues/import)")
     if venue_id is not None and vid != venue_id:
         raise VenueInvalid("id", "differs from the venue id in the path")
     scene = _text(raw, "scene", 48)

@@ -376,8 +376,9 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/admin/v1/scenes/{scene_id}/versions", scene_versions)
     app.router.add_get("/admin/v1/venues", list_venues)
     app.router.add_post("/admin/v1/venues/import", import_venues)
-    app.router.add_get("/admin/v1/venues/{venue_id}", get_venue)
-    app.router.add_put("/admin/v1/venues/{venue_id}", put_venue)
+    # `import` is the import's path, never a venue id
+    app.router.add_get(r"/admin/v1/venues/{venue_id:(?!import$)[^/]+}", get_venue)
+    app.router.add_put(r"/admin/v1/venues/{venue_id:(?!import$)[^/]+}", put_venue)
     app.router.add_get("/admin/v1/me", whoami)
     app.router.add_get("/admin/v1/operators", list_operators)
     app.router.add_get("/admin/v1/audit", audit_entries)

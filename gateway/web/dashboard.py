@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.errors import GatewayError, Unauthorized
+from gateway.errors import GatewayError, InvalidRequest, Unauthorized, UnsupportedMediaType
 from gateway.services.operators import Operator
 from gateway.services.venues import DISTRICTS
 from gateway.web.admin import ADMIN_SCENES, OPERATORS, operator
@@ -96,8 +96,12 @@ async def _session_operator(request: web.Request) -> Operator | None:
 
 
 async def sign_in(request: web.Request) -> web.Response:
+    if request.content_type != "application/x-www-form-urlencoded":
+        raise UnsupportedMediaType("Send the sign-in form as application/x-www-form-urlencoded")
     form = await read_form(request, 4096)
     token = form.get("token", "").strip()
+    if not token:
+        raise InvalidRequest("token is required")
     try:
         op = await operator(request, "read", token=token)
     except GatewayError:

@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from gateway.errors import InvalidRequest
 from gateway.web.http import REGISTRY, REQUEST_ID, problem
 
 ReadinessChecks = list[tuple[str, Callable[[], Awaitable[Any]]]]
@@ -61,7 +62,10 @@ async def metrics(request: web.Request) -> web.Response:
 
     server_metrics.check_token(request)
     registry = request.app.get(server_metrics.SERVER_REGISTRY)
-    if registry is None or request.query.get("worker") == "self":
+    worker = request.query.getall("worker", [])
+    if worker not in ([], ["self"]):
+        raise InvalidRequest("worker takes one value: self")
+    if registry is None or worker:
         registry = request.app[REGISTRY]
     # --- end issue 15 ---
     body = generate_latest(registry)

@@ -86,3 +86,12 @@ async def test_the_sandbox_has_demo_venues_in_several_districts(gw: Gateway) -> 
     assert len({v["district"] for v in venues.values()}) >= 5
     gates = {g for v in venues.values() for g in v["gates"]}  # type: ignore[attr-defined]
     assert "gate-metro-l1-xiaoshizi" in gates
+
+
+async def test_import_is_the_import_not_a_venue(gw: Gateway) -> None:
+    ah = bootstrap(gw)
+    r = await gw.client.put("/admin/v1/venues/import", headers=ah, json={
+        "name": "x", "scene": "metro", "district": "500103", "operator": "o"})
+    assert r.status == 405 and r.headers["Allow"] == "POST"
+    status, body = await _import(gw, HEADER + "import,x,metro,500103,o,,\n", ah)
+    assert status == 400 and body["errors"][0]["field"] == "id"
