@@ -99,13 +99,16 @@ class Core:
     redis: RedisClient | None = None
     coalescer: Coalescer | None = None
     readiness: list[tuple[str, Any]] = field(default_factory=list)
+    #: the trust-list (and deny-list) signing keys, their own purpose (docs/offline.md)
+    trust_ring: RingHolder | None = None
     records: Records | None = None
     #: GATEWAY_CRYPTO_SUITE=gm: the ES256 ring ID tokens are signed with (relying parties'
     #: OIDC libraries rarely do SM2); None = ID tokens come from the token ring.
     id_token_ring: RingHolder | None = None
 
     def rings(self) -> tuple[RingHolder, ...]:
-        return tuple(r for r in (self.token_ring, self.code_ring, self.id_token_ring) if r)
+        return tuple(r for r in (self.token_ring, self.code_ring, self.id_token_ring,
+                                 self.trust_ring) if r)
 
 
 CORE = web.AppKey("core", Core)
@@ -126,12 +129,14 @@ def ensure_keys(settings: Settings, clock: Clock) -> None:
     for one maximum lifetime. Production rings change only by `gateway keys rotate --alg`."""
     now = clock.now()
     token_alg, code_alg = suite_algs(settings)
-    for purpose, alg in (("token", token_alg), ("code", code_alg)):
+    # the trust list's own key follows the code suite: EdDSA, or SM2 for the 国密 suite
+    for purpose, alg in (("token", token_alg), ("code", code_alg), ("trust", code_alg)):
         files = KeyRingFiles(settings.keys_dir, purpose)
         if settings.is_sandbox:
             files.ensure(alg, now)
             max_life = (max(settings.gate_token_ttl_s, settings.access_token_ttl_s)
-                        if purpose == "token"
+                        if purpose == "token" else settings.trust_list_max_age_s
+                        if purpose == "trust"
                         else max(settings.code_ttl_s, settings.device_cert_ttl_s)
                         + settings.code_max_skew_s + 60)
             files.ensure_current_alg(alg, now, max_life)
@@ -151,6 +156,8 @@ def ensure_keys(settings: Settings, clock: Clock) -> None:
                    env_value=settings.data_key_b64)
     if settings.is_sandbox:
         demo_secrets(settings)
+        if not settings.admin_token:  # made here, before workers fork: they raced on its file
+            sandbox_admin_token(settings)
 
 
 def demo_secrets(settings: Settings) -> dict[str, Any]:
@@ -208,6 +215,7 @@ def demo_clients(settings: Settings, now: float) -> list[Client]:
             jwks=(cred["public_jwk"],) if "public_jwk" in cred else (),
             scopes=tuple(c.get("scopes") or DEFAULT_SCOPES[kind]),
             sector=c.get("sector", ""), redirect_uris=tuple(c.get("redirect_uris") or ()),
+            post_logout_redirect_uris=tuple(c.get("post_logout_redirect_uris") or ()),
             scene=c.get("scene"), operator=c.get("operator"), created_at=now))
     return out
 
@@ -244,6 +252,8 @@ async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
                 token_ring=RingHolder(token_files, token_files.load()),
                 code_ring=RingHolder(code_files, code_files.load()),
                 single_use=single_use, clients=clients, redis=redis, coalescer=coalescer)
+    trust_files = KeyRingFiles(settings.keys_dir, "trust")
+    core.trust_ring = RingHolder(trust_files, trust_files.load())
     oidc_files = KeyRingFiles(settings.keys_dir, ID_TOKEN_PURPOSE)
     if settings.crypto_suite == "gm" and oidc_files.exists():
         core.id_token_ring = RingHolder(oidc_files, oidc_files.load())
@@ -267,6 +277,10 @@ async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
     app[TOKEN_SIGNER] = signer
     app[ACCESS_TOKENS] = access
     app[AUTHENTICATOR] = BearerAuthenticator(access, single_use, clock.now)
+    from gateway.authz.dpop import DpopVerifier  # RFC 9449 (issue 16)
+    from gateway.web.http import DPOP
+    app[DPOP] = DpopVerifier(single_use, core.data_keys.derive_key("dpop-nonce"), clock.now,
+                             settings.issuer)
     app[oauth.CLIENT_AUTH] = ClientAuthenticator(
         clients, single_use, settings.issuer, clock.now,
         settings.client_assertion_max_ttl_s)
@@ -404,9 +418,11 @@ async def open_records(core: Core, metrics: Any) -> Records:
         return Records(store, MemoryRecordingClaims(core.single_use, store), pool=pool)
     from gateway.adapters.redis_records import RedisOutbox, RedisRecordingClaims
 
+    epoch = core.single_use.epoch if isinstance(core.single_use, RedisSingleUse) else None
     claims = RedisRecordingClaims(core.coalescer, core.redis.script_load,
                                   prefix=s.redis_prefix, shards=s.transactions_outbox_shards,
-                                  bound=s.transactions_outbox_max, on_full=metrics.dropped)
+                                  bound=s.transactions_outbox_max, on_full=metrics.dropped,
+                                  epoch=epoch)
     await claims.load()
     assert s.redis_url is not None
     outbox_redis = connect(s.redis_url, cluster=s.redis_cluster, max_connections=2)
@@ -484,7 +500,25 @@ async def _identity_ctx(app: web.Application) -> AsyncIterator[None]:
     settings, clock = core.settings, core.clock
     store: Any = (RedisIdentityStore(core.redis, settings.redis_prefix, core.coalescer)
                   if core.redis is not None else MemoryIdentityStore())
-    service = ids.IdentityService(store, clock, core.data_keys)
+    # --- card deny-list for offline gates (issue 14; gateway/services/revocations.py) ---
+    from gateway.adapters.memory_revocations import MemoryDenyListStore
+    from gateway.adapters.redis_revocations import RedisDenyListStore
+    from gateway.codec.offline import CardHash
+    from gateway.services.revocations import RevocationLists
+    from gateway.web import revocations as _revocations
+
+    deny_store: Any = (RedisDenyListStore(core.redis, settings.redis_prefix,
+                                          settings.deny_list_delta_events)
+                       if core.redis is not None
+                       else MemoryDenyListStore(settings.deny_list_delta_events))
+    assert core.trust_ring is not None
+    deny_lists = RevocationLists(
+        deny_store, core.trust_ring,
+        CardHash(core.data_keys.card_deny_salt, settings.card_hash_iterations), clock.now,
+        max_age_s=settings.deny_list_max_age_s)
+    app[_revocations.REVOCATIONS] = deny_lists
+    # --- end card deny-list ---
+    service = ids.IdentityService(store, clock, core.data_keys, deny_list=deny_lists)
     regions = settings.essc_regions
     policy = UpstreamPolicy(timeout_s=settings.upstream_timeout_s,
                             connect_timeout_s=min(1.0, settings.upstream_timeout_s))
@@ -524,7 +558,10 @@ async def _identity_ctx(app: web.Application) -> AsyncIterator[None]:
     app[PSAM] = psam
     app[_codes.CODES] = CodeService(
         code_ring=core.code_ring, data_keys=core.data_keys,
-        trust=TrustList(core.code_ring, core.token_ring, clock.now),
+        trust=TrustList(
+            core.code_ring, core.trust_ring, clock.now, scenes=lambda: app[_codes.SCENES],
+            max_age_s=settings.trust_list_max_age_s, code_max_skew_s=settings.code_max_skew_s,
+            endorsements=core.trust_ring.files.endorsements),
         identity=ids.GateIdentityAdapter(service), essc=essc, clock=clock,
         code_ttl_s=settings.code_ttl_s, refresh_in_s=settings.code_refresh_in_s)
     if settings.is_sandbox:
@@ -593,6 +630,8 @@ def _mount_sandbox(app: web.Application, settings: Settings) -> None:
                 if kind == "rp":   # what a newcomer needs to log in and ask for consent
                     from gateway.web import consents as _consents
                     entry["redirect_uris"] = list(c.get("redirect_uris") or ())
+                    entry["post_logout_redirect_uris"] = list(
+                        c.get("post_logout_redirect_uris") or ())
                     entry["certificate_types"] = sorted(
                         app[_consents.CONSENTS].policy.allowed_types(c["client_id"]))
                 cred = secrets_.get(c["client_id"], {})
@@ -641,7 +680,9 @@ async def _login_ctx(app: web.Application) -> AsyncIterator[None]:
         alg=lambda: (core.id_token_ring or core.token_ring)().current().alg, issuer=s.issuer,
         clock=clock.now,
         access_ttl_s=s.access_token_ttl_s, verify_bearer=app[AUTHENTICATOR].verify,
-        require_number=s.login_require_number)
+        require_number=s.login_require_number,
+        pushed=(redis_oidc.RedisPushedRequestStore(core.redis, s.redis_prefix)
+                if core.redis is not None else memory_oidc.MemoryPushedRequestStore(clock)))
     app[_login.LOGIN] = service
     app[oauth.TOKENS].register(AuthorizationCodeGrant(service))
     app[oauth.TOKENS].register(RefreshTokenGrant(service))
@@ -745,7 +786,9 @@ async def _devices_ctx(app: web.Application) -> AsyncIterator[None]:
 
     service = DeviceService(
         store=store, single_use=core.single_use, code_ring=core.code_ring,
-        token_ring=core.token_ring, holder=core.data_keys.code_holder,
+        # signed like the trust list and the card deny-list: by the trust-list key gates pin
+        signing_ring=core.trust_ring, list_max_age_s=s.deny_list_max_age_s,
+        holder=core.data_keys.code_holder,
         challenge_key=derive(master, "device-challenge"), clock=core.clock,
         cert_ttl_s=s.device_cert_ttl_s, max_devices=s.devices_max, flags_of=flags_of,
         suspended=identity.is_person_suspended)
@@ -803,6 +846,10 @@ def build_app(settings: Settings, clock: Clock | None = None) -> web.Application
     if settings.is_sandbox:
         _mount_sandbox(app, settings)
     # --- end identity + sandbox ---
+    # --- card deny-list for offline gates (issue 14; built in _identity_ctx) ---
+    from gateway.web import revocations as _revocations
+    _revocations.add_routes(app)
+    # --- end card deny-list ---
     # --- operator's view (issue 15; gateway/web/admin.py). Before the codes feature: its
     # e-SSC key refresher starts in the background and must not run while this awaits ---
     app.cleanup_ctx.append(_operator_ctx)
@@ -841,7 +888,9 @@ def build_app(settings: Settings, clock: Clock | None = None) -> web.Application
     # --- end authorised login ---
     # --- the gate decision pipeline (gateway/services/gate.py, gateway/web/gate.py) ---
     from gateway.web import gate as _gate
+    from gateway.web import offline as _offline
     _gate.add_routes(app)
+    _offline.add_routes(app)  # offline uploads go through the same pipeline (issue 14)
     app.cleanup_ctx.append(_gate_ctx)  # after every feature it connects
     return app
 
@@ -951,9 +1000,10 @@ async def _gate_ctx(app: web.Application) -> AsyncIterator[None]:
     """The gate decision pipeline (codes and card taps), and the consent feature's subject
     index connected to every place a subject is handed out (gate verify, ID tokens) — only for
     sectors with consent-capable RPs."""
-    from gateway.services.faces import CardFace, CodeFace
+    from gateway.services.faces import RETRY_GRACE_S, CardFace, CodeFace
     from gateway.services.gate import GatePipeline, GateSectors
     from gateway.services.identity import GateIdentityAdapter
+    from gateway.services.offline import OfflineUploads
     from gateway.services.subjects import SubjectLedger
     from gateway.web import codes as _codes
     from gateway.web import consents as _consents
@@ -961,9 +1011,12 @@ async def _gate_ctx(app: web.Application) -> AsyncIterator[None]:
     from gateway.web import gate as _gate
     from gateway.web import identity as _identity
     from gateway.web import login as _login
+    from gateway.web import offline as _offline
 
     core = app[CORE]
     settings, clock = core.settings, core.clock
+    records = core.records
+    assert records is not None
     consents = app[_consents.CONSENTS]
     ledger = SubjectLedger(consents.remember_subject, core.clients.list,
                            lambda cid: bool(consents.policy.types_by_client.get(cid)),
@@ -973,9 +1026,14 @@ async def _gate_ctx(app: web.Application) -> AsyncIterator[None]:
         scenes=app[_codes.SCENES], sectors=GateSectors(core.clients, clock.now),
         codes=CodeFace(lookup=app[_codes.CODES].trust.lookup, holder=core.data_keys.code_holder,
                        identity=identity, max_skew_s=settings.code_max_skew_s,
+                       offline_max_s=settings.offline_max_s,
                        device_revoked=app[_devices.DEVICES].revocations.is_revoked),
-        cards=CardFace(psam=app[PSAM], identity=identity, regions=settings.essc_regions),
-        single_use=core.single_use, identity=identity, data_keys=core.data_keys,
-        subject_seen=ledger.seen, count=app[METRICS].count, clock=clock)
+        cards=CardFace(psam=app[PSAM], identity=identity, regions=settings.essc_regions,
+                       max_age_s=settings.offline_max_s, max_skew_s=settings.code_max_skew_s),
+        claims=records.claims, identity=identity, data_keys=core.data_keys,
+        subject_seen=ledger.seen, count=app[METRICS].count, clock=clock,
+        deny_ttl_s=settings.offline_max_s + settings.code_max_skew_s + RETRY_GRACE_S)
+    app[_offline.OFFLINE] = OfflineUploads(app[_gate.GATE], records.claims, clock.now,
+                                           offline_max_s=settings.offline_max_s)
     app[_login.LOGIN].subject_seen = ledger.seen
     yield

@@ -99,12 +99,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
               "one process, so single use would not hold across workers", file=sys.stderr)
         return 2
     configure(settings.log_format, settings.log_level)
+    # before forking: one process creates dev keys; local checks (keys) before the network's
+    ensure_keys(settings, SystemClock())
     if not settings.is_sandbox and settings.redis_url:
         problem = _persistence_problem(settings)   # issue 12: refuse, before any worker
         if problem:
             print(f"gateway: {problem}", file=sys.stderr)
             return 2
-    ensure_keys(settings, SystemClock())  # before forking: one process creates dev keys
     if settings.workers > 1:  # issue 15: the workers' metric snapshots, summed per scrape
         import tempfile
         from pathlib import Path
@@ -192,12 +193,15 @@ def cmd_keys(args: argparse.Namespace) -> int:
     )
 
     settings = _settings(args)
-    # "oidc": the gm suite's ES256 ID-token ring (docs/oidc.md "Algorithms")
-    everything = ["token", "code"] + (
+    # "oidc": the gm suite's ES256 ID-token ring (docs/oidc.md "Algorithms"); "trust": the
+    # trust-list key (docs/offline.md)
+    everything = ["token", "code", "trust"] + (
         ["oidc"] if settings.crypto_suite == "gm"
         or KeyRingFiles(settings.keys_dir, "oidc").exists() else [])
     purposes = everything if args.purpose == "all" else [args.purpose]
     now = time.time()
+    if args.keys_cmd == "trust-anchor":
+        return _trust_anchor(settings)
     if args.keys_cmd == "generate":
         fresh = not any(KeyRingFiles(settings.keys_dir, p).exists() for p in ("token", "code"))
         for p in purposes:
@@ -209,7 +213,8 @@ def cmd_keys(args: argparse.Namespace) -> int:
             from gateway.authz.keyring import Alg, bootstrap
 
             token_alg, code_alg = suite_algs(settings)
-            alg: Alg = args.alg or {"token": token_alg, "code": code_alg}.get(p, "ES256")
+            alg: Alg = args.alg or {"token": token_alg, "code": code_alg,
+                                    "trust": code_alg}.get(p, "ES256")
             with files._locked():
                 files.save(bootstrap(p, alg, now))
             print(f"{p}: generated a new {alg} ring in {files.dir}")
@@ -222,7 +227,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
             # A retired key must verify everything it signed: the longest lifetime it issues.
             max_life = args.max_lifetime_s or (
                 max(settings.gate_token_ttl_s, settings.access_token_ttl_s, 86400 * 30)
-                if p in ("token", "oidc")
+                if p in ("token", "oidc") else settings.trust_list_max_age_s if p == "trust"
                 else settings.code_ttl_s + settings.code_max_skew_s + 60)
             if p == "code" and not args.max_lifetime_s:  # it signed device certificates too
                 max_life = max(max_life, settings.device_cert_ttl_s + settings.code_max_skew_s
@@ -243,6 +248,19 @@ def cmd_keys(args: argparse.Namespace) -> int:
                 stamp = rfc3339_s(k.verify_until)
                 until = f" verifies until {stamp}"
             print(f"{p}\t{k.kid}\t{k.alg}\t{k.state}{until}")
+    return 0
+
+
+def _trust_anchor(settings: Settings) -> int:
+    """The trust-list key a gate pins (docs/offline.md §2): the current key's public JWK, to be
+    carried to gates out of band (provisioning image, vendor portal, a signed config file)."""
+    import json
+
+    from gateway.adapters.keyfiles import KeyRingFiles
+    from gateway.services.trustlist import trust_anchor_jwk
+
+    print(json.dumps(trust_anchor_jwk(KeyRingFiles(settings.keys_dir, "trust").load()),
+                     sort_keys=True))
     return 0
 
 
@@ -343,9 +361,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_serve)
 
     k = sub.add_parser("keys", help="generate, rotate or list signing keys")
-    k.add_argument("keys_cmd", choices=["generate", "rotate", "list"])
-    k.add_argument("--purpose", choices=["token", "code", "oidc", "all"], default="all",
-                   help="oidc: the ES256 ID-token ring of GATEWAY_CRYPTO_SUITE=gm")
+    k.add_argument("keys_cmd", choices=["generate", "rotate", "list", "trust-anchor"],
+                   help="trust-anchor: print the trust-list key gates pin (docs/offline.md)")
+    k.add_argument("--purpose", choices=["token", "code", "trust", "oidc", "all"], default="all",
+                   help="oidc: the ES256 ID-token ring of GATEWAY_CRYPTO_SUITE=gm; trust: the "
+                        "trust-list key")
     k.add_argument("--alg", choices=["EdDSA", "ES256", "SM2"],
                    help="generate: the ring's algorithm (default: GATEWAY_CRYPTO_SUITE's); "
                         "rotate: the new next key's (SM2 for the 国密 suite)")

@@ -150,6 +150,15 @@ class Settings:
     #: How often each worker writes its snapshot (a scrape sums the others' last snapshots).
     metrics_flush_ms: int = 500
     # --- end operator's view ---
+    # offline gates: the signed trust list and card deny-list (docs/offline.md)
+    #: After issued_at + this, an offline gate refuses to verify with the trust list.
+    trust_list_max_age_s: int = 86_400
+    #: After issued_at + this, an offline gate refuses card taps on the deny-list it holds.
+    deny_list_max_age_s: int = 86_400
+    #: PBKDF2 iterations of the deny-list's card hash (a gate computes one per tap).
+    card_hash_iterations: int = 10_000
+    #: Deny-list changes kept for `?since=` deltas; an older `since` gets the full list.
+    deny_list_delta_events: int = 10_000
     # faults and overload (issue 12; docs/operations.md)
     #: connect and reply timeout of every Redis command (the gate path's pipe included)
     redis_timeout_s: float = 0.15
@@ -249,6 +258,12 @@ class Settings:
             metrics_token=e.get("GATEWAY_METRICS_TOKEN") or None,
             metrics_dir=_path(e, "GATEWAY_METRICS_DIR"),
             metrics_flush_ms=_int(e, "GATEWAY_METRICS_FLUSH_MS", 500, 50, 10000),
+            trust_list_max_age_s=_int(e, "GATEWAY_TRUST_LIST_MAX_AGE_S", 86_400, 3600,
+                                      30 * 86_400),
+            deny_list_max_age_s=_int(e, "GATEWAY_DENY_LIST_MAX_AGE_S", 86_400, 600, 30 * 86_400),
+            card_hash_iterations=_int(e, "GATEWAY_CARD_HASH_ITERATIONS", 10_000, 1000, 1_000_000),
+            deny_list_delta_events=_int(e, "GATEWAY_DENY_LIST_DELTA_EVENTS", 10_000, 100,
+                                        1_000_000),
             redis_timeout_s=_int(e, "GATEWAY_REDIS_TIMEOUT_MS", 150, 10, 60000) / 1000,
             header_timeout_s=_int(e, "GATEWAY_HEADER_TIMEOUT_MS", 5000, 100, 300000) / 1000,
             body_timeout_s=_int(e, "GATEWAY_BODY_TIMEOUT_MS", 5000, 100, 300000) / 1000,

@@ -11,6 +11,11 @@ from typing import Any
 
 __all__ = ["parse_rfc3339", "rfc3339", "rfc3339_s"]
 
+#: A time parsed from "…:54.268Z" is the float nearest to it, often just below (…54.2679999):
+#: cutting it down to the millisecond must still say .268. Half a microsecond is above the
+#: float's resolution at today's Unix times (~0.24 µs) and below any clock's meaning.
+MS_EPSILON = 0.0005
+
 _SECOND: list[Any] = [None, ""]  # [whole second, its "YYYY-MM-DDTHH:MM:SS"] (per worker)
 
 
@@ -20,7 +25,7 @@ def rfc3339(t: float) -> str:
     if _SECOND[0] != sec:
         _SECOND[1] = datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S")
         _SECOND[0] = sec
-    ms = min(999, int((t - sec) * 1000))
+    ms = min(999, int((t - sec) * 1000 + MS_EPSILON))
     return f"{_SECOND[1]}.{ms:03d}Z"
 
 

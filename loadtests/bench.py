@@ -682,6 +682,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                              "policy or metrics) reaches, allows/s — the absolute target is "
                              f"above it on this machine (goal {TARGET_VERIFY_RPS:.0f})",
                      "value": round(bare.expected_rps, 1)})
+    # --- gate SDK offline verification on one core (issue 14; loadtests/gate_sdk.py) ---
+    sdk = _gate_sdk_rate()
+    targets.append(Target("SDK offline verification codes per CPU-second, one core",
+                          sdk.get("median_codes_per_cpu_s", 0), ">= 10000",
+                          sdk.get("median_codes_per_cpu_s", 0) >= 10_000))
+    info.append({"name": "SDK offline verification, wall clock on that shared core, codes/s",
+                 "value": sdk.get("median_codes_per_s")})
+    info.append({"name": "the codec's verify_code alone on that core, same run, codes per "
+                         "CPU-second", "value": sdk.get("bare_codec_codes_per_cpu_s")})
+    # --- end gate SDK ---
     report = {
         "when": stamp, "workers": w, "connections": c, "duration_s": d, "wrk_threads": t,
         "loadavg_before": loadavg_before,
@@ -702,6 +712,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     print_report(report)
     print(f"\nresults: {out}")
     return report
+
+
+def _gate_sdk_rate() -> dict[str, Any]:
+    """loadtests.gate_sdk in its own process (it pins itself to one CPU)."""
+    print("bench: (f) gate SDK offline verification, one core", file=sys.stderr, flush=True)
+    r = subprocess.run([sys.executable, "-m", "loadtests.gate_sdk", "--json",
+                        "--fsync-codes", "0"], capture_output=True, text=True, timeout=600,
+                       cwd=Path(__file__).resolve().parent.parent)
+    try:
+        return dict(json.loads(r.stdout.strip().splitlines()[-1]))
+    except (ValueError, IndexError):
+        print(f"bench: gate SDK bench failed: {r.stderr[-300:]}", file=sys.stderr, flush=True)
+        return {}
 
 
 def signature_costs(n: int = 2000) -> list[dict[str, Any]]:

@@ -124,10 +124,31 @@ class KeyRingFiles:
                          "retired_at": k.retired_at, "verify_until": k.verify_until})
         _write_public(self._ring_file, json.dumps({"purpose": self.purpose, "keys": meta},
                                                   indent=2))
+        if self.purpose == "trust":
+            self._save_endorsements(ring)
         live = {k.kid for k in ring.keys}
         for pem in self.dir.glob("*.pem"):
             if pem.stem not in live:
                 pem.unlink()
+
+    # -- the trust-list ring only: endorsements outlive the keys that made them
+    @property
+    def _chain_file(self) -> Path:
+        return self.dir / "endorsements.json"
+
+    def endorsements(self) -> list[str]:
+        """Every endorsement ever made in this ring (old key signs new, docs/offline.md §2),
+        oldest first; public data."""
+        try:
+            return list(json.loads(self._chain_file.read_text(encoding="utf-8")))
+        except FileNotFoundError:
+            return []
+
+    def _save_endorsements(self, ring: KeyRing) -> None:
+        from gateway.services.trustlist import ring_endorsements
+
+        chain = list(dict.fromkeys([*self.endorsements(), *ring_endorsements(ring)]))
+        _write_public(self._chain_file, json.dumps(chain, indent=1))
 
     def ensure(self, alg: Alg, now: float) -> KeyRing:
         """Load the ring, generating a fresh one on first run."""

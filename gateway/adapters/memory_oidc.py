@@ -151,3 +151,18 @@ class MemoryConsentStore:
 
     async def forget(self, person_id: str, client_id: str) -> bool:
         return self._c.get(person_id, {}).pop(client_id, None) is not None
+
+
+class MemoryPushedRequestStore:
+    def __init__(self, clock: Clock) -> None:
+        self._s = _Expiring(clock)
+
+    async def put(self, key: str, request_json: str, ttl_s: float) -> None:
+        self._s.set(key, {"d": request_json}, ttl_s)
+
+    async def take(self, key: str) -> str | None:
+        f = self._s.get(key)
+        if f is None:
+            return None
+        self._s.delete(key)
+        return f["d"]

@@ -29,9 +29,12 @@ class MemoryRecordStore:
             if r.record_id in self._ids:
                 continue
             if len(self._rows) >= self._max:
-                # the sandbox's memory is bounded: the oldest records go first
-                _, old = self._rows.pop(0)
-                self._ids.pop(old.record_id, None)
+                # the sandbox's memory is bounded: the oldest tenth goes at once (one list
+                # shift per tenth, not one per record)
+                cut = max(1, self._max // 10)
+                for _, old in self._rows[:cut]:
+                    self._ids.pop(old.record_id, None)
+                del self._rows[:cut]
             self._seq += 1
             self._rows.append((self._seq, r))
             self._ids[r.record_id] = self._seq
@@ -39,7 +42,7 @@ class MemoryRecordStore:
         return new
 
     def valid_cursor(self, cursor: str) -> bool:
-        return cursor.isascii() and cursor.isdigit() and len(cursor) <= 19
+        return cursor.isascii() and cursor.isdigit() and len(cursor) <= 18
 
     async def page(self, after: str | None, limit: int) -> ExportPage:
         start = int(after) if after else 0
@@ -75,7 +78,8 @@ class MemoryRecordingClaims:
         self._store = store
 
     async def claim(self, key: str, ttl_s: float, value: str, record: TransactionRecord,
-                    shard: bytes) -> str | None:
+                    shard: bytes, *, used_since: float | None = None) -> str | None:
+        # (used_since: this store's history lives and dies with the process)
         prev = await self._once.claim(key, ttl_s, value)
         if prev is None:
             await self._store.write((record,))

@@ -27,6 +27,7 @@ from typing import Any, Final
 
 import asyncpg
 
+from gateway.errors import Unavailable
 from gateway.services.records import ExportPage, TransactionRecord
 
 __all__ = ["PostgresRecordStore", "connect_pool"]
@@ -202,10 +203,16 @@ class PostgresRecordStore:
 
     async def page(self, after: str | None, limit: int) -> ExportPage:
         if not self._schema_ready:
-            await self.ensure_schema()
+            try:
+                await self.ensure_schema()
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                raise Unavailable("The record store is not reachable; retry later") from None
         start = int(after) if after else 0
-        async with self._pool.acquire() as conn:
-            rows = await conn.fetch(_PAGE, start, max(0, limit))
+        try:
+            async with self._pool.acquire() as conn:
+                rows = await conn.fetch(_PAGE, start, max(0, limit))
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            raise Unavailable("The record store is not reachable; retry later") from None
         out = [(str(row["seq"]), _record(row)) for row in rows]
         return ExportPage(out, out[-1][0] if out else (after or "0"))
 

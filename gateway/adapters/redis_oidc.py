@@ -5,7 +5,9 @@
 - `oidc:rf:{<family>}` hash + `oidc:rt:{<family>}:<sha256 of token>` hashes — a refresh
   family and its tokens; rotation and reuse detection in one Lua script over keys that share
   the family's `{hash tag}` (Redis Cluster safe);
-- `oidc:consent:{<person>}` hash — remembered consents, one field per client.
+- `oidc:consent:{<person>}` hash — remembered consents, one field per client;
+- `oidc:par:<sha256 of request_uri>` string — a pushed authorization request (RFC 9126),
+  taken with GETDEL (single use).
 TTLs equal the remaining life of what is stored.
 """
 
@@ -208,3 +210,16 @@ class RedisConsentStore:
 
     async def forget(self, person_id: str, client_id: str) -> bool:
         return bool(await self._r.hdel(self._key(person_id), client_id))
+
+
+class RedisPushedRequestStore:
+    def __init__(self, redis: RedisClient, prefix: str = "gw:") -> None:
+        self._r = redis
+        self._p = prefix + "oidc:par:"
+
+    async def put(self, key: str, request_json: str, ttl_s: float) -> None:
+        await self._r.set(self._p + key, request_json, px=_ms(ttl_s))
+
+    async def take(self, key: str) -> str | None:
+        raw = await self._r.getdel(self._p + key)
+        return None if raw is None else _s(raw)

@@ -33,9 +33,12 @@ import redis.exceptions
 import structlog
 
 from gateway.adapters.redis_store import Coalescer, RedisClient
+from gateway.adapters.store_epoch import StoreEpoch
+from gateway.ports import HISTORY_LOST
 from gateway.services.records import Batch, TransactionRecord
 
-__all__ = ["RedisExporterLock", "RedisOutbox", "RedisRecordingClaims", "outbox_keys"]
+__all__ = ["RedisExporterLock", "RedisOutbox", "RedisRecordingClaims", "claim_key",
+           "outbox_keys"]
 
 log = structlog.get_logger("gateway.records")
 
@@ -70,14 +73,21 @@ def _shard(shard: bytes, shards: int) -> int:
     return zlib.crc32(shard) % shards if shards > 1 else 0
 
 
+def claim_key(prefix: str, shards: int, key: str, shard: bytes) -> str:
+    """The Redis key of a recording claim (for operators' tooling and tests)."""
+    return f"{prefix}once:{_tag(prefix, _shard(shard, shards))}:{key}"
+
+
 class RedisRecordingClaims:
     """`gateway.services.records.RecordingClaims` on Redis, through the Coalescer: the claim
     and its record are one EVALSHA in the same pipeline as everything else of the loop tick."""
 
     def __init__(self, coalescer: Coalescer, script_load: Callable[[str], Any], *,
                  prefix: str = "gw:", shards: int = 4, bound: int = 2_000_000,
-                 on_full: Callable[[], None] | None = None) -> None:
+                 on_full: Callable[[], None] | None = None,
+                 epoch: StoreEpoch | None = None) -> None:
         self._c = coalescer
+        self.epoch = epoch
         self._script_load = script_load
         self._prefix = prefix
         self._shards = shards
@@ -91,7 +101,17 @@ class RedisRecordingClaims:
         await self._script_load(CLAIM_AND_APPEND)
 
     async def claim(self, key: str, ttl_s: float, value: str, record: TransactionRecord,
-                    shard: bytes) -> str | None:
+                    shard: bytes, *, used_since: float | None = None) -> str | None:
+        """With a store epoch (issue 12) as `RedisSingleUse.claim`: refused without touching
+        Redis when the item may predate a detected loss; the tick's epoch check queued first.
+        (The tick that *detects* a loss has already run its scripts: an allow record of it
+        may stand beside the `replayed` deny the gate is told — docs/records.md.)"""
+        epoch = self.epoch
+        intact: Any = None
+        if epoch is not None:
+            if epoch.refuses(used_since):
+                return HISTORY_LOST
+            intact = epoch.guard()  # queued before the script: Redis runs it first
         k = _shard(shard, self._shards)
         args = ("EVALSHA", _SHA, 2, self._claims[k] + key, self._streams[k], value,
                 max(1, int(ttl_s * 1000)), self._per_shard, record.to_wire())
@@ -100,6 +120,8 @@ class RedisRecordingClaims:
         except redis.exceptions.NoScriptError:
             await self.load()
             reply = await self._c.execute(*args)
+        if epoch is not None and (not await intact or epoch.refuses(used_since)):
+            return HISTORY_LOST
         won, detail = reply[0], reply[1]
         if won == 1:
             return detail.decode() if isinstance(detail, bytes) else str(detail)

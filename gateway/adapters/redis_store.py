@@ -31,19 +31,24 @@ def connect(url: str, *, cluster: bool = False, max_connections: int = 64,
             timeout_s: float = 5.0) -> RedisClient:
     """A client (no I/O yet: redis-py connects lazily).
 
-    `timeout_s` bounds every step of a command: connecting, each reply, and waiting for a free
-    pooled connection; nothing is retried (a retried `SET NX` may claim twice, and a retry
-    only makes a frozen Redis slower to report). The gate path's `RespPipe` takes the same
-    timeouts from the pool's connection kwargs."""
+    `timeout_s` bounds each reply (connecting a pooled connection and waiting for a free one:
+    at least 0.5 s, as a burst of new connections on a busy worker took longer than 150 ms;
+    a frozen Redis still accepts connections, its replies time out); nothing is retried (a
+    retried `SET NX` may claim twice, and a retry only makes a frozen Redis slower to
+    report). The gate path's `RespPipe` takes the reply timeout from the pool's connection
+    kwargs, and connects with it too (one connection per worker)."""
     no_retry = Retry(NoBackoff(), 0)
     if cluster:
         return RedisCluster.from_url(url, max_connections=max_connections,
                                      socket_timeout=timeout_s,
                                      socket_connect_timeout=timeout_s, retry=no_retry)
     # A blocking pool waits for a free connection; redis-py's default pool raises past its cap.
+    # (waiting for a pooled connection is not a Redis fault: a busy worker's burst may wait a
+    # little longer than one command may take)
     pool = aioredis.BlockingConnectionPool.from_url(
-        url, max_connections=max_connections, timeout=timeout_s, health_check_interval=30,
-        socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=no_retry)
+        url, max_connections=max_connections, timeout=max(timeout_s, 0.5),
+        health_check_interval=30,
+        socket_timeout=timeout_s, socket_connect_timeout=max(timeout_s, 0.5), retry=no_retry)
     return aioredis.Redis(connection_pool=pool)
 
 

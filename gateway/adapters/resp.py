@@ -186,7 +186,10 @@ class RespPipe:
         return cls(host=kw.get("host", "127.0.0.1"), port=int(kw.get("port", 6379)),
                    path=kw.get("path"), db=int(kw.get("db") or 0),
                    username=kw.get("username"), password=kw.get("password"),
-                   connect_timeout_s=kw.get("socket_connect_timeout") or 5.0,
+                   # one connection per worker, no burst of them: the reply timeout bounds
+                   # its connect as well (the pool's own connect timeout is longer)
+                   connect_timeout_s=min(kw.get("socket_connect_timeout") or 5.0,
+                                         float(timeout)),
                    reply_timeout_s=float(timeout))
 
     # ------------------------------------------------------------ commands

@@ -55,10 +55,17 @@ class Client:
     scopes: tuple[str, ...] = ()
     sector: str = ""
     redirect_uris: tuple[str, ...] = ()
+    #: OIDC RP-Initiated Logout 1.0 §3.1: where the browser may be sent back after logout.
+    post_logout_redirect_uris: tuple[str, ...] = ()
     scene: str | None = None
     operator: str | None = None
     disabled: bool = False
     created_at: float = 0.0
+    #: RFC 9126 §6: this client's authorization requests must come by PAR.
+    require_pushed_authorization_requests: bool = False
+    #: RFC 9449 §5.2: this client's tokens are always DPoP-bound; a request without a proof
+    #: is refused at the token endpoint, so none of its tokens is usable as a bearer token.
+    dpop_bound_access_tokens: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -87,6 +94,7 @@ class Client:
         d["jwks"] = list(self.jwks)
         d["scopes"] = list(self.scopes)
         d["redirect_uris"] = list(self.redirect_uris)
+        d["post_logout_redirect_uris"] = list(self.post_logout_redirect_uris)
         return d
 
     @classmethod
@@ -97,5 +105,9 @@ class Client:
             secret_hash=d.get("secret_hash"), jwks=tuple(d.get("jwks") or ()),
             scopes=tuple(d.get("scopes") or DEFAULT_SCOPES[d["kind"]]),
             sector=d.get("sector") or "", redirect_uris=tuple(d.get("redirect_uris") or ()),
+            post_logout_redirect_uris=tuple(d.get("post_logout_redirect_uris") or ()),
             scene=d.get("scene"), operator=d.get("operator"),
-            disabled=bool(d.get("disabled", False)), created_at=float(d.get("created_at", 0.0)))
+            disabled=bool(d.get("disabled", False)), created_at=float(d.get("created_at", 0.0)),
+            require_pushed_authorization_requests=bool(
+                d.get("require_pushed_authorization_requests", False)),
+            dpop_bound_access_tokens=bool(d.get("dpop_bound_access_tokens", False)))

@@ -187,6 +187,8 @@ class DataKeys:
         self.code_holder = HolderCipher(self.code_holder_key)
         # AES-GCM key for credential numbers at rest (identity service, intl suite's form)
         self.credential_seal_key = derive(master, "credential-ref-seal")
+        # the card deny-list's public salt (docs/offline.md §5): the deployment's own
+        self.card_deny_salt = derive(master, "card-deny-list-salt", 16)
         # login-flow records that hold live secrets (a refresh token's successor, a login
         # session's redirect with its code) are sealed at rest in the suite (seal_record)
         self._master = master

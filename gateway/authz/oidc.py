@@ -44,6 +44,11 @@ KNOWN_PARAMS = frozenset({
     "display", "ui_locales", "claims_locales", "login_hint", "id_token_hint", "acr_values",
     "claims", "request", "request_uri", "registration",
 })
+#: RFC 9126 §2.2: the `request_uri` a pushed authorization request is answered with.
+PAR_URN_PREFIX = "urn:ietf:params:oauth:request_uri:"
+PAR_TTL_S = 60                   # RFC 9126 §2.2: "a short lifetime"; used once
+#: Client authentication parameters of the PAR request (RFC 9126 §2.1), not the request's own.
+CLIENT_AUTH_PARAMS = frozenset({"client_secret", "client_assertion", "client_assertion_type"})
 MAX_PARAM_LEN = 512
 MAX_REDIRECT_URI_LEN = 2048
 MAX_QUERY_LEN = 4096
@@ -114,8 +119,14 @@ def client_and_redirect(params: Mapping[str, Sequence[str]],
 
 
 def authorization_request(params: Mapping[str, Sequence[str]], client: Client,
-                          redirect_uri: str, query_len: int) -> AuthorizationRequest:
-    """Phase 2 (errors are redirected): response type, scope, PKCE, unsupported features."""
+                          redirect_uri: str, query_len: int, *,
+                          pushed: bool = False) -> AuthorizationRequest:
+    """Phase 2 (errors are redirected): response type, scope, PKCE, unsupported features.
+    `pushed`: the parameters came by a pushed authorization request (RFC 9126)."""
+    if client.require_pushed_authorization_requests and not pushed:
+        raise AuthorizeError("invalid_request",
+                             "This client must push its authorization requests (RFC 9126)",
+                             redirect=True)
     if query_len > MAX_QUERY_LEN:
         raise AuthorizeError("invalid_request", "The request is too large", redirect=True)
     unknown = sorted(set(params) - KNOWN_PARAMS)
@@ -126,7 +137,7 @@ def authorization_request(params: Mapping[str, Sequence[str]], client: Client,
     if params.get("request"):
         raise AuthorizeError("request_not_supported", "request objects are not supported",
                              redirect=True)
-    if params.get("request_uri"):
+    if params.get("request_uri"):   # a PAR request_uri was resolved before this point
         raise AuthorizeError("request_uri_not_supported", "request_uri is not supported",
                              redirect=True)
     if params.get("registration"):
@@ -357,19 +368,20 @@ class Family:
     created_at: float
     expires_at: float
     revoked: bool = False
+    jkt: str = ""   # a public client's refresh tokens are bound to this DPoP key (RFC 9449 §5)
 
     def to_fields(self) -> dict[str, str]:
         return {"client_id": self.client_id, "person_id": self.person_id,
                 "scopes": " ".join(self.scopes), "auth_time": str(self.auth_time),
                 "created_at": repr(self.created_at), "expires_at": repr(self.expires_at),
-                "revoked": "1" if self.revoked else "0"}
+                "revoked": "1" if self.revoked else "0", "jkt": self.jkt}
 
     @classmethod
     def from_fields(cls, family_id: str, f: Mapping[str, str]) -> Family:
         return cls(family_id=family_id, client_id=f["client_id"], person_id=f["person_id"],
                    scopes=tuple(f["scopes"].split()), auth_time=int(f["auth_time"]),
                    created_at=float(f["created_at"]), expires_at=float(f["expires_at"]),
-                   revoked=f.get("revoked") == "1")
+                   revoked=f.get("revoked") == "1", jkt=f.get("jkt", ""))
 
 
 @dataclass(frozen=True)
@@ -392,6 +404,25 @@ class Consent:
 
 # Rotation outcomes of RefreshStore.rotate
 ROTATED, GRACE, REUSED, REVOKED, UNKNOWN = "rotated", "grace", "reused", "revoked", "unknown"
+
+
+def new_request_uri() -> str:
+    return PAR_URN_PREFIX + secrets.token_urlsafe(32)
+
+
+def par_params(form: Mapping[str, str]) -> dict[str, list[str]]:
+    """The authorization request inside a PAR body: everything but client authentication."""
+    return {k: [v] for k, v in form.items() if k not in CLIENT_AUTH_PARAMS}
+
+
+class PushedRequestStore(Protocol):
+    """RFC 9126 pushed authorization requests, by the digest of their request_uri."""
+
+    async def put(self, key: str, request_json: str, ttl_s: float) -> None: ...
+
+    async def take(self, key: str) -> str | None:
+        """The stored request, removed atomically (a request_uri works once)."""
+        ...
 
 
 class LoginSessionStore(Protocol):
@@ -478,11 +509,14 @@ def left_hash(value: str, alg: str) -> str:
 
 def id_token_claims(*, issuer: str, sub: str, client_id: str, now: int, auth_time: int,
                     nonce: str | None, access_token: str, alg: str,
-                    ttl_s: int = ID_TOKEN_TTL_S) -> dict[str, Any]:
-    """OIDC Core §2: iss, sub, aud, exp, iat, auth_time, nonce, azp, at_hash."""
+                    ttl_s: int = ID_TOKEN_TTL_S, sid: str | None = None) -> dict[str, Any]:
+    """OIDC Core §2: iss, sub, aud, exp, iat, auth_time, nonce, azp, at_hash; `sid` (the
+    grant, OIDC Back-Channel Logout §2.1) names what RP-initiated logout ends."""
     claims: dict[str, Any] = {"iss": issuer, "sub": sub, "aud": client_id, "azp": client_id,
                               "iat": now, "exp": now + ttl_s, "auth_time": auth_time,
                               "at_hash": left_hash(access_token, alg)}
+    if sid is not None:
+        claims["sid"] = sid
     if nonce is not None:
         claims["nonce"] = nonce
     return claims

@@ -45,6 +45,7 @@ class AccessTokenClaims:
     scene: str | None = None
     sealed_person: str | None = None  # `pid`: encrypted person id (resident tokens only)
     sid: str | None = None  # grant id (refresh family / consent) when there is one
+    jkt: str | None = None  # `cnf.jkt`: bound to this DPoP key (RFC 9449 §6)
 
     def has_scope(self, scope: str) -> bool:
         return scope in self.scopes
@@ -133,12 +134,13 @@ class AccessTokens:
     def issue(self, *, client_id: str, kind: str, sub: str,
               scopes: tuple[str, ...] | frozenset[str], ttl_s: int, scene: str | None = None,
               sealed_person: str | None = None, sid: str | None = None,
-              audience: str | None = None) -> tuple[str, AccessTokenClaims]:
+              audience: str | None = None, jkt: str | None = None
+              ) -> tuple[str, AccessTokenClaims]:
         now = int(self._now())
         claims = AccessTokenClaims(
             jti=secrets.token_urlsafe(16), client_id=client_id, kind=kind, sub=sub,
             scopes=frozenset(scopes), exp=now + ttl_s, iat=now, scene=scene,
-            sealed_person=sealed_person, sid=sid)
+            sealed_person=sealed_person, sid=sid, jkt=jkt)
         body: dict[str, Any] = {
             "iss": self.issuer, "aud": audience or self.issuer, "sub": sub,
             "client_id": client_id, "kind": kind, "scope": " ".join(sorted(claims.scopes)),
@@ -150,6 +152,8 @@ class AccessTokens:
             body["pid"] = sealed_person
         if sid:
             body["sid"] = sid
+        if jkt:
+            body["cnf"] = {"jkt": jkt}
         return self._signer.sign(body, typ=ACCESS_TOKEN_TYP), claims
 
     def verify(self, token: str) -> AccessTokenClaims:
@@ -161,6 +165,7 @@ class AccessTokens:
                 jti=str(c["jti"]), client_id=str(c["client_id"]), kind=str(c["kind"]),
                 sub=str(c["sub"]), scopes=frozenset(str(c.get("scope", "")).split()),
                 exp=int(c["exp"]), iat=int(c["iat"]), scene=c.get("scene"),
-                sealed_person=c.get("pid"), sid=c.get("sid"))
+                sealed_person=c.get("pid"), sid=c.get("sid"),
+                jkt=str(c["cnf"]["jkt"]) if isinstance(c.get("cnf"), dict) else None)
         except (KeyError, TypeError, ValueError):
             raise TokenInvalid("claims missing") from None

@@ -49,6 +49,7 @@ class VerifyDecision:
     scene: str | None = None
     scanned_at: float | None = None  # Unix seconds, as the gate (or its PSAM) said
     use: UseRef | None = None
+    first_use: tuple[str, str] | None = None  # `replayed`: (gate, RFC 3339 time) of the first
 
     @property
     def use_hash(self) -> str | None:

@@ -35,18 +35,25 @@ class CodeFace:
 
     def __init__(self, *, lookup: KeyLookup, holder: HolderCipher, identity: GateIdentity,
                  max_skew_s: int = 5, retry_grace_s: float = RETRY_GRACE_S,
+                 offline_max_s: float = 900.0,
                  device_revoked: Callable[[bytes], bool] = lambda serial: False) -> None:
-        """``device_revoked(serial)``: the device revocation view (docs/devices.md)."""
-        if max_skew_s < 0:
-            raise ValueError("max_skew_s must be >= 0")
+        """``device_revoked(serial)``: the device revocation view (docs/devices.md);
+        ``offline_max_s``: how far behind now a scan may be judged (GATEWAY_OFFLINE_MAX_S)."""
+        if max_skew_s < 0 or offline_max_s < 0:
+            raise ValueError("max_skew_s and offline_max_s must be >= 0")
         self._device_revoked = device_revoked
         self._lookup = lookup
         self._holder = holder
         self._identity = identity
         self._skew = max_skew_s
         self._grace = retry_grace_s
+        self._offline_max = offline_max_s
 
-    def check(self, credential: Any, gate_id: str, request_id: str, now: float) -> Verified:
+    def check(self, credential: Any, gate_id: str, request_id: str, now: float,
+              at: float | None = None) -> Verified:
+        """The code judged at `at` (when the gate scanned; default now): at most the skew
+        ahead of now (``not_yet_valid``), at most the offline allowance behind it
+        (``expired``), and inside the code's own window at that time."""
         try:
             decoded = decode(credential)
         except (CodeError, ValueError, TypeError, OverflowError):
@@ -64,8 +71,10 @@ class CodeFace:
             raise Refused(exc.reason, face) from None
         except (ValueError, TypeError, OverflowError):
             raise Refused("malformed", None) from None
-        # the claim outlives the code by the skew and the retry grace (idempotent retries)
-        ttl = claims.expires_at + self._skew - now + self._grace
+        # The claim outlives the code by the skew, the offline allowance (a scan of it may
+        # still arrive that late, CONTRACT "Offline gates") and the retry grace.
+        ttl = claims.expires_at + self._skew + self._offline_max - now + self._grace
+        when = now if at is None else at
         # the earliest it could have been used (the store epoch, issue 12): a ykm code is
         # stamped by the gateway's own clock (whole seconds; 1 s for the hosts' offsets), any
         # other issuer's clock (a platform, a phone) may run ahead by the skew
@@ -73,9 +82,14 @@ class CodeFace:
         verified = Verified(face, claims.region, "code:" + claims.nonce.hex(), max(1.0, ttl),
                             UseRef(claims.issuer, claims.kid, claims.nonce),
                             person_id=person_id, sealed=sealed, lookup=claims.holder,
+                            scanned_at=when,
                             usable_from=claims.issued_at - (1 if ours else self._skew))
+        if when - now > self._skew:
+            raise Refused("not_yet_valid", face)
+        if now - when > self._offline_max:
+            raise Refused("expired", face, verified)
         try:
-            check_window(claims, now, self._skew)
+            check_window(claims, when, self._skew)
         except CodeError as exc:
             raise Refused(exc.reason, face, verified if exc.reason == "expired" else None) \
                 from None
@@ -109,16 +123,22 @@ class CardFace:
     tapped again every day, its MAC binds the gate, the request id and the scan time."""
 
     def __init__(self, *, psam: Psam, identity: GateIdentity,
-                 regions: Iterable[str] = ("CQ", "SC"), max_age_s: float = 30.0,
-                 max_skew_s: float = 5.0, retry_ttl_s: float = 120.0) -> None:
+                 regions: Iterable[str] = ("CQ", "SC"), max_age_s: float = 900.0,
+                 max_skew_s: float = 5.0, retry_ttl_s: float | None = None) -> None:
+        """`max_age_s` is the offline allowance (GATEWAY_OFFLINE_MAX_S): a tap buffered by an
+        offline gate is judged at its scan time. The (gate, request id) claim lives as long,
+        so the same attested tap is never accepted twice within it."""
         self._psam = psam
         self._identity = identity
         self._regions = frozenset(regions)
         self._max_age = max_age_s
         self._skew = max_skew_s
-        self._retry_ttl = retry_ttl_s
+        self._retry_ttl = retry_ttl_s if retry_ttl_s is not None else \
+            max_age_s + max_skew_s + RETRY_GRACE_S
 
-    def check(self, credential: Any, gate_id: str, request_id: str, now: float) -> Verified:
+    def check(self, credential: Any, gate_id: str, request_id: str, now: float,
+              at: float | None = None) -> Verified:
+        """The tap judged at its own `scanned_at` (the MAC covers it; `at` is not used)."""
         tap: CardTap = credential
         if (tap.region not in self._regions or not is_valid_card_no(tap.card_no)
                 or tap.card_no[:2] != tap.region):

@@ -9,19 +9,24 @@ The steps, each written once, in this order (the first failure is the answer):
    limit are the web edge's, ``web/http.principal``); the scene must exist (else 400) and be
    the gate's own (else 403).
 2. **face** — the credential verified by its face (:mod:`gateway.services.faces`): a code's
-   signature and validity window, a tap's PSAM MAC and freshness; then the scene's policy for
+   signature and validity window, a tap's PSAM MAC and freshness — judged at the scan's time
+   (``scanned_at``: no more than the skew ahead, no more than GATEWAY_OFFLINE_MAX_S behind,
+   docs/records.md); then the scene's policy for
    that face (and e-SSC region); then the person behind it (a ykm holder handle opens without
    I/O, an e-SSC link or a card is one store read) and the in-process revocation view.
 3. **gate sector** — the gate's client record (its pairwise-subject sector), cached in-process
    on the injected clock; a disabled or unknown gate is ``scene_not_permitted``.
-4. **claim** — single use, atomically: ONE ``SET key value NX PX ttl GET``. A same-gate,
-   same-request retry gets the first answer (its ``verified_at``); any other second use is
-   ``replayed``. The identity read for attributes (when the code does not carry them) is issued
-   in the same event-loop tick, so the Coalescer sends both in one pipeline: this step is where
-   another command that must ride the claim's round trip joins it (a transaction record).
-5. **subject and attributes** — the pairwise subject (HMAC, no I/O) and exactly the scene's
-   attributes: sealed in the code, read with the card, or the identity read made beside the
-   claim; the consent feature's subject index hears about the subject.
+4. **subject and attributes** — the pairwise subject (HMAC, no I/O) and exactly the scene's
+   attributes: sealed in the code, read with the card, or one identity read (an e-SSC code,
+   a ykm code without sealed attributes) — before the claim, because its record holds them.
+5. **claim and record** — single use and the transaction record, atomically, in ONE round
+   trip (`RecordingClaims`: ``SET key value NX PX ttl GET`` and, only when it claimed,
+   ``XADD`` to the records' outbox; docs/records.md). The claim's value remembers who used the
+   credential and when (``gate|scanned_at|verified_at|request_id``). A same-gate, same-request
+   retry gets the first answer (its ``verified_at``) and no second record; any other second use
+   is ``replayed`` (naming the first use). A deny is recorded once per (gate, request id) the
+   same way. Other commands that must ride the claim's round trip (a live counter) are issued
+   in the same event-loop tick: the Coalescer sends them in the same pipeline.
 6. **count** — ``gateway_verify_decisions_total`` for every decision, a sampled log line per
    deny reason, a debug line per allow. Never the code string or a personal datum.
 
@@ -44,9 +49,17 @@ from gateway.authz.datakeys import DataKeys
 from gateway.authz.tokens import AccessTokenClaims
 from gateway.clock import Clock
 from gateway.errors import Forbidden, InvalidRequest, NotFound
-from gateway.ports import ClientStore, SingleUse
+from gateway.ports import ClientStore
 from gateway.services.codes import open_attributes
 from gateway.services.decision import Face, Reason, UseRef, VerifyDecision
+from gateway.services.records import (
+    Origin,
+    RecordingClaims,
+    TransactionRecord,
+    credential_hash,
+    new_record_id,
+    to_ms,
+)
 from gateway.services.scenes import SceneCatalogue
 from gateway.services.subjects import SubjectSeen
 from gateway.timefmt import rfc3339
@@ -55,6 +68,7 @@ __all__ = [
     "CardTap",
     "CredentialFace",
     "DecisionCounter",
+    "FirstUse",
     "GateIdentity",
     "GatePipeline",
     "GateScan",
@@ -91,6 +105,7 @@ class GateScan:
     request_id: str
     credential: str | CardTap
     scanned_at: float | None = None
+    origin: Origin = "online"  # "offline": uploaded from an offline gate's journal
 
 
 # --------------------------------------------------------------------------- between the steps
@@ -123,11 +138,12 @@ class Refused(Exception):
     ``expired`` credential may still be an idempotent retry)."""
 
     def __init__(self, reason: Reason, face: Face | None,
-                 verified: Verified | None = None) -> None:
+                 verified: Verified | None = None, first_use: FirstUse | None = None) -> None:
         super().__init__(reason)
         self.reason: Reason = reason
         self.face = face
         self.verified = verified
+        self.first_use = first_use  # `replayed`: who used it first, and when
 
 
 # ------------------------------------------------------------------------------------- ports
@@ -135,8 +151,9 @@ class CredentialFace(Protocol):
     """One face's verifier (:mod:`gateway.services.faces`)."""
 
     def check(self, credential: Any, gate_id: str, request_id: str,
-              now: float) -> Verified:
-        """Signature/MAC and validity window, without I/O; raises :class:`Refused`."""
+              now: float, at: float | None = None) -> Verified:
+        """Signature/MAC and validity window at the scan's time `at` (default now; a tap
+        carries its own), without I/O; raises :class:`Refused`."""
         ...
 
     async def resolve(self, verified: Verified) -> Verified:
@@ -183,6 +200,10 @@ class GateSectors:
         self._now = now
         self._ttl = ttl_s
         self._cache: dict[str, tuple[float, str]] = {}
+        # one store read per gate at a time: the first burst of a fresh worker (hundreds of
+        # verifies of one gate) waited on hundreds of reads and as many new Redis
+        # connections, some of which timed out (issue 12)
+        self._reading: dict[str, asyncio.Future[str | None]] = {}
 
     def cached(self, client_id: str) -> str | None:
         """The sector of a gate read in the last `ttl_s`, without awaiting (else None)."""
@@ -196,10 +217,19 @@ class GateSectors:
         self._cache.clear()
 
     async def sector(self, client_id: str) -> str | None:
-        """The gate's sector; None for an unknown or disabled gate (never cached)."""
+        """The gate's sector; None for an unknown or disabled gate (never cached). Concurrent
+        misses for one gate share one read (a cold cache meets a whole batch of an offline
+        upload, or a burst: one store read, not one per scan)."""
         cached = self.cached(client_id)
         if cached is not None:
             return cached
+        pending = self._reading.get(client_id)
+        if pending is None:
+            pending = self._reading[client_id] = asyncio.ensure_future(self._read(client_id))
+            pending.add_done_callback(lambda _: self._reading.pop(client_id, None))
+        return await asyncio.shield(pending)
+
+    async def _read(self, client_id: str) -> str | None:
         now = self._now()
         client = await self._store.get(client_id)
         if client is None or client.disabled or not client.sector:
@@ -242,19 +272,20 @@ class GatePipeline:
     """验码 / 验卡: a gate's presentation → one :class:`VerifyDecision` (module docstring)."""
 
     def __init__(self, *, scenes: SceneCatalogue, sectors: GateSectors,
-                 codes: CredentialFace, cards: CredentialFace, single_use: SingleUse,
+                 codes: CredentialFace, cards: CredentialFace, claims: RecordingClaims,
                  identity: GateIdentity, data_keys: DataKeys, subject_seen: SubjectSeen,
-                 count: DecisionCounter, clock: Clock) -> None:
+                 count: DecisionCounter, clock: Clock, deny_ttl_s: float = 960.0) -> None:
         self._scenes = scenes
         self._sectors = sectors
         self._codes = codes
         self._cards = cards
-        self._once = single_use
+        self._claims = claims
         self._identity = identity
         self._keys = data_keys
         self._subject_seen = subject_seen
         self._count = count
         self._clock = clock
+        self._deny_ttl = deny_ttl_s  # a deny's record key: the retry window of its request
         self._deny_lines = LineBudget()
 
     def forget_cached_sectors(self) -> None:
@@ -273,10 +304,11 @@ class GatePipeline:
         gate_id = gate.client_id
         v: Verified | None = None
         try:
-            # 2. face: signature / MAC and window; an expired one may be a retry
+            # 2. face: signature / MAC and window, at the scan's time; an expired one may be
+            # a retry
             retry_of: str | None = None
             try:
-                v = face.check(scan.credential, gate_id, scan.request_id, now)
+                v = face.check(scan.credential, gate_id, scan.request_id, now, scan.scanned_at)
             except Refused as refused:
                 v = refused.verified
                 if v is None:
@@ -296,20 +328,19 @@ class GatePipeline:
             sector = self._sectors.cached(gate_id) or await self._sectors.sector(gate_id)
             if sector is None:
                 raise Refused("scene_not_permitted", v.face, v)
-            # 4. claim single use, beside the attribute read; 5. attributes
-            names = scene.attributes
-            if retry_of is None:
-                first, attributes = await self._claim(v, names, gate_id, scan.request_id,
-                                                      verified_at, now)
-            else:
-                first, attributes = retry_of, await self._attributes(v, names)
+            # 4. attributes and the pairwise subject (OIDC Core §8.1) before the claim: the
+            # transaction record rides the claim's round trip and carries both
+            attributes = await self._attributes(v, scene.attributes)
+            subject = self._keys.pairwise_subject(sector, person_id)
+            # 5. claim single use, atomically with the record of this allow
+            first = retry_of
+            if first is None:
+                first = await self._claim(v, gate_id, scan, now, verified_at, subject,
+                                          attributes)
             if first is not None:
                 verified_at = first
         except Refused as refused:
-            return self._deny(refused.reason, refused.face, refused.verified, gate_id, scan,
-                              verified_at, now)
-        # 5. the pairwise subject (OIDC Core §8.1), recorded where consents may name it
-        subject = self._keys.pairwise_subject(sector, person_id)
+            return await self._deny(refused, gate_id, scan, verified_at, now)
         await self._subject_seen(sector, subject, person_id)
         decision = VerifyDecision("allow", "ok", v.face, scan.request_id, verified_at,
                                   subject, attributes, gate=gate_id, scene=scan.scene,
@@ -321,39 +352,29 @@ class GatePipeline:
                   scene=scan.scene, retry=first is not None)
         return decision
 
-    async def _claim(self, v: Verified, names: tuple[str, ...], gate_id: str,
-                     request_id: str, verified_at: str,
-                     now: float) -> tuple[str | None, dict[str, Any]]:
-        """Step 4 and 5's attributes: claim the single use — ONE round trip, shared with the
-        identity read when the attributes are not at hand (both issued in this tick). Returns
-        the first answer's ``verified_at`` when this is a retry of it (None: first use).
-
-        A command that must ride the claim's round trip (a transaction record appended to an
-        outbox) is issued here, before the first ``await``."""
-        person_id = v.person_id
-        assert person_id is not None
+    async def _claim(self, v: Verified, gate_id: str, scan: GateScan, now: float,
+                     verified_at: str, subject: str,
+                     attributes: dict[str, Any]) -> str | None:
+        """Step 5: claim the single use and, when this is the first, append its transaction
+        record — ONE script, ONE round trip (docs/records.md). Returns the first answer's
+        ``verified_at`` when this is a retry of it (None: first use); raises ``replayed``
+        (with the first use's gate and time) for any other second use."""
+        used_at = _scanned_at(scan, v) or now
+        record = TransactionRecord(
+            new_record_id(now), gate_id, scan.scene, v.face, "allow", "ok", to_ms(used_at),
+            to_ms(now), scan.origin, scan.request_id, subject, attributes, _use_hash(v.use))
         # (a store that lost this credential's history answers HISTORY_LOST: `replayed`)
-        claim = self._once.claim(v.use_key, v.use_ttl_s, f"{gate_id}|{request_id}|{verified_at}",
-                                 used_since=v.usable_from)
-        attributes = self._local_attributes(v, names)
-        if attributes is not None:
-            prev = await claim
-        else:
-            prev, disclosed = await asyncio.gather(
-                claim, self._identity.disclose(person_id, names), return_exceptions=True)
-            if isinstance(prev, BaseException):
-                raise prev
-            if isinstance(disclosed, NotFound):  # the person record is gone
-                raise Refused("revoked", v.face, v)
-            if isinstance(disclosed, BaseException):
-                raise disclosed
-            attributes = {k: disclosed[k] for k in names if k in disclosed}
+        prev = await self._claims.claim(v.use_key, v.use_ttl_s,
+                                        claim_value(gate_id, used_at, verified_at,
+                                                    scan.request_id),
+                                        record, v.use.nonce, used_since=v.usable_from)
         if prev is None:
-            return None, attributes
-        first = _same_request(prev, gate_id, request_id)
-        if first is None:
-            raise Refused("replayed", v.face, v)
-        return first, attributes
+            return None
+        first = parse_claim(prev)
+        if first is not None and _same(first.gate, gate_id) and \
+                _same(first.request_id, scan.request_id):
+            return first.verified_at
+        raise Refused("replayed", v.face, v, first)
 
     def _local_attributes(self, v: Verified, names: tuple[str, ...]) -> dict[str, Any] | None:
         """The scene's attributes without I/O (none asked, sealed in the code, or from the
@@ -370,29 +391,40 @@ class GatePipeline:
         return None
 
     async def _attributes(self, v: Verified, names: tuple[str, ...]) -> dict[str, Any]:
-        """The scene's attributes when no claim is written (a retry of an expired code)."""
+        """Exactly the scene's attributes: at hand (no I/O), or one identity read."""
         local = self._local_attributes(v, names)
         if local is not None:
             return local
         assert v.person_id is not None
         try:
             got = await self._identity.disclose(v.person_id, names)
-        except NotFound:
+        except NotFound:  # the person record is gone
             raise Refused("revoked", v.face, v) from None
         return {k: got[k] for k in names if k in got}
 
     async def _first_answer(self, v: Verified, gate_id: str, request_id: str) -> str | None:
         """The first answer's ``verified_at`` when this (gate, request id) already used this
         credential and its claim record still lives; else None."""
-        prev = await self._once.peek(v.use_key)
-        return None if prev is None else _same_request(prev, gate_id, request_id)
+        prev = await self._claims.peek(v.use_key, v.use.nonce)
+        first = parse_claim(prev) if prev is not None else None
+        if first is not None and _same(first.gate, gate_id) and \
+                _same(first.request_id, request_id):
+            return first.verified_at
+        return None
 
-    def _deny(self, reason: Reason, face: Face | None, v: Verified | None, gate_id: str,
-              scan: GateScan, verified_at: str, now: float) -> VerifyDecision:
+    async def _deny(self, refused: Refused, gate_id: str, scan: GateScan, verified_at: str,
+                    now: float) -> VerifyDecision:
+        reason, face, v = refused.reason, refused.face, refused.verified
+        first = refused.first_use
         decision = VerifyDecision("deny", reason, face, scan.request_id, verified_at,
                                   gate=gate_id, scene=scan.scene,
                                   scanned_at=_scanned_at(scan, v),
-                                  use=v.use if v is not None else None)
+                                  use=v.use if v is not None else None,
+                                  first_use=(first.gate, first.used_at)
+                                  if first is not None else None)
+        # The deny's record, once per (gate, request id): a retry of the same request is
+        # answered the same and recorded once (the same script as an allow's claim).
+        await self._record_deny(decision, scan, now)
         self._count(decision)
         suppressed = self._deny_lines.take(reason, now)
         if suppressed is not None:
@@ -400,20 +432,49 @@ class GatePipeline:
                      scene=scan.scene, suppressed=suppressed)
         return decision
 
+    async def _record_deny(self, d: VerifyDecision, scan: GateScan, now: float) -> None:
+        assert d.gate is not None
+        key = f"deny:{d.gate}|{scan.request_id}"
+        record = TransactionRecord(
+            new_record_id(now), d.gate, scan.scene, d.face, "deny", d.reason,
+            to_ms(d.scanned_at if d.scanned_at is not None else now), to_ms(now), scan.origin,
+            scan.request_id, None, {}, _use_hash(d.use))
+        await self._claims.claim(key, self._deny_ttl, d.reason, record, key.encode())
+
+
+@dataclass(frozen=True, slots=True)
+class FirstUse:
+    """Who claimed a credential first, and when (a claim's value, docs/records.md)."""
+
+    gate: str
+    used_at: str      # RFC 3339: when that gate scanned
+    verified_at: str  # RFC 3339: the first answer's verified_at
+    request_id: str
+
+
+def claim_value(gate_id: str, used_at: float, verified_at: str, request_id: str) -> str:
+    """``gate|used_at|verified_at|request_id`` (request id last: it may hold a ``|``; a gate's
+    client id never does)."""
+    return f"{gate_id}|{rfc3339(used_at)}|{verified_at}|{request_id}"
+
+
+def parse_claim(value: str) -> FirstUse | None:
+    parts = value.split("|", 3)
+    if len(parts) != 4:
+        return None
+    return FirstUse(parts[0], parts[1], parts[2], parts[3])
+
+
+def _same(a: str, b: str) -> bool:
+    return hmac.compare_digest(a.encode(), b.encode())
+
+
+def _use_hash(use: UseRef | None) -> bytes | None:
+    return credential_hash(use.issuer, use.kid, use.nonce) if use is not None else None
+
 
 def _scanned_at(scan: GateScan, v: Verified | None) -> float | None:
     """When the gate scanned: what it said, or what the credential attests (a tap)."""
     if scan.scanned_at is not None or v is None:
         return scan.scanned_at
     return v.scanned_at
-
-
-def _same_request(prev: str, client_id: str, request_id: str) -> str | None:
-    """The first answer's verified_at when ``prev`` was stored by this gate for this request."""
-    gate, sep, rest = prev.partition("|")
-    rid, sep2, verified_at = rest.rpartition("|")
-    if not (sep and sep2):
-        return None
-    same_gate = hmac.compare_digest(gate.encode(), client_id.encode())
-    same_rid = hmac.compare_digest(rid.encode(), request_id.encode())
-    return verified_at if same_gate and same_rid else None

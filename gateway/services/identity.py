@@ -303,12 +303,22 @@ class ResealReport:
 # The use cases
 # --------------------------------------------------------------------------------------------
 
+class CardDenyList(Protocol):
+    """Where a physical card's refusal is published for offline gates
+    (gateway.services.revocations.RevocationLists; docs/offline.md §5)."""
+
+    async def card_status(self, region: str | None, card_no: str, revoked: bool) -> int: ...
+
+
 class IdentityService:
     def __init__(self, store: IdentityStore, clock: Clock, keys: DataKeys, *,
-                 ref_seal_key: bytes | None = None) -> None:
+                 ref_seal_key: bytes | None = None,
+                 deny_list: CardDenyList | None = None) -> None:
         """`ref_seal_key`: 32 bytes for AES-GCM sealing of credential refs; by default
-        `keys.credential_seal_key` (HKDF of the data master key, its own label)."""
+        `keys.credential_seal_key` (HKDF of the data master key, its own label).
+        `deny_list`: the offline gates' card deny-list, told of every card refusal."""
         self.store = store
+        self.deny_list = deny_list
         self.clock = clock
         self.keys = keys
         # An explicit key keeps the original AES-GCM form; otherwise DataKeys seals in the
@@ -435,10 +445,20 @@ class IdentityService:
         """Operator action (e.g. a fraud case, a death registered): every credential of the
         person stops at every gate within a second, through the same revocation view as a
         lost card. Reversible."""
-        await self.require(person_id)
+        person = await self.require(person_id)
+        deny_list = self.deny_list
+        cards = [(c, card) for c in person.credentials
+                 if (card := self._card(person, c)) is not None]
+        if suspended and deny_list is not None:  # offline gates: the cards join the deny-list
+            for _, card in cards:
+                await deny_list.card_status(card[0], card[1], True)
         await self._set_revoked(self._person_revocation_key(person_id), suspended)
         for hook in self.suspension_hooks:  # e.g. device certificates onto their list
             await hook(person_id, suspended)
+        if not suspended and deny_list is not None:
+            for cred, card in cards:
+                if cred.status == "active":
+                    await deny_list.card_status(card[0], card[1], False)
 
     async def refresh_revocations(self, force: bool = False) -> bool:
         """Reload the view when the store's version moved (the periodic poll)."""
@@ -554,7 +574,8 @@ class IdentityService:
             await self.store.release("credential", rh, person.person_id)
             raise
         if cred.kind == "ssc_card":
-            await self._set_revoked(rh, cred.status != "active")
+            await self._set_revoked(rh, cred.status != "active",
+                                    (cred_in.region, cred_in.ref))
         return new, cred, True
 
     async def resolve_upstream(self, ident: UpstreamIdentity) -> Person:
@@ -592,7 +613,7 @@ class IdentityService:
                 await self.store.release("credential", cred.ref_hash, person_id)
                 if cred.kind == "ssc_card":
                     # an unlinked card no longer names anybody: taps must not pass
-                    await self._set_revoked(cred.ref_hash, True)
+                    await self._set_revoked(cred.ref_hash, True, self._card(person, cred))
                 return
         raise Conflict("The person record is being changed concurrently")
 
@@ -694,9 +715,29 @@ class IdentityService:
         report.revocations_moved += counts["rev"]
         return True
 
-    async def _set_revoked(self, ref_hash: str, revoked: bool) -> None:
+    async def _set_revoked(self, ref_hash: str, revoked: bool,
+                           card: tuple[str | None, str] | None = None,
+                           deny_card: bool | None = None) -> None:
+        """The online revocation set and, for a physical card (``card`` = region, number),
+        the offline deny-list (``deny_card``, default ``revoked``): an addition to the
+        deny-list is made first and a removal last, so a failure between the two writes leaves
+        the card refused (fail closed)."""
+        deny = revoked if deny_card is None else deny_card
+        if card is not None and self.deny_list is not None and deny:
+            await self.deny_list.card_status(card[0], card[1], True)
         await self.store.set_revoked(ref_hash, revoked)
         self.revocations.apply(ref_hash, revoked)
+        if card is not None and self.deny_list is not None and not deny:
+            await self.deny_list.card_status(card[0], card[1], False)
+
+    def _card(self, person: Person, cred: Credential) -> tuple[str | None, str] | None:
+        """(region, card number) of a physical card, for the deny-list."""
+        if cred.kind != "ssc_card" or self.deny_list is None:
+            return None
+        try:
+            return cred.region, self.open_ref(person, cred)
+        except SealError:
+            return None
 
     async def set_card_status(self, person_id: str, credential_id: str,
                               status: CredentialStatus,
@@ -720,7 +761,9 @@ class IdentityService:
                 ok = await self.store.replace(person, new)
             if ok:
                 # Revoke before answering: the loss is effective when the call returns.
-                await self._set_revoked(cred.ref_hash, status != "active")
+                await self._set_revoked(
+                    cred.ref_hash, status != "active", self._card(person, cred),
+                    deny_card=status != "active" or self.is_person_suspended(person_id))
                 return new_cred
         raise Conflict("The person record is being changed concurrently")
 

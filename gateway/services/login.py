@@ -44,6 +44,7 @@ from gateway.authz.oidc import (
     Family,
     LoginSession,
     LoginSessionStore,
+    PushedRequestStore,
     RefreshStore,
 )
 from gateway.authz.pkce import verify_s256
@@ -93,8 +94,10 @@ class LoginService:
                  signer: JwtSigner, alg: Callable[[], str], issuer: str,
                  clock: Callable[[], float], access_ttl_s: int,
                  verify_bearer: Callable[[str], Awaitable[AccessTokenClaims]],
-                 session_ttl_s: int = LOGIN_SESSION_TTL_S, require_number: bool = True) -> None:
+                 session_ttl_s: int = LOGIN_SESSION_TTL_S, require_number: bool = True,
+                 pushed: PushedRequestStore | None = None) -> None:
         self.require_number = require_number
+        self.pushed = pushed
         self.clients = clients
         self.sessions = sessions
         self.codes = codes
@@ -169,6 +172,81 @@ class LoginService:
         if s is None:
             raise NotFound("No such login session")
         return s
+
+    # -- RP-initiated logout (OpenID Connect RP-Initiated Logout 1.0) ---------------------------
+    async def end_session(self, params: Mapping[str, str]) -> str | None:
+        """§2-§3: with `id_token_hint` (one of our ID tokens, expired up to the grant's life),
+        end the grant it names (`sid`: the refresh family, and with it the access tokens);
+        `post_logout_redirect_uri` must be registered for the client exactly. The redirect
+        (with `state`) or None for the logged-out page. InvalidRequest for a bad request."""
+        hint, client_id = params.get("id_token_hint"), params.get("client_id")
+        claims: dict[str, Any] | None = None
+        if hint:
+            try:
+                claims = self.signer.verify(hint, audience=None, issuer=self.issuer,
+                                            typ=oidc.ID_TOKEN_TYP.lower(),
+                                            leeway_s=REFRESH_ABSOLUTE_TTL_S,
+                                            require=("iss", "sub", "aud", "iat"))
+            except TokenInvalid:
+                raise InvalidRequest("id_token_hint is not an ID token of ours") from None
+            aud = claims.get("aud")
+            auds = aud if isinstance(aud, list) else [aud]
+            if client_id is None and len(auds) == 1 and isinstance(auds[0], str):
+                client_id = auds[0]
+            if client_id not in auds:
+                raise InvalidRequest("id_token_hint was issued to another client")
+        client = await self.clients.get(client_id) if client_id and len(client_id) <= 128 \
+            else None
+        target = params.get("post_logout_redirect_uri")
+        if target is not None and (client is None
+                                   or target not in client.post_logout_redirect_uris):
+            raise InvalidRequest("post_logout_redirect_uri is not registered for this client")
+        sid = claims.get("sid") if claims else None
+        if isinstance(sid, str) and client is not None:
+            fam = await self.refresh.get(sid)
+            if fam is not None and fam.client_id == client.client_id:
+                await self.refresh.revoke(sid, REFRESH_ABSOLUTE_TTL_S)
+                log.info("logout.rp_initiated", client_id=client.client_id)
+        if target is None:
+            return None
+        return add_query(target, {"state": params.get("state")})
+
+    # -- pushed authorization requests (RFC 9126) -----------------------------------------------
+    async def push(self, client: Client, form: Mapping[str, str]) -> dict[str, Any]:
+        """RFC 9126 §2: validate the request as /authorize would (errors are answered here as
+        400 JSON, never redirected) and keep it for PAR_TTL_S under a fresh request_uri."""
+        if self.pushed is None or client.kind != "rp":
+            raise OAuthError("unauthorized_client", "This client may not push requests")
+        params = oidc.par_params(form)
+        if params.get("request_uri"):   # §2.1: MUST NOT be sent in a pushed request
+            raise OAuthError("invalid_request", "request_uri is not allowed here")
+        if params.setdefault("client_id", [client.client_id]) != [client.client_id]:
+            raise OAuthError("invalid_request", "client_id differs from the authenticated client")
+        try:
+            _, redirect_uri = oidc.client_and_redirect(params, client)
+            oidc.authorization_request(params, client, redirect_uri,
+                                       len(urlencode(form)), pushed=True)
+        except oidc.AuthorizeError as exc:
+            error = "invalid_request" if exc.error == "invalid_client" else exc.error
+            raise OAuthError(error, exc.description) from None
+        request_uri = oidc.new_request_uri()
+        await self.pushed.put(oidc.digest(request_uri), json.dumps(params), oidc.PAR_TTL_S)
+        return {"request_uri": request_uri, "expires_in": oidc.PAR_TTL_S}
+
+    async def take_pushed(self, client_id: str, request_uri: str
+                          ) -> dict[str, list[str]] | None:
+        """The pushed request named by `request_uri` for `client_id`, used up; None when it is
+        unknown, expired, spent or another client's (RFC 9126 §4)."""
+        if self.pushed is None or not request_uri.startswith(oidc.PAR_URN_PREFIX) \
+                or len(request_uri) > 200:
+            return None
+        raw = await self.pushed.take(oidc.digest(request_uri))
+        if raw is None:
+            return None
+        params: dict[str, list[str]] = json.loads(raw)
+        if params.get("client_id") != [client_id]:
+            return None
+        return params
 
     # -- the resident app side ------------------------------------------------------------------
     async def scan(self, qr: str, person_id: str) -> dict[str, Any]:
@@ -284,17 +362,17 @@ class LoginService:
 
     async def issue(self, client: Client, person_id: str, scopes: tuple[str, ...],
                     family_id: str, auth_time: int, nonce: str | None,
-                    refresh_token: str) -> dict[str, Any]:
+                    refresh_token: str, jkt: str | None = None) -> dict[str, Any]:
         sub = await self._subject(client.sector, person_id)
         sealed = self.keys.seal_person_id(person_id, client.client_id)
         at, _ = self.access.issue(client_id=client.client_id, kind=RP_USER_KIND, sub=sub,
                                   scopes=scopes, ttl_s=self.access_ttl_s,
-                                  sealed_person=sealed, sid=family_id)
+                                  sealed_person=sealed, sid=family_id, jkt=jkt)
         id_token = self.signer.sign(oidc.id_token_claims(
             issuer=self.issuer, sub=sub, client_id=client.client_id, now=int(self.now()),
-            auth_time=auth_time, nonce=nonce, access_token=at, alg=self.alg()),
+            auth_time=auth_time, nonce=nonce, access_token=at, alg=self.alg(), sid=family_id),
             typ=oidc.ID_TOKEN_TYP)
-        return bearer_response(at, self.access_ttl_s, scopes, refresh_token=refresh_token,
+        return bearer_response(at, self.access_ttl_s, scopes, jkt, refresh_token=refresh_token,
                                id_token=id_token)
 
     async def live_family(self, family_id: str | None, client_id: str) -> Family | None:
@@ -384,7 +462,8 @@ class AuthorizationCodeGrant:
     login: LoginService
     grant_type: str = "authorization_code"
 
-    async def __call__(self, client: Client, form: Mapping[str, str]) -> dict[str, Any]:
+    async def __call__(self, client: Client, form: Mapping[str, str],
+                       jkt: str | None = None) -> dict[str, Any]:
         if client.kind != "rp":
             raise OAuthError("unauthorized_client", "This client may not use authorization_code")
         code = form.get("code")
@@ -412,11 +491,13 @@ class AuthorizationCodeGrant:
         token, token_hash = oidc.new_refresh_token(rec.family_id)
         fam = Family(family_id=rec.family_id, client_id=client.client_id,
                      person_id=rec.person_id, scopes=rec.scopes, auth_time=rec.auth_time,
-                     created_at=now, expires_at=now + REFRESH_ABSOLUTE_TTL_S)
+                     created_at=now, expires_at=now + REFRESH_ABSOLUTE_TTL_S,
+                     # RFC 9449 §5: a public client's refresh tokens are bound to its key
+                     jkt=jkt if jkt and client.is_public else "")
         if not await self.login.refresh.create(fam, token_hash, REFRESH_ABSOLUTE_TTL_S):
             raise OAuthError("invalid_grant", "The code is not valid", debug="family exists")
         return await self.login.issue(client, rec.person_id, rec.scopes, rec.family_id,
-                                      rec.auth_time, rec.nonce, token)
+                                      rec.auth_time, rec.nonce, token, jkt)
 
 
 @dataclass
@@ -429,7 +510,8 @@ class RefreshTokenGrant:
     grace_s: float = REFRESH_GRACE_S
     grant_type: str = "refresh_token"
 
-    async def __call__(self, client: Client, form: Mapping[str, str]) -> dict[str, Any]:
+    async def __call__(self, client: Client, form: Mapping[str, str],
+                       jkt: str | None = None) -> dict[str, Any]:
         if client.kind != "rp":
             raise OAuthError("unauthorized_client", "This client may not use refresh_token")
         presented = form.get("refresh_token")
@@ -444,6 +526,9 @@ class RefreshTokenGrant:
         if fam is None or fam.client_id != client.client_id or now >= fam.expires_at:
             raise OAuthError("invalid_grant", "The refresh token is not valid",
                              debug="unknown, other client's or expired family")
+        if fam.jkt and not (jkt and hmac.compare_digest(fam.jkt.encode(), jkt.encode())):
+            raise OAuthError("invalid_grant", "The refresh token is bound to another DPoP key",
+                             debug="dpop key mismatch")
         scopes = fam.scopes
         if form.get("scope"):
             asked = tuple(dict.fromkeys(form["scope"].split()))
@@ -460,7 +545,7 @@ class RefreshTokenGrant:
         # the grace window gets this same pair instead of a second live branch (finding 2).
         token, token_hash = oidc.new_refresh_token(family_id)
         answer = await self.login.issue(client, fam.person_id, scopes, family_id,
-                                        fam.auth_time, None, token)
+                                        fam.auth_time, None, token, jkt)
         presented_hash = oidc.digest(secret)
         context = f"refresh-successor:{family_id}:{presented_hash}"
         sealed = self.login.keys.seal_record(json.dumps(answer), context)

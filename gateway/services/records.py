@@ -32,6 +32,8 @@ from typing import Any, Final, Literal, Protocol
 import msgpack
 import structlog
 
+from gateway.timefmt import MS_EPSILON
+
 __all__ = [
     "Batch",
     "ExportPage",
@@ -46,12 +48,14 @@ __all__ = [
     "UnrecordedClaims",
     "credential_hash",
     "new_record_id",
+    "to_ms",
 ]
 
 log = structlog.get_logger("gateway.records")
 
 Origin = Literal["online", "offline"]
 WIRE_VERSION: Final = 1
+RENEW_EVERY_S: Final = 3.0  # the exporter renews its lock at least this often
 
 
 def new_record_id(now: float) -> str:
@@ -71,14 +75,23 @@ def credential_hash(issuer: str, kid: str, nonce: bytes) -> bytes:
     return hashlib.sha256(b"%s\0%s\0%s" % (issuer.encode(), kid.encode(), nonce)).digest()
 
 
+def to_ms(t: float) -> float:
+    """`t` cut to the millisecond exactly as `gateway.timefmt.rfc3339` cuts it (down): a
+    record's times say what the gate's answer said."""
+    sec = int(t // 1)
+    return (sec * 1000 + min(999, int((t - sec) * 1000 + MS_EPSILON))) / 1000
+
+
 def _rfc3339(t: float) -> str:
-    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z")
+    """RFC 3339 of a millisecond-exact time (`to_ms`)."""
+    ms = round(t * 1000)
+    sec, frac = divmod(ms, 1000)
+    return datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{frac:03d}Z"
 
 
 @dataclass(slots=True)
 class TransactionRecord:
-    """One gate decision. Times are Unix seconds (float, millisecond precision).
+    """One gate decision. Times are Unix seconds, millisecond-exact (`to_ms`).
 
     Not frozen: a frozen dataclass's __init__ sets each of its 14 fields through
     object.__setattr__, and the exporter builds 50,000 of these a second (3.8 → 1.x µs,
@@ -183,7 +196,11 @@ class RecordingClaims(Protocol):
     outbox is full raises nothing: the decision must stand; the adapter counts and alarms."""
 
     async def claim(self, key: str, ttl_s: float, value: str,
-                    record: TransactionRecord, shard: bytes) -> str | None: ...
+                    record: TransactionRecord, shard: bytes, *,
+                    used_since: float | None = None) -> str | None:
+        """`used_since` as for `gateway.ports.SingleUse.claim` (the store epoch): a store
+        that lost the item's history answers `HISTORY_LOST` (treated as already used)."""
+        ...
 
     async def peek(self, key: str, shard: bytes) -> str | None: ...
 
@@ -193,7 +210,8 @@ class RecordingClaims(Protocol):
 
 
 class _SingleUse(Protocol):
-    async def claim(self, key: str, ttl_s: float, value: str = "1") -> str | None: ...
+    async def claim(self, key: str, ttl_s: float, value: str = "1", *,
+                    used_since: float | None = None) -> str | None: ...
 
     async def peek(self, key: str) -> str | None: ...
 
@@ -206,8 +224,8 @@ class UnrecordedClaims:
         self._once = once
 
     async def claim(self, key: str, ttl_s: float, value: str, record: TransactionRecord,
-                    shard: bytes) -> str | None:
-        return await self._once.claim(key, ttl_s, value)
+                    shard: bytes, *, used_since: float | None = None) -> str | None:
+        return await self._once.claim(key, ttl_s, value, used_since=used_since)
 
     async def peek(self, key: str, shard: bytes) -> str | None:
         return await self._once.peek(key)
@@ -274,7 +292,8 @@ class Exporter:
     def __init__(self, outbox: Outbox, store: RecordStore, lock: ExporterLock, *,
                  batch_size: int = 5000, idle_s: float = 0.2, max_backoff_s: float = 5.0,
                  retention_s: float | None = None, now: Callable[[], float] = time.time,
-                 metrics: ExporterMetrics | None = None, high_water: float = 0.8) -> None:
+                 metrics: ExporterMetrics | None = None, high_water: float = 0.8,
+                 renew_every_s: float = RENEW_EVERY_S) -> None:
         self.outbox = outbox
         self.store = store
         self.lock = lock
@@ -285,6 +304,7 @@ class Exporter:
         self.now = now
         self.metrics = metrics
         self.high_water = high_water
+        self.renew_every_s = renew_every_s
         self.after_write: list[Callable[[Sequence[TransactionRecord]], Any]] = []
         self._alarmed = False
         self._pruned_at = 0.0
@@ -312,12 +332,14 @@ class Exporter:
             await result
         return len(batch.records) + batch.bad
 
-    async def drain(self, stop: asyncio.Event | None = None) -> int:
+    async def drain(self, stop: asyncio.Event | None = None,
+                    budget_s: float | None = None) -> int:
         """Batches until the outbox is empty (or `stop`), the next batch read from Redis
         while the current one is written to the store: the two waits overlap (measured
         ≈ 1.5× the records/s of one after the other). A failure cancels the read ahead; the
         next drain starts again from the oldest entry not acknowledged."""
         total = 0
+        deadline = None if budget_s is None else time.monotonic() + budget_s
         ahead: asyncio.Future[Batch | None] = asyncio.ensure_future(
             self.outbox.take(self.batch_size))
         try:
@@ -325,7 +347,8 @@ class Exporter:
                 batch = await ahead
                 if batch is None:
                     return total
-                if stop is not None and stop.is_set():
+                if (stop is not None and stop.is_set()) or \
+                        (deadline is not None and time.monotonic() > deadline):
                     ahead = asyncio.ensure_future(_none())
                 else:
                     ahead = asyncio.ensure_future(self.outbox.take(self.batch_size, batch))
@@ -375,7 +398,8 @@ class Exporter:
                     last_check = self.now()
                     await self.check_length()
                     await self.prune_if_due()
-                n = await self.drain(stop)
+                # a bounded drain: the lock is renewed between drains (it lapses in 15 s)
+                n = await self.drain(stop, budget_s=self.renew_every_s)
                 backoff = self.idle_s
                 if n == 0:
                     await _wait(stop, self.idle_s)

@@ -81,7 +81,8 @@ async def register_client(store: ClientStore, spec: Mapping[str, Any],
     if not isinstance(name, str) or not name or len(name) > 128:
         raise InvalidRequest("display_name is required (at most 128 characters)")
     redirect_uris = _str_list(spec, "redirect_uris")
-    for uri in redirect_uris:
+    post_logout = _str_list(spec, "post_logout_redirect_uris")
+    for uri in redirect_uris + post_logout:
         _check_redirect_uri(uri)
     raw_jwks = spec.get("jwks")
     if raw_jwks is not None and not isinstance(raw_jwks, list | tuple):
@@ -102,6 +103,14 @@ async def register_client(store: ClientStore, spec: Mapping[str, Any],
     if foreign:   # a scope the kind has no use for is a mistake or a grab (review finding 8)
         raise InvalidRequest(f"scopes not allowed for kind {kind}: {', '.join(foreign)[:200]}; "
                              f"allowed: {', '.join(sorted(KIND_SCOPES[kind]))}")
+    require_par = spec.get("require_pushed_authorization_requests", False)
+    if not isinstance(require_par, bool):
+        raise InvalidRequest("require_pushed_authorization_requests must be a boolean")
+    if require_par and kind != "rp":
+        raise InvalidRequest("require_pushed_authorization_requests is for kind rp")
+    dpop_bound = spec.get("dpop_bound_access_tokens", False)
+    if not isinstance(dpop_bound, bool):
+        raise InvalidRequest("dpop_bound_access_tokens must be a boolean")
     if await store.get(client_id) is not None:
         raise Conflict(f"client {client_id} exists")
     secret = new_secret() if auth_method in ("client_secret_basic", "client_secret_post") \
@@ -111,7 +120,10 @@ async def register_client(store: ClientStore, spec: Mapping[str, Any],
             client_id=client_id, kind=kind, display_name=name, auth_method=auth_method,
             secret_hash=hash_secret(secret) if secret else None, jwks=jwks, scopes=scopes,
             sector=str(spec.get("sector") or ""), redirect_uris=redirect_uris,
-            scene=spec.get("scene"), operator=spec.get("operator"), created_at=now())
+            post_logout_redirect_uris=post_logout,
+            scene=spec.get("scene"), operator=spec.get("operator"), created_at=now(),
+            require_pushed_authorization_requests=require_par,
+            dpop_bound_access_tokens=dpop_bound)
     except ValueError as exc:
         raise InvalidRequest(str(exc)) from None
     await store.put(client)

@@ -22,7 +22,11 @@ ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
 class Grant(Protocol):
     grant_type: str
 
-    async def __call__(self, client: Client, form: Mapping[str, str]) -> dict[str, Any]: ...
+    async def __call__(self, client: Client, form: Mapping[str, str],
+                       jkt: str | None = None) -> dict[str, Any]:
+        """`jkt`: the DPoP key the tokens are bound to (RFC 9449), when the request had a
+        valid proof."""
+        ...
 
 
 def _scopes(requested: str | None, allowed: tuple[str, ...],
@@ -37,8 +41,9 @@ def _scopes(requested: str | None, allowed: tuple[str, ...],
 
 
 def bearer_response(token: str, ttl_s: int, scopes: tuple[str, ...] | frozenset[str],
-                    **extra: Any) -> dict[str, Any]:
-    body = {"access_token": token, "token_type": "Bearer", "expires_in": ttl_s,
+                    jkt: str | None = None, **extra: Any) -> dict[str, Any]:
+    body = {"access_token": token, "token_type": "DPoP" if jkt else "Bearer",
+            "expires_in": ttl_s,
             "scope": " ".join(sorted(scopes))}
     body.update(extra)
     return body
@@ -53,7 +58,8 @@ class ClientCredentialsGrant:
     ttl_s: int
     grant_type: str = "client_credentials"
 
-    async def __call__(self, client: Client, form: Mapping[str, str]) -> dict[str, Any]:
+    async def __call__(self, client: Client, form: Mapping[str, str],
+                       jkt: str | None = None) -> dict[str, Any]:
         if client.kind not in ("gate", "rp") or client.is_public:
             # RFC 6749 §4.4: "MUST only be used by confidential clients"
             raise OAuthError("unauthorized_client", "This client may not use client_credentials")
@@ -62,8 +68,8 @@ class ClientCredentialsGrant:
         ttl = self.gate_ttl_s if client.kind == "gate" else self.ttl_s
         token, _ = self.tokens.issue(client_id=client.client_id, kind=client.kind,
                                      sub=client.client_id, scopes=scopes, ttl_s=ttl,
-                                     scene=client.scene)
-        return bearer_response(token, ttl, scopes)
+                                     scene=client.scene, jkt=jkt)
+        return bearer_response(token, ttl, scopes, jkt)
 
 
 @dataclass(frozen=True)
@@ -93,7 +99,8 @@ class TokenExchangeGrant:
     #: person id -> suspended? (an operator's suspension stops the exchange: finding 8)
     is_suspended: Callable[[str], Awaitable[bool]] | None = None
 
-    async def __call__(self, client: Client, form: Mapping[str, str]) -> dict[str, Any]:
+    async def __call__(self, client: Client, form: Mapping[str, str],
+                       jkt: str | None = None) -> dict[str, Any]:
         if client.kind != "app" or client.is_public:
             raise OAuthError("unauthorized_client", "Only resident apps may exchange tokens")
         subject_token = form.get("subject_token")
@@ -127,8 +134,9 @@ class TokenExchangeGrant:
         sub = self.keys.pairwise_subject(client.sector, ref.person_id)
         sealed = self.keys.seal_person_id(ref.person_id, client.client_id)
         token, _ = self.tokens.issue(client_id=client.client_id, kind="resident", sub=sub,
-                                     scopes=scopes, ttl_s=self.ttl_s, sealed_person=sealed)
-        return bearer_response(token, self.ttl_s, scopes,
+                                     scopes=scopes, ttl_s=self.ttl_s, sealed_person=sealed,
+                                     jkt=jkt)
+        return bearer_response(token, self.ttl_s, scopes, jkt,
                                issued_token_type=ACCESS_TOKEN_TYPE)
 
 
@@ -141,11 +149,12 @@ class TokenService:
     def register(self, grant: Grant) -> None:
         self.grants[grant.grant_type] = grant
 
-    async def token(self, client: Client, form: Mapping[str, str]) -> dict[str, Any]:
+    async def token(self, client: Client, form: Mapping[str, str],
+                    jkt: str | None = None) -> dict[str, Any]:
         grant_type = form.get("grant_type")
         if not grant_type:
             raise OAuthError("invalid_request", "grant_type is required")
         grant = self.grants.get(grant_type)
         if grant is None:
             raise OAuthError("unsupported_grant_type", "This grant type is not supported")
-        return await grant(client, form)
+        return await grant(client, form, jkt)

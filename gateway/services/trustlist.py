@@ -1,68 +1,98 @@
-"""The trust list: every code issuer's verification keys, signed (GET /v1/trust-list).
+"""The trust list: every code issuer's verification keys and the scene policy, signed
+(GET /v1/trust-list; docs/code-format.md §6, docs/offline.md §2).
 
-Document (docs/code-format.md "Trust list")::
+Document::
 
-    {"version": int, "issued_at": int, "next_update": int,
-     "issuers": [{"issuer": "ykm" | "essc:CQ" | "essc:SC" | ..., "face": "ykm" | "essc",
-                  "keys": [JWK (RFC 7517/8037) + "iss", "nbf", "exp"]}]}
+    {"version": int, "issued_at": int, "next_update": int, "expires_at": int,
+     "code_max_skew_s": int,
+     "issuers": [{"issuer": "ykm" | "essc:CQ" | ..., "face": "ykm" | "essc",
+                  "keys": [JWK (RFC 7517/8037) + "iss", "nbf", "exp"]}],
+     "scenes": [{"id", "faces": [...], "essc_regions": [...]}]}
 
-* ``version`` = the Unix time of the latest key event (creation, activation, retirement of a
-  渝快码 code key; ``nbf`` of an e-SSC key): it grows whenever the key set changes.
-* ``issued_at`` is the start of the current hour (at least ``version``), ``next_update`` one
-  hour later: every worker builds the byte-identical document for the same keys and hour.
-* Signed as a compact JWS (RFC 7515) with the token key ring (the keys of
-  /.well-known/jwks.json), header ``{"alg", "kid", "typ": "trust-list+jwt"}``. ES256 signatures
-  use deterministic nonces (RFC 6979) so the representation, and with it the strong ``ETag``
-  (RFC 9110 §8.8.3), is the same on every worker.
-* Gates verify codes offline from this document alone (docs/code-format.md §6).
+* ``version`` = the later of the current hour's start and the latest key event (a 渝快码 code
+  key's creation, activation or retirement; an e-SSC key's ``nbf``): it never goes back, so a
+  gate refuses a document whose version is below the one it holds (rollback).
+* ``issued_at`` = ``max(hour start, version)``; ``next_update`` one hour after the hour start;
+  ``expires_at`` = hour start + ``max_age_s``: after it an offline gate fails closed.
+* Signed as a compact JWS (RFC 7515) by the **trust-list key** (key ring purpose ``trust``, its
+  own keys, never the token keys), header ``{"alg", "kid", "typ": "trust-list+jwt"}``, over the
+  payload bytes exactly as served. Gates pin a trust-list key out of band; a new key reaches
+  them through an endorsement signed by the key before it (``endorsements`` in the answer).
+* Deterministic (Ed25519, RFC 6979 ES256): every worker builds the byte-identical answer for
+  the same keys and hour, so the strong ``ETag`` (RFC 9110 §8.8.3) is the same on every worker.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-from collections.abc import Callable, Iterable, Mapping
+import itertools
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 import structlog
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from gateway.authz.keyring import KeyRing, SigningKey
-from gateway.base64url import b64u
-from gateway.codec import VerificationKey
+from gateway.codec import Ed25519Signer, Es256Signer, Signer, Sm2Signer, VerificationKey
+from gateway.codec import jws as _jws
+from gateway.codec.jws import JwsKey, canonical_json
+from gateway.codec.offline import TRUST_LIST_TYP, endorse
 from gateway.codec.sm2 import Sm2PrivateKey
+from gateway.services.scenes import SceneCatalogue
 
 log = structlog.get_logger("gateway.trustlist")
 
-__all__ = ["PERIOD_S", "TRUST_LIST_TYP", "TrustList", "TrustListSnapshot"]
+__all__ = ["DEFAULT_MAX_AGE_S", "PERIOD_S", "TRUST_LIST_TYP", "TrustList", "TrustListSnapshot",
+           "document_signer", "ring_endorsements", "sign_compact",
+           "trust_anchor_jwk"]
 
-TRUST_LIST_TYP: Final = "trust-list+jwt"
-#: issued_at granularity and validity of one document.
+#: issued_at granularity and the interval to next_update.
 PERIOD_S: Final = 3600
-_ECDSA_DET: Final = ec.ECDSA(hashes.SHA256(), deterministic_signing=True)
+#: How long after issued_at an offline gate may still verify with a document (settings:
+#: GATEWAY_TRUST_LIST_MAX_AGE_S).
+DEFAULT_MAX_AGE_S: Final = 86_400
 
 
-def _canonical(obj: Any) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+def document_signer(key: SigningKey) -> Signer:
+    """The codec signer for a key-ring key: the one place a ring key becomes a JWS signer
+    (another algorithm, e.g. SM2, adds its signer here)."""
+    pk = key.private_key
+    signer: Signer
+    if isinstance(pk, Sm2PrivateKey):  # SM2 nonces are fresh: each worker's bytes differ
+        signer = Sm2Signer(pk, kid=key.kid)
+    elif key.alg == "EdDSA":
+        signer = Ed25519Signer(pk)  # type: ignore[arg-type]
+    else:
+        signer = Es256Signer(pk, kid=key.kid)  # type: ignore[arg-type]
+    if signer.kid != key.kid:
+        raise RuntimeError("trust key id derivation mismatch")
+    return signer
 
 
 def sign_compact(key: SigningKey, payload: bytes, typ: str) -> str:
-    """Compact JWS (RFC 7515 §7.1): deterministic for EdDSA and ES256; SM2 (``alg: SM2``,
-    gateway.authz.sm2jws) signatures carry a fresh nonce, so each worker's bytes differ."""
-    header = b64u(_canonical({"alg": key.alg, "kid": key.kid, "typ": typ}))
-    signing_input = f"{header}.{b64u(payload)}".encode("ascii")
-    pk = key.private_key
-    if isinstance(pk, ed25519.Ed25519PrivateKey):
-        sig = pk.sign(signing_input)
-    elif isinstance(pk, Sm2PrivateKey):
-        sig = pk.sign(signing_input)
-    else:
-        r, s = decode_dss_signature(pk.sign(signing_input, _ECDSA_DET))
-        sig = r.to_bytes(32, "big") + s.to_bytes(32, "big")
-    return f"{signing_input.decode('ascii')}.{b64u(sig)}"
+    """Compact JWS (RFC 7515 §7.1) by a key-ring key (through :func:`document_signer`):
+    deterministic for EdDSA and ES256; SM2 (``alg: SM2``) signatures carry a fresh nonce."""
+    return _jws.sign_compact(document_signer(key), payload, typ)
+
+
+def _jws_key(key: SigningKey) -> JwsKey:
+    return JwsKey.of(key.private_key.public_key())
+
+
+_STATE_ORDER: Final = {"retired": 0, "current": 1, "next": 2}
+
+
+def trust_anchor_jwk(ring: KeyRing) -> dict[str, Any]:
+    """The public JWK of the trust ring's current key: what a gate is provisioned with."""
+    return _jws_key(ring.current()).to_jwk()
+
+
+def ring_endorsements(ring: KeyRing) -> list[str]:
+    """Each key of the ring endorsed by the key before it (creation order; ``next`` after
+    ``current``): the pre-published next key is endorsed before it ever signs."""
+    keys = sorted(ring.keys, key=lambda k: (k.created_at, _STATE_ORDER[k.state], k.kid))
+    return [endorse(document_signer(old), _jws_key(new), int(new.created_at))
+            for old, new in itertools.pairwise(keys)]
 
 
 def _ykm_key(k: SigningKey) -> VerificationKey:
@@ -81,22 +111,37 @@ class TrustListSnapshot:
     document: dict[str, Any]
     jws: str
     etag: str
-    body: bytes  # the JSON representation served: {"trust_list": ..., "jws": ...}
+    #: the JSON served: {"trust_list": ..., "jws": ..., "endorsements": [...]}
+    body: bytes
 
 
 class TrustList:
-    """Key lookup for verification (sync, in-process) and the signed document."""
+    """Key lookup for verification (sync, in-process) and the signed document.
 
-    def __init__(self, code_ring: Callable[[], KeyRing], token_ring: Callable[[], KeyRing],
-                 now: Callable[[], float]) -> None:
+    ``signing_ring`` is the trust-list key ring (purpose ``trust``); ``scenes`` the live scene
+    catalogue, whose policy (faces, e-SSC regions) is signed into the document so an offline
+    gate answers ``scene_not_permitted`` exactly as the gateway does; ``endorsements`` the
+    persisted endorsements of keys that have left the ring (docs/offline.md §2).
+    """
+
+    def __init__(self, code_ring: Callable[[], KeyRing], signing_ring: Callable[[], KeyRing],
+                 now: Callable[[], float], *,
+                 scenes: Callable[[], SceneCatalogue | None] = lambda: None,
+                 max_age_s: int = DEFAULT_MAX_AGE_S, code_max_skew_s: int = 5,
+                 endorsements: Callable[[], Sequence[str]] = lambda: ()) -> None:
+        if max_age_s < PERIOD_S:
+            raise ValueError("the trust list's max age must be at least its update period")
         self._code_ring = code_ring
-        self._token_ring = token_ring
+        self._signing_ring = signing_ring
         self._now = now
+        self._scenes = scenes
+        self._max_age_s = max_age_s
+        self._skew = code_max_skew_s
+        self._endorsements = endorsements
         self._ykm_ring: KeyRing | None = None
         self._ykm: dict[str, VerificationKey] = {}
         self._essc: dict[tuple[str, str], VerificationKey] = {}
         self._snapshot: tuple[tuple[Any, ...], TrustListSnapshot] | None = None
-
     # ------------------------------------------------------------------ lookup (hot path)
     def _ykm_keys(self) -> dict[str, VerificationKey]:
         ring = self._code_ring()
@@ -134,19 +179,27 @@ class TrustList:
         return len(out)
 
     # ------------------------------------------------------------------ the document
+    def signing_key(self) -> JwsKey:
+        """The trust-list key signing now (what `gateway keys trust-anchor` prints)."""
+        return _jws_key(self._signing_ring().current())
+
     def snapshot(self) -> TrustListSnapshot:
         now = self._now()
         code_ring = self._code_ring()
-        token_key = self._token_ring().current()
+        signing_ring = self._signing_ring()
+        signing_key = signing_ring.current()
+        catalogue = self._scenes()
         period = int(now) // PERIOD_S * PERIOD_S
         published = tuple(k for k in code_ring.published(now))
         essc = tuple(sorted(self._essc.items()))
+        # the persisted endorsements change only with the signing ring: read on rebuild
         cache_key = (period, tuple(k.kid + k.state for k in published), id(self._essc),
-                     token_key.kid)
+                     tuple(k.kid + k.state for k in signing_ring.keys), id(catalogue))
         if self._snapshot is not None and self._snapshot[0] == cache_key:
             return self._snapshot[1]
+        persisted = tuple(self._endorsements())
         version = max([int(_key_event(k)) for k in published]
-                      + [vk.not_before or 0 for _, vk in essc] + [0])
+                      + [vk.not_before or 0 for _, vk in essc] + [period])
         issuers: list[dict[str, Any]] = [{
             "issuer": "ykm", "face": "ykm",
             "keys": [_ykm_key(k).to_jwk() for k in sorted(published, key=lambda k: k.kid)]}]
@@ -156,11 +209,22 @@ class TrustList:
         issuers += [{"issuer": iss, "face": "essc", "keys": keys}
                     for iss, keys in sorted(by_issuer.items())]
         issued_at = max(period, version)
-        doc = {"version": version, "issued_at": issued_at, "next_update": period + PERIOD_S,
-               "issuers": issuers}
-        jws = sign_compact(token_key, _canonical(doc), TRUST_LIST_TYP)
-        body = _canonical({"trust_list": doc, "jws": jws})
+        doc: dict[str, Any] = {
+            "version": version, "issued_at": issued_at, "next_update": period + PERIOD_S,
+            "expires_at": period + self._max_age_s, "code_max_skew_s": self._skew,
+            "issuers": issuers,
+            "scenes": [] if catalogue is None else _scene_policies(catalogue.all())}
+        jws = sign_compact(signing_key, canonical_json(doc), TRUST_LIST_TYP)
+        chain = list(dict.fromkeys([*persisted, *ring_endorsements(signing_ring)]))
+        body = canonical_json({"trust_list": doc, "jws": jws, "endorsements": chain})
         etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
         snap = TrustListSnapshot(doc, jws, etag, body)
         self._snapshot = (cache_key, snap)
         return snap
+
+
+def _scene_policies(scenes: Iterable[Any]) -> list[dict[str, Any]]:
+    """What a gate needs of each scene to answer scene_not_permitted (Scene.permits)."""
+    return [{"id": s.id, "faces": sorted(s.faces), "essc_regions": sorted(s.essc_regions)}
+            for s in sorted(scenes, key=lambda s: s.id)]
+

@@ -9,6 +9,7 @@ the exception is one of ours and was written to be shown.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import ipaddress
 import itertools
 import json
@@ -28,6 +29,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricF
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from gateway.authz.dpop import DpopError, DpopVerifier
 from gateway.authz.tokens import AccessTokenClaims, TokenInvalid
 from gateway.errors import (
     Forbidden,
@@ -101,7 +103,8 @@ def oauth_error(exc: OAuthError) -> web.Response:
 def bearer_challenge(exc: GatewayError) -> web.Response:
     """RFC 6750 §3 on a Bearer-protected OAuth resource (userinfo): the challenge is in
     WWW-Authenticate — with no credentials at all it carries no error code (§3.1) — and the
-    body is always the JSON error, so a client never meets an empty 401."""
+    body is always the JSON error, so a client never meets an empty 401 (issue 16, finding 9;
+    tests/oidc/test_findings.py)."""
     challenge = exc.headers.get("WWW-Authenticate", "")
     headers = {"Cache-Control": "no-store", **exc.headers}
     description = ("The access token is not valid" if 'error="invalid_token"' in challenge
@@ -376,6 +379,9 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
 
 
 BODY_TIMEOUT = web.AppKey("body_timeout_s", float)
+#: Paths whose bodies may be larger than GATEWAY_MAX_BODY_BYTES (path → bytes), e.g. the
+#: offline gates' uploads; their handlers pass the same limit to read_json.
+ROUTE_BODY_LIMITS: web.AppKey[dict[str, int]] = web.AppKey("route_body_limits")
 #: bodies up to this are awaited whole at the edge (aiohttp's reader buffers 2 × 64 KiB before
 #: it pauses the socket); a longer or chunked one is read, with the same timeout, by read_body
 _AWAIT_BODY_MAX = 64 * 1024
@@ -387,6 +393,9 @@ async def _await_body(request: web.Request, rid: str) -> web.StreamResponse | No
     than allowed, 499 when the caller hung up."""
     length = request.content_length
     limit = request.app.get(MAX_BODY, _AWAIT_BODY_MAX)
+    routes = request.app.get(ROUTE_BODY_LIMITS)
+    if routes:
+        limit = routes.get(request.path, limit)
     if length is None:
         return None  # chunked: read_body reads it, with the same timeout
     if length > limit:
@@ -657,11 +666,55 @@ def bearer_token(request: web.Request) -> str:
     return header[7:].strip()
 
 
+DPOP = web.AppKey("dpop_verifier", DpopVerifier)
+DPOP_CHALLENGE = 'DPoP realm="gateway", algs="ES256 EdDSA Ed25519"'
+
+
+class DpopBindingError(Unauthorized):
+    """RFC 9449 §7: a DPoP-bound token without a good proof, or a proof with a bearer token.
+    `error` is the RFC 6750 / 9449 code for the WWW-Authenticate challenge."""
+
+    def __init__(self, error: str, detail: str) -> None:
+        super().__init__(detail, headers={"WWW-Authenticate":
+                                          f'{DPOP_CHALLENGE}, error="{error}"'})
+        self.error = error
+
+
+def presented_token(request: web.Request) -> tuple[str, bool]:
+    """(access token, presented with the DPoP scheme?) from `Authorization`."""
+    header = request.headers.get("Authorization", "")
+    if header[:5].lower() == "dpop " and header[5:].strip():
+        return header[5:].strip(), True
+    return bearer_token(request), False
+
+
+async def check_dpop_binding(request: web.Request, token: str, dpop_scheme: bool,
+                             claims: AccessTokenClaims) -> None:
+    """RFC 9449 §7: a token with `cnf.jkt` is used only with the DPoP scheme and a proof by
+    that key over this request and token; the DPoP scheme is for bound tokens only."""
+    if claims.jkt is None and not dpop_scheme:
+        return
+    if claims.jkt is None or not dpop_scheme:
+        raise DpopBindingError("invalid_token", "This token must be presented with the "
+                               + ("DPoP scheme and a proof" if claims.jkt else "Bearer scheme"))
+    proofs = request.headers.getall("DPoP", [])
+    verifier = request.app.get(DPOP)
+    if len(proofs) != 1 or verifier is None:
+        raise DpopBindingError("invalid_dpop_proof", "Exactly one DPoP proof is required")
+    try:
+        jkt = await verifier.verify(proofs[0], method=request.method,
+                                    url=verifier.issuer + request.path, access_token=token)
+    except DpopError as exc:
+        raise DpopBindingError(exc.error, exc.description) from None
+    if not hmac.compare_digest(jkt.encode(), claims.jkt.encode()):
+        raise DpopBindingError("invalid_token", "The token is bound to another key")
+
+
 async def principal(request: web.Request, *, kinds: tuple[str, ...],
                     scope: str | None = None) -> AccessTokenClaims:
-    """The verified access token of the caller; 401 if none or invalid, 403 if the token is
-    of another kind of client or lacks the scope."""
-    token = bearer_token(request)
+    """The verified access token of the caller; 401 if none or invalid (or a DPoP-bound one
+    without its proof), 403 if the token is of another kind of client or lacks the scope."""
+    token, dpop_scheme = presented_token(request)
     authenticator = request.app[AUTHENTICATOR]
     try:
         claims = authenticator.cached(token) or await authenticator.verify(token)
@@ -669,6 +722,8 @@ async def principal(request: web.Request, *, kinds: tuple[str, ...],
         raise Unauthorized("The access token is not valid", debug=exc.reason,
                            headers={"WWW-Authenticate":
                                     'Bearer realm="gateway", error="invalid_token"'}) from None
+    if claims.jkt is not None or dpop_scheme:
+        await check_dpop_binding(request, token, dpop_scheme, claims)
     if claims.kind not in kinds:
         raise Forbidden("This token's client may not call this endpoint")
     if scope is not None and not claims.has_scope(scope):

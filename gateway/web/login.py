@@ -18,10 +18,22 @@ from aiohttp import web
 
 from gateway.authz import oidc
 from gateway.authz.oidc import AuthorizeError
-from gateway.errors import InvalidRequest, RateLimited
+from gateway.authz.tokens import TokenInvalid
+from gateway.errors import GatewayError, InvalidRequest, OAuthError, RateLimited
 from gateway.qr import render_png
 from gateway.services.login import LoginService, add_query
-from gateway.web.http import bearer_token, no_store, principal, read_json, require_str
+from gateway.web.http import (
+    AUTHENTICATOR,
+    DpopBindingError,
+    check_dpop_binding,
+    no_store,
+    presented_token,
+    principal,
+    read_form,
+    read_json,
+    require_str,
+)
+from gateway.web.oauth import CLIENT_AUTH
 from gateway.web.ratelimit import enforce_ip_limit
 
 LOGIN = web.AppKey("login_service", LoginService)
@@ -78,13 +90,23 @@ async def authorize(request: web.Request) -> web.StreamResponse:
     client = None
     if len(client_ids) == 1 and 0 < len(client_ids[0]) <= 128:
         client = await login.clients.get(client_ids[0])
+    pushed = False
+    request_uris = params.get("request_uri") or []
+    if len(request_uris) == 1 and request_uris[0].startswith(oidc.PAR_URN_PREFIX):
+        # RFC 9126 §4: the pushed request replaces the query; it must be the client's own
+        stored = (await login.take_pushed(client_ids[0], request_uris[0])
+                  if client is not None and len(client_ids) == 1 else None)
+        if stored is None:
+            return _error_page(400, "The request_uri is unknown, expired or already used")
+        params, pushed = stored, True
     try:
         client, redirect_uri = oidc.client_and_redirect(params, client)
     except AuthorizeError as exc:   # never redirected (RFC 6749 §4.1.2.1)
         return _error_page(400, exc.description)
     try:
         req = oidc.authorization_request(params, client, redirect_uri,
-                                         len(request.query_string))
+                                         0 if pushed else len(request.query_string),
+                                         pushed=pushed)
     except AuthorizeError as exc:
         states = params.get("state") or []
         state = states[0] if len(states) == 1 and len(states[0]) <= oidc.MAX_PARAM_LEN else None
@@ -138,6 +160,55 @@ Scan with the 渝快办 or 重庆人社 app, then pick this number in the app.</
     return resp
 
 
+async def par(request: web.Request) -> web.StreamResponse:
+    """RFC 9126 §2: a client pushes its authorization request, authenticated as at the token
+    endpoint, and gets a one-time `request_uri` for /oauth2/authorize (201)."""
+    await enforce_ip_limit(request, "oauth_ip")   # before any costly client authentication
+    form = await read_form(request)
+    client = await request.app[CLIENT_AUTH].authenticate(
+        request.headers.get("Authorization"), form)
+    body = await request.app[LOGIN].push(client, form)
+    return web.json_response(body, status=201,
+                             headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
+
+
+#: RP-Initiated Logout parameters and their longest accepted values (docs/openapi.yaml).
+LOGOUT_LIMITS = {"id_token_hint": 2048, "client_id": 128, "post_logout_redirect_uri": 1024,
+                 "state": 256, "ui_locales": 64}
+
+
+async def end_session(request: web.Request) -> web.StreamResponse:
+    """OpenID Connect RP-Initiated Logout 1.0 §2: GET (query) or POST (form)."""
+    try:
+        await enforce_ip_limit(request, "login_ip")
+    except RateLimited as exc:
+        return _error_page(429, "Too many requests from this address; try again later.",
+                           exc.headers)
+    if request.method == "POST":
+        try:   # a browser page: every answer is HTML, a bad body too
+            params = dict(await read_form(request)) if request.can_read_body else {}
+        except GatewayError as exc:
+            return _error_page(exc.status if exc.status < 500 else 400,
+                               "The logout request is not valid")
+    else:
+        if any(len(request.query.getall(k)) > 1 for k in request.query.keys()):
+            return _error_page(400, "A parameter is repeated")
+        params = dict(request.query)
+    if any(len(params.get(k) or "") > n for k, n in LOGOUT_LIMITS.items()) \
+            or any(len(v) > 256 for k, v in params.items() if k not in LOGOUT_LIMITS):
+        return _error_page(400, "A parameter is too long")
+    try:
+        target = await request.app[LOGIN].end_session(params)
+    except InvalidRequest as exc:   # never redirected to an unchecked URI
+        return _error_page(400, exc.detail or "The logout request is not valid")
+    if target is not None:
+        return no_store(web.Response(status=302, headers={"Location": target}))
+    nonce = secrets.token_urlsafe(16)
+    body = ("<main><h1>已退出登录 · Logged out</h1>"
+            "<p>您已退出该应用的登录。You are logged out of the application.</p></main>")
+    return _page(200, "Logged out", body, nonce)
+
+
 async def poll(request: web.Request) -> web.StreamResponse:
     body = await request.app[LOGIN].poll(request.match_info["id"], request.cookies.get(COOKIE))
     return no_store(web.json_response(body))
@@ -184,7 +255,18 @@ async def forget(request: web.Request) -> web.StreamResponse:
 
 
 async def userinfo(request: web.Request) -> web.StreamResponse:
-    claims = await request.app[LOGIN].userinfo(bearer_token(request))
+    token, dpop_scheme = presented_token(request)
+    try:   # RFC 9449 §7: a bound token only with its proof (the service checks the rest)
+        bound = await request.app[AUTHENTICATOR].verify(token)
+    except TokenInvalid:
+        bound = None
+    if bound is not None and (bound.jkt is not None or dpop_scheme):
+        try:
+            await check_dpop_binding(request, token, dpop_scheme, bound)
+        except DpopBindingError as exc:
+            raise OAuthError(exc.error, exc.detail or "DPoP proof required", 401,
+                             headers=exc.headers) from None
+    claims = await request.app[LOGIN].userinfo(token)
     return no_store(web.json_response(claims))
 
 
@@ -195,6 +277,9 @@ SESSION_ID = "{id:(?!scan$)[^/]+}"
 
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/oauth2/authorize", authorize)
+    app.router.add_post("/oauth2/par", par)
+    app.router.add_get("/oauth2/logout", end_session)
+    app.router.add_post("/oauth2/logout", end_session)
     app.router.add_get("/oauth2/userinfo", userinfo)
     app.router.add_post("/oauth2/userinfo", userinfo)
     app.router.add_post("/v1/login-sessions/scan", scan)

@@ -96,6 +96,9 @@ def discovery_document(issuer: str, id_token_algs: list[str] | None = None) -> d
         "jwks_uri": f"{issuer}/.well-known/jwks.json",
         "revocation_endpoint": f"{issuer}/oauth2/revoke",
         "introspection_endpoint": f"{issuer}/oauth2/introspect",
+        "pushed_authorization_request_endpoint": f"{issuer}/oauth2/par",   # RFC 9126 §5
+        "end_session_endpoint": f"{issuer}/oauth2/logout",   # RP-Initiated Logout 1.0 §2.1
+        "require_pushed_authorization_requests": False,   # per client (RFC 9126 §6)
         "scopes_supported": ["openid", "profile", "essc", "codes:verify", "cards:verify",
                              "codes:issue", "me", "login:approve", "consents:decide",
                              "consents:request", "certificates:read"],
@@ -114,6 +117,7 @@ def discovery_document(issuer: str, id_token_algs: list[str] | None = None) -> d
                                                           "client_secret_post",
                                                           "private_key_jwt"],
         "code_challenge_methods_supported": ["S256"],
+        "dpop_signing_alg_values_supported": ["ES256", "EdDSA", "Ed25519"],   # RFC 9449 §5.1
         "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "name",
                              "essc_card_no", "essc_region"],
         "authorization_response_iss_parameter_supported": True,

@@ -11,10 +11,11 @@ from aiohttp import web
 
 from gateway.authz.client_auth import ClientAuthenticator
 from gateway.authz.clients import Client
+from gateway.authz.dpop import DpopError
 from gateway.authz.tokens import TokenInvalid
 from gateway.errors import OAuthError
 from gateway.services.tokens import TokenService
-from gateway.web.http import AUTHENTICATOR, read_form
+from gateway.web.http import AUTHENTICATOR, DPOP, read_form
 from gateway.web.ratelimit import enforce_ip_limit
 
 TOKENS = web.AppKey("token_service", TokenService)
@@ -31,7 +32,36 @@ async def token(request: web.Request) -> web.Response:
     form = await read_form(request)
     client = await request.app[CLIENT_AUTH].authenticate(
         request.headers.get("Authorization"), form)
-    return _json(await request.app[TOKENS].token(client, form))
+    jkt, nonce = await _dpop_key(request, client)
+    resp = _json(await request.app[TOKENS].token(client, form, jkt))
+    if nonce is not None:
+        resp.headers["DPoP-Nonce"] = nonce
+    return resp
+
+
+async def _dpop_key(request: web.Request, client: Client) -> tuple[str | None, str | None]:
+    """RFC 9449 §5: the key the tokens are bound to (None: bearer), and the server nonce to
+    hand out. A proof here must carry our current nonce (§8); the first answer is
+    `use_dpop_nonce` with `DPoP-Nonce`, which certified clients retry with by themselves."""
+    verifier = request.app.get(DPOP)
+    proofs = request.headers.getall("DPoP", [])
+    if verifier is None:
+        return None, None
+    nonce = verifier.nonce()
+    headers = {"DPoP-Nonce": nonce}
+    if len(proofs) > 1:
+        raise OAuthError("invalid_dpop_proof", "Send one DPoP proof", headers=headers)
+    if not proofs:
+        if client.dpop_bound_access_tokens:
+            raise OAuthError("invalid_dpop_proof", "This client's tokens must be DPoP-bound",
+                             headers=headers)
+        return None, None
+    try:
+        jkt = await verifier.verify(proofs[0], method="POST",
+                                    url=verifier.issuer + "/oauth2/token", require_nonce=True)
+    except DpopError as exc:
+        raise OAuthError(exc.error, exc.description, headers=headers) from None
+    return jkt, nonce
 
 
 async def _token_request(request: web.Request) -> tuple[Client, str, str | None]:

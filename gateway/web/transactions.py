@@ -73,7 +73,7 @@ RECORD_METRICS: Final = web.AppKey("record_metrics", RecordMetrics)
 async def list_transactions(request: web.Request) -> web.Response:
     op = await admin.operator(request, "export")  # an export: auditor or admin, audited
     store = request.app[RECORD_STORE]
-    after = request.query.get("after") or None
+    after = request.query.get("after")
     if after is not None and not store.valid_cursor(after):
         raise InvalidRequest("after must be a cursor from an earlier answer")
     raw_limit = request.query.get("limit")

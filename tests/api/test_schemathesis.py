@@ -27,14 +27,21 @@ EXAMPLES = int(os.environ.get("GATEWAY_TEST_SCHEMATHESIS_EXAMPLES", "20"))
 UNLIMITED = "1000000/1/1000000"
 #: What schemathesis expects for a schema-valid request (its default).
 ACCEPTED = ["2xx", "3xx", "401", "403", "404", "409", "429", "5xx"]
+#: Operations the spec names that no route serves yet (tests/api/test_parity.py fails for
+#: them too); each comes off this list when its route lands.
+NOT_YET_SERVED = [
+    ("uploadOfflineScans", "POST /v1/gates/offline-scans: in docs/openapi.yaml, not routed yet"),
+]
 #: What it accepts as the refusal of a schema-invalid request (its default, and 413).
 REJECTED = ["400", "401", "403", "404", "405", "406", "409", "413", "415", "422", "428", "429",
             "5xx"]
 #: Operations whose schema-valid requests may still be refused for a reason no schema can
 #: state, each documented in docs/openapi.yaml (and the CONTRACT) as such: (ids, status, why).
 SEMANTIC_REFUSALS = [
-    (("postToken", "postRevoke", "postIntrospect"), "400",
+    (("postToken", "postRevoke", "postIntrospect", "postPushedAuthorizationRequest"), "400",
      "RFC 6749 5.2: every grant error (invalid_grant, invalid_scope, ...) is 400"),
+    (("getEndSession", "postEndSession"), "400",
+     "RP-Initiated Logout: a hint that is not our ID token, an unregistered target: 400 page"),
     (("getAuthorize",), "400",
      "RFC 6749 4.1.2.1: an unknown client or unregistered redirect URI is a 400 page"),
     (("verifyCode", "verifyCard"), "400", "CONTRACT: a scene not in the catalogue is 400"),
@@ -42,6 +49,7 @@ SEMANTIC_REFUSALS = [
      "per-kind rules: a gate's scene, an RP's redirect URIs, the kind's scopes, `none`"),
     (("linkCredential",), "400", "an upstream assertion that does not verify is 400"),
     (("issueCode",), "406", "an Accept naming none of JSON, PNG, SVG is 406"),
+    (("enrolDevice",), "400", "a public key that is no point of its curve, a bad proof: 400"),
 ]
 
 
@@ -88,11 +96,15 @@ async def test_schemathesis_finds_no_failure(make_gateway: GatewayFactory, tmp_p
                   f"include-operation-id = {json.dumps(list(ids))}",
                   "[operations.checks.positive_data_acceptance]",
                   f"expected-statuses = {json.dumps([*ACCEPTED, status])}"]
+    for op_id, why in NOT_YET_SERVED:
+        lines += ["", f"# {why}", "[[operations]]", f'include-operation-id = "{op_id}"',
+                  "enabled = false"]
     config.write_text("\n".join(lines) + "\n")
     proc = await asyncio.create_subprocess_exec(
         str(ST), "--config-file", str(config), "run", str(SPEC_PATH), "--workers", "1",
         "--no-color", "--report-dir", str(tmp_path / "reports"),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        cwd=tmp_path,   # its cache (.schemathesis/) stays out of the work tree
         env={**os.environ, "SCHEMATHESIS_TELEMETRY": "false"})
     out, _ = await asyncio.wait_for(proc.communicate(), timeout=540)
     text = out.decode("utf-8", "replace")

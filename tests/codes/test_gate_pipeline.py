@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from gateway.adapters.memory import MemoryClientStore, MemorySingleUse
+from gateway.adapters.memory_records import MemoryRecordingClaims, MemoryRecordStore
 from gateway.authz.clients import Client
 from gateway.authz.datakeys import DataKeys
 from gateway.authz.tokens import AccessTokenClaims
@@ -88,13 +89,15 @@ class World:
         self.decisions: list[VerifyDecision] = []
         self.subjects: list[tuple[str, str, str]] = []
         self.once = MemorySingleUse(self.clock)
+        self.records = MemoryRecordStore()
         self.pipeline = GatePipeline(
             scenes=SceneCatalogue.load(), sectors=GateSectors(self.clients, self.clock.now),
             codes=CodeFace(lookup=self.lookup, holder=self.keys.code_holder,
                            identity=self.identity, max_skew_s=5),
             cards=CardFace(psam=PsamAttestation(master_key=PSAM_MASTER),
                            identity=self.identity, regions=("CQ", "SC")),
-            single_use=self.once, identity=self.identity, data_keys=self.keys,
+            claims=MemoryRecordingClaims(self.once, self.records), identity=self.identity,
+            data_keys=self.keys,
             subject_seen=self.seen, count=self.decisions.append, clock=self.clock)
 
     def lookup(self, issuer: str, kid: str) -> VerificationKey | None:
@@ -235,8 +238,12 @@ async def test_card_tap_is_the_same_pipeline(world: World) -> None:
                      scanned_at=tap.scanned_at)
     bad = await world.pipeline.verify(gate, GateScan("metro", "t-2", forged))
     assert (bad.decision, bad.reason, bad.face) == ("deny", "bad_signature", "ssc_card")
-    old = world.tap("gate-1", "t-3", scanned_at=world.clock.now() - 120)
-    assert (await world.pipeline.verify(gate, GateScan("metro", "t-3", old))).reason == \
+    # judged at its scan time (issue 14): two minutes old is a buffered tap, not a stale one
+    buffered = world.tap("gate-1", "t-3", scanned_at=world.clock.now() - 120)
+    assert (await world.pipeline.verify(gate, GateScan("metro", "t-3", buffered))).reason == \
+        "ok"
+    old = world.tap("gate-1", "t-5", scanned_at=world.clock.now() - 901)
+    assert (await world.pipeline.verify(gate, GateScan("metro", "t-5", old))).reason == \
         "expired"
     unknown = world.tap("gate-1", "t-4", card_no="CQ100000033")
     assert (await world.pipeline.verify(gate, GateScan("metro", "t-4", unknown))).reason == \

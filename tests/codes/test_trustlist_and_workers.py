@@ -17,6 +17,7 @@ import aiohttp
 import jwt
 
 from gateway.codec import VerificationKey, verify_code
+from gateway.codec.jws import verify_compact
 from tests.codes.conftest import METRO_GATE, Gateway, demo_person, issue, resident_token
 from tests.redis_server import free_port
 
@@ -34,15 +35,18 @@ async def test_trust_list_etag_304_and_signature(gw: Gateway) -> None:
     assert r2.status == 304 and r2.headers["ETag"] == etag
     r3 = await gw.client.get("/v1/trust-list", headers={"If-None-Match": '"other"'})
     assert r3.status == 200 and (await r3.read()) == (await r.read())
+    # signed by the trust-list key (its own purpose), never by a token key of the JWKS
     jwks = await (await gw.client.get("/.well-known/jwks.json")).json()
     header = jwt.get_unverified_header(body["jws"])
     assert header["typ"] == "trust-list+jwt"
-    key = next(k for k in jwks["keys"] if k["kid"] == header["kid"])
-    pub = jwt.PyJWK(key).key
-    payload = jwt.api_jws.decode(body["jws"], pub, algorithms=[header["alg"]])
+    assert header["kid"] not in {k["kid"] for k in jwks["keys"]}
+    anchor = gw.app[CODES].trust.signing_key()
+    _, payload = verify_compact(body["jws"], lambda kid: anchor if kid == anchor.kid else None,
+                                "trust-list+jwt")
     assert json.loads(payload) == body["trust_list"]
     doc = body["trust_list"]
-    assert doc["next_update"] > doc["issued_at"] >= doc["version"]
+    assert doc["expires_at"] > doc["next_update"] > doc["issued_at"] >= doc["version"]
+    assert {s["id"] for s in doc["scenes"]} >= {"metro", "library"}
     issuers = {i["issuer"]: i for i in doc["issuers"]}
     assert issuers["ykm"]["face"] == "ykm"
     assert issuers["essc:CQ"]["face"] == "essc" and "essc:SC" in issuers

@@ -163,3 +163,11 @@ async def test_concurrent_writers_never_leave_a_hole_behind_a_reader(store: Reco
     done.set()
     await task
     assert sorted(seen) == sorted(r.request_id for b in batches for r in b)
+
+
+async def test_the_memory_store_keeps_its_bound_by_dropping_the_oldest() -> None:
+    store = MemoryRecordStore(max_records=20)
+    await store.write([record(i) for i in range(45)])
+    got = await everything(store)
+    assert len(got) <= 20 and got[-1].request_id == "r-44"
+    assert [r.request_id for r in got] == [f"r-{i}" for i in range(45 - len(got), 45)]

@@ -218,3 +218,34 @@ async def test_only_one_exporter_holds_the_lock(backend: Backend) -> None:
     assert await b.acquire() and not await a.renew()
     await asyncio.sleep(0.5)  # b stops renewing: the lock lapses
     assert await a.acquire()
+
+
+async def test_a_busy_exporter_still_renews_its_lock() -> None:
+    """An outbox that never empties (steady traffic): the exporter's drain is bounded, so
+    the lock (which lapses by itself) is renewed between drains."""
+    from gateway.services.records import Batch
+
+    class Endless:
+        bound = 10
+
+        async def take(self, max_records: int, after: Any = None) -> Batch:
+            await asyncio.sleep(0.005)
+            return Batch([record(0)], lambda: None)
+
+        async def length(self) -> int:
+            return 1
+
+    class Counting(NoLock):
+        renewals = 0
+
+        async def renew(self) -> bool:
+            Counting.renewals += 1
+            return True
+
+    exporter = Exporter(Endless(), MemoryRecordStore(), Counting(), renew_every_s=0.05)
+    stop = asyncio.Event()
+    task = asyncio.ensure_future(exporter.run(stop))
+    await asyncio.sleep(0.5)
+    stop.set()
+    await task
+    assert Counting.renewals >= 3

@@ -90,3 +90,22 @@ async def test_a_surrogate_pair_is_text(gw: Gateway) -> None:
     raw = b'{"code": "x", "scene": "metro", "request_id": "\\ud83d\\ude87"}'   # U+1F687
     status, body = await _post_raw(gw, "/v1/codes/verify", raw, token)
     assert status == 200 and body["reason"] == "malformed", body
+
+
+@pytest.mark.parametrize("path", ["/v1/codes/verify", "/v1/me/links", "/oauth2/token"])
+async def test_header_bytes_that_are_not_utf8_are_not_a_500(gw: Gateway, path: str) -> None:
+    """aiohttp keeps a header's invalid UTF-8 as lone surrogates (surrogateescape): a bearer
+    token or a request id made of them is refused, never a crash."""
+    import asyncio
+
+    port = gw.client.server.port
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"POST " + path.encode() + b" HTTP/1.1\r\nHost: x\r\n"
+                 b"Authorization: Bearer \xff\xfe\xed\xa0\x80abc\r\nX-Request-Id: \xc3\x28\r\n"
+                 b"Content-Type: application/json\r\nContent-Length: 2\r\n"
+                 b"Connection: close\r\n\r\n{}")
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    status = int(answer.split(b" ", 2)[1])
+    assert status in (400, 401), answer[:300]

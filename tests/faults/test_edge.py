@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from tests.faults.conftest import Served, mint_codes, served, verify_body
 from tests.redis_server import RedisServer
@@ -23,6 +24,8 @@ STALLED_TOKEN = (b"POST /oauth2/token HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                  b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 400\r\n"
                  b"\r\ngrant_type=client_cre")   # 21 of the 400 bytes announced, then nothing
 SLOWLORIS = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-a: "
+
+pytestmark = pytest.mark.slow   # real server processes
 
 
 async def _open(base: str, first: bytes, source: str = "127.0.0.1") -> Any:

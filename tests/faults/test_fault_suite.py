@@ -20,12 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from tests.faults.conftest import Served, kill, mint_codes, restart, served, verify_body
 from tests.redis_server import RedisServer
 
 CONCURRENCY = 8
 PACE_S = 0.004            # per load task between requests: ~1,500 verifies/s at most
+
+pytestmark = pytest.mark.slow   # real server processes
 
 
 @dataclass

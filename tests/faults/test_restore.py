@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis.asyncio as aioredis
 
 from gateway.app import CORE
@@ -23,6 +24,8 @@ from tests.codes.conftest import demo_person
 from tests.consents.conftest import POLICE_RP, Api, bearer
 from tests.faults.conftest import METRO_GATE, REPO, mint_codes, verify_body
 from tests.redis_server import RedisServer
+
+pytestmark = pytest.mark.slow   # real redis-servers and gateway processes
 
 
 async def _verify(api: Api, token: str, code: str) -> dict[str, Any]:

@@ -40,7 +40,7 @@ def test_keys_generate_rotate_list(tmp_path: Path) -> None:
     env = base_env(tmp_path)
     assert run(["keys", "generate"], env, tmp_path).returncode == 0
     before = run(["keys", "list"], env, tmp_path).stdout
-    assert before.count("current") == 2 and "PRIVATE" not in before
+    assert before.count("current") == 3 and "PRIVATE" not in before  # token, code, trust
     r = run(["keys", "rotate", "--purpose", "token"], env, tmp_path)
     assert r.returncode == 0, r.stderr
     after = run(["keys", "list"], env, tmp_path).stdout

@@ -59,3 +59,25 @@ async def test_signed_jws_of_the_gm_suite_verify_with_the_jwks_sm2_key(gm_op: OP
     assert jwt.decode(receipt, Sm2JwsAlgorithm.from_jwk(key), algorithms=["SM2"],
                       options={"verify_aud": False})["jti"] == "x"
     assert gm_op.gw.app[CORE].id_token_ring is not None
+
+
+async def test_consent_receipt_is_sm2_signed_under_gm(make_gateway: GatewayFactory) -> None:
+    """A consent authorised at a gm gateway: its receipt (GET /v1/consents/{id}) is an SM2 JWS
+    that verifies with the JWKS's SM2 key, and only untouched."""
+    from tests.consents.conftest import POLICE_RP, Api, bearer
+    from tests.consents.test_app_flow_and_refusals import _authorised
+
+    api = Api(await make_gateway(crypto_suite="gm"))
+    _, rp, cid = await _authorised(api)
+    r = await api.c.get(f"/v1/consents/{cid}", headers=bearer(rp))
+    receipt = (await r.json())["consent_receipt"]
+    header = jwt.get_unverified_header(receipt)
+    assert header["alg"] == "SM2"
+    jwks = await (await api.c.get("/.well-known/jwks.json")).json()
+    key = Sm2JwsAlgorithm.from_jwk(next(k for k in jwks["keys"] if k["kid"] == header["kid"]))
+    claims = jwt.decode(receipt, key, algorithms=["SM2"])
+    assert (claims["consent_id"], claims["recipient"]) == (cid, POLICE_RP)
+    head, payload, sig = receipt.split(".")
+    with pytest.raises(jwt.InvalidSignatureError):
+        jwt.decode(f"{head}.{payload}.{sig[:-4]}AAAA", key, algorithms=["SM2"])
+    assert api.service.verify_receipt(receipt, POLICE_RP)["consent_id"] == cid

@@ -1,0 +1,3 @@
+from gateway_gate.cli import main
+
+raise SystemExit(main())
