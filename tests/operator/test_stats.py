@@ -202,3 +202,29 @@ async def test_records_in_the_record_store_are_rolled_up(gw: Gateway) -> None:
         metro = groups[("500103", "metro", "ykm")]
         assert (metro["scans"], metro["allows"], metro["distinct_residents"]) == (3, 3, 2)
         assert groups[("500103", "metro", "none")]["deny_reasons"] == {"malformed": 1}
+
+
+async def test_real_verifications_reach_the_statistics(gw: Gateway) -> None:
+    """Through the gate path: each decision is a transaction record (outbox → exporter →
+    record store), rolled up by the follower."""
+    import asyncio
+
+    from tests.codes.conftest import METRO_GATE, demo_person, issue, resident_token, verify
+
+    token = resident_token(gw, await demo_person(gw))
+    gate = await gw.client_token(METRO_GATE)
+    for i in range(3):
+        code = (await (await issue(gw, token)).json())["code"]
+        _, ans = await verify(gw, gate, code, "metro", request_id=f"rv-{i}")
+        assert ans["decision"] == "allow"
+    ah = bootstrap(gw)
+    deadline = time.monotonic() + 10  # the exporter drains the outbox, then the roll-up
+    while True:
+        r = await gw.client.get("/admin/v1/stats/usage?group_by=district,scene,face",
+                                headers=ah)
+        groups = {(g["district"], g["scene"], g["face"]): g for g in (await r.json())["groups"]}
+        if ("500103", "metro", "ykm") in groups or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.2)
+    metro = groups[("500103", "metro", "ykm")]
+    assert (metro["scans"], metro["allows"], metro["distinct_residents"]) == (3, 3, 1)
