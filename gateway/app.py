@@ -215,6 +215,7 @@ def demo_clients(settings: Settings, now: float) -> list[Client]:
             jwks=(cred["public_jwk"],) if "public_jwk" in cred else (),
             scopes=tuple(c.get("scopes") or DEFAULT_SCOPES[kind]),
             sector=c.get("sector", ""), redirect_uris=tuple(c.get("redirect_uris") or ()),
+            post_logout_redirect_uris=tuple(c.get("post_logout_redirect_uris") or ()),
             scene=c.get("scene"), operator=c.get("operator"), created_at=now))
     return out
 
@@ -622,6 +623,8 @@ def _mount_sandbox(app: web.Application, settings: Settings) -> None:
                 if kind == "rp":   # what a newcomer needs to log in and ask for consent
                     from gateway.web import consents as _consents
                     entry["redirect_uris"] = list(c.get("redirect_uris") or ())
+                    entry["post_logout_redirect_uris"] = list(
+                        c.get("post_logout_redirect_uris") or ())
                     entry["certificate_types"] = sorted(
                         app[_consents.CONSENTS].policy.allowed_types(c["client_id"]))
                 cred = secrets_.get(c["client_id"], {})
@@ -776,7 +779,8 @@ async def _devices_ctx(app: web.Application) -> AsyncIterator[None]:
     service = DeviceService(
         store=store, single_use=core.single_use, code_ring=core.code_ring,
         # signed like the trust list and the card deny-list: by the trust-list key gates pin
-        token_ring=core.trust_ring, holder=core.data_keys.code_holder,
+        signing_ring=core.trust_ring, list_max_age_s=s.deny_list_max_age_s,
+        holder=core.data_keys.code_holder,
         challenge_key=derive(master, "device-challenge"), clock=core.clock,
         cert_ttl_s=s.device_cert_ttl_s, max_devices=s.devices_max, flags_of=flags_of,
         suspended=identity.is_person_suspended)

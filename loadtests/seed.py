@@ -111,11 +111,14 @@ def issue_device_codes(keys: GatewayKeys, n: int, person_id: str, lifetime_s: in
     serial = os.urandom(12)
     flags = seal_attributes(dict(attributes)) if attributes is not None else 0
     holder, sealed = HolderCipher(keys.data_keys.code_holder_key).seal(person_id, serial, flags)
+    # not before the code key itself (its trust-list nbf): a bench whose keys are under a
+    # minute old otherwise made certificates that every gate refused as unknown_issuer
+    not_before = max(now - 60, int(keys.code_ring.current().created_at))
     cert = encode_certificate(
         signer=keys.code_signer(), device_alg=device_alg,
         device_key=normalise_device_key(device_alg, _raw(phone.signer.public_key())),
-        serial=serial, holder=holder, flags=sealed, not_before=now - 60,
-        not_after=now + 86400 - 60)
+        serial=serial, holder=holder, flags=sealed, not_before=not_before,
+        not_after=not_before + 86400)
     return [encode_yk2(certificate=cert, issued_at=now, lifetime_s=lifetime_s, counter=i,
                        signer=phone.signer) for i in range(1, n + 1)]
 

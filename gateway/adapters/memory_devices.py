@@ -60,7 +60,7 @@ class MemoryDeviceStore:
     async def revoke_serials(self, serials: Sequence[tuple[str, int]], now: float) -> int:
         async with self._lock:
             if serials:
-                self._version += 1
+                self._version = max(int(now * 1000), self._version + 1)
                 for serial, not_after in serials:
                     if serial not in self._log:
                         self._log[serial] = RevokedSerial(serial, int(not_after), self._version)

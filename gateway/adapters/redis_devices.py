@@ -9,8 +9,10 @@ Keys (prefix ``gw:`` by default):
   removed key is never certified again for that person.
 * ``<p>{device-revocations}:log`` — HASH serial → not_after; ``…:by-version`` and
   ``…:by-expiry`` — ZSETs of serials scored by log version and by not_after; ``…:version`` —
-  the log version. One hash tag, so each script runs on one Redis Cluster slot. Entries go
-  when their certificate's window (plus a minute) has passed.
+  the log version: the change's time in ms, or the previous version + 1 when that is not
+  larger (it keeps growing across a store that lost its data, as the card deny-list's).
+  One hash tag, so each script runs on one Redis Cluster slot. Entries go when their
+  certificate's window (plus a minute) has passed.
 
 Times are the gateway clock's (passed in). Nothing is retried: a lost connection fails the
 call (the enrolment answers 503, nothing half-written matters: see DeviceService.remove).
@@ -69,9 +71,10 @@ return raw
 
 REVOKE_LUA = """
 local v = tonumber(redis.call('GET', KEYS[4]) or '0')
-if #ARGV > 1 then
-  v = redis.call('INCR', KEYS[4])
-  for i = 2, #ARGV, 2 do
+if #ARGV > 2 then
+  v = math.max(tonumber(ARGV[2]), v + 1)
+  redis.call('SET', KEYS[4], v)
+  for i = 3, #ARGV, 2 do
     if redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1]) == 1 then
       redis.call('ZADD', KEYS[2], v, ARGV[i])
       redis.call('ZADD', KEYS[3], tonumber(ARGV[i + 1]), ARGV[i])
@@ -145,7 +148,7 @@ class RedisDeviceStore:
         return None if got is None else DeviceRecord.from_json(json.loads(got))
 
     async def revoke_serials(self, serials: Sequence[tuple[str, int]], now: float) -> int:
-        args: list[Any] = [now - REVOCATION_GRACE_S]
+        args: list[Any] = [now - REVOCATION_GRACE_S, int(now * 1000)]
         for serial, not_after in serials:
             args += [serial, int(not_after)]
         return int(await self._revoke(keys=self._log_keys, args=args))

@@ -108,7 +108,9 @@ class StoreEpoch:
         while True:
             await asyncio.sleep(TICK_S)
             with contextlib.suppress(Exception):  # a store fault: the gate path answers 503
-                await self.guard()
+                # shielded: cancelling the ticker (stop) must not cancel the verdict that this
+                # tick's claims share
+                await asyncio.shield(self.guard())
 
     # ---------------------------------------------------------------- the gate path
 

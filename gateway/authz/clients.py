@@ -55,6 +55,8 @@ class Client:
     scopes: tuple[str, ...] = ()
     sector: str = ""
     redirect_uris: tuple[str, ...] = ()
+    #: OIDC RP-Initiated Logout 1.0 §3.1: where the browser may be sent back after logout.
+    post_logout_redirect_uris: tuple[str, ...] = ()
     scene: str | None = None
     operator: str | None = None
     disabled: bool = False
@@ -92,6 +94,7 @@ class Client:
         d["jwks"] = list(self.jwks)
         d["scopes"] = list(self.scopes)
         d["redirect_uris"] = list(self.redirect_uris)
+        d["post_logout_redirect_uris"] = list(self.post_logout_redirect_uris)
         return d
 
     @classmethod
@@ -102,6 +105,7 @@ class Client:
             secret_hash=d.get("secret_hash"), jwks=tuple(d.get("jwks") or ()),
             scopes=tuple(d.get("scopes") or DEFAULT_SCOPES[d["kind"]]),
             sector=d.get("sector") or "", redirect_uris=tuple(d.get("redirect_uris") or ()),
+            post_logout_redirect_uris=tuple(d.get("post_logout_redirect_uris") or ()),
             scene=d.get("scene"), operator=d.get("operator"),
             disabled=bool(d.get("disabled", False)), created_at=float(d.get("created_at", 0.0)),
             require_pushed_authorization_requests=bool(

@@ -509,11 +509,14 @@ def left_hash(value: str, alg: str) -> str:
 
 def id_token_claims(*, issuer: str, sub: str, client_id: str, now: int, auth_time: int,
                     nonce: str | None, access_token: str, alg: str,
-                    ttl_s: int = ID_TOKEN_TTL_S) -> dict[str, Any]:
-    """OIDC Core §2: iss, sub, aud, exp, iat, auth_time, nonce, azp, at_hash."""
+                    ttl_s: int = ID_TOKEN_TTL_S, sid: str | None = None) -> dict[str, Any]:
+    """OIDC Core §2: iss, sub, aud, exp, iat, auth_time, nonce, azp, at_hash; `sid` (the
+    grant, OIDC Back-Channel Logout §2.1) names what RP-initiated logout ends."""
     claims: dict[str, Any] = {"iss": issuer, "sub": sub, "aud": client_id, "azp": client_id,
                               "iat": now, "exp": now + ttl_s, "auth_time": auth_time,
                               "at_hash": left_hash(access_token, alg)}
+    if sid is not None:
+        claims["sid"] = sid
     if nonce is not None:
         claims["nonce"] = nonce
     return claims

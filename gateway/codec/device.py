@@ -50,6 +50,7 @@ from .sm2 import Sm2PublicKey, compress_point, decompress_point
 __all__ = [
     "CERT_CONTEXT",
     "DEVICE_ALGS",
+    "DEVICE_DENY_LIST_TYP",
     "ISSUER_ALGS",
     "MAX_CERT_TTL_S",
     "MAX_DEVICE_KEY_LEN",
@@ -69,6 +70,8 @@ __all__ = [
 
 VERSION: Final = 1
 CERT_CONTEXT: Final = b"YKDC1:"
+#: ``typ`` of the signed device deny-list (docs/devices.md), beside the card deny-list's.
+DEVICE_DENY_LIST_TYP: Final = "device-deny-list+jwt"
 MAX_CERT_TTL_S: Final = 86400
 SERIAL_LEN: Final = 12
 HOLDER_LEN: Final = 16

@@ -25,7 +25,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 import secrets
 import struct
 from collections.abc import Awaitable, Callable, Sequence
@@ -43,10 +42,12 @@ from gateway.codec import (
     normalise_device_key,
     signer_for,
 )
-from gateway.codec.device import device_alg
+from gateway.codec.device import DEVICE_DENY_LIST_TYP, device_alg
+from gateway.codec.jws import canonical_json
+from gateway.codec.jws import sign_compact as jws_sign
 from gateway.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from gateway.ports import SingleUse
-from gateway.services.trustlist import sign_compact
+from gateway.services.trustlist import document_signer
 
 __all__ = [
     "POP_CONTEXT",
@@ -67,7 +68,6 @@ CHALLENGE_TTL_S: Final = 120
 _CHALLENGE: Final = struct.Struct(">16sI16s")
 #: revoked serials stay listed this long past their certificate's not-after (clock skew).
 REVOCATION_GRACE_S: Final = 60
-REVOCATIONS_TYP: Final = "device-revocations+jwt"
 
 
 def _b64u(data: bytes) -> str:
@@ -144,7 +144,8 @@ class DeviceStore(Protocol):
 
     async def revoke_serials(self, serials: Sequence[tuple[str, int]], now: float) -> int:
         """Append serials (hex, not_after) to the revocation log and drop entries past
-        their window; the log's new version (unchanged when ``serials`` is empty)."""
+        their window; the log's new version — the time in ms, or the last version + 1 when
+        that is not larger (unchanged when ``serials`` is empty)."""
         ...
 
     async def revocations(self, since: int, now: float) -> tuple[int, list[RevokedSerial]]:
@@ -216,13 +217,15 @@ class DeviceService:
     def __init__(self, *, store: DeviceStore, single_use: SingleUse,
                  code_ring: Callable[[], KeyRing], holder: Sealer, challenge_key: bytes,
                  clock: Clock, cert_ttl_s: int, max_devices: int,
-                 token_ring: Callable[[], KeyRing] | None = None,
+                 signing_ring: Callable[[], KeyRing] | None = None,
+                 list_max_age_s: int = 86_400,
                  flags_of: Callable[[str], Awaitable[int]] | None = None,
                  suspended: Callable[[str], bool] | None = None) -> None:
         self._store = store
         self._once = single_use
         self._ring = code_ring
-        self._token_ring = token_ring
+        self._signing_ring = signing_ring
+        self.list_max_age_s = list_max_age_s
         self._holder = holder
         self._mac = hmac.new(challenge_key, digestmod=hashlib.sha256)
         self._clock = clock
@@ -392,37 +395,46 @@ class DeviceService:
         view.loaded = True
         return True
 
-    async def revocation_document(self, since: int = 0) -> dict[str, Any]:
-        """The device revocation list (docs/devices.md): full, or the delta after ``since``.
-        ``issued_at`` is the start of the current minute, so every worker builds the same
-        bytes for the same log (one ``ETag``)."""
+    async def revocation_document(self, since: int | None = None) -> dict[str, Any]:
+        """The device deny-list (docs/devices.md "For gate vendors"), in the card deny-list's
+        shape (docs/offline.md §5): ``{"list": "devices", "version", "issued_at",
+        "next_update", "expires_at", "full": true, "entries"}`` or, after ``since``, the delta
+        ``"full": false, "since", "added", "removed"``. Entries are ``{"serial", "not_after"}``:
+        a gate drops one itself once its ``not_after`` has passed, so ``removed`` stays empty.
+        ``issued_at`` is the start of the current minute: every worker builds the same bytes
+        for the same log (one ``ETag``)."""
         now = self._clock.now()
-        since = max(0, since)
-        version, entries = await self._store.revocations(since, now)
-        return {"type": "device-revocations", "version": version, "since": since,
-                "issued_at": int(now) // 60 * 60,
-                "serials": [{"serial": e.serial, "not_after": e.not_after}
-                            for e in sorted(entries, key=_log_order)]}
+        version = (await self._store.revocations(1 << 62, now))[0]
+        full = since is None or since > version
+        version, entries = await self._store.revocations(0 if full else since or 0, now)
+        issued_at = int(now) // 60 * 60
+        doc: dict[str, Any] = {"list": "devices", "version": version, "issued_at": issued_at,
+                               "next_update": issued_at + 60,
+                               "expires_at": issued_at + self.list_max_age_s, "full": full}
+        listed = [{"serial": e.serial, "not_after": e.not_after}
+                  for e in sorted(entries, key=_log_order)]
+        if full:
+            doc["entries"] = listed
+        else:
+            doc.update(since=since, added=listed, removed=[])
+        return doc
 
-    async def signed_revocations(self, since: int = 0) -> tuple[bytes, str, int]:
-        """``(body, ETag, version)``: ``{"revocations": doc, "jws": compact JWS}`` signed with
-        the token key ring like the trust list (``typ: device-revocations+jwt``)."""
-        if self._token_ring is None:
-            raise RuntimeError("no token key ring to sign the revocation list with")
+    async def signed_revocations(self, since: int | None = None) -> tuple[bytes, str, int]:
+        """``(body, ETag, version)``: ``{"deny_list": doc, "jws": compact JWS}`` signed with the
+        trust-list key (the key offline gates pin), ``typ: device-deny-list+jwt``."""
+        if self._signing_ring is None:
+            raise RuntimeError("no trust-list key ring to sign the device deny-list with")
         doc = await self.revocation_document(since)
-        payload = _canonical(doc)
-        jws = sign_compact(self._token_ring().current(), payload, REVOCATIONS_TYP)
-        body = _canonical({"revocations": doc, "jws": jws})
+        payload = canonical_json(doc)
+        jws = jws_sign(document_signer(self._signing_ring().current()), payload,
+                       DEVICE_DENY_LIST_TYP)
+        body = canonical_json({"deny_list": doc, "jws": jws})
         etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
         return body, etag, int(doc["version"])
 
 
 def _log_order(e: RevokedSerial) -> tuple[int, str]:
     return e.version, e.serial
-
-
-def _canonical(obj: Any) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def record_with(record: DeviceRecord, serial: str, not_after: int, now: float) -> DeviceRecord:

@@ -173,6 +173,44 @@ class LoginService:
             raise NotFound("No such login session")
         return s
 
+    # -- RP-initiated logout (OpenID Connect RP-Initiated Logout 1.0) ---------------------------
+    async def end_session(self, params: Mapping[str, str]) -> str | None:
+        """§2-§3: with `id_token_hint` (one of our ID tokens, expired up to the grant's life),
+        end the grant it names (`sid`: the refresh family, and with it the access tokens);
+        `post_logout_redirect_uri` must be registered for the client exactly. The redirect
+        (with `state`) or None for the logged-out page. InvalidRequest for a bad request."""
+        hint, client_id = params.get("id_token_hint"), params.get("client_id")
+        claims: dict[str, Any] | None = None
+        if hint:
+            try:
+                claims = self.signer.verify(hint, audience=None, issuer=self.issuer,
+                                            typ=oidc.ID_TOKEN_TYP.lower(),
+                                            leeway_s=REFRESH_ABSOLUTE_TTL_S,
+                                            require=("iss", "sub", "aud", "iat"))
+            except TokenInvalid:
+                raise InvalidRequest("id_token_hint is not an ID token of ours") from None
+            aud = claims.get("aud")
+            auds = aud if isinstance(aud, list) else [aud]
+            if client_id is None and len(auds) == 1 and isinstance(auds[0], str):
+                client_id = auds[0]
+            if client_id not in auds:
+                raise InvalidRequest("id_token_hint was issued to another client")
+        client = await self.clients.get(client_id) if client_id and len(client_id) <= 128 \
+            else None
+        target = params.get("post_logout_redirect_uri")
+        if target is not None and (client is None
+                                   or target not in client.post_logout_redirect_uris):
+            raise InvalidRequest("post_logout_redirect_uri is not registered for this client")
+        sid = claims.get("sid") if claims else None
+        if isinstance(sid, str) and client is not None:
+            fam = await self.refresh.get(sid)
+            if fam is not None and fam.client_id == client.client_id:
+                await self.refresh.revoke(sid, REFRESH_ABSOLUTE_TTL_S)
+                log.info("logout.rp_initiated", client_id=client.client_id)
+        if target is None:
+            return None
+        return add_query(target, {"state": params.get("state")})
+
     # -- pushed authorization requests (RFC 9126) -----------------------------------------------
     async def push(self, client: Client, form: Mapping[str, str]) -> dict[str, Any]:
         """RFC 9126 §2: validate the request as /authorize would (errors are answered here as
@@ -332,7 +370,7 @@ class LoginService:
                                   sealed_person=sealed, sid=family_id, jkt=jkt)
         id_token = self.signer.sign(oidc.id_token_claims(
             issuer=self.issuer, sub=sub, client_id=client.client_id, now=int(self.now()),
-            auth_time=auth_time, nonce=nonce, access_token=at, alg=self.alg()),
+            auth_time=auth_time, nonce=nonce, access_token=at, alg=self.alg(), sid=family_id),
             typ=oidc.ID_TOKEN_TYP)
         return bearer_response(at, self.access_ttl_s, scopes, jkt, refresh_token=refresh_token,
                                id_token=id_token)

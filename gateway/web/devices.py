@@ -2,7 +2,8 @@
 
 POST /v1/devices/challenge and POST /v1/devices (resident token, scope ``codes:issue``);
 GET /v1/me/devices and DELETE /v1/me/devices/{id} (resident token, scope ``me``);
-GET /v1/revocations/devices (public, like the trust list: signed, ``ETag``/304, ``?since=``).
+GET /v1/revocations/devices (gate token, ``codes:verify``; signed by the trust-list key,
+``ETag``/304, ``?since=`` deltas — the card deny-list's shape, docs/offline.md §5).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ __all__ = ["DEVICES", "add_routes", "devices_ctx"]
 log = structlog.get_logger("gateway.devices")
 
 DEVICES: Final = web.AppKey("devices", DeviceService)
-REVOCATIONS_MAX_AGE_S: Final = 30
+MAX_VERSION: Final = 2**63 - 1  # docs/openapi.yaml: the `since` parameter's maximum
 REFRESH_EVERY_S: Final = 1.0
 
 
@@ -69,11 +70,16 @@ async def remove_device(request: web.Request) -> web.StreamResponse:
 
 
 async def revocations(request: web.Request) -> web.StreamResponse:
-    raw = request.query.get("since", "0")
-    if not raw.isdigit() or len(raw) > 12:
-        raise InvalidRequest("since must be a non-negative integer (a list version)")
-    body, etag, _ = await request.app[DEVICES].signed_revocations(int(raw))
-    headers = {"ETag": etag, "Cache-Control": f"public, max-age={REVOCATIONS_MAX_AGE_S}"}
+    """The device deny-list for gates (gate token, ``codes:verify``), like the card one."""
+    await principal(request, kinds=("gate",), scope="codes:verify")
+    raw = request.query.get("since")
+    if raw is not None and (not raw.isascii() or not raw.isdigit() or len(raw) > 19
+                            or int(raw) > MAX_VERSION):
+        raise InvalidRequest("since must be a version number (an integer 0 to 2^63-1)")
+    body, etag, _ = await request.app[DEVICES].signed_revocations(
+        None if raw is None else int(raw))
+    # private: gates may cache it, shared caches may not (it is for authenticated gates)
+    headers = {"ETag": etag, "Cache-Control": "private, no-cache", "Vary": "Authorization"}
     inm = request.headers.get("If-None-Match")
     if inm is not None and (inm.strip() == "*" or etag in [t.strip() for t in inm.split(",")]):
         return web.Response(status=304, headers=headers)

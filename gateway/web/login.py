@@ -19,7 +19,7 @@ from aiohttp import web
 from gateway.authz import oidc
 from gateway.authz.oidc import AuthorizeError
 from gateway.authz.tokens import TokenInvalid
-from gateway.errors import InvalidRequest, OAuthError, RateLimited
+from gateway.errors import GatewayError, InvalidRequest, OAuthError, RateLimited
 from gateway.qr import render_png
 from gateway.services.login import LoginService, add_query
 from gateway.web.http import (
@@ -172,6 +172,43 @@ async def par(request: web.Request) -> web.StreamResponse:
                              headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
 
 
+#: RP-Initiated Logout parameters and their longest accepted values (docs/openapi.yaml).
+LOGOUT_LIMITS = {"id_token_hint": 2048, "client_id": 128, "post_logout_redirect_uri": 1024,
+                 "state": 256, "ui_locales": 64}
+
+
+async def end_session(request: web.Request) -> web.StreamResponse:
+    """OpenID Connect RP-Initiated Logout 1.0 §2: GET (query) or POST (form)."""
+    try:
+        await enforce_ip_limit(request, "login_ip")
+    except RateLimited as exc:
+        return _error_page(429, "Too many requests from this address; try again later.",
+                           exc.headers)
+    if request.method == "POST":
+        try:   # a browser page: every answer is HTML, a bad body too
+            params = dict(await read_form(request)) if request.can_read_body else {}
+        except GatewayError as exc:
+            return _error_page(exc.status if exc.status < 500 else 400,
+                               "The logout request is not valid")
+    else:
+        if any(len(request.query.getall(k)) > 1 for k in request.query.keys()):
+            return _error_page(400, "A parameter is repeated")
+        params = dict(request.query)
+    if any(len(params.get(k) or "") > n for k, n in LOGOUT_LIMITS.items()) \
+            or any(len(v) > 256 for k, v in params.items() if k not in LOGOUT_LIMITS):
+        return _error_page(400, "A parameter is too long")
+    try:
+        target = await request.app[LOGIN].end_session(params)
+    except InvalidRequest as exc:   # never redirected to an unchecked URI
+        return _error_page(400, exc.detail or "The logout request is not valid")
+    if target is not None:
+        return no_store(web.Response(status=302, headers={"Location": target}))
+    nonce = secrets.token_urlsafe(16)
+    body = ("<main><h1>已退出登录 · Logged out</h1>"
+            "<p>您已退出该应用的登录。You are logged out of the application.</p></main>")
+    return _page(200, "Logged out", body, nonce)
+
+
 async def poll(request: web.Request) -> web.StreamResponse:
     body = await request.app[LOGIN].poll(request.match_info["id"], request.cookies.get(COOKIE))
     return no_store(web.json_response(body))
@@ -241,6 +278,8 @@ SESSION_ID = "{id:(?!scan$)[^/]+}"
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/oauth2/authorize", authorize)
     app.router.add_post("/oauth2/par", par)
+    app.router.add_get("/oauth2/logout", end_session)
+    app.router.add_post("/oauth2/logout", end_session)
     app.router.add_get("/oauth2/userinfo", userinfo)
     app.router.add_post("/oauth2/userinfo", userinfo)
     app.router.add_post("/v1/login-sessions/scan", scan)

@@ -1,6 +1,7 @@
 """The gate's HTTP client (standard library only: urllib), CONTRACT "Offline gates":
 a gate token by ``client_credentials`` (``client_secret_basic``, RFC 6749 §2.3.1), then
-GET /v1/trust-list, GET /v1/revocations/cards and POST /v1/gates/offline-scans.
+GET /v1/trust-list, GET /v1/revocations/cards, GET /v1/revocations/devices and
+POST /v1/gates/offline-scans.
 
 A connection that fails, times out or answers 5xx is :class:`Offline` (try later); any other
 refusal is :class:`GateError` with the problem's ``code``.
@@ -91,6 +92,12 @@ class GatewayClient:
     def deny_list(self, since: int | None = None, etag: str | None = None) -> Response:
         headers = {"If-None-Match": etag} if etag else {}
         path = "/v1/revocations/cards" + (f"?since={since}" if since is not None else "")
+        return _expect(self._authed("GET", path, headers=headers), (200, 304))
+
+    def device_list(self, since: int | None = None, etag: str | None = None) -> Response:
+        """GET /v1/revocations/devices: the device deny-list (docs/devices.md)."""
+        headers = {"If-None-Match": etag} if etag else {}
+        path = "/v1/revocations/devices" + (f"?since={since}" if since is not None else "")
         return _expect(self._authed("GET", path, headers=headers), (200, 304))
 
     def upload(self, scans: list[dict[str, Any]]) -> list[dict[str, Any]]:

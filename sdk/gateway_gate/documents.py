@@ -10,6 +10,7 @@ pinned key (each new key signed by the one before it); the gate then pins the ne
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,9 @@ from gateway.codec.offline import DENY_LIST_TYP, TRUST_LIST_TYP, CardHash, follo
 from gateway.codec.sm2 import Sm2Unavailable
 
 from .errors import GateError
+
+#: The SDK logs through the standard library (no server dependencies); names only, never keys.
+log = logging.getLogger("gateway_gate")
 
 __all__ = ["DenyList", "ScenePolicy", "TrustList", "parse_deny_list", "parse_trust_list"]
 
@@ -120,7 +124,12 @@ def parse_trust_list(raw: bytes, pinned: JwsKey) -> tuple[TrustList, JwsKey]:
         for jwk in issuer["keys"]:
             try:
                 vk = VerificationKey.from_jwk(jwk)
-            except (ValueError, TypeError):
+            except (ValueError, TypeError, AttributeError):
+                # e.g. a curve this SDK does not implement: skipped, and named (docs §5)
+                named = jwk if isinstance(jwk, dict) else {}
+                log.warning("trust_list.key_ignored issuer=%s kid=%s kty=%s crv=%s",
+                            str(issuer.get("issuer"))[:32], str(named.get("kid"))[:32],
+                            str(named.get("kty"))[:16], str(named.get("crv"))[:16])
                 continue
             if vk.issuer == issuer.get("issuer"):
                 keys[(vk.issuer, vk.kid)] = vk

@@ -9,6 +9,7 @@ State directory (0700; files 0600)::
     trust-list.json    the last trust list accepted (re-verified at every start), and its
                        ETag (trust-list.etag) for If-None-Match
     deny-list.json     the card deny-list held (full list merged with the deltas after it)
+    device-deny-list.json  the device deny-list held (YK2: codes; devices.py)
     replay.log         the replay cache's entries (live ones are read back at start)
     journal.log        every scan, append-only (journal.py)
     upload.cursor      how far the journal has been uploaded (byte offset)
@@ -32,6 +33,7 @@ from gateway.codec.registry import MAX_CODE_LEN, trim_scan
 from gateway.codec.sm2 import Sm2Unavailable
 
 from .client import GatewayClient
+from .devices import DeviceDenyList, parse_device_deny_list
 from .documents import DenyList, TrustList, parse_deny_list, parse_trust_list
 from .errors import GateError
 from .journal import Journal
@@ -92,6 +94,8 @@ class SyncReport:
     deny_list_version: int
     deny_list_entries: int
     anchor_kid: str
+    device_list_version: int = 0
+    device_list_entries: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -129,6 +133,8 @@ class Gate:
         self.trust: TrustList | None = None
         self.deny: DenyList | None = None
         self._deny_etag: str | None = None
+        self.devices: DeviceDenyList | None = None
+        self._devices_etag: str | None = None
         self._load_documents()
         now = clock()
         self.replay = ReplayCache(self.dir / "replay.log", now, sync=durable)
@@ -155,7 +161,7 @@ class Gate:
             "base_url": base_url.rstrip("/"), "client_id": client_id,
             "client_secret": client_secret, "scene": scene}, indent=1).encode())
         _write_atomic(d / "anchor.jwk", json.dumps(key.to_jwk(), sort_keys=True).encode())
-        for stale in ("trust-list.json", "deny-list.json"):
+        for stale in ("trust-list.json", "deny-list.json", "device-deny-list.json"):
             (d / stale).unlink(missing_ok=True)
 
     def _load_documents(self) -> None:
@@ -174,6 +180,14 @@ class Gate:
                 self._deny_etag = held.get("etag")
             except (ValueError, KeyError, TypeError, GateError):
                 self.deny = None
+        dev_file = self.dir / "device-deny-list.json"
+        if dev_file.exists():
+            try:
+                held = json.loads(dev_file.read_text("utf-8"))
+                self.devices = DeviceDenyList.from_json(held["list"])
+                self._devices_etag = held.get("etag")
+            except (ValueError, KeyError, TypeError, AttributeError, GateError):
+                self.devices = None
 
     def _pin(self, signer: JwsKey) -> None:
         if signer.kid != self.anchor.kid:
@@ -190,10 +204,7 @@ class Gate:
         etag = etag_file.read_text("utf-8") if etag_file.exists() and self.trust else None
         r = self.client.trust_list(etag)
         if r.status == 304 and self.trust is not None:
-            self._sync_deny_list()
-            assert self.deny is not None
-            return SyncReport(self.trust.version, False, self.deny.version,
-                              len(self.deny.entries), self.anchor.kid)
+            return self._sync_lists(False)
         tl, signer = parse_trust_list(r.body, self.anchor)
         held = self.trust
         if held is not None and (tl.version < held.version or (
@@ -207,10 +218,37 @@ class Gate:
         new_etag = {k.lower(): v for k, v in r.headers.items()}.get("etag")
         if new_etag:
             _write_atomic(etag_file, new_etag.encode())
+        return self._sync_lists(changed)
+
+    def _sync_lists(self, trust_list_changed: bool) -> SyncReport:
+        """The card deny-list and the device deny-list, whatever the trust list did."""
         self._sync_deny_list()
-        assert self.trust is not None and self.deny is not None
-        return SyncReport(self.trust.version, changed, self.deny.version,
-                          len(self.deny.entries), self.anchor.kid)
+        self._sync_device_list()
+        assert self.trust is not None and self.deny is not None and self.devices is not None
+        return SyncReport(self.trust.version, trust_list_changed, self.deny.version,
+                          len(self.deny.entries), self.anchor.kid, self.devices.version,
+                          len(self.devices.entries))
+
+    def _sync_device_list(self) -> None:
+        """The device deny-list, as the card one: a delta from the version held, else full."""
+        held = self.devices
+        since = held.version if held is not None else None
+        r = self.client.device_list(since, self._devices_etag if held is not None else None)
+        if r.status == 304:
+            return
+        try:
+            new = parse_device_deny_list(r.body, self.anchor, held)
+        except GateError as exc:
+            if exc.code != "document_invalid" or held is None:
+                raise
+            r = self.client.device_list(None)
+            new = parse_device_deny_list(r.body, self.anchor, held)
+        if self.trust is not None:
+            new.prune(self._clock(), self.trust.code_max_skew_s)
+        etag = {k.lower(): v for k, v in r.headers.items()}.get("etag")
+        _write_atomic(self.dir / "device-deny-list.json",
+                      json.dumps({"list": new.to_json(), "etag": etag}).encode())
+        self.devices, self._devices_etag = new, etag
 
     def _sync_deny_list(self) -> None:
         held = self.deny
@@ -241,6 +279,17 @@ class Gate:
                             f"refuses to verify until it syncs")
         return tl
 
+    def _fresh_devices(self, now: float) -> DeviceDenyList:
+        dl = self.devices
+        if dl is None:
+            raise GateError("no_device_list", "this gate holds no device deny-list: sync "
+                                              "first (YK2: codes are refused until then)")
+        if now > dl.expires_at:
+            raise GateError("device_list_expired",
+                            f"the device deny-list expired at {rfc3339(dl.expires_at)}: this "
+                            f"gate refuses YK2: codes until it syncs")
+        return dl
+
     def verify_code(self, code: str, *, now: float | None = None) -> ScanResult:
         """Verify a scanned code offline (docs/code-format.md §6), the scene's policy from the
         trust list, the replay cache; journal the scan. Fails closed (GateError, nothing
@@ -264,6 +313,9 @@ class Gate:
             key = ReplayCache.key(claims.issuer, claims.kid, claims.nonce)
             if not scene.permits(claims.face, claims.region):
                 reason = "scene_not_permitted"
+            elif claims.device is not None and self._fresh_devices(t).is_revoked(
+                    claims.device.serial):
+                reason = "revoked"  # a removed phone, a suspended resident (docs/devices.md)
             elif self.replay.seen(key, t):
                 reason = "replayed"
             else:
@@ -366,6 +418,10 @@ class Gate:
             "deny_list": None if dl is None else {
                 "version": dl.version, "entries": len(dl.entries),
                 "expires_at": rfc3339(dl.expires_at), "usable": t <= dl.expires_at},
+            "device_deny_list": None if self.devices is None else {
+                "version": self.devices.version, "entries": len(self.devices.entries),
+                "expires_at": rfc3339(self.devices.expires_at),
+                "usable": t <= self.devices.expires_at},
             "replay_cache": len(self.replay), "pending_upload": self.pending(),
             "journal_damaged_lines": self.journal.damaged}
 

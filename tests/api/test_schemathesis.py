@@ -40,6 +40,8 @@ REJECTED = ["400", "401", "403", "404", "405", "406", "409", "413", "415", "422"
 SEMANTIC_REFUSALS = [
     (("postToken", "postRevoke", "postIntrospect", "postPushedAuthorizationRequest"), "400",
      "RFC 6749 5.2: every grant error (invalid_grant, invalid_scope, ...) is 400"),
+    (("getEndSession", "postEndSession"), "400",
+     "RP-Initiated Logout: a hint that is not our ID token, an unregistered target: 400 page"),
     (("getAuthorize",), "400",
      "RFC 6749 4.1.2.1: an unknown client or unregistered redirect URI is a 400 page"),
     (("verifyCode", "verifyCard"), "400", "CONTRACT: a scene not in the catalogue is 400"),

@@ -118,6 +118,10 @@ def test_problem_codes_are_the_contracts_and_the_error_tree_has_each() -> None:
             problem.validate(bad)
 
 
+#: What a browser is sent to: errors are HTML pages there, never JSON.
+BROWSER_PAGES = ("/oauth2/authorize", "/oauth2/logout")
+
+
 def test_error_media_types_follow_the_contract(spec: dict[str, Any]) -> None:
     """RFC 9457 problem+json off /oauth2/, RFC 6749 error JSON on it (5xx problem+json
     everywhere); every protected operation documents 401, every 429 carries Retry-After."""
@@ -130,7 +134,7 @@ def test_error_media_types_follow_the_contract(spec: dict[str, Any]) -> None:
                 headers = response["headers"]
                 assert resolve(rptr + "/headers/Retry-After")[0]["required"] is True
                 del headers
-            if not status.startswith(("4", "5")) or path == "/oauth2/authorize":
+            if not status.startswith(("4", "5")) or path in BROWSER_PAGES:
                 continue
             if path.startswith("/oauth2/") and not status.startswith("5"):
                 schema = content["application/json"]["schema"]

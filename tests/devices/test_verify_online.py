@@ -7,8 +7,8 @@ import base64
 import json
 import os
 import secrets
+from typing import Any
 
-import jwt
 import pytest
 
 from gateway.app import CORE
@@ -139,11 +139,8 @@ async def test_removed_device_is_revoked_at_once_and_listed(gw: Gateway) -> None
     for code in (pending, phone.make_code()):
         _, body = await verify(gw, gate, code, "metro")
         assert (body["decision"], body["reason"]) == ("deny", "revoked")
-    r = await gw.client.get("/v1/revocations/devices")
-    assert r.status == 200 and r.headers["ETag"]
-    doc = await r.json()
-    serials = [s["serial"] for s in doc["revocations"]["serials"]]
-    assert serials == [answer["serial"]]
+    doc = await _deny_list(gw, gate)
+    assert [e["serial"] for e in doc["entries"]] == [answer["serial"]]
     # the removed key cannot come back (a stolen phone still holding the app's session)
     with pytest.raises(PhoneError, match="403"):
         await phone.enrol(gw.client, token)
@@ -186,43 +183,71 @@ async def test_suspended_person_is_revoked_online_and_on_the_list(gw: Gateway) -
     await gw.app[IDENTITY].suspend(pid)
     _, body = await verify(gw, gate, phone.make_code(), "metro")
     assert body["reason"] == "revoked"
-    doc = await (await gw.client.get("/v1/revocations/devices")).json()
-    assert answer["serial"] in [s["serial"] for s in doc["revocations"]["serials"]]
+    doc = await _deny_list(gw, gate)
+    assert answer["serial"] in [e["serial"] for e in doc["entries"]]
 
 
-async def test_revocation_list_is_signed_versioned_with_etag_and_deltas(gw: Gateway) -> None:
-    r = await gw.client.get("/v1/revocations/devices")
-    empty = await r.json()
-    assert empty["revocations"]["version"] == 0 and empty["revocations"]["serials"] == []
+async def _deny_list(gw: Gateway, gate: str, query: str = "") -> dict[str, Any]:
+    r = await gw.client.get("/v1/revocations/devices" + query,
+                            headers={"Authorization": f"Bearer {gate}"})
+    assert r.status == 200 and r.headers["ETag"], await r.text()
+    return dict((await r.json())["deny_list"])
+
+
+async def test_device_deny_list_is_signed_versioned_with_etag_and_deltas(gw: Gateway) -> None:
+    """The card deny-list's shape (docs/offline.md §5), signed by the trust-list key."""
+    from gateway.codec.jws import JwsKey
+
+    gate = await gw.client_token(METRO_GATE)
+    empty = await _deny_list(gw, gate)
+    assert (empty["list"], empty["version"], empty["full"], empty["entries"]) == (
+        "devices", 0, True, [])
+    assert empty["expires_at"] - empty["issued_at"] == gw.settings.deny_list_max_age_s
     _, a, token = await enrolled(gw)
     _, b, _ = await enrolled(gw, token=token)
     for dev in (a, b):
         await gw.client.delete(f"/v1/me/devices/{dev['device_id']}",
                                headers={"Authorization": f"Bearer {token}"})
-    r = await gw.client.get("/v1/revocations/devices")
+    auth = {"Authorization": f"Bearer {gate}"}
+    r = await gw.client.get("/v1/revocations/devices", headers=auth)
+    assert r.headers["Cache-Control"] == "private, no-cache"
     full = await r.json()
     etag = r.headers["ETag"]
-    doc = full["revocations"]
-    assert [s["serial"] for s in doc["serials"]] == [a["serial"], b["serial"]]
-    assert doc["version"] == 2 and doc["type"] == "device-revocations"
+    doc = full["deny_list"]
+    assert [e["serial"] for e in doc["entries"]] == [a["serial"], b["serial"]]
+    assert all(e["not_after"] == a["not_after"] or e["not_after"] == b["not_after"]
+               for e in doc["entries"])
+    # versions are ms times that grow
+    assert doc["version"] >= 1_700_000_000_000
     # the JWS is the document, signed by the trust-list key gates pin (docs/offline.md §2),
     # not by a token key of /.well-known/jwks.json
     jwks = await (await gw.client.get("/.well-known/jwks.json")).json()
-    header = jwt.get_unverified_header(full["jws"])
-    assert header["typ"] == "device-revocations+jwt"
+    header = json.loads(base64.urlsafe_b64decode(full["jws"].split(".")[0] + "=="))
     assert header["kid"] not in {k["kid"] for k in jwks["keys"]}
-    anchor = gw.app[CODES].trust.signing_key()
+    anchor: JwsKey = gw.app[CODES].trust.signing_key()
     _, payload = verify_compact(full["jws"], lambda kid: anchor if kid == anchor.kid else None,
-                                "device-revocations+jwt")
+                                "device-deny-list+jwt")
     assert json.loads(payload) == doc
-    r = await gw.client.get("/v1/revocations/devices", headers={"If-None-Match": etag})
+    r = await gw.client.get("/v1/revocations/devices", headers={**auth, "If-None-Match": etag})
     assert r.status == 304
-    delta = await (await gw.client.get("/v1/revocations/devices?since=1")).json()
-    assert [s["serial"] for s in delta["revocations"]["serials"]] == [b["serial"]]
-    assert delta["revocations"]["since"] == 1
-    for bad in ("-1", "x", "1" * 20):
-        r = await gw.client.get(f"/v1/revocations/devices?since={bad}")
+    # a delta after a's version holds b only (a gate drops entries past not_after itself)
+    first = await _deny_list(gw, gate)
+    v_a = first["version"]
+    _, c, _ = await enrolled(gw, token=token)
+    await gw.client.delete(f"/v1/me/devices/{c['device_id']}", headers={
+        "Authorization": f"Bearer {token}"})
+    delta = await _deny_list(gw, gate, f"?since={v_a}")
+    assert (delta["full"], delta["since"], delta["removed"]) == (False, v_a, [])
+    assert [e["serial"] for e in delta["added"]] == [c["serial"]]
+    # a version from the future (a gate that held a list before the store lost it): full
+    assert (await _deny_list(gw, gate, "?since=99999999999999"))["full"] is True
+    for bad in ("-1", "x", "1" * 20, str(2**63)):
+        r = await gw.client.get(f"/v1/revocations/devices?since={bad}", headers=auth)
         assert r.status == 400 and (await r.json())["code"] == "invalid_request"
+    # for gates: no token, a resident's token: refused
+    assert (await gw.client.get("/v1/revocations/devices")).status == 401
+    r = await gw.client.get("/v1/revocations/devices", headers={"Authorization": f"Bearer {token}"})
+    assert r.status == 403
     assert json.dumps(full).find("person") == -1  # no person ids, only random serials
 
 

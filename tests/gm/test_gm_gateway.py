@@ -20,10 +20,8 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 )
 
 from gateway.app import CORE
-from gateway.authz.sm2jws import Sm2JwsAlgorithm
 from gateway.codec import VerificationKey, b45decode, decode, verify_code
 from gateway.codec.sm2 import Sm2PrivateKey, Sm2PublicKey
-from gateway.web.codes import CODES
 from tests.codes.conftest import (
     METRO_GATE,
     Gateway,
@@ -91,17 +89,18 @@ async def test_gm_gateway_issues_sm2_codes_that_verify_online_offline_and_in_ope
     assert decoded.claims.alg == "SM2" and code.startswith("YK1:")
     assert b45decode(code[4:])[1] == 3  # the alg byte
 
-    # offline: the trust list alone (its JWS checked with the SM2 trust-list key a gate pins,
-    # docs/offline.md §2 - not a token key of the JWKS)
+    # offline: the trust list alone, its JWS checked with the pinned trust-list key (SM2)
+    from gateway.codec.jws import JwsKey, verify_compact
+    from gateway.codec.offline import TRUST_LIST_TYP
+    from gateway.web.codes import CODES
+
     body = await _trust_list(g)
     header = jwt.get_unverified_header(body["jws"])
     assert header["alg"] == "SM2"
-    jwks = await (await g.client.get("/.well-known/jwks.json")).json()
-    assert header["kid"] not in {k["kid"] for k in jwks["keys"]}
-    tkey = g.app[CODES].trust.signing_key().to_jwk()
-    assert tkey["kid"] == header["kid"] and (tkey["kty"], tkey["crv"]) == ("EC", "SM2")
-    payload = jwt.api_jws.decode(body["jws"], Sm2JwsAlgorithm.from_jwk(tkey),
-                                 algorithms=["SM2"])
+    anchor = JwsKey.from_jwk(g.app[CODES].trust.signing_key().to_jwk())  # as a gate pins it
+    assert (anchor.to_jwk()["kty"], anchor.to_jwk()["crv"]) == ("EC", "SM2")
+    _, payload = verify_compact(body["jws"], lambda kid: anchor if kid == anchor.kid else None,
+                                TRUST_LIST_TYP)
     assert json.loads(payload) == body["trust_list"]
     keys = _offline_keys(body["trust_list"])
     assert verify_code(code, lambda i, k: keys.get((i, k)), time.time()).alg == "SM2"
@@ -233,3 +232,27 @@ def test_trust_list_entry_with_unknown_curve_is_ignored_and_logged(
     out = capsys.readouterr()
     line = next(x for x in (out.out + out.err).splitlines() if "trust_list.key_ignored" in x)
     assert "cq-k1" in line and "secp256k1" in line
+
+
+def test_gate_sdk_ignores_an_unknown_curve_and_names_it(caplog: pytest.LogCaptureFixture) -> None:
+    """The gate SDK (sdk/gateway_gate) keeps the keys it knows, skips the rest with a log line."""
+    from gateway.codec import Ed25519Signer
+    from gateway.codec.jws import JwsKey, canonical_json, sign_compact
+    from gateway.codec.offline import TRUST_LIST_TYP
+    from gateway_gate import parse_trust_list
+
+    anchor = Ed25519Signer.from_seed(bytes(range(32)))
+    sm2 = VerificationKey.of("essc:CQ", Sm2PrivateKey.generate().public_key(), kid="cq-sm2")
+    odd = dict(sm2.to_jwk(), crv="brainpoolP256r1", kid="cq-bp")
+    now = int(time.time())
+    doc = {"version": now, "issued_at": now, "next_update": now + 3600,
+           "expires_at": now + 86400, "code_max_skew_s": 5, "scenes": [],
+           "issuers": [{"issuer": "essc:CQ", "face": "essc", "keys": [sm2.to_jwk(), odd]}]}
+    raw = canonical_json({"trust_list": doc,
+                          "jws": sign_compact(anchor, canonical_json(doc), TRUST_LIST_TYP)})
+    with caplog.at_level("WARNING", logger="gateway_gate"):
+        tl, _ = parse_trust_list(raw, JwsKey.of(anchor.public_key()))
+    assert tl.lookup("essc:CQ", "cq-sm2") is not None and tl.lookup("essc:CQ", "cq-bp") is None
+    line = next(m for m in (r.getMessage() for r in caplog.records)
+                if "trust_list.key_ignored" in m)
+    assert "cq-bp" in line and "brainpoolP256r1" in line

@@ -96,8 +96,13 @@ async def test_card_tap_reasons(api: Api) -> None:
                           token=gate_token))["reason"] == "malformed"
     assert (await api.tap("CQ100000025", METRO_GATE, METRO, request_id="m2", region="XX",
                           token=gate_token))["reason"] == "malformed"
+    # judged at its scan time (issue 14): two minutes old is a tap an offline gate buffered;
+    # older than GATEWAY_OFFLINE_MAX_S (900 s) is expired
+    buffered = await api.tap("CQ100000025", METRO_GATE, METRO, request_id="b",
+                             scanned_at=now_rfc3339(-120), token=gate_token)
+    assert buffered["reason"] == "ok"
     old = await api.tap("CQ100000025", METRO_GATE, METRO, request_id="e",
-                        scanned_at=now_rfc3339(-120), token=gate_token)
+                        scanned_at=now_rfc3339(-901), token=gate_token)
     assert old["reason"] == "expired"
     assert (await api.tap("CQ100000249", METRO_GATE, METRO, request_id="l",
                           token=gate_token))["reason"] == "revoked"   # seeded lost

@@ -10,7 +10,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import jwt
 import pytest
@@ -18,6 +18,7 @@ import pytest
 from tests.oidc.conftest import JKB, JKB_CB, OP, parse_page
 
 NODE_DIR = Path(__file__).resolve().parent / "node"
+LOGGED_OUT = "http://127.0.0.1:8400/logged-out"
 
 
 async def _run(op: OP, alg: str) -> dict[str, object]:
@@ -26,7 +27,8 @@ async def _run(op: OP, alg: str) -> dict[str, object]:
     assert (NODE_DIR / "node_modules" / "openid-client").is_dir(), \
         "run `npm ci` in tests/oidc/node (script/test does)"
     env = {**os.environ, "ISSUER": op.base, "CLIENT_ID": JKB, "REDIRECT_URI": JKB_CB,
-           "CLIENT_SECRET": op.gw.demo_secret(JKB)["client_secret"], "DPOP_ALG": alg}
+           "CLIENT_SECRET": op.gw.demo_secret(JKB)["client_secret"], "DPOP_ALG": alg,
+           "POST_LOGOUT_URI": LOGGED_OUT}
     proc = await asyncio.create_subprocess_exec(
         node, str(NODE_DIR / "interop.mjs"), cwd=NODE_DIR, env=env,
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
@@ -67,3 +69,20 @@ async def test_openid_client_par_dpop_pkce_userinfo_refresh(op: OP, alg: str) ->
     assert out["again"] == userinfo and out["refreshed_differs"] is True
     claims = jwt.decode(str(out["access_token"]), options={"verify_signature": False})
     assert claims["cnf"]["jkt"]   # the access token openid-client holds is DPoP-bound
+
+
+async def test_openid_client_rp_initiated_logout(op: OP) -> None:
+    """The end-session URL openid-client builds (id_token_hint, post_logout_redirect_uri,
+    state) ends the grant: the browser is sent back with the state, the refresh token and
+    the access token stop working."""
+    out = await _run(op, "ES256")
+    end = urlsplit(str(out["end_session"]))
+    assert f"{end.scheme}://{end.netloc}{end.path}" == f"{op.base}/oauth2/logout"
+    r = await op.c.get(f"{end.path}?{end.query}", allow_redirects=False)
+    assert r.status == 302, await r.text()
+    back = urlsplit(r.headers["Location"])
+    assert f"{back.scheme}://{back.netloc}{back.path}" == LOGGED_OUT
+    assert parse_qs(back.query)["state"] == [out["state"]]
+    r = await op.c.post("/oauth2/introspect", data={"token": str(out["refresh_token"])},
+                        headers={"Authorization": op.gw.basic(JKB)})
+    assert (await r.json()) == {"active": False}

@@ -85,7 +85,11 @@ async def make_gateway(tmp_path: Path, redis_url: str) -> AsyncIterator[GatewayF
         settings = Settings(**{
             "env": "sandbox", "host": "127.0.0.1", "port": port,
             "issuer": f"http://127.0.0.1:{port}", "keys_dir": keys_dir or tmp_path / "keys",
-            "redis_url": redis_url if use_redis else None, **overrides})
+            "redis_url": redis_url if use_redis else None,
+            # behaviour tests, not fault timing: the production default (150 ms) is for a
+            # frozen Redis, and a shared CI box can stall a healthy one that long; the fault
+            # suite (tests/faults/) runs real workers on the default
+            "redis_timeout_s": 1.0, **overrides})
         app = build_app(settings, clock)
         server = TestServer(app, host="127.0.0.1", port=port)
         client = TestClient(server)

@@ -1,5 +1,6 @@
 // openid-client (a certified OpenID Connect relying party library) against the gateway:
-// discovery, PAR + PKCE S256 + DPoP code flow, ID token validation, DPoP userinfo, DPoP refresh.
+// discovery, PAR + PKCE S256 + DPoP code flow, ID token validation, DPoP userinfo, DPoP refresh,
+// and the RP-initiated logout URL.
 // Driven by tests/oidc/test_openid_client.py: this prints {"authorize": url} on stdout, reads
 // the redirect the browser was sent to on stdin, then prints the results as one JSON line.
 import * as client from 'openid-client'
@@ -35,9 +36,14 @@ const claims = tokens.claims()
 const userinfo = await client.fetchUserInfo(config, tokens.access_token, claims.sub, { DPoP })
 const refreshed = await client.refreshTokenGrant(config, tokens.refresh_token, undefined, { DPoP })
 const again = await client.fetchUserInfo(config, refreshed.access_token, claims.sub, { DPoP })
+// RP-Initiated Logout 1.0: the URL openid-client builds from discovery's end_session_endpoint
+const endSession = client.buildEndSessionUrl(config, {
+  id_token_hint: tokens.id_token, post_logout_redirect_uri: env.POST_LOGOUT_URI, state,
+})
 process.stdout.write(JSON.stringify({
   token_type: tokens.token_type, sub: claims.sub, aud: claims.aud, nonce: claims.nonce,
   userinfo, refreshed_token_type: refreshed.token_type,
   refreshed_differs: refreshed.refresh_token !== tokens.refresh_token, again,
-  access_token: tokens.access_token,
+  access_token: tokens.access_token, end_session: endSession.href, state,
+  refresh_token: refreshed.refresh_token,
 }) + '\n')

@@ -1,0 +1,89 @@
+"""OpenID Connect RP-Initiated Logout 1.0 at /oauth2/logout: id_token_hint, an exactly
+registered post_logout_redirect_uri, state; the grant the ID token names ends."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import pytest
+
+from tests.oidc.conftest import JKB, JKB_CB, OP
+
+LOGGED_OUT = "http://127.0.0.1:8400/logged-out"
+
+
+async def _tokens(op: OP) -> dict[str, str]:
+    req = op.auth_request()
+    redirect_to = await op.login(req, await op.resident())
+    code = parse_qs(urlsplit(redirect_to).query)["code"][0]
+    status, body = await op.token({"grant_type": "authorization_code", "code": code,
+                                   "redirect_uri": JKB_CB, "code_verifier": req.verifier})
+    assert status == 200
+    return dict(body)
+
+
+async def _still_active(op: OP, tokens: dict[str, str]) -> bool:
+    r = await op.c.post("/oauth2/introspect", data={"token": tokens["refresh_token"]},
+                        headers={"Authorization": op.gw.basic(JKB)})
+    return bool((await r.json())["active"])
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+async def test_logout_ends_the_grant_and_returns_to_the_rp(op: OP, method: str) -> None:
+    tokens = await _tokens(op)
+    params = {"id_token_hint": tokens["id_token"], "post_logout_redirect_uri": LOGGED_OUT,
+              "state": "s-123"}
+    if method == "GET":
+        r = await op.c.get("/oauth2/logout?" + urlencode(params), allow_redirects=False)
+    else:
+        r = await op.c.post("/oauth2/logout", data=params, allow_redirects=False)
+    assert r.status == 302 and r.headers["Location"] == f"{LOGGED_OUT}?state=s-123"
+    assert not await _still_active(op, tokens)
+    r = await op.c.get("/oauth2/userinfo",
+                       headers={"Authorization": f"Bearer {tokens['access_token']}"})
+    assert r.status == 401
+    status, body = await op.token({"grant_type": "refresh_token",
+                                   "refresh_token": tokens["refresh_token"]})
+    assert status == 400 and body["error"] == "invalid_grant"
+
+
+@pytest.mark.parametrize("bad", [
+    {"post_logout_redirect_uri": "http://127.0.0.1:8400/logged-out/"},   # not exact
+    {"post_logout_redirect_uri": "https://evil.example/"},
+    {"post_logout_redirect_uri": JKB_CB},     # a login redirect URI is not a logout one
+    {"client_id": "rp-service-hall"},         # the hint names another client
+])
+async def test_a_bad_logout_request_is_a_page_and_ends_nothing(
+        op: OP, bad: dict[str, str]) -> None:
+    tokens = await _tokens(op)
+    params = {"id_token_hint": tokens["id_token"], "post_logout_redirect_uri": LOGGED_OUT,
+              **bad}
+    r = await op.c.get("/oauth2/logout?" + urlencode(params), allow_redirects=False)
+    assert r.status == 400 and "text/html" in r.headers["Content-Type"]
+    assert await _still_active(op, tokens)
+
+
+async def test_only_our_id_tokens_are_hints(op: OP) -> None:
+    tokens = await _tokens(op)
+    for hint in (tokens["access_token"], "x.y.z"):
+        r = await op.c.get("/oauth2/logout?" + urlencode({"id_token_hint": hint}),
+                           allow_redirects=False)
+        assert r.status == 400
+    assert await _still_active(op, tokens)
+
+
+async def test_logout_without_a_hint_shows_the_page(op: OP) -> None:
+    r = await op.c.get("/oauth2/logout", allow_redirects=False)
+    assert r.status == 200 and "Logged out" in await r.text()
+    # a redirect needs a client that registered it
+    r = await op.c.get("/oauth2/logout?" + urlencode({
+        "client_id": JKB, "post_logout_redirect_uri": LOGGED_OUT}), allow_redirects=False)
+    assert r.status == 302
+    r = await op.c.get("/oauth2/logout?" + urlencode({"post_logout_redirect_uri": LOGGED_OUT}),
+                       allow_redirects=False)
+    assert r.status == 400
+
+
+async def test_discovery_names_the_end_session_endpoint(op: OP) -> None:
+    doc = await (await op.c.get("/.well-known/openid-configuration")).json()
+    assert doc["end_session_endpoint"] == f"{op.base}/oauth2/logout"
