@@ -656,7 +656,10 @@ async def _login_ctx(app: web.Application) -> AsyncIterator[None]:
     """OIDC provider: login-session, code, refresh-family and consent stores (Redis when
     configured), the authorization_code and refresh_token grants, revocation/introspection
     hooks for refresh tokens. Pairwise subjects and claims come from the identity service."""
+    import aiohttp
+
     from gateway.adapters import memory_oidc, redis_oidc
+    from gateway.adapters.backchannel import BackchannelNotifier
     from gateway.services.login import AuthorizationCodeGrant, LoginService, RefreshTokenGrant
     from gateway.web import identity as _identity
     from gateway.web import login as _login
@@ -673,6 +676,7 @@ async def _login_ctx(app: web.Application) -> AsyncIterator[None]:
         stores = (memory_oidc.MemoryLoginSessionStore(clock),
                   memory_oidc.MemoryCodeStore(clock), memory_oidc.MemoryRefreshStore(clock),
                   memory_oidc.MemoryConsentStore())
+    backchannel_session = aiohttp.ClientSession()   # OIDC Back-Channel Logout deliveries
     service = LoginService(
         clients=core.clients, sessions=stores[0], codes=stores[1], refresh=stores[2],
         consents=stores[3], persons=lambda: app[_identity.IDENTITY], keys=core.data_keys,
@@ -682,13 +686,17 @@ async def _login_ctx(app: web.Application) -> AsyncIterator[None]:
         access_ttl_s=s.access_token_ttl_s, verify_bearer=app[AUTHENTICATOR].verify,
         require_number=s.login_require_number,
         pushed=(redis_oidc.RedisPushedRequestStore(core.redis, s.redis_prefix)
-                if core.redis is not None else memory_oidc.MemoryPushedRequestStore(clock)))
+                if core.redis is not None else memory_oidc.MemoryPushedRequestStore(clock)),
+        notify_logout=BackchannelNotifier(backchannel_session, s.upstream_timeout_s))
     app[_login.LOGIN] = service
     app[oauth.TOKENS].register(AuthorizationCodeGrant(service))
     app[oauth.TOKENS].register(RefreshTokenGrant(service))
     app[oauth.REVOCATION_HOOKS].append(service.revocation_hook)
     app[oauth.INTROSPECTION_HOOKS].append(service.introspection_hook)
-    yield
+    try:
+        yield
+    finally:
+        await backchannel_session.close()
 # --- end authorised login ---
 
 

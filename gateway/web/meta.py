@@ -98,6 +98,8 @@ def discovery_document(issuer: str, id_token_algs: list[str] | None = None) -> d
         "introspection_endpoint": f"{issuer}/oauth2/introspect",
         "pushed_authorization_request_endpoint": f"{issuer}/oauth2/par",   # RFC 9126 §5
         "end_session_endpoint": f"{issuer}/oauth2/logout",   # RP-Initiated Logout 1.0 §2.1
+        "backchannel_logout_supported": True,            # Back-Channel Logout 1.0 §2.1
+        "backchannel_logout_session_supported": True,   # logout tokens carry sid
         "require_pushed_authorization_requests": False,   # per client (RFC 9126 §6)
         "scopes_supported": ["openid", "profile", "essc", "codes:verify", "cards:verify",
                              "codes:issue", "me", "login:approve", "consents:decide",
