@@ -982,9 +982,17 @@ async def _operator_ctx(app: web.Application) -> AsyncIterator[None]:
     app[_dashboard.SESSION_KEY] = derive(load_data_master_key(
         s.keys_dir, create=False, env_value=s.data_key_b64), "dashboard-session")
 
+    stopping = asyncio.Event()
+
     async def follow() -> None:
-        while True:
-            await asyncio.sleep(s.ops_poll_ms / 1000)
+        # Stopped by an event, not by cancel(): a cancellation that lands inside a store
+        # call can be swallowed below us, and `await follower` then waited for ever (every
+        # in-process test's teardown hung until pytest-timeout killed it).
+        while not stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), s.ops_poll_ms / 1000)
+            if stopping.is_set():
+                return
             try:
                 if str(await scene_store.version()) != scenes.version:
                     await reload_scenes()
@@ -998,9 +1006,11 @@ async def _operator_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        follower.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await follower
+        stopping.set()
+        done, _ = await asyncio.wait({follower}, timeout=5)
+        if not done:  # a store call that hangs: give up on it rather than on shutdown
+            follower.cancel()
+            log.warning("ops.follow_stop_timeout")
 # --- end operator's view ---
 
 
