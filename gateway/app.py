@@ -17,6 +17,8 @@ out by capability, each built once, complete, from what the ones before it built
     records      transaction records: the store (PostgreSQL or memory), the claims that append
                  to it, the Redis outbox and its exporter
     gate         the gate decision pipeline (codes and card taps)
+    operators    the operator's view: live scene catalogue, venues, named operators,
+                 statistics from the record store, the dashboard
     sandbox      demo data (parsed once), the upstream sandboxes, /sandbox/v1/*
 """
 
@@ -42,7 +44,8 @@ from jwt.algorithms import ECAlgorithm
 from prometheus_client import CollectorRegistry, Info
 from redis.asyncio.cluster import RedisCluster
 
-from gateway.adapters import memory_oidc, redis_oidc
+from gateway.adapters import memory_oidc, memory_ops, redis_oidc, redis_ops
+from gateway.adapters.backchannel import BackchannelNotifier
 from gateway.adapters.keyfiles import (
     KeyRingFiles,
     load_data_keys,
@@ -126,6 +129,7 @@ from gateway.services.identity import (
 )
 from gateway.services.login import AuthorizationCodeGrant, LoginService, RefreshTokenGrant
 from gateway.services.offline import OfflineUploads
+from gateway.services.operators import Operators, OperatorStore
 from gateway.services.ports import AuditLog
 from gateway.services.records import (
     Exporter,
@@ -134,7 +138,8 @@ from gateway.services.records import (
     UnrecordedClaims,
 )
 from gateway.services.revocations import DenyListStore, RevocationLists
-from gateway.services.scenes import SceneCatalogue
+from gateway.services.scenes import SceneCatalogue, SceneStore, catalogue_from_store
+from gateway.services.stats import Statistics
 from gateway.services.subjects import SubjectLedger
 from gateway.services.tokens import (
     ClientCredentialsGrant,
@@ -144,10 +149,12 @@ from gateway.services.tokens import (
 )
 from gateway.services.trustlist import TrustList
 from gateway.services.upstream import PsamAttestation, UpstreamIdentity, load_residents
+from gateway.services.venues import VenueIndex, VenueRegistry, VenueStore
 from gateway.settings import Settings, SettingsError
 from gateway.web import admin, meta, oauth
 from gateway.web import codes as codes_web
 from gateway.web import consents as consents_web
+from gateway.web import dashboard as dashboard_web
 from gateway.web import devices as devices_web
 from gateway.web import gate as gate_web
 from gateway.web import http as http_web
@@ -157,6 +164,8 @@ from gateway.web import offline as offline_web
 from gateway.web import ratelimit as ratelimit_web
 from gateway.web import revocations as revocations_web
 from gateway.web import sandbox as sandbox_web
+from gateway.web import server_metrics as server_metrics_web
+from gateway.web import stats as stats_web
 from gateway.web import transactions as transactions_web
 from gateway.web.http import (
     AUTHENTICATOR,
@@ -214,6 +223,11 @@ class Stores:
     audit_log: AuditLog
     devices: DeviceStore
     deny_list: DenyListStore
+    #: the operator's view (docs/operators.md): the live scene catalogue, the venue
+    #: registry, the named operators — shared by every worker
+    scenes: SceneStore
+    venues: VenueStore
+    operators: OperatorStore
 
 
 def build_stores(settings: Settings, clock: Clock, data_keys: DataKeys,
@@ -232,7 +246,9 @@ def build_stores(settings: Settings, clock: Clock, data_keys: DataKeys,
             pushed_requests=memory_oidc.MemoryPushedRequestStore(clock),
             consents=MemoryConsentStore(clock), audit_log=MemoryAuditLog(chain_key),
             devices=MemoryDeviceStore(),
-            deny_list=MemoryDenyListStore(settings.deny_list_delta_events))
+            deny_list=MemoryDenyListStore(settings.deny_list_delta_events),
+            scenes=memory_ops.MemorySceneStore(), venues=memory_ops.MemoryVenueStore(),
+            operators=memory_ops.MemoryOperatorStore())
     prefix = settings.redis_prefix
     return Stores(
         single_use=RedisSingleUse(coalescer, prefix, epoch),
@@ -246,7 +262,10 @@ def build_stores(settings: Settings, clock: Clock, data_keys: DataKeys,
         consents=RedisConsentStore(redis, prefix, coalescer),
         audit_log=RedisAuditLog(redis, prefix, chain_key=chain_key),
         devices=RedisDeviceStore(redis, prefix),
-        deny_list=RedisDenyListStore(redis, prefix, settings.deny_list_delta_events))
+        deny_list=RedisDenyListStore(redis, prefix, settings.deny_list_delta_events),
+        scenes=redis_ops.RedisSceneStore(redis, prefix),
+        venues=redis_ops.RedisVenueStore(redis, prefix),
+        operators=redis_ops.RedisOperatorStore(redis, prefix))
 
 
 @dataclass
@@ -537,6 +556,8 @@ class Upstreams:
     essc: EsscPlatformClient
     certificates: CertificateLibraryClient
     psam: PsamAttestation
+    #: the one HTTP session (closed on shutdown); also carries back-channel logout deliveries
+    session: aiohttp.ClientSession
 
 
 @contextlib.asynccontextmanager
@@ -572,7 +593,7 @@ async def _upstreams(core: Core) -> AsyncIterator[Upstreams]:
                                     clock=clock, policy=policy),
             certificates=CertificateLibraryClient(session, certlib_url, clock=clock,
                                                   policy=policy),
-            psam=psam)
+            psam=psam, session=session)
     finally:
         await session.close()
 
@@ -634,6 +655,12 @@ def _codes(app: web.Application, core: Core, identity: IdentityService,
         code_ttl_s=settings.code_ttl_s, refresh_in_s=settings.code_refresh_in_s)
     app[codes_web.CODES] = service
     app[codes_web.SCENES] = core.scenes
+    if settings.is_sandbox and sandbox_web.ESSC in app:
+        # The sandbox's e-SSC platform is served by this server, which does not listen yet:
+        # its code keys are taken in-process at start (the refresher follows over HTTP).
+        platform: Any = app[sandbox_web.ESSC]  # gateway.adapters.sandbox.EsscSandbox
+        service.trust.set_essc_keys(
+            [k for r in settings.essc_regions for k in platform.code_jwks(r)])
     return service
 
 
@@ -663,6 +690,7 @@ async def _consents(app: web.Application, core: Core, tokens: Tokens,
         except NotFound:
             return None
 
+    app[admin.AUDIT_LOG] = core.stores.audit_log  # operator actions chain into the same log
     service = ConsentService(
         store=core.stores.consents, audit=AuditTrail(core.stores.audit_log, clock.now),
         library=upstreams.certificates, citizen_ids=citizen_ids, data_keys=core.data_keys,
@@ -687,10 +715,11 @@ async def _consents(app: web.Application, core: Core, tokens: Tokens,
 
 # ============================================================================ login
 def _login(app: web.Application, core: Core, tokens: Tokens, identity: IdentityService,
-           ledger: SubjectLedger) -> LoginService:
+           ledger: SubjectLedger, upstreams: Upstreams) -> LoginService:
     """The OIDC provider: login sessions, codes, refresh families and remembered grants; the
-    authorization_code and refresh_token grants; revocation/introspection of refresh tokens.
-    Pairwise subjects and claims come from the identity service."""
+    authorization_code and refresh_token grants; revocation/introspection of refresh tokens;
+    OIDC Back-Channel Logout deliveries over the upstreams' HTTP session. Pairwise subjects
+    and claims come from the identity service."""
     s, stores = core.settings, core.stores
     service = LoginService(
         clients=core.clients, sessions=stores.login_sessions, codes=stores.login_codes,
@@ -699,7 +728,8 @@ def _login(app: web.Application, core: Core, tokens: Tokens, identity: IdentityS
         signer=tokens.id_signer, alg=tokens.id_alg, issuer=s.issuer,
         clock=core.clock.now, access_ttl_s=s.access_token_ttl_s,
         verify_bearer=tokens.bearer.verify, require_number=s.login_require_number,
-        pushed=stores.pushed_requests)
+        pushed=stores.pushed_requests,
+        notify_logout=BackchannelNotifier(upstreams.session, s.upstream_timeout_s))
     app[login_web.LOGIN] = service
     tokens.grants.register(AuthorizationCodeGrant(service))
     tokens.grants.register(RefreshTokenGrant(service))
@@ -832,6 +862,96 @@ def _gate(app: web.Application, core: Core, identity: IdentityService, codes: Co
     return pipeline
 
 
+# ============================================================================ operators
+@contextlib.asynccontextmanager
+async def _operators(app: web.Application, core: Core, records: Records) -> AsyncIterator[None]:
+    """The operator's view (docs/operators.md): the live scene catalogue, the venue registry
+    and the named operators over shared stores (Redis, or memory in a one-process sandbox);
+    statistics rolled up from the record store; and a follower per worker that applies a new
+    catalogue or venue version within `ops_poll_ms` — one small read per store per poll."""
+    s, clock = core.settings, core.clock
+    scene_store, venue_store = core.stores.scenes, core.stores.venues
+    scenes = core.scenes
+    # The file seeds the store; scenes the store lacks (a new release's) are added to it.
+    built = [sc.to_json() for sc in scenes.all()]
+    for raw in built:
+        raw.pop("revision", None)
+        raw.pop("category", None)
+    if not await scene_store.seed(built):
+        _, held = await scene_store.snapshot()
+        known = {h["id"] for h in held}
+        for raw in built:
+            if raw["id"] not in known:
+                await scene_store.put(raw, 0, {"updated_by": "seed", "updated_at": clock.now()})
+
+    async def reload_scenes() -> None:
+        scenes.swap(await catalogue_from_store(scene_store))
+
+    await reload_scenes()
+    if s.is_sandbox and await venue_store.version() == 0:
+        demo = json.loads((DATA_DIR / "venues.json").read_text("utf-8"))
+        await venue_store.put_many([{"status": "active", "address": "", **v}
+                                    for v in demo["venues"]])
+        for gate, venue in demo["gates"].items():
+            await venue_store.assign_gate(gate, venue)
+    index = VenueIndex()
+    await index.refresh(venue_store)
+    app[METRICS].district_of = index.district_of  # /metrics labels by district
+    admin_token = app.get(admin.ADMIN_TOKEN) if s.is_sandbox else None
+    app[admin.OPERATORS] = Operators(core.stores.operators, clock.now,
+                                     bootstrap_token=admin_token)
+    app[admin.SCENE_STORE] = scene_store
+    app[admin.ADMIN_SCENES] = scenes
+    app[admin.SCENES_RELOAD] = reload_scenes
+    app[admin.VENUES] = VenueRegistry(venue_store, scenes)
+    app[admin.VENUE_INDEX] = index
+    statistics = Statistics(memory_ops.MemoryStatsStore(), scenes)
+    app[stats_web.STATS] = statistics
+    cursor: list[str | None] = [None]
+
+    async def catch_up() -> None:
+        """Roll up the records written since the last call (the record store's cursor)."""
+        while True:
+            page = await records.store.page(cursor[0], 5000)
+            if not page.records:
+                return
+            await statistics.ingest([r for _, r in page.records], index.gates)
+            cursor[0] = page.next_cursor
+
+    app[stats_web.STATS_CATCH_UP] = catch_up
+    app[dashboard_web.SESSION_KEY] = core.data_keys.derive_key("dashboard-session")
+
+    stopping = asyncio.Event()
+
+    async def follow() -> None:
+        # Stopped by an event, not by cancel(): a cancellation that lands inside a store
+        # call can be swallowed below us, and `await follower` then waited for ever (every
+        # in-process test's teardown hung until pytest-timeout killed it).
+        while not stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), s.ops_poll_ms / 1000)
+            if stopping.is_set():
+                return
+            try:
+                if str(await scene_store.version()) != scenes.version:
+                    await reload_scenes()
+                    log.info("scenes.reloaded", version=scenes.version)
+                await index.refresh(venue_store)
+                await catch_up()
+            except Exception as exc:  # noqa: BLE001 - keep serving what we have, retry
+                log.warning("ops.follow_failed", error=type(exc).__name__)
+
+    follower = asyncio.ensure_future(follow())
+    try:
+        yield
+    finally:
+        stopping.set()
+        done, _ = await asyncio.wait({follower}, timeout=5)
+        if not done:  # a store call that hangs: give up on it rather than on shutdown
+            follower.cancel()
+            log.warning("ops.follow_stop_timeout")
+
+
 async def _gateway_ctx(app: web.Application) -> AsyncIterator[None]:
     """Every capability, in dependency order; torn down in reverse."""
     async with contextlib.AsyncExitStack() as stack:
@@ -848,9 +968,12 @@ async def _gateway_ctx(app: web.Application) -> AsyncIterator[None]:
         codes = _codes(app, core, identity, upstreams)
         _, ledger = await stack.enter_async_context(
             _consents(app, core, tokens, identity, upstreams))
-        _login(app, core, tokens, identity, ledger)
+        _login(app, core, tokens, identity, ledger, upstreams)
         devices = _devices(app, core, identity)
         _gate(app, core, identity, codes, devices, upstreams, ledger, records)
+        # the operator's view: started here, before the codes' e-SSC key refresher
+        # (codes_web.codes_ctx) starts in the background — it must not run while this awaits
+        await stack.enter_async_context(_operators(app, core, records))
         yield
 
 
@@ -867,6 +990,9 @@ def build_app(settings: Settings, clock: Clock | None = None) -> web.Application
     # /metrics is per worker process (docs/performance.md): say which one answered
     Info("gateway_worker", "The worker process behind this /metrics answer",
          registry=registry).info({"pid": str(os.getpid())})
+    # /metrics sums every worker (gateway/web/server_metrics.py)
+    server_metrics_web.install(app, settings.metrics_dir, settings.metrics_flush_ms,
+                               settings.metrics_token)
     app[oauth.REVOCATION_HOOKS] = []
     app[oauth.INTROSPECTION_HOOKS] = []
     app[transactions_web.RECORD_METRICS] = transactions_web.RecordMetrics(registry)
@@ -879,7 +1005,8 @@ def build_app(settings: Settings, clock: Clock | None = None) -> web.Application
     for routes in (transactions_web.add_routes, identity_web.add_routes, meta.add_routes,
                    admin.add_routes, oauth.add_routes, codes_web.add_routes,
                    devices_web.add_routes, consents_web.add_routes, login_web.add_routes,
-                   gate_web.add_routes, offline_web.add_routes, revocations_web.add_routes):
+                   gate_web.add_routes, offline_web.add_routes, revocations_web.add_routes,
+                   stats_web.add_routes, dashboard_web.add_routes):
         routes(app)
     if settings.is_sandbox:
         _mount_sandbox(app, settings)

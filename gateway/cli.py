@@ -106,6 +106,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if problem:
             print(f"gateway: {problem}", file=sys.stderr)
             return 2
+    if settings.workers > 1:  # issue 15: the workers' metric snapshots, summed per scrape
+        import tempfile
+        from pathlib import Path
+
+        from gateway.web.server_metrics import clear_snapshots
+
+        if settings.metrics_dir is None:
+            settings = replace(settings, metrics_dir=Path(
+                tempfile.mkdtemp(prefix="gateway-metrics-")))
+        assert settings.metrics_dir is not None
+        clear_snapshots(settings.metrics_dir)
     print(f"gateway: serving {settings.env} on http://{settings.host}:{settings.port} "
           f"({settings.workers} worker{'s' if settings.workers > 1 else ''}, "
           f"stores: {'redis' if settings.redis_url else 'memory'})", file=sys.stderr, flush=True)
@@ -223,6 +234,8 @@ def cmd_keys(args: argparse.Namespace) -> int:
                                + 60)
             ring = KeyRingFiles(settings.keys_dir, p).rotate(now, max_life, args.alg)
             print(f"{p}: current key is now {ring.current().kid}")
+            asyncio.run(_host_audit(settings, "keys.rotated", f"keys:{p}",
+                                    kid=ring.current().kid))
         return 0
     for p in purposes:
         files = KeyRingFiles(settings.keys_dir, p)
@@ -267,6 +280,8 @@ async def _clients(args: argparse.Namespace, kind_filter: str | None) -> int:
     from gateway.services import registry
 
     settings = _settings(args)
+    if args.sub != "list":
+        _audit_ready(settings)
     redis, store = await _client_store(settings)
     try:
         if args.sub == "list":
@@ -277,6 +292,7 @@ async def _clients(args: argparse.Namespace, kind_filter: str | None) -> int:
             return 0
         if args.sub == "disable":
             await registry.set_disabled(store, args.client_id, True)
+            await _host_audit(settings, "client.disabled", f"client:{args.client_id}")
             print(f"disabled {args.client_id}")
             return 0
         spec: dict[str, Any] = {
@@ -291,7 +307,26 @@ async def _clients(args: argparse.Namespace, kind_filter: str | None) -> int:
                 return 2
             with open(args.jwks_file, encoding="utf-8") as f:
                 spec["jwks"] = json.load(f)["keys"]
+        venues = None
+        if kind_filter == "gate":  # every gate belongs to a venue serving its scene
+            from gateway.adapters.redis_ops import RedisVenueStore
+            from gateway.services.scenes import SceneCatalogue
+            from gateway.services.venues import VenueRegistry
+
+            # the catalogue only validates new venues; assigning reads the venue's scene
+            venues = VenueRegistry(RedisVenueStore(redis, settings.redis_prefix),
+                                   SceneCatalogue(()))
+            venue = await venues.get(args.venue)
+            if venue is None or venue.scene != args.scene:
+                print(f"gateway: no venue {args.venue} serving scene {args.scene}",
+                      file=sys.stderr)
+                return 1
         client, secret = await registry.register_client(store, spec, time.time)
+        if venues is not None:
+            await venues.assign_gate(client.client_id, client.scene, args.venue)
+        await _host_audit(settings, f"{'gate' if client.kind == 'gate' else 'client'}"
+                          ".registered", f"client:{client.client_id}",
+                          venue=getattr(args, "venue", None))
         out = {"client_id": client.client_id, "kind": client.kind, "sector": client.sector}
         if secret:
             out["client_secret"] = secret  # shown once; only its digest is stored
@@ -351,6 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             reg.add_argument("--scene", required=True)
             reg.add_argument("--operator", required=True)
+            reg.add_argument("--venue", required=True, help="the venue (点位) it stands in")
         reg.add_argument("--auth-method", default="client_secret_basic",
                          choices=["client_secret_basic", "client_secret_post",
                                   "private_key_jwt", "none"])
@@ -362,6 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
         dis.add_argument("client_id")
         c.set_defaults(func=cmd_clients if kind is None else cmd_gates)
     _extra_commands(sub)
+    _operator_commands(sub)
     return p
 
 
@@ -390,6 +427,145 @@ def _extra_commands(sub: Any) -> None:
     t.add_argument("transactions_cmd", choices=["export", "prune"])
     t.add_argument("--after", help="export: the cursor of the last record already read")
     t.set_defaults(func=cmd_transactions)
+
+
+# ---------------------------------------------------------------- operators, venues (issue 15)
+def _operator_commands(sub: Any) -> None:
+    o = sub.add_parser("operators", help="named operators: create (token shown once), "
+                                         "disable, enable, list (needs Redis)")
+    osub = o.add_subparsers(dest="sub", required=True)
+    c = osub.add_parser("create")
+    c.add_argument("name")
+    c.add_argument("--role", required=True, choices=["admin", "auditor", "viewer"])
+    for name in ("disable", "enable"):
+        osub.add_parser(name).add_argument("name")
+    osub.add_parser("list")
+    o.set_defaults(func=cmd_operators)
+    v = sub.add_parser("venues", help="the venue registry (点位): import a CSV, list (needs Redis)")
+    vsub = v.add_subparsers(dest="sub", required=True)
+    vsub.add_parser("import").add_argument("path", help="CSV: id,name,scene,district,"
+                                                        "operator,status,address")
+    ls = vsub.add_parser("list")
+    ls.add_argument("--district")
+    ls.add_argument("--scene")
+    v.set_defaults(func=cmd_venues)
+
+
+def _host_actor() -> Any:
+    """The operator a host command acts as in the audit log: `host:<login name>`."""
+    import getpass
+
+    from gateway.services.operators import Operator
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return Operator(name=f"host:{user}", role="admin")
+
+
+def _audit_ready(settings: Settings) -> None:
+    """A host command that changes something is audited: check the audit chain's key is at
+    hand BEFORE changing anything (KeyFileError otherwise: exit 2, nothing done)."""
+    if settings.redis_url:
+        from gateway.adapters.redis_audit import _chain_key
+
+        _chain_key(settings)
+
+
+async def _host_audit(settings: Settings, action: str, target: str, **detail: Any) -> None:
+    """Append a host command's action to the audit log (when there is a durable one)."""
+    if not settings.redis_url:
+        return
+    from gateway.adapters.redis_audit import RedisAuditLog, _chain_key
+    from gateway.adapters.redis_store import connect
+    from gateway.services.operators import OperatorAudit
+
+    redis = connect(settings.redis_url, cluster=settings.redis_cluster)
+    log = RedisAuditLog(redis, settings.redis_prefix, chain_key=_chain_key(settings))
+    try:
+        await OperatorAudit(log, time.time).record(
+            _host_actor(), action, target, detail=detail)
+    finally:
+        await redis.aclose()
+
+
+async def _operators(args: argparse.Namespace) -> int:
+    from gateway.adapters.redis_ops import RedisOperatorStore
+    from gateway.errors import GatewayError
+    from gateway.services.operators import Operators
+
+    settings = _settings(args)
+    if args.sub != "list":
+        _audit_ready(settings)
+    redis, _ = await _client_store(settings)
+    ops = Operators(RedisOperatorStore(redis, settings.redis_prefix), time.time)
+    try:
+        if args.sub == "list":
+            for o in await ops.list():
+                print(json.dumps(o, ensure_ascii=False))
+            return 0
+        if args.sub == "create":
+            op, token = await ops.create(args.name, args.role)
+            await _host_audit(settings, "operator.created", f"operator:{op.name}", role=op.role)
+            print(json.dumps({"name": op.name, "role": op.role, "token": token}))
+            print("gateway: the token is shown once; only its SHA-256 is stored",
+                  file=sys.stderr)
+            return 0
+        op = await ops.set_disabled(args.name, args.sub == "disable")
+        await _host_audit(settings, f"operator.{args.sub}d", f"operator:{op.name}")
+        print(f"{args.sub}d {op.name}")
+        return 0
+    except GatewayError as exc:
+        print(f"gateway: {exc.detail}", file=sys.stderr)
+        return 1
+    finally:
+        await redis.aclose()
+
+
+def cmd_operators(args: argparse.Namespace) -> int:
+    return asyncio.run(_operators(args))
+
+
+async def _venues(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from gateway.adapters.redis_ops import RedisSceneStore, RedisVenueStore
+    from gateway.services.scenes import SceneCatalogue, catalogue_from_store
+    from gateway.services.venues import CsvRefused, VenueRegistry
+
+    settings = _settings(args)
+    if args.sub != "list":
+        _audit_ready(settings)
+    redis, _ = await _client_store(settings)
+    try:
+        scene_store = RedisSceneStore(redis, settings.redis_prefix)
+        scenes = (await catalogue_from_store(scene_store) if await scene_store.version()
+                  else SceneCatalogue.load(settings.scenes_file))
+        registry = VenueRegistry(RedisVenueStore(redis, settings.redis_prefix), scenes)
+        if args.sub == "list":
+            for v in await registry.list(args.district, args.scene):
+                print(json.dumps(v.to_json(), ensure_ascii=False))
+            return 0
+        try:
+            report = await registry.import_csv(Path(args.path).read_text("utf-8-sig"))
+        except CsvRefused as exc:
+            for e in exc.errors:
+                print(f"{args.path}:{e.row}: {e.field}: {e.message}", file=sys.stderr)
+            print(f"gateway: {len(exc.errors)} bad row(s); nothing imported", file=sys.stderr)
+            return 1
+        except (OSError, UnicodeDecodeError) as exc:
+            print(f"gateway: cannot read {args.path}: {type(exc).__name__}", file=sys.stderr)
+            return 1
+        await _host_audit(settings, "venue.imported", "venues", **report.to_json())
+        print(json.dumps(report.to_json()))
+        return 0
+    finally:
+        await redis.aclose()
+
+
+def cmd_venues(args: argparse.Namespace) -> int:
+    return asyncio.run(_venues(args))
 
 
 def cmd_audit(args: argparse.Namespace) -> int:

@@ -234,6 +234,17 @@ class Settings:
     consent_policy_file: Path | None = None
     #: The scene catalogue (docs/scenes.md); None = the built-in gateway/data/scenes.json.
     scenes_file: Path | None = None
+    # --- operator's view (issue 15; docs/operators.md) ---
+    #: How often every worker polls the scene catalogue's and venue registry's versions.
+    ops_poll_ms: int = 500
+    #: Bearer token /metrics asks for; None = open (sandbox). Production needs it.
+    metrics_token: str | None = field(default=None, repr=False)
+    #: Where workers leave their metric snapshots for the whole-server scrape (docs/metrics.md);
+    #: None = `gateway serve` makes a private directory per run.
+    metrics_dir: Path | None = None
+    #: How often each worker writes its snapshot (a scrape sums the others' last snapshots).
+    metrics_flush_ms: int = 500
+    # --- end operator's view ---
     # offline gates: the signed trust list and card deny-list (docs/offline.md)
     #: After issued_at + this, an offline gate refuses to verify with the trust list.
     trust_list_max_age_s: int = 86_400
@@ -340,6 +351,10 @@ class Settings:
             psam_gate_keys_file=_path(e, "GATEWAY_PSAM_GATE_KEYS"),
             consent_policy_file=_path(e, "GATEWAY_CONSENT_POLICY"),
             scenes_file=_path(e, "GATEWAY_SCENES_FILE"),
+            ops_poll_ms=_int(e, "GATEWAY_OPS_POLL_MS", 500, 50, 1500),
+            metrics_token=e.get("GATEWAY_METRICS_TOKEN") or None,
+            metrics_dir=_path(e, "GATEWAY_METRICS_DIR"),
+            metrics_flush_ms=_int(e, "GATEWAY_METRICS_FLUSH_MS", 500, 50, 10000),
             trust_list_max_age_s=_int(e, "GATEWAY_TRUST_LIST_MAX_AGE_S", 86_400, 3600,
                                       30 * 86_400),
             deny_list_max_age_s=_int(e, "GATEWAY_DENY_LIST_MAX_AGE_S", 86_400, 600, 30 * 86_400),
@@ -382,9 +397,9 @@ class Settings:
                 raise SettingsError(
                     "GATEWAY_ENV=production needs GATEWAY_REDIS_URL: single use of codes and "
                     "tokens must hold across workers and restarts")
-            if not self.admin_token or len(self.admin_token) < 32:
-                raise SettingsError("GATEWAY_ENV=production needs GATEWAY_ADMIN_TOKEN "
-                                    "(at least 32 characters)")
+            if not self.metrics_token or len(self.metrics_token) < 32:
+                raise SettingsError("GATEWAY_ENV=production needs GATEWAY_METRICS_TOKEN "
+                                    "(at least 32 characters): /metrics is not public")
             if not self.issuer.startswith("https://"):
                 raise SettingsError("GATEWAY_ENV=production needs an https:// GATEWAY_ISSUER")
             for name, value in (("GATEWAY_YKB_URL", self.ykb_url),

@@ -57,6 +57,8 @@ class Client:
     redirect_uris: tuple[str, ...] = ()
     #: OIDC RP-Initiated Logout 1.0 §3.1: where the browser may be sent back after logout.
     post_logout_redirect_uris: tuple[str, ...] = ()
+    #: OIDC Back-Channel Logout 1.0 §2.2: where the logout token is POSTed.
+    backchannel_logout_uri: str | None = None
     scene: str | None = None
     operator: str | None = None
     disabled: bool = False
@@ -106,6 +108,7 @@ class Client:
             scopes=tuple(d.get("scopes") or DEFAULT_SCOPES[d["kind"]]),
             sector=d.get("sector") or "", redirect_uris=tuple(d.get("redirect_uris") or ()),
             post_logout_redirect_uris=tuple(d.get("post_logout_redirect_uris") or ()),
+            backchannel_logout_uri=d.get("backchannel_logout_uri"),
             scene=d.get("scene"), operator=d.get("operator"),
             disabled=bool(d.get("disabled", False)), created_at=float(d.get("created_at", 0.0)),
             require_pushed_authorization_requests=bool(

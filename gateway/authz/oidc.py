@@ -474,6 +474,20 @@ def id_token_claims(*, issuer: str, sub: str, client_id: str, now: int, auth_tim
     return claims
 
 
+#: OIDC Back-Channel Logout 1.0 §2.4: the logout token's event and JWS type (§2.4, RFC 8725).
+BACKCHANNEL_LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
+LOGOUT_TOKEN_TYP = "logout+jwt"
+LOGOUT_TOKEN_TTL_S = 120
+
+
+def logout_token_claims(*, issuer: str, client_id: str, sub: str, sid: str,
+                        now: int) -> dict[str, Any]:
+    """§2.4: iss, aud, iat, exp, jti, sub, sid, events; never a nonce."""
+    return {"iss": issuer, "aud": client_id, "iat": now, "exp": now + LOGOUT_TOKEN_TTL_S,
+            "jti": secrets.token_urlsafe(16), "sub": sub, "sid": sid,
+            "events": {BACKCHANNEL_LOGOUT_EVENT: {}}}
+
+
 def claims_for_scopes(scopes: Sequence[str]) -> list[str]:
     out: list[str] = []
     for s in scopes:

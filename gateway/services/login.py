@@ -96,9 +96,12 @@ class LoginService:
                  clock: Callable[[], float], access_ttl_s: int,
                  verify_bearer: Callable[[str], Awaitable[AccessTokenClaims]],
                  session_ttl_s: int = LOGIN_SESSION_TTL_S, require_number: bool = True,
-                 pushed: PushedRequestStore | None = None) -> None:
+                 pushed: PushedRequestStore | None = None,
+                 notify_logout: Callable[[str, str], Awaitable[None]] | None = None) -> None:
         self.require_number = require_number
         self.pushed = pushed
+        #: (backchannel_logout_uri, logout token) -> delivered (OIDC Back-Channel Logout)
+        self.notify_logout = notify_logout
         self.clients = clients
         self.sessions = sessions
         self.codes = codes
@@ -208,9 +211,22 @@ class LoginService:
             if fam is not None and fam.client_id == client.client_id:
                 await self.refresh.revoke(sid, REFRESH_ABSOLUTE_TTL_S)
                 log.info("logout.rp_initiated", client_id=client.client_id)
+                await self._backchannel(client, fam, sid)
         if target is None:
             return None
         return add_query(target, {"state": params.get("state")})
+
+    async def _backchannel(self, client: Client, fam: Family, sid: str) -> None:
+        """OIDC Back-Channel Logout 1.0 §2.5: tell the RP's back end, server to server, with a
+        logout token signed like ID tokens (`typ: logout+jwt`). Delivery failures are logged
+        by the notifier; the logout itself has happened."""
+        if not client.backchannel_logout_uri or self.notify_logout is None:
+            return
+        sub = await self._subject(client.sector, fam.person_id)
+        token = self.signer.sign(oidc.logout_token_claims(
+            issuer=self.issuer, client_id=client.client_id, sub=sub, sid=sid,
+            now=int(self.now())), typ=oidc.LOGOUT_TOKEN_TYP)
+        await self.notify_logout(client.backchannel_logout_uri, token)
 
     # -- pushed authorization requests (RFC 9126) -----------------------------------------------
     async def push(self, client: Client, form: Mapping[str, str]) -> dict[str, Any]:

@@ -82,7 +82,11 @@ async def register_client(store: ClientStore, spec: Mapping[str, Any],
         raise InvalidRequest("display_name is required (at most 128 characters)")
     redirect_uris = _str_list(spec, "redirect_uris")
     post_logout = _str_list(spec, "post_logout_redirect_uris")
-    for uri in redirect_uris + post_logout:
+    backchannel = spec.get("backchannel_logout_uri")
+    if backchannel is not None and (not isinstance(backchannel, str) or len(backchannel) > 1024
+                                    or kind != "rp"):
+        raise InvalidRequest("backchannel_logout_uri: an https URL (http on loopback), kind rp")
+    for uri in redirect_uris + post_logout + ((backchannel,) if backchannel else ()):
         _check_redirect_uri(uri)
     raw_jwks = spec.get("jwks")
     if raw_jwks is not None and not isinstance(raw_jwks, list | tuple):
@@ -120,7 +124,7 @@ async def register_client(store: ClientStore, spec: Mapping[str, Any],
             client_id=client_id, kind=kind, display_name=name, auth_method=auth_method,
             secret_hash=hash_secret(secret) if secret else None, jwks=jwks, scopes=scopes,
             sector=str(spec.get("sector") or ""), redirect_uris=redirect_uris,
-            post_logout_redirect_uris=post_logout,
+            post_logout_redirect_uris=post_logout, backchannel_logout_uri=backchannel,
             scene=spec.get("scene"), operator=spec.get("operator"), created_at=now(),
             require_pushed_authorization_requests=require_par,
             dpop_bound_access_tokens=dpop_bound)

@@ -127,20 +127,34 @@ class Metrics(Collector):
     Counter/Histogram cost ~10 µs per request on the gate path (a mutex per value), measured.
     Names, labels and buckets are those of the Counter/Histogram this replaces."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry | None) -> None:
         self._requests: dict[tuple[str, str, int], list[Any]] = {}  # -> [count, route entry]
         self._latency: dict[str, list[float]] = {}  # route -> bucket counts..., +Inf, sum
         self._decisions: dict[tuple[str, str, str], int] = {}
-        registry.register(self)
+        #: (scene, gate, face, decision, reason) -> count; exported per scene and district
+        #: (gate -> district at scrape time: bounded labels, never the gate or the venue)
+        self._places: dict[tuple[str, str, str, str, str], int] = {}
+        #: gate client id -> district code (set by the venue feature; "unassigned" otherwise)
+        self.district_of: Callable[[str], str] = _unassigned
+        if registry is not None:
+            registry.register(self)
 
-    def decision(self, face: str, decision: str, reason: str) -> None:
+    def decision(self, face: str, decision: str, reason: str, scene: str | None = None,
+                 gate: str | None = None) -> None:
         key = (face, decision, reason)
         self._decisions[key] = self._decisions.get(key, 0) + 1
+        if scene is not None:
+            place = (scene, gate or "", face, decision, reason)
+            self._places[place] = self._places.get(place, 0) + 1
 
     def count(self, d: VerifyDecision) -> None:
         """The gate pipeline's counter (services.gate.DecisionCounter)."""
-        key = (d.face or "none", d.decision, d.reason)
+        face = d.face or "none"
+        key = (face, d.decision, d.reason)
         self._decisions[key] = self._decisions.get(key, 0) + 1
+        if d.scene is not None:  # per scene and (at scrape time) district: issue 15
+            place = (d.scene, d.gate or "", face, d.decision, d.reason)
+            self._places[place] = self._places.get(place, 0) + 1
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         key = (route, method, status)
@@ -158,26 +172,77 @@ class Metrics(Collector):
         hist[bisect_left(LATENCY_BUCKETS, seconds)] += 1
         hist[-1] += seconds
 
+    def state(self) -> dict[str, Any]:
+        """This worker's counters as plain JSON (what a whole-server scrape sums)."""
+        return {
+            "requests": [[r, m, st, e[0]] for (r, m, st), e in list(self._requests.items())],
+            "latency": {r: list(h) for r, h in list(self._latency.items())},
+            "decisions": [[*k, n] for k, n in list(self._decisions.items())],
+            "places": [[*k, n] for k, n in list(self._places.items())],
+        }
+
     def collect(self) -> Iterator[Metric]:
-        requests = CounterMetricFamily("gateway_http_requests", "HTTP requests",
-                                       labels=["route", "method", "status"])
-        for (route, method, status), (count, _) in list(self._requests.items()):
-            requests.add_metric([route, method, str(status)], count)
-        yield requests
-        latency = HistogramMetricFamily("gateway_http_request_seconds", "HTTP request latency",
-                                        labels=["route"])
-        for route, hist in list(self._latency.items()):
-            cumulative, buckets = 0.0, []
-            for bound, n in zip(_BUCKET_LABELS, hist[:-1], strict=True):
-                cumulative += n
-                buckets.append((bound, cumulative))
-            latency.add_metric([route], buckets, sum_value=hist[-1])
-        yield latency
-        decisions = CounterMetricFamily("gateway_verify_decisions", "Verify decisions",
-                                        labels=["face", "decision", "reason"])
-        for labels, count in list(self._decisions.items()):
-            decisions.add_metric(list(labels), count)
-        yield decisions
+        return families(self.state(), self.district_of)
+
+
+def _unassigned(gate: str) -> str:
+    return "unassigned"
+
+
+def merge_states(states: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """Sum several workers' `Metrics.state()` into one."""
+    requests: dict[tuple[str, str, int], float] = {}
+    latency: dict[str, list[float]] = {}
+    decisions: dict[tuple[str, ...], float] = {}
+    places: dict[tuple[str, ...], float] = {}
+    for st in states:
+        for r, m, status, n in st.get("requests", ()):
+            requests[(r, m, int(status))] = requests.get((r, m, int(status)), 0) + n
+        for r, hist in st.get("latency", {}).items():
+            mine = latency.setdefault(r, [0.0] * len(hist))
+            for i, v in enumerate(hist[:len(mine)]):
+                mine[i] += v
+        for *k, n in st.get("decisions", ()):
+            decisions[tuple(k)] = decisions.get(tuple(k), 0) + n
+        for *k, n in st.get("places", ()):
+            places[tuple(k)] = places.get(tuple(k), 0) + n
+    return {"requests": [[*k, n] for k, n in requests.items()], "latency": latency,
+            "decisions": [[*k, n] for k, n in decisions.items()],
+            "places": [[*k, n] for k, n in places.items()]}
+
+
+def families(state: dict[str, Any], district_of: Callable[[str], str]) -> Iterator[Metric]:
+    """The Prometheus families of one worker's (or the summed) state."""
+    requests = CounterMetricFamily("gateway_http_requests", "HTTP requests",
+                                   labels=["route", "method", "status"])
+    for route, method, status, count in state["requests"]:
+        requests.add_metric([route, method, str(status)], count)
+    yield requests
+    latency = HistogramMetricFamily("gateway_http_request_seconds", "HTTP request latency",
+                                    labels=["route"])
+    for route, hist in state["latency"].items():
+        cumulative, buckets = 0.0, []
+        for bound, n in zip(_BUCKET_LABELS, hist[:-1], strict=True):
+            cumulative += n
+            buckets.append((bound, cumulative))
+        latency.add_metric([route], buckets, sum_value=hist[-1])
+    yield latency
+    decisions = CounterMetricFamily("gateway_verify_decisions", "Verify decisions",
+                                    labels=["face", "decision", "reason"])
+    for face, decision, reason, count in state["decisions"]:
+        decisions.add_metric([face, decision, reason], count)
+    yield decisions
+    by_place: dict[tuple[str, str, str, str, str], float] = {}
+    for scene, gate, face, decision, reason, count in state["places"]:
+        key = (scene, district_of(gate), face, decision, reason)
+        by_place[key] = by_place.get(key, 0) + count
+    places = CounterMetricFamily(
+        "gateway_verify_decisions_by_place",
+        "Verify decisions per scene and district (区县 code; the gate's venue decides)",
+        labels=["scene", "district", "face", "decision", "reason"])
+    for labels, count in by_place.items():
+        places.add_metric(list(labels), count)
+    yield places
 
 
 METRICS = web.AppKey("metrics", Metrics)

@@ -189,9 +189,8 @@ async def end_session(request: web.Request) -> web.StreamResponse:
     if request.method == "POST":
         try:   # a browser page: every answer is HTML, a bad body too
             params = dict(await read_form(request)) if request.can_read_body else {}
-        except GatewayError as exc:
-            return _error_page(exc.status if exc.status < 500 else 400,
-                               "The logout request is not valid")
+        except (GatewayError, web.HTTPException):   # not a form, too large: a bad request
+            return _error_page(400, "The logout request is not valid")
     else:
         if any(len(request.query.getall(k)) > 1 for k in request.query.keys()):
             return _error_page(400, "A parameter is repeated")

@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from gateway.errors import InvalidRequest
 from gateway.web.http import REGISTRY, REQUEST_ID, problem
 
 ReadinessChecks = list[tuple[str, Callable[[], Awaitable[Any]]]]
@@ -56,7 +57,18 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    body = generate_latest(request.app[REGISTRY])
+    # --- issue 15: one scrape sums every worker; token-protected when configured ---
+    from gateway.web import server_metrics
+
+    server_metrics.check_token(request)
+    registry = request.app.get(server_metrics.SERVER_REGISTRY)
+    worker = request.query.getall("worker", [])
+    if worker not in ([], ["self"]):
+        raise InvalidRequest("worker takes one value: self")
+    if registry is None or worker:
+        registry = request.app[REGISTRY]
+    # --- end issue 15 ---
+    body = generate_latest(registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
@@ -86,6 +98,8 @@ def discovery_document(issuer: str, id_token_algs: list[str] | None = None) -> d
         "introspection_endpoint": f"{issuer}/oauth2/introspect",
         "pushed_authorization_request_endpoint": f"{issuer}/oauth2/par",   # RFC 9126 §5
         "end_session_endpoint": f"{issuer}/oauth2/logout",   # RP-Initiated Logout 1.0 §2.1
+        "backchannel_logout_supported": True,            # Back-Channel Logout 1.0 §2.1
+        "backchannel_logout_session_supported": True,   # logout tokens carry sid
         "require_pushed_authorization_requests": False,   # per client (RFC 9126 §6)
         "scopes_supported": ["openid", "profile", "essc", "codes:verify", "cards:verify",
                              "codes:issue", "me", "login:approve", "consents:decide",

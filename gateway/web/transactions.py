@@ -71,7 +71,7 @@ RECORD_METRICS: Final = web.AppKey("record_metrics", RecordMetrics)
 
 
 async def list_transactions(request: web.Request) -> web.Response:
-    admin.require_admin(request)
+    op = await admin.operator(request, "export")  # an export: auditor or admin, audited
     store = request.app[RECORD_STORE]
     after = request.query.get("after")
     if after is not None and not store.valid_cursor(after):
@@ -84,6 +84,8 @@ async def list_transactions(request: web.Request) -> web.Response:
             raise InvalidRequest(f"limit must be an integer from 1 to {MAX_LIMIT}")
         limit = int(raw_limit)
     page = await store.page(after, limit)
+    await admin.audit(request, op, "transactions.exported", "transactions",
+                      after=after, records=len(page.records))
     body = "".join(json.dumps(r.to_json(c), ensure_ascii=False) + "\n"
                    for c, r in page.records)
     nxt = f"/admin/v1/transactions?after={page.next_cursor}&limit={limit}"

@@ -9,8 +9,9 @@
     gateway-gate [--state DIR] status
 
 Every answer is one JSON object per line on stdout. Exit status: 0 done (a scan was judged,
-allow or deny); 2 the gate refused to judge (no list, list past its max age: fail closed);
-3 the gateway could not be reached; 1 bad usage.
+allow or deny); 1 the gate refused (no list, a list past its max age - fail closed -, a
+document that does not verify, not provisioned); 2 bad usage (argparse); 3 the gateway could
+not be reached.
 """
 
 from __future__ import annotations
@@ -105,5 +106,5 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     except GateError as exc:
         _print({"error": exc.code, "message": exc.message})
-        return 2
+        return 1
     return 0

@@ -202,7 +202,7 @@ async def test_operator_api_matches_the_spec(gw: Gateway) -> None:
     check_response("GET", "/admin/v1/clients", r.status, r.headers, await _json(r))
     assert r.status == 401
     spec = {"client_id": "gate-api-spec", "kind": "gate", "display_name": "Spec gate",
-            "scene": "library"}
+            "scene": "library", "venue": "v-library-cqlib"}
     r = await gw.client.post("/admin/v1/clients", json=spec, headers=ah)
     check_response("POST", "/admin/v1/clients", r.status, r.headers, await _json(r))
     assert r.status == 201

@@ -285,8 +285,9 @@ async def test_essc_code_from_the_platform_verifies_at_the_gate(gw: Gateway) -> 
     assert again["reason"] == "replayed"
 
 
-async def test_scene_not_permitted_for_foreign_essc_region(gw: Gateway) -> None:
-    """A Sichuan e-SSC code at a Chongqing-only pharmacy: signature fine, scene says no."""
+async def test_other_provinces_essc_settles_at_a_pharmacy(gw: Gateway) -> None:
+    """A Sichuan e-SSC code at a pharmacy: 异地 settlement (seed 003 item 55) is allowed.
+    (A region a scene does not list is scene_not_permitted: tests/operator/test_scenes_live.py.)"""
     from cryptography.hazmat.primitives.asymmetric import ec
 
     from gateway.codec import Es256Signer, encode_essc
@@ -295,8 +296,7 @@ async def test_scene_not_permitted_for_foreign_essc_region(gw: Gateway) -> None:
     body = await (await issue(gw, token, {"face": "essc", "region": "SC"})).json()
     gate = await gw.client_token(PHARMACY_GATE)
     _, ans = await verify(gw, gate, body["code"], "pharmacy")
-    assert (ans["decision"], ans["reason"], ans["face"]) == ("deny", "scene_not_permitted",
-                                                             "essc")
+    assert (ans["decision"], ans["reason"], ans["face"]) == ("allow", "ok", "essc")
     # an e-SSC key the trust list does not hold
     now = int(time.time())
     other = Es256Signer(ec.generate_private_key(ec.SECP256R1()), kid="sc-test-2")

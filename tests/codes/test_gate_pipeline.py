@@ -269,6 +269,8 @@ async def test_malformed_and_foreign_faces(world: World) -> None:
     for junk in ("", "YK1:" + "A" * 40, "hello"):
         d = await world.pipeline.verify(gate, GateScan("metro", "m", junk))
         assert (d.decision, d.reason, d.face) == ("deny", "malformed", None)
-    gate_h = await world.gate("gate-h", "hotel")  # the hotel scene takes no cards
-    d = await world.pipeline.verify(gate_h, GateScan("hotel", "h", world.tap("gate-h", "h")))
+    # the internet café takes no cards (130号 row 6: 渝快码 only; hotels do, 73号 row 11)
+    gate_h = await world.gate("gate-h", "internet_cafe")
+    d = await world.pipeline.verify(gate_h, GateScan("internet_cafe", "h",
+                                                     world.tap("gate-h", "h")))
     assert (d.decision, d.reason, d.face) == ("deny", "scene_not_permitted", "ssc_card")

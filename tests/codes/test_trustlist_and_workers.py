@@ -62,9 +62,9 @@ async def test_scenes_endpoint(gw: Gateway) -> None:
     r = await gw.client.get("/v1/scenes")
     doc = await r.json()
     ids = {s["id"] for s in doc["scenes"]}
-    assert ids == {"metro", "bus", "scenic_spot", "library", "museum", "community_door",
-                   "hotel", "internet_cafe", "pharmacy", "hospital", "service_hall", "campus",
-                   "construction_site"}
+    assert {"metro", "bus", "scenic_spot", "library", "museum", "community_door",
+            "hotel", "internet_cafe", "pharmacy", "hospital", "service_hall", "campus",
+            "construction_site"} <= ids  # the v0 ids keep working (tests/operator/ has the rest)
     door = next(s for s in doc["scenes"] if s["id"] == "community_door")
     assert door["attributes"] == []
 

@@ -3,8 +3,9 @@
 SDK (gateway_gate, sdk/) over real HTTP on loopback.
 
 A demo resident's phone enrols; the gateway is stopped; the phone makes 50 codes and the gate
-lets all 50 through offline and denies a replay; the gateway is back, the device is removed,
-the gate syncs, the phone's next code is `revoked`; the same kind of code verifies online."""
+lets all 50 through offline and denies a replay; a copy used at a second offline gate shows up
+as `double_use` on upload; the gateway is back, the device is removed, the gate syncs, the
+phone's next code is `revoked`; the same kind of code verifies online."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ if str(SDK_DIR) not in sys.path:  # the SDK is its own distribution (sdk/pyproje
 from gateway_gate import Gate, Offline  # noqa: E402
 
 GATE = "gate-metro-l1-xiaoshizi"
+GATE_B = "gate-bus-route-111"  # a bus reader: ykm too, a secret-based gate like GATE
 
 
 def _anchor(keys: Path) -> dict[str, Any]:
@@ -62,6 +64,13 @@ async def test_done_when(tmp_path: Path, redis_url: str) -> None:
         gate = Gate(tmp_path / "gate")
         report = await asyncio.to_thread(gate.sync)
         assert report.device_list_entries == 0
+        other = GATE_B
+        Gate.provision(tmp_path / "gate-b", base_url=base, client_id=other,
+                       client_secret=json.loads((keys / "sandbox/demo-secrets.json")
+                                                .read_text())[other]["client_secret"],
+                       scene="bus", anchor_jwk=_anchor(keys))
+        gate_b = Gate(tmp_path / "gate-b")
+        await asyncio.to_thread(gate_b.sync)
     # -- the gateway is stopped: neither the phone nor the gate can reach it
     with pytest.raises(Offline):
         await asyncio.to_thread(gate.sync)
@@ -78,8 +87,19 @@ async def test_done_when(tmp_path: Path, redis_url: str) -> None:
     forged = encode_yk2(certificate=phone.certificate, issued_at=phone.now(), lifetime_s=30,
                         counter=10_000, signer=thief.signer)
     assert gate.verify_code(forged).reason == "bad_signature"
+    # a copy of three of the codes shown at a second offline gate: allowed there (its own
+    # replay cache), caught when both gates upload (below)
+    copies = [gate_b.verify_code(c) for c in codes[:3]]
+    assert [r.decision for r in copies] == ["allow"] * 3
     # -- the gateway is back; the resident removes the phone; the gate syncs
     with _server(tmp_path, redis_url, port, 2):
+        up_a = await asyncio.to_thread(gate.upload)
+        assert up_a.uploaded == 52 and up_a.counts()["confirmed"] == 50
+        assert up_a.counts()["double_use"] == 1  # the replayed code
+        up_b = await asyncio.to_thread(gate_b.upload)
+        assert [r["status"] for r in up_b.results] == ["double_use"] * 3
+        assert {r["first_use"]["gate"] for r in up_b.results} == {GATE}
+        gate_b.close()
         async with aiohttp.ClientSession() as http:
             token = await sandbox_resident_token(http, base, "r-zhang-wei")
             async with http.delete(f"{base}/v1/me/devices/{enrolled['device_id']}",

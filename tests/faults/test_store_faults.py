@@ -29,7 +29,10 @@ async def _verify(g: Gateway, token: str, code: str) -> tuple[int, Any, float]:
 
 
 async def _gate(make_gateway: Any, own_redis: RedisServer) -> tuple[Gateway, str, list[str]]:
-    g = await make_gateway(redis_url=own_redis.url)
+    # the production default timeout (make_gateway's is longer for behaviour tests)
+    from gateway.settings import Settings
+
+    g = await make_gateway(redis_url=own_redis.url, redis_timeout_s=Settings().redis_timeout_s)
     token = await g.client_token(METRO_GATE)
     codes = mint_codes(g.settings.keys_dir, await demo_person(g), 200)
     status, (body, _), _ = await _verify(g, token, codes.pop())

@@ -49,8 +49,17 @@ def test_keys_generate_rotate_list(tmp_path: Path) -> None:
 
 def test_clients_register_list_disable(tmp_path: Path, redis_url: str) -> None:
     env = base_env(tmp_path, GATEWAY_REDIS_URL=redis_url, GATEWAY_REDIS_PREFIX="clitest:")
+    redis.Redis.from_url(redis_url).delete("clitest:{ops}:venues", "clitest:{ops}:gates")
+    venues = tmp_path / "venues.csv"
+    venues.write_text("id,name,scene,district,operator,status,address\n", "utf-8")
+    r = run(["venues", "import", str(venues)], env, tmp_path)  # changes are audited: the
+    assert r.returncode == 2 and "key" in r.stderr.lower()       # chain key must be at hand
+    assert run(["keys", "generate"], env, tmp_path).returncode == 0
+    venues.write_text("id,name,scene,district,operator,status,address\n"
+                      "v-rail-1,小什字站,metro,500103,Rail,active,\n", "utf-8")
+    assert run(["venues", "import", str(venues)], env, tmp_path).returncode == 0
     r = run(["gates", "register", "gate-x", "--name", "Gate X", "--scene", "metro",
-             "--operator", "Rail"], env, tmp_path)
+             "--operator", "Rail", "--venue", "v-rail-1"], env, tmp_path)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert len(out["client_secret"]) >= 40
@@ -62,7 +71,11 @@ def test_clients_register_list_disable(tmp_path: Path, redis_url: str) -> None:
     assert run(["gates", "disable", "gate-x"], env, tmp_path).returncode == 0
     assert '"disabled": true' in run(["gates", "list"], env, tmp_path).stdout
     assert run(["gates", "register", "gate-x", "--name", "x", "--scene", "metro",
-                "--operator", "y"], env, tmp_path).returncode == 1
+                "--operator", "y", "--venue", "v-rail-1"], env, tmp_path).returncode == 1
+    # a venue of another scene is refused before anything is written
+    assert run(["gates", "register", "gate-y", "--name", "y", "--scene", "bus",
+                "--operator", "y", "--venue", "v-rail-1"], env, tmp_path).returncode == 1
+    assert "gate-y" not in run(["gates", "list"], env, tmp_path).stdout
 
 
 def test_clients_need_redis(tmp_path: Path) -> None:
@@ -75,7 +88,7 @@ def test_production_refuses_to_start_without_redis_or_keys(tmp_path: Path) -> No
     assert r.returncode == 2 and "GATEWAY_REDIS_URL" in r.stderr
     r = run(["serve"], base_env(tmp_path, GATEWAY_ENV="production",
                                 GATEWAY_REDIS_URL="redis://127.0.0.1:1/0",
-                                GATEWAY_ADMIN_TOKEN="a" * 40,
+                                GATEWAY_METRICS_TOKEN="a" * 40,
                                 GATEWAY_ISSUER="https://gw.example",
                                 GATEWAY_YKB_URL="https://ykb.example",
                                 GATEWAY_ESSC_URL="https://essc.example",

@@ -27,14 +27,14 @@ def test_defaults_are_the_sandbox() -> None:
     ({"GATEWAY_CODE_TTL_S": "120"}, "GATEWAY_CODE_TTL_S"),
     ({"GATEWAY_REDIS_URL": "mysql://x"}, "GATEWAY_REDIS_URL"),
     ({"GATEWAY_ENV": "production"}, "GATEWAY_REDIS_URL"),
-    ({"GATEWAY_ENV": "production", "GATEWAY_REDIS_URL": "redis://r"}, "GATEWAY_ADMIN_TOKEN"),
+    ({"GATEWAY_ENV": "production", "GATEWAY_REDIS_URL": "redis://r"}, "GATEWAY_METRICS_TOKEN"),
     ({"GATEWAY_ENV": "production", "GATEWAY_REDIS_URL": "redis://r",
-      "GATEWAY_ADMIN_TOKEN": "x" * 40}, "https"),
+      "GATEWAY_METRICS_TOKEN": "x" * 40}, "https"),
     ({"GATEWAY_ENV": "production", "GATEWAY_REDIS_URL": "redis://r",
-      "GATEWAY_ADMIN_TOKEN": "x" * 40, "GATEWAY_ISSUER": "https://gw"}, "GATEWAY_YKB_URL"),
+      "GATEWAY_METRICS_TOKEN": "x" * 40, "GATEWAY_ISSUER": "https://gw"}, "GATEWAY_YKB_URL"),
     # review finding 6 (issue 16): production reaches its upstreams over https only
     *[({"GATEWAY_ENV": "production", "GATEWAY_REDIS_URL": "redis://r",
-        "GATEWAY_ADMIN_TOKEN": "x" * 40, "GATEWAY_ISSUER": "https://gw",
+        "GATEWAY_METRICS_TOKEN": "x" * 40, "GATEWAY_ISSUER": "https://gw",
         "GATEWAY_YKB_URL": "https://ykb", "GATEWAY_ESSC_URL": "https://essc",
         "GATEWAY_CERTLIB_URL": "https://certlib", "GATEWAY_PSAM_GATE_KEYS": "/k.json",
         name: "http://plain.example"}, f"{name} must be an https")

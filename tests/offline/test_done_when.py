@@ -181,6 +181,33 @@ def test_offline_gate_done_when(tmp_path: Path, redis_url: str, sdk_venv: Path) 
                      (tmp_path / GATE_B / "uploads.log").read_text().splitlines()]
         assert [x["status"] for x in answers_b] == ["double_use"] * 100
         assert {x["first_use"]["gate"] for x in answers_b} == {GATE_A}
+
+        # the export lists every scan exactly once (docs/records.md): both gates' uploads,
+        # through the outbox and the exporter (the sandbox's store; PostgreSQL's restart
+        # during a run: tests/records/test_postgres_outage.py)
+        admin = (tmp_path / "keys" / "sandbox" / "admin-token").read_text().strip()
+        expected = {(GATE_A, r["request_id"]) for r in results} | \
+            {(GATE_A, replay["request_id"]), (GATE_A, tap_rid)} | \
+            {(GATE_B, r["request_id"]) for r in results_b}
+        deadline = time.monotonic() + 30
+        while True:
+            exported: list[tuple[str, str]] = []
+            after = ""
+            while True:
+                req = urllib.request.Request(
+                    f"{server.base}/admin/v1/transactions?limit=1000" +
+                    (f"&after={after}" if after else ""),
+                    headers={"Authorization": f"Bearer {admin}"})
+                with urllib.request.urlopen(req, timeout=10) as r:
+                    lines = r.read().decode().splitlines()
+                    after = r.headers["X-Next-Cursor"]
+                if not lines:
+                    break
+                exported += [(x["gate"], x["request_id"]) for x in map(json.loads, lines)]
+            if len(exported) >= len(expected) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)  # the exporter drains the outbox in the background
+        assert sorted(exported) == sorted(expected)  # each once, nothing else
     finally:
         if server.proc is not None:
             server.stop()

@@ -43,4 +43,4 @@ def test_clean_install_has_no_server_dependencies(sdk_venv: Path) -> None:
     assert r.returncode == 0 and "provision" in r.stdout and "upload" in r.stdout
     r = subprocess.run([str(sdk_venv / "bin" / "gateway-gate"), "--state", "/nonexistent",
                         "status"], capture_output=True, text=True, env=_clean_env(), cwd="/")
-    assert r.returncode == 2 and '"error": "not_provisioned"' in r.stdout
+    assert r.returncode == 1 and '"error": "not_provisioned"' in r.stdout

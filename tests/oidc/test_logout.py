@@ -87,3 +87,67 @@ async def test_logout_without_a_hint_shows_the_page(op: OP) -> None:
 async def test_discovery_names_the_end_session_endpoint(op: OP) -> None:
     doc = await (await op.c.get("/.well-known/openid-configuration")).json()
     assert doc["end_session_endpoint"] == f"{op.base}/oauth2/logout"
+
+
+# -- OIDC Back-Channel Logout 1.0 ---------------------------------------------------------------
+async def test_logout_tells_the_rps_back_end_with_a_logout_token(op: OP) -> None:
+    """A relying party registered with a backchannel_logout_uri (here a real HTTP server on
+    loopback) receives, when its grant ends by RP-initiated logout, a logout token it can
+    verify from the JWKS: typ logout+jwt, iss, aud, the ID token's sub and sid, the event,
+    no nonce."""
+    import asyncio
+    import base64
+
+    import jwt
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+    from jwt import PyJWKSet
+
+    received: asyncio.Queue[str] = asyncio.Queue()
+
+    async def backchannel(request: web.Request) -> web.Response:
+        form = await request.post()
+        await received.put(str(form["logout_token"]))
+        return web.Response(status=200, headers={"Cache-Control": "no-store"})
+
+    rp_app = web.Application()
+    rp_app.router.add_post("/backchannel-logout", backchannel)
+    rp = TestServer(rp_app, host="127.0.0.1")
+    await rp.start_server()
+    try:
+        cb = "http://127.0.0.1:8413/cb"
+        admin = {"Authorization": "Bearer " + (op.gw.settings.keys_dir / "sandbox" /
+                                               "admin-token").read_text().strip()}
+        r = await op.c.post("/admin/v1/clients", headers=admin, json={
+            "client_id": "rp-backchannel", "kind": "rp", "display_name": "Back-channel RP",
+            "redirect_uris": [cb], "post_logout_redirect_uris": [cb + "/bye"],
+            "backchannel_logout_uri": str(rp.make_url("/backchannel-logout"))})
+        assert r.status == 201, await r.text()
+        basic = "Basic " + base64.b64encode(
+            f"rp-backchannel:{(await r.json())['client_secret']}".encode()).decode()
+        req = op.auth_request(client_id="rp-backchannel", redirect_uri=cb)
+        redirect_to = await op.login(req, await op.resident())
+        code = parse_qs(urlsplit(redirect_to).query)["code"][0]
+        r = await op.c.post("/oauth2/token", headers={"Authorization": basic}, data={
+            "grant_type": "authorization_code", "code": code, "redirect_uri": cb,
+            "code_verifier": req.verifier})
+        tokens = await r.json()
+        r = await op.c.get("/oauth2/logout?" + urlencode({
+            "id_token_hint": tokens["id_token"], "post_logout_redirect_uri": cb + "/bye"}),
+            allow_redirects=False)
+        assert r.status == 302
+        logout_token = await asyncio.wait_for(received.get(), 5)
+    finally:
+        await rp.close()
+    jwks = PyJWKSet.from_dict(await (await op.c.get("/.well-known/jwks.json")).json())
+    head = jwt.get_unverified_header(logout_token)
+    assert head["typ"] == "logout+jwt"
+    claims = jwt.decode(logout_token, jwks[head["kid"]].key, algorithms=[head["alg"]],
+                        audience="rp-backchannel", issuer=op.base)
+    id_claims = jwt.decode(tokens["id_token"], options={"verify_signature": False})
+    assert claims["sub"] == id_claims["sub"] and claims["sid"] == id_claims["sid"]
+    assert claims["events"] == {"http://schemas.openid.net/event/backchannel-logout": {}}
+    assert "nonce" not in claims and claims["jti"] and claims["exp"] > claims["iat"]
+    doc = await (await op.c.get("/.well-known/openid-configuration")).json()
+    assert doc["backchannel_logout_supported"] is True
+    assert doc["backchannel_logout_session_supported"] is True

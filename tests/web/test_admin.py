@@ -24,7 +24,7 @@ async def test_register_use_and_disable_a_gate(gw: Gateway) -> None:
     import base64
 
     spec = {"client_id": "gate-new-1", "kind": "gate", "display_name": "New gate",
-            "scene": "library", "operator": "Lib"}
+            "scene": "library", "operator": "Lib", "venue": "v-library-cqlib"}
     r = await gw.client.post("/admin/v1/clients", json=spec, headers=_admin(gw))
     assert r.status == 201, await r.text()
     body = await r.json()

@@ -3,6 +3,8 @@ read back with prometheus-client's own parser."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -56,3 +58,17 @@ def test_unknown_methods_share_one_label() -> None:
     assert methods == {"other"}
     assert got[("gateway_http_requests_total",
                 (("method", "other"), ("route", "unmatched"), ("status", "405")))] == 50
+
+
+async def test_the_worker_parameter_takes_self_only(tmp_path: Path) -> None:
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from gateway.app import build_app
+    from gateway.settings import Settings
+
+    app = build_app(Settings(env="sandbox", keys_dir=tmp_path / "keys"))
+    async with TestClient(TestServer(app)) as client:
+        assert (await client.get("/metrics?worker=self")).status == 200
+        for bad in ("worker=x", "worker=self&worker=self"):
+            r = await client.get(f"/metrics?{bad}")
+            assert r.status == 400 and (await r.json())["code"] == "invalid_request"

@@ -1,0 +1,371 @@
+"""Usage statistics and application depth (应用深度) from the transaction records.
+
+Roll-ups: per day × district × scene × venue × credential form (渝快码 `ykm`, e-SSC code
+`essc`, physical card `ssc_card`) — scans, allows, denies by reason and the distinct residents
+(a HyperLogLog sketch of the pairwise subjects: counted, never listed, mergeable over days).
+They are kept by whoever reads the records in order (the exporter's hook, or the roll-up
+follower over the record store's cursor) and rebuilt from the records by
+`gateway stats rebuild --from DAY`. A period's question is answered from the roll-ups alone:
+a 30-day query never reads a raw record.
+
+Application depth (渝府办发〔2024〕73号 说明 五.1 身份识别类): for a scene and a district, the
+share of its active venues that have at least one active gate which verified the card or a
+code for identity (≥ 1 allow) in the period; 一级 ≥ 50 %, 二级 ≥ 70 %, 三级 ≥ 90 %. Only
+scenes whose categories include 身份识别 are counted. The 73号 target for the period's year
+stands beside it (docs/stats.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, Final, Protocol
+
+from gateway.services.scenes import DEPTH_LEVELS, SceneCatalogue
+from gateway.services.venues import DISTRICTS, Venue
+
+FORMS: Final = ("ykm", "essc", "ssc_card")
+GROUP_KEYS: Final = ("day", "district", "scene", "venue", "face")
+HLL_P: Final = 10          # 1024 registers: ±3.3 % standard error, 1 KiB per row
+_M: Final = 1 << HLL_P
+UNASSIGNED: Final = "unassigned"
+
+
+# ------------------------------------------------------------------ distinct residents
+def hll_empty() -> bytearray:
+    return bytearray(_M)
+
+
+def hll_add(registers: bytearray, subject: str) -> None:
+    h = int.from_bytes(hashlib.sha256(subject.encode("utf-8")).digest()[:8], "big")
+    idx = h >> (64 - HLL_P)
+    rest = h & ((1 << (64 - HLL_P)) - 1)
+    rank = (64 - HLL_P) - rest.bit_length() + 1
+    if rank > registers[idx]:
+        registers[idx] = rank
+
+
+def hll_merge(into: bytearray, other: bytes | bytearray) -> None:
+    into[:] = bytes(map(max, into, other))  # ~15 µs for 1024 registers (a Python loop: 60)
+
+
+def hll_count(registers: bytes | bytearray) -> int:
+    """The HyperLogLog estimate (Flajolet et al. 2007) with the small-range correction."""
+    alpha = 0.7213 / (1 + 1.079 / _M)
+    estimate = alpha * _M * _M / sum(2.0 ** -r for r in registers)
+    zeros = registers.count(0)
+    if estimate <= 2.5 * _M and zeros:
+        estimate = _M * math.log(_M / zeros)
+    return round(estimate)
+
+
+# ------------------------------------------------------------------ records → roll-ups
+class DecisionRecord(Protocol):
+    """What a roll-up reads of a transaction record (gateway/services/records.py)."""
+
+    gate: str
+    venue: str | None
+    scene: str
+    face: str | None
+    decision: str
+    reason: str
+    subject: str | None
+    scanned_at: float
+
+
+RowKey = tuple[str, str, str, str, str]  # day, district, scene, venue, face
+#: (day, district | "*", scene | "*", face): distinct residents are kept at these four
+#: levels (not per venue), so a period's count merges one sketch per day and group
+SketchKey = tuple[str, str, str, str]
+ANY: Final = "*"
+
+
+@dataclass
+class Rollup:
+    """One row of the daily roll-up."""
+
+    scans: int = 0
+    allows: int = 0
+    denies: dict[str, int] = field(default_factory=dict)
+
+    def add(self, other: Rollup) -> None:
+        self.scans += other.scans
+        self.allows += other.allows
+        for r, n in other.denies.items():
+            self.denies[r] = self.denies.get(r, 0) + n
+
+
+def day_of(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).date().isoformat()
+
+
+def roll_up(records: Iterable[DecisionRecord],
+            place_of: Mapping[str, tuple[str, str, str]]
+            ) -> tuple[dict[RowKey, Rollup], dict[SketchKey, bytearray]]:
+    """Aggregate records into roll-up rows and distinct-resident sketches. `place_of`: gate →
+    (venue, district, scene) from the venue registry (a record's own venue wins)."""
+    rows: dict[RowKey, Rollup] = {}
+    sketches: dict[SketchKey, bytearray] = {}
+    for rec in records:
+        venue, district, _ = place_of.get(rec.gate, (UNASSIGNED, UNASSIGNED, rec.scene))
+        if rec.venue and rec.venue != venue:
+            venue = rec.venue
+        key = (day_of(rec.scanned_at), district, rec.scene, venue, rec.face or "none")
+        row = rows.get(key)
+        if row is None:
+            row = rows[key] = Rollup()
+        row.scans += 1
+        if rec.decision == "allow":
+            row.allows += 1
+            if rec.subject:
+                day, face = key[0], key[4]
+                for sk in ((day, district, rec.scene, face), (day, district, ANY, face),
+                           (day, ANY, rec.scene, face), (day, ANY, ANY, face)):
+                    reg = sketches.get(sk)
+                    if reg is None:
+                        reg = sketches[sk] = hll_empty()
+                    hll_add(reg, rec.subject)
+        else:
+            row.denies[rec.reason] = row.denies.get(rec.reason, 0) + 1
+    return rows, sketches
+
+
+class StatsStore(Protocol):
+    """The roll-up tables (memory in the sandbox; SQL beside the record store)."""
+
+    async def add(self, rows: Mapping[RowKey, Rollup],
+                  sketches: Mapping[SketchKey, bytes | bytearray]) -> None:
+        """Add these rows' counts to the stored ones; merge the sketches."""
+        ...
+
+    async def sketches(self, first_day: str, last_day: str, district: str, scene: str
+                       ) -> list[tuple[SketchKey, bytes | bytearray]]:
+        """Sketches of the level (district or "*", scene or "*") in the days, every face."""
+        ...
+
+    async def rows(self, first_day: str, last_day: str, district: str | None = None,
+                   scene: str | None = None) -> list[tuple[RowKey, Rollup]]:
+        """Every row with first_day ≤ day ≤ last_day (ISO dates), optionally filtered."""
+        ...
+
+    async def levels(self, first_day: str, last_day: str, district: str, scene: str
+                     ) -> list[tuple[SketchKey, Rollup]]:
+        """The counts summed at a sketch level (district or "*" or "" = each; scene alike):
+        what a question that does not group by venue reads — far fewer rows."""
+        ...
+
+    async def verified_venues(self, first_day: str, last_day: str) -> set[str]:
+        """Venues with at least one allow of a code or a card in the days."""
+        ...
+
+    async def clear_from(self, first_day: str) -> int:
+        """Drop every row of first_day and later (before a rebuild); returns rows dropped."""
+        ...
+
+
+# ------------------------------------------------------------------ periods
+@dataclass(frozen=True)
+class Period:
+    first: date
+    last: date
+    label: str
+
+    @property
+    def days(self) -> int:
+        return (self.last - self.first).days + 1
+
+
+def parse_period(text: str, today: date) -> Period:
+    """`2026-H1`, `2026-H2`, `2026` (a year), `2026-11` (a month), `30d` (the last 30 days
+    including today), `today`; or `FROM..TO` (ISO dates)."""
+    t = text.strip()
+    try:
+        if t == "today":
+            return Period(today, today, t)
+        if t.endswith("d") and t[:-1].isdigit():
+            n = int(t[:-1])
+            if not 1 <= n <= 3660:
+                raise ValueError
+            return Period(today - timedelta(days=n - 1), today, t)
+        if ".." in t:
+            a, b = t.split("..", 1)
+            first, last = date.fromisoformat(a), date.fromisoformat(b)
+        elif len(t) == 7 and t[4:6] == "-H" and t[6] in "12":
+            y = int(t[:4])
+            first, last = ((date(y, 1, 1), date(y, 6, 30)) if t[6] == "1"
+                           else (date(y, 7, 1), date(y, 12, 31)))
+        elif len(t) == 7 and t[4] == "-":
+            y, m = int(t[:4]), int(t[5:])
+            first = date(y, m, 1)
+            last = (date(y + (m == 12), m % 12 + 1, 1) - timedelta(days=1))
+        elif len(t) == 4 and t.isdigit():
+            first, last = date(int(t), 1, 1), date(int(t), 12, 31)
+        else:
+            raise ValueError
+    except ValueError:
+        raise ValueError("period must be YYYY-H1, YYYY-H2, YYYY, YYYY-MM, Nd, today or "
+                         "FROM..TO (ISO dates)") from None
+    if last < first or (last - first).days > 3660:
+        raise ValueError("the period must run forwards and span at most ten years")
+    return Period(first, last, t)
+
+
+def level_of(share: float | None) -> str:
+    """73号 说明 五.1: 一级 ≥ 50 %, 二级 ≥ 70 %, 三级 ≥ 90 % of the scenes; otherwise none."""
+    if share is None:
+        return "none"
+    for name, bound in DEPTH_LEVELS:
+        if share >= bound - 1e-12:
+            return name
+    return "none"
+
+
+def target_for(depth_target: Mapping[str, str], year: int) -> str | None:
+    """The 73号 target for a year: that year's, or the latest earlier one (a plan's level holds
+    until the next), or the table's note."""
+    years = sorted((int(y), v) for y, v in depth_target.items() if y.isdigit())
+    held = [v for y, v in years if y <= year]
+    if held:
+        return held[-1]
+    return depth_target.get("note") or (years[0][1] if years else None)
+
+
+# ------------------------------------------------------------------ the service
+class Statistics:
+    def __init__(self, store: StatsStore, scenes: SceneCatalogue) -> None:
+        self.store = store
+        self.scenes = scenes
+
+    async def ingest(self, records: Sequence[DecisionRecord],
+                     place_of: Mapping[str, tuple[str, str, str]]) -> int:
+        rows, sketches = roll_up(records, place_of)
+        if rows:
+            await self.store.add(rows, sketches)
+        return len(rows)
+
+    async def usage(self, first: date, last: date, group_by: Sequence[str],
+                    district: str | None = None, scene: str | None = None) -> dict[str, Any]:
+        """Totals grouped by any of GROUP_KEYS (in the order given)."""
+        for g in group_by:
+            if g not in GROUP_KEYS:
+                raise ValueError(f"group_by takes {', '.join(GROUP_KEYS)}")
+        groups: dict[tuple[str, ...], Rollup] = {}
+        if "venue" in group_by:  # the venue rows themselves
+            idx = [GROUP_KEYS.index(g) for g in group_by]
+            for key, row in await self.store.rows(first.isoformat(), last.isoformat(),
+                                                  district, scene):
+                gk = tuple(key[i] for i in idx)
+                acc = groups.get(gk)
+                if acc is None:
+                    acc = groups[gk] = Rollup()
+                acc.add(row)
+        else:  # the level the groups and filters need: a day's few rows, not every venue's
+            level_d = district or ("" if "district" in group_by else ANY)
+            level_s = scene or ("" if "scene" in group_by else ANY)
+            for (day, d, sc, face), row in await self.store.levels(
+                    first.isoformat(), last.isoformat(), level_d, level_s):
+                values = {"day": day, "district": d, "scene": sc, "face": face}
+                gk = tuple(values[g] for g in group_by)
+                acc = groups.get(gk)
+                if acc is None:
+                    acc = groups[gk] = Rollup()
+                acc.add(row)
+        residents = await self._residents(first, last, group_by, district, scene)
+        out = []
+        for gk in sorted(groups):
+            row = groups[gk]
+            entry: dict[str, Any] = dict(zip(group_by, gk, strict=True))
+            if "district" in entry:
+                entry["district_name"] = DISTRICTS.get(entry["district"], entry["district"])
+            entry.update(scans=row.scans, allows=row.allows, denies=sum(row.denies.values()),
+                         deny_reasons=dict(sorted(row.denies.items())),
+                         distinct_residents=(None if residents is None
+                                             else residents.get(gk, 0)))
+            out.append(entry)
+        return {"from": first.isoformat(), "to": last.isoformat(), "group_by": list(group_by),
+                "groups": out}
+
+    async def _residents(self, first: date, last: date, group_by: Sequence[str],
+                         district: str | None, scene: str | None
+                         ) -> dict[tuple[str, ...], int] | None:
+        """Distinct residents per group, from the sketch level the groups and filters need
+        (None when grouped by venue: residents are not counted per venue)."""
+        if "venue" in group_by:
+            return None
+        by_d = "district" in group_by
+        by_s = "scene" in group_by
+        level_d = district or ("" if by_d else ANY)
+        level_s = scene or ("" if by_s else ANY)
+        merged: dict[tuple[str, ...], bytearray] = {}
+        for (day, d, sc, face), reg in await self.store.sketches(
+                first.isoformat(), last.isoformat(), level_d, level_s):
+            values = {"day": day, "district": d, "scene": sc, "face": face}
+            gk = tuple(values[g] for g in group_by)
+            acc = merged.get(gk)
+            if acc is None:
+                acc = merged[gk] = hll_empty()
+            hll_merge(acc, reg)
+        return {gk: hll_count(reg) for gk, reg in merged.items()}
+
+    async def depth(self, period: Period, venues: Sequence[Venue],
+                    gate_venues: Mapping[str, str], active_gates: set[str],
+                    district: str | None = None, scene: str | None = None) -> dict[str, Any]:
+        """Application depth per scene × district, per district and per scene (docs/stats.md).
+
+        A venue counts when its status is active; it is "verified" when at least one of its
+        active gates allowed a code or a card in the period (an allow row of the venue)."""
+        identity = {s.id for s in self.scenes.all() if s.is_identity}
+        gates_of: dict[str, set[str]] = {}
+        for g, vid in gate_venues.items():
+            if g in active_gates:
+                gates_of.setdefault(vid, set()).add(g)
+        verified_venues = await self.store.verified_venues(period.first.isoformat(),
+                                                           period.last.isoformat())
+        cells: dict[tuple[str, str], list[int]] = {}  # (scene, district) → [active, verified]
+        for v in venues:
+            if v.status != "active" or v.scene not in identity:
+                continue
+            if (district and v.district != district) or (scene and v.scene != scene):
+                continue
+            cell = cells.setdefault((v.scene, v.district), [0, 0])
+            cell[0] += 1
+            if v.id in verified_venues and gates_of.get(v.id):
+                cell[1] += 1
+        year = period.last.year
+
+        def entry(active: int, verified: int) -> dict[str, Any]:
+            share = verified / active if active else None
+            return {"active_venues": active, "verified_venues": verified,
+                    "share": round(share, 4) if share is not None else None,
+                    "level": level_of(share)}
+
+        rows = []
+        for (sid, dist), (active, verified) in sorted(cells.items()):
+            sc = self.scenes.get(sid)
+            rows.append({"scene": sid, "scene_name": sc.name_zh if sc else sid,
+                         "district": dist, "district_name": DISTRICTS[dist],
+                         **entry(active, verified),
+                         "target": target_for(sc.depth_target, year) if sc else None})
+        by_district: dict[str, list[int]] = {}
+        by_scene: dict[str, list[int]] = {}
+        for (sid, dist), (active, verified) in cells.items():
+            for agg, k in ((by_district, dist), (by_scene, sid)):
+                a = agg.setdefault(k, [0, 0])
+                a[0] += active
+                a[1] += verified
+        return {
+            "period": {"label": period.label, "from": period.first.isoformat(),
+                       "to": period.last.isoformat()},
+            "levels": {name: bound for name, bound in DEPTH_LEVELS},
+            "cells": rows,
+            "districts": [{"district": d, "district_name": DISTRICTS[d], **entry(*v)}
+                          for d, v in sorted(by_district.items())],
+            "scenes": [{"scene": s, "scene_name": (sc.name_zh if (sc := self.scenes.get(s))
+                                                   else s), **entry(*v),
+                        "target": (target_for(sc.depth_target, year)
+                                   if (sc := self.scenes.get(s)) else None)}
+                       for s, v in sorted(by_scene.items())],
+        }
