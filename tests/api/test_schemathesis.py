@@ -66,7 +66,7 @@ async def _userinfo_token(op: OP) -> str:
     return str(body["access_token"])
 
 
-@pytest.mark.timeout(660)   # about 60-140 s on the shared 2-core box; it stops itself at 420 s
+@pytest.mark.timeout(660)   # about 60-140 s on the shared 2-core box (20 examples/operation)
 async def test_schemathesis_finds_no_failure(make_gateway: GatewayFactory, tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     assert ST.exists(), "schemathesis is a test dependency (pyproject [test])"
@@ -103,7 +103,7 @@ async def test_schemathesis_finds_no_failure(make_gateway: GatewayFactory, tmp_p
     config.write_text("\n".join(lines) + "\n")
     proc = await asyncio.create_subprocess_exec(
         str(ST), "--config-file", str(config), "run", str(SPEC_PATH), "--workers", "1",
-        "--no-color", "--report-dir", str(tmp_path / "reports"), "--max-time", "420",
+        "--no-color", "--report-dir", str(tmp_path / "reports"),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         cwd=tmp_path,   # its cache (.schemathesis/) stays out of the work tree
         env={**os.environ, "SCHEMATHESIS_TELEMETRY": "false"})
