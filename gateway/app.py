@@ -884,7 +884,21 @@ async def _operators(app: web.Application, core: Core, records: Records) -> Asyn
             if raw["id"] not in known:
                 await scene_store.put(raw, 0, {"updated_by": "seed", "updated_at": clock.now()})
 
+    def held_catalogue() -> list[dict[str, Any]]:
+        out = [sc.to_json() for sc in scenes.all()]
+        for raw in out:
+            raw.pop("revision", None)
+            raw.pop("category", None)
+        return out
+
     async def reload_scenes() -> None:
+        if await scene_store.version() == 0:
+            # the store lost its data (docs/operations.md): keep serving the catalogue held
+            # here and put it back - an empty store must never empty every worker's scenes
+            # (every verify answered 400 unknown scene after an empty Redis restart)
+            if await scene_store.seed(held_catalogue()):
+                log.warning("scenes.reseeded", scenes=len(scenes.all()))
+            return
         scenes.swap(await catalogue_from_store(scene_store))
 
     await reload_scenes()
@@ -992,7 +1006,7 @@ def build_app(settings: Settings, clock: Clock | None = None) -> web.Application
          registry=registry).info({"pid": str(os.getpid())})
     # /metrics sums every worker (gateway/web/server_metrics.py)
     server_metrics_web.install(app, settings.metrics_dir, settings.metrics_flush_ms,
-                               settings.metrics_token)
+                               settings.metrics_token, worker=registry)
     app[oauth.REVOCATION_HOOKS] = []
     app[oauth.INTROSPECTION_HOOKS] = []
     app[transactions_web.RECORD_METRICS] = transactions_web.RecordMetrics(registry)

@@ -16,6 +16,7 @@ from aiohttp import web
 from gateway.errors import InvalidRequest, NotFound
 from gateway.services.identity import mask_ref
 from gateway.services.upstream import Resident, mask_name
+from gateway.timefmt import parse_rfc3339
 from gateway.web.http import no_store, read_json, require_str
 
 __all__ = ["DEMO", "ESSC", "PSAM", "RESIDENTS", "YKB", "add_routes"]
@@ -91,6 +92,8 @@ async def card_tap(request: web.Request) -> web.StreamResponse:
     scanned_at = require_str(body, "scanned_at", 64)
     assert card_no is not None and gate is not None
     assert request_id is not None and scanned_at is not None
+    if parse_rfc3339(scanned_at) is None:   # as the gate's /v1/cards/verify will require
+        raise InvalidRequest("scanned_at must be an RFC 3339 date-time with an offset")
     region = require_str(body, "region", 8, required=False) or card_no[:2]
     try:
         mac = request.app[PSAM].terminal_mac(card_no=card_no, region=region,

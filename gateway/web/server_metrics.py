@@ -73,27 +73,40 @@ def clear_snapshots(directory: Path) -> None:
 
 
 class ServerCollector(Collector):
+    """The request and decision counters summed over every worker, then the answering
+    worker's own other families (store epoch, records exporter, worker info: each kept by
+    the worker that does the work), so one scrape still shows every family."""
+
     def __init__(self, metrics: Metrics, directory: Path | None,
-                 pid: Callable[[], int] = os.getpid) -> None:
+                 pid: Callable[[], int] = os.getpid,
+                 worker: CollectorRegistry | None = None) -> None:
         self._metrics = metrics
         self._dir = directory
         self._pid = pid
+        self._worker = worker
 
     def collect(self) -> Iterator[Metric]:
         peers = read_peers(self._dir, self._pid()) if self._dir is not None else []
-        yield from families(merge_states([self._metrics.state(), *peers]),
-                            self._metrics.district_of)
+        summed = list(families(merge_states([self._metrics.state(), *peers]),
+                               self._metrics.district_of))
+        yield from summed
         workers = GaugeMetricFamily("gateway_server_workers",
                                     "Workers whose counters this answer sums")
         workers.add_metric([], 1 + len(peers))
         yield workers
+        if self._worker is not None:
+            names = {m.name for m in summed} | {"gateway_server_workers"}
+            for family in self._worker.collect():
+                if family.name not in names:
+                    yield family
 
 
 def install(app: web.Application, directory: Path | None, flush_ms: int,
-            token: str | None) -> None:
-    """Register the whole-server registry and the snapshot writer (a cleanup_ctx)."""
+            token: str | None, worker: CollectorRegistry | None = None) -> None:
+    """Register the whole-server registry and the snapshot writer (a cleanup_ctx);
+    `worker` is this process's own registry (its families beyond the summed ones)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(ServerCollector(app[METRICS], directory))
+    registry.register(ServerCollector(app[METRICS], directory, worker=worker))
     app[SERVER_REGISTRY] = registry
     if token:
         app[METRICS_TOKEN] = token

@@ -77,8 +77,9 @@ class ScenePolicy:
         and, for an e-SSC code, the issuing region too."""
         if face not in self.faces:
             return False
-        if face == "essc":
-            return region is not None and region in self.essc_regions
+        if face == "essc":  # "*": every trusted region (a scene that settles 异地 too)
+            return region is not None and (region in self.essc_regions
+                                           or "*" in self.essc_regions)
         return True
 
 

@@ -166,6 +166,7 @@ async def test_production_refuses_a_redis_that_does_not_persist(
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
     env.update(GATEWAY_ENV="production", GATEWAY_REDIS_URL=own_redis.url,
                GATEWAY_ADMIN_TOKEN=secrets.token_urlsafe(32),
+               GATEWAY_METRICS_TOKEN=secrets.token_urlsafe(32),
                GATEWAY_ISSUER="https://gateway.example", GATEWAY_YKB_URL="https://ykb.example",
                GATEWAY_ESSC_URL="https://essc.example",
                GATEWAY_CERTLIB_URL="https://certlib.example", GATEWAY_PSAM_GATE_KEYS=str(psam),

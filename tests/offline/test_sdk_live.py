@@ -113,8 +113,9 @@ async def test_taps_on_the_deny_list(api: Api, tmp_path: Path) -> None:
     report = await asyncio.to_thread(gate.sync)
     assert report.deny_list_version > before
     assert gate.tap("CQ100000579", "CQ", "m").reason == "revoked"
-    # a hotel takes no card taps: scene_not_permitted offline as online
-    hotel = provision(gw, tmp_path / "h", scene="hotel")
+    # an internet café takes no card taps: scene_not_permitted offline as online (hotels
+    # take the physical card since the catalogue follows 73号 row 11)
+    hotel = provision(gw, tmp_path / "h", scene="internet_cafe")
     await asyncio.to_thread(hotel.sync)
     assert hotel.tap("CQ100000025", "CQ", "m").reason == "scene_not_permitted"
     gate.close()
