@@ -99,6 +99,8 @@ async def sign_in(request: web.Request) -> web.Response:
     if request.content_type != "application/x-www-form-urlencoded":
         raise UnsupportedMediaType("Send the sign-in form as application/x-www-form-urlencoded")
     form = await read_form(request, 4096)
+    if set(form) - {"token"}:
+        raise InvalidRequest("The sign-in form takes one field: token")
     token = form.get("token", "").strip()
     if not token:
         raise InvalidRequest("token is required")
