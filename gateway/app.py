@@ -830,9 +830,9 @@ async def _records(app: web.Application, core: Core) -> AsyncIterator[Records]:
             yield Records(store, claims, outbox)
         finally:
             stop.set()
-            try:
-                await asyncio.wait_for(task, 10)
-            except TimeoutError:
+            done, _ = await asyncio.wait({task}, timeout=10)
+            if not done:  # never wait for ever on shutdown (wait_for waits out the cancel)
+                task.cancel()
                 log.warning("transactions.exporter_stop_timeout")
 
 

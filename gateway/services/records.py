@@ -19,7 +19,6 @@ Without Redis (the embedded sandbox) the claim appends straight to the in-memory
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import os
 import time
@@ -288,8 +287,11 @@ class Exporter:
         finally:
             if not ahead.done():
                 ahead.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await ahead
+                # wait for it without taking its outcome as ours: a suppress() around
+                # `await ahead` also swallowed a cancellation of this task (shutdown hung)
+                await asyncio.wait({ahead})
+                if not ahead.cancelled():
+                    ahead.exception()  # retrieved: its error is not this drain's
 
     async def check_length(self) -> int:
         n = await self.outbox.length()

@@ -3,8 +3,10 @@ asks for the in-memory sandbox. `gw` gives a client plus the demo credentials.""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,7 +103,15 @@ async def make_gateway(tmp_path: Path, redis_url: str) -> AsyncIterator[GatewayF
 
     yield factory
     for c in clients:
-        await c.close()
+        # bounded: a shutdown that hangs is reported, not allowed to stall the whole run
+        # (pytest-timeout's thread method ends the process, every later test with it)
+        closing = asyncio.ensure_future(c.close())
+        done, _ = await asyncio.wait({closing}, timeout=30)
+        if not done:
+            closing.cancel()
+            warnings.warn("the gateway's shutdown took over 30 s", stacklevel=1)
+        else:
+            closing.result()
 
 
 @pytest.fixture
