@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.authz.client_auth import ClientAuthenticator
+from gateway.authz.client_auth import ClientAuthenticator, invalid_client
 from gateway.authz.clients import Client
 from gateway.authz.dpop import DpopError
 from gateway.authz.tokens import TokenInvalid
@@ -107,6 +107,10 @@ async def revoke(request: web.Request) -> web.Response:
 async def introspect(request: web.Request) -> web.Response:
     """RFC 7662: active + metadata for the caller's own tokens (and gates' scenes)."""
     client, value, hint = await _token_request(request)
+    if client.is_public:
+        # RFC 7662 §2.1: the endpoint requires authorization; a public client has none
+        # to give (discovery lists no `none` for introspection)
+        raise invalid_client("public client at introspection")
     for hook in request.app.get(INTROSPECTION_HOOKS, []):
         answer = await hook(client, value, hint)
         if answer is not None:
