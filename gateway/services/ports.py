@@ -10,7 +10,7 @@ that could import it back.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AuditLog",
+    "CardDenyList",
     "CertificateLibrary",
     "CodeIdentity",
     "ConsentStore",
@@ -42,6 +43,7 @@ __all__ = [
     "Outbox",
     "RecordStore",
     "RecordingClaims",
+    "SuspensionObserver",
 ]
 
 
@@ -190,6 +192,19 @@ class DeviceStore(Protocol):
     async def revocations(self, since: int, now: float) -> tuple[int, list[RevokedSerial]]:
         """The log's version and its entries newer than ``since`` still in their window."""
         ...
+
+
+class CardDenyList(Protocol):
+    """Where a physical card's refusal is published for offline gates
+    (gateway.services.revocations.RevocationLists; docs/offline.md §5): the identity service
+    tells it of every card refused or reinstated."""
+
+    async def card_status(self, region: str | None, card_no: str, revoked: bool) -> int: ...
+
+
+#: Told of every suspend/unsuspend with (person id, suspended), after the person's revocation
+#: moved (gateway.services.devices.DeviceRevocationLog.on_suspension).
+SuspensionObserver = Callable[[str, bool], Awaitable[None]]
 
 
 class RecordStore(Protocol):
