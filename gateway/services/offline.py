@@ -138,7 +138,7 @@ class OfflineUploads:
         stale = self._now() - self._offline_max + STALE_MARGIN_S
         old = [k for p, k in zip(parsed, keys, strict=True)
                if k is not None and isinstance(p, GateScan) and _scan_time(p) < stale]
-        kept = await asyncio.gather(*(self._claims.peek(k, k.encode()) for k in old))
+        kept = await asyncio.gather(*(self._claims.peek(k) for k in old))
         kept_by_key = dict(zip(old, kept, strict=True))
         # 2. the rest through the pipeline, CHUNK at a time: a chunk's claims share one round
         # trip, and no loop tick runs long (a tick of 500 signature checks would hold every
@@ -161,7 +161,7 @@ class OfflineUploads:
             got = OfflineResult.loads(kept_by_key[keys[i] or ""] or "")
             results.append(got if got is not None else _malformed(p.request_id))
         # 3. keep the new answers for the same upload again
-        await asyncio.gather(*(self._claims.remember(k, self._keep, fresh[i].dumps(), k.encode())
+        await asyncio.gather(*(self._claims.remember(k, self._keep, fresh[i].dumps())
                                for i in todo if (k := keys[i]) is not None))
         return results
 
