@@ -147,7 +147,7 @@ from gateway.services.tokens import (
     TokenExchangeGrant,
     TokenService,
 )
-from gateway.services.trustlist import TrustList
+from gateway.services.trustlist import EsscKeyRefresh, TrustList
 from gateway.services.upstream import PsamAttestation, UpstreamIdentity, load_residents
 from gateway.services.venues import VenueIndex, VenueRegistry, VenueStore
 from gateway.settings import Settings, SettingsError
@@ -846,9 +846,15 @@ def _gate(app: web.Application, core: Core, identity: IdentityService, codes: Co
     re-verified through it."""
     s = core.settings
     gate_identity = GateIdentityAdapter(identity)
+    # e-SSC keys not fetched yet (start-up, a new platform key): fetched on the first miss
+    essc_keys = EsscKeyRefresh(codes.trust.lookup, upstreams.essc.code_keys,
+                               codes.trust.set_essc_keys, s.essc_regions, core.clock.now,
+                               min_interval_s=s.essc_keys_refresh_min_s,
+                               wait_s=s.essc_keys_wait_s)
+    app[codes_web.ESSC_KEY_REFRESH] = essc_keys
     pipeline = GatePipeline(
         scenes=core.scenes, sectors=GateSectors(core.clients, core.clock.now),
-        codes=CodeFace(lookup=codes.trust.lookup, holder=core.data_keys.code_holder,
+        codes=CodeFace(lookup=essc_keys.lookup, holder=core.data_keys.code_holder,
                        identity=gate_identity, max_skew_s=s.code_max_skew_s,
                        offline_max_s=s.offline_max_s,
                        device_revoked=devices.revocations.is_revoked),

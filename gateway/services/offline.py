@@ -23,6 +23,7 @@ from gateway.authz.tokens import AccessTokenClaims
 from gateway.errors import Forbidden, InvalidRequest, PayloadTooLarge
 from gateway.services.gate import CardTap, GatePipeline, GateScan
 from gateway.services.records import RecordingClaims
+from gateway.services.trustlist import KeysBeingFetched
 from gateway.timefmt import parse_rfc3339
 
 __all__ = ["IDEMPOTENCY_S", "MAX_SCANS", "OfflineResult", "OfflineUploads"]
@@ -166,7 +167,12 @@ class OfflineUploads:
         return results
 
     async def _decide(self, gate: AccessTokenClaims, scan: Any) -> OfflineResult:
-        d = await self._pipeline.verify(gate, scan)
+        try:
+            d = await self._pipeline.verify(gate, scan)
+        except KeysBeingFetched as fetching:  # as POST /v1/codes/verify (docs/upstreams.md)
+            if not await fetching.settled():
+                raise  # the upload is answered 503 and sent again (its claims remember)
+            d = await self._pipeline.verify(gate, scan)
         if d.decision == "allow":
             return OfflineResult(scan.request_id, "confirmed")
         if d.reason == "replayed" and d.first_use is not None:
