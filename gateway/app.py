@@ -30,7 +30,7 @@ import contextlib
 import json
 import os
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -116,7 +116,7 @@ from gateway.services.audit import AuditTrail
 from gateway.services.auth import BearerAuthenticator
 from gateway.services.codes import SEALABLE, CodeService, seal_attributes
 from gateway.services.consents import ConsentPolicy, ConsentService
-from gateway.services.devices import DeviceService, DeviceStore
+from gateway.services.devices import DeviceRevocationLog, DeviceService, DeviceStore
 from gateway.services.faces import RETRY_GRACE_S, CardFace, CodeFace
 from gateway.services.gate import GatePipeline, GateSectors
 from gateway.services.identity import (
@@ -130,7 +130,7 @@ from gateway.services.identity import (
 from gateway.services.login import AuthorizationCodeGrant, LoginService, RefreshTokenGrant
 from gateway.services.offline import OfflineUploads
 from gateway.services.operators import Operators, OperatorStore
-from gateway.services.ports import AuditLog
+from gateway.services.ports import AuditLog, SuspensionObserver
 from gateway.services.records import (
     Exporter,
     RecordingClaims,
@@ -147,7 +147,7 @@ from gateway.services.tokens import (
     TokenExchangeGrant,
     TokenService,
 )
-from gateway.services.trustlist import TrustList
+from gateway.services.trustlist import EsscKeyRefresh, TrustList
 from gateway.services.upstream import PsamAttestation, UpstreamIdentity, load_residents
 from gateway.services.venues import VenueIndex, VenueRegistry, VenueStore
 from gateway.settings import Settings, SettingsError
@@ -289,8 +289,6 @@ class Core:
     id_token_ring: RingHolder | None = None
     #: the store epoch (Redis): a Redis that lost its data is detected within one claim
     epoch: StoreEpoch | None = None
-    #: the transaction records, once the records capability is built (operators, tests)
-    records: Records | None = None
 
     def rings(self) -> tuple[RingHolder, ...]:
         return tuple(r for r in (self.token_ring, self.code_ring, self.id_token_ring,
@@ -423,24 +421,25 @@ async def _foundation(app: web.Application) -> AsyncIterator[Core]:
             await require_persistence(redis)
         # the store epoch: a Redis that lost its data is detected within one claim (issue 12)
         epoch = StoreEpoch(coalescer.execute, settings.redis_prefix, clock.now,
-                           app.get(REGISTRY), refuse_at_start=not settings.is_sandbox)
+                           app.get(REGISTRY), refuse_at_start=not settings.is_sandbox,
+                           listeners=[lambda reason: _store_lost(app)])
         await epoch.start()
+    oidc_files = KeyRingFiles(settings.keys_dir, ID_TOKEN_PURPOSE)
+    readiness: list[tuple[str, Callable[[], Awaitable[Any]]]] = []
+    if redis is not None:
+        readiness.append(("redis", redis.ping))
+        if not settings.is_sandbox:
+            readiness.append(("redis_persistence", lambda: require_persistence(redis)))
     core = Core(settings=settings, clock=clock, data_keys=data_keys,
                 token_ring=RingHolder(token_files, token_files.load()),
                 code_ring=RingHolder(code_files, code_files.load()),
                 trust_ring=RingHolder(trust_files, trust_files.load()),
                 stores=build_stores(settings, clock, data_keys, redis, coalescer, epoch),
                 scenes=SceneCatalogue.load(settings.scenes_file or DATA_DIR / "scenes.json"),
-                redis=redis, coalescer=coalescer, epoch=epoch)
-    oidc_files = KeyRingFiles(settings.keys_dir, ID_TOKEN_PURPOSE)
-    if settings.crypto_suite == "gm" and oidc_files.exists():
-        core.id_token_ring = RingHolder(oidc_files, oidc_files.load())
-    if redis is not None:
-        core.readiness.append(("redis", redis.ping))
-        if not settings.is_sandbox:
-            core.readiness.append(("redis_persistence", lambda: require_persistence(redis)))
-    if epoch is not None:
-        epoch.listeners.append(lambda reason: _store_lost(app))
+                redis=redis, coalescer=coalescer, epoch=epoch, readiness=readiness,
+                id_token_ring=(RingHolder(oidc_files, oidc_files.load())
+                               if settings.crypto_suite == "gm" and oidc_files.exists()
+                               else None))
     reloader = asyncio.ensure_future(_reload_rings(core))
     try:
         yield core
@@ -600,10 +599,12 @@ async def _upstreams(core: Core) -> AsyncIterator[Upstreams]:
 
 # ============================================================================ identity
 @contextlib.asynccontextmanager
-async def _identity(app: web.Application, core: Core, tokens: Tokens,
-                    upstreams: Upstreams) -> AsyncIterator[IdentityService]:
-    """The one-person identity: the service over its store, the assertion router for token
-    exchange and links, (sandbox) the demo residents, and the revocation follower."""
+async def _identity(app: web.Application, core: Core, tokens: Tokens, upstreams: Upstreams, *,
+                    on_suspension: Sequence[SuspensionObserver]
+                    ) -> AsyncIterator[IdentityService]:
+    """The one-person identity: the service over its store (telling the card deny-list and
+    `on_suspension` of refusals), the assertion router for token exchange and links,
+    (sandbox) the demo residents, and the revocation follower."""
     settings, clock = core.settings, core.clock
     store = core.stores.identity
     # the card deny-list for offline gates (docs/offline.md §5), told of every card refusal
@@ -612,7 +613,8 @@ async def _identity(app: web.Application, core: Core, tokens: Tokens,
         CardHash(core.data_keys.card_deny_salt, settings.card_hash_iterations), clock.now,
         max_age_s=settings.deny_list_max_age_s)
     app[revocations_web.REVOCATIONS] = deny_lists
-    service = IdentityService(store, clock, core.data_keys, deny_list=deny_lists)
+    service = IdentityService(store, clock, core.data_keys, deny_list=deny_lists,
+                              on_suspension=on_suspension)
     ykb, essc = upstreams.ykb, upstreams.essc
     router = AssertionRouter({ykb.issuer: ykb, **{iss: essc for iss in essc.issuers}})
 
@@ -739,10 +741,11 @@ def _login(app: web.Application, core: Core, tokens: Tokens, identity: IdentityS
 
 
 # ============================================================================ devices
-def _devices(app: web.Application, core: Core, identity: IdentityService) -> DeviceService:
+def _devices(app: web.Application, core: Core, identity: IdentityService,
+             revocation_log: DeviceRevocationLog) -> DeviceService:
     """Device-bound YK2: codes: the enrolment service (the code key ring signs the
-    certificates; holder and fare flags sealed as in YK1:), and a suspended person's
-    devices onto the revocation list."""
+    certificates; holder and fare flags sealed as in YK1:) over the revocation log the
+    identity service puts a suspended person's devices on."""
     s = core.settings
 
     async def flags_of(person_id: str) -> int:
@@ -752,7 +755,7 @@ def _devices(app: web.Application, core: Core, identity: IdentityService) -> Dev
             return 0
 
     service = DeviceService(
-        store=core.stores.devices, single_use=core.single_use, code_ring=core.code_ring,
+        revocation_log=revocation_log, single_use=core.single_use, code_ring=core.code_ring,
         # signed like the trust list and the card deny-list: by the trust-list key gates pin
         signing_ring=core.trust_ring, list_max_age_s=s.deny_list_max_age_s,
         holder=core.data_keys.code_holder,
@@ -760,12 +763,6 @@ def _devices(app: web.Application, core: Core, identity: IdentityService) -> Dev
         cert_ttl_s=s.device_cert_ttl_s, max_devices=s.devices_max, flags_of=flags_of,
         suspended=identity.is_person_suspended)
     app[devices_web.DEVICES] = service
-
-    async def on_suspend(person_id: str, suspended: bool) -> None:
-        if suspended:
-            await service.suspend(person_id)
-
-    identity.suspension_hooks.append(on_suspend)   # an observer, not a missing collaborator
     return service
 
 
@@ -778,6 +775,10 @@ class Records:
     store: RecordStore
     claims: RecordingClaims
     outbox: RedisOutbox | None = None
+
+
+#: the transaction records, once the records capability is built (operators, tests)
+RECORDS = web.AppKey("records", Records)
 
 
 @contextlib.asynccontextmanager
@@ -845,9 +846,15 @@ def _gate(app: web.Application, core: Core, identity: IdentityService, codes: Co
     re-verified through it."""
     s = core.settings
     gate_identity = GateIdentityAdapter(identity)
+    # e-SSC keys not fetched yet (start-up, a new platform key): fetched on the first miss
+    essc_keys = EsscKeyRefresh(codes.trust.lookup, upstreams.essc.code_keys,
+                               codes.trust.set_essc_keys, s.essc_regions, core.clock.now,
+                               min_interval_s=s.essc_keys_refresh_min_s,
+                               wait_s=s.essc_keys_wait_s)
+    app[codes_web.ESSC_KEY_REFRESH] = essc_keys
     pipeline = GatePipeline(
         scenes=core.scenes, sectors=GateSectors(core.clients, core.clock.now),
-        codes=CodeFace(lookup=codes.trust.lookup, holder=core.data_keys.code_holder,
+        codes=CodeFace(lookup=essc_keys.lookup, holder=core.data_keys.code_holder,
                        identity=gate_identity, max_skew_s=s.code_max_skew_s,
                        offline_max_s=s.offline_max_s,
                        device_revoked=devices.revocations.is_revoked),
@@ -974,16 +981,20 @@ async def _gateway_ctx(app: web.Application) -> AsyncIterator[None]:
         demo = DemoData.load(core.settings) if core.settings.is_sandbox else None
         if demo is not None:
             app[DEMO_DATA] = demo
-        records = core.records = await stack.enter_async_context(_records(app, core))
+        records = await stack.enter_async_context(_records(app, core))
+        app[RECORDS] = records
         await _rate_limits(app, core)
         tokens = await _tokens(app, core, demo)
         upstreams = await stack.enter_async_context(_upstreams(core))
-        identity = await stack.enter_async_context(_identity(app, core, tokens, upstreams))
+        # built before the identity service, which tells it of every suspension
+        device_log = DeviceRevocationLog(core.stores.devices, core.clock)
+        identity = await stack.enter_async_context(
+            _identity(app, core, tokens, upstreams, on_suspension=[device_log.on_suspension]))
         codes = _codes(app, core, identity, upstreams)
         _, ledger = await stack.enter_async_context(
             _consents(app, core, tokens, identity, upstreams))
         _login(app, core, tokens, identity, ledger, upstreams)
-        devices = _devices(app, core, identity)
+        devices = _devices(app, core, identity, device_log)
         _gate(app, core, identity, codes, devices, upstreams, ledger, records)
         # the operator's view: started here, before the codes' e-SSC key refresher
         # (codes_web.codes_ctx) starts in the background — it must not run while this awaits

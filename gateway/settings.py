@@ -229,6 +229,10 @@ class Settings:
     ykb_issuer: str | None = None
     essc_url: str | None = None
     essc_issuer_prefix: str | None = None
+    #: an e-SSC code under an unknown key id fetches its region's keys at most this often
+    essc_keys_refresh_min_s: float = 10.0
+    #: how long a gate's verify waits for such a fetch before answering 503 unavailable
+    essc_keys_wait_s: float = 0.5
     certlib_url: str | None = None
     psam_gate_keys_file: Path | None = None
     consent_policy_file: Path | None = None
@@ -347,6 +351,8 @@ class Settings:
             ykb_issuer=e.get("GATEWAY_YKB_ISSUER") or None,
             essc_url=_url(e, "GATEWAY_ESSC_URL"),
             essc_issuer_prefix=e.get("GATEWAY_ESSC_ISSUER_PREFIX") or None,
+            essc_keys_refresh_min_s=_int(e, "GATEWAY_ESSC_KEYS_REFRESH_MIN_S", 10, 1, 3600),
+            essc_keys_wait_s=_int(e, "GATEWAY_ESSC_KEYS_WAIT_MS", 500, 0, 5000) / 1000,
             certlib_url=_url(e, "GATEWAY_CERTLIB_URL"),
             psam_gate_keys_file=_path(e, "GATEWAY_PSAM_GATE_KEYS"),
             consent_policy_file=_path(e, "GATEWAY_CONSENT_POLICY"),

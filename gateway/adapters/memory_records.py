@@ -77,16 +77,16 @@ class MemoryRecordingClaims:
         self._once = once
         self._store = store
 
-    async def claim(self, key: str, ttl_s: float, value: str, record: TransactionRecord,
-                    shard: bytes, *, used_since: float | None = None) -> str | None:
+    async def claim(self, key: str, ttl_s: float, value: str, record: TransactionRecord, *,
+                    used_since: float | None = None) -> str | None:
         # (used_since: this store's history lives and dies with the process)
         prev = await self._once.claim(key, ttl_s, value)
         if prev is None:
             await self._store.write((record,))
         return prev
 
-    async def peek(self, key: str, shard: bytes) -> str | None:
+    async def peek(self, key: str) -> str | None:
         return await self._once.peek(key)
 
-    async def remember(self, key: str, ttl_s: float, value: str, shard: bytes) -> None:
+    async def remember(self, key: str, ttl_s: float, value: str) -> None:
         await self._once.claim(key, ttl_s, value)  # the first answer kept stays

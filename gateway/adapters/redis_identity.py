@@ -27,6 +27,7 @@ import redis.asyncio as aioredis
 import structlog
 
 from gateway.adapters.redis_store import Coalescer, RedisClient, text, text_or_none
+from gateway.authz.datakeys import DataKeys
 from gateway.services.identity import (
     IdentityService,
     IndexKind,
@@ -228,6 +229,27 @@ async def sync_registry_async(service: IdentityService, path: Path) -> SyncRepor
     return await service.sync(registry_entries(load_registry(path)))
 
 
+def cli_identity_service(settings: Any, redis: RedisClient, keys: DataKeys) -> IdentityService:
+    """The identity service a CLI command works with: over the configured Redis, telling the
+    same card deny-list as the server (a card the registry sync refuses reaches the offline
+    gates too; docs/offline.md §5). Device certificates of a person suspended here are not
+    revoked: suspension is the operator API's (``/admin/v1/persons/suspend``)."""
+    from gateway.adapters.keyfiles import KeyRingFiles
+    from gateway.adapters.redis_revocations import RedisDenyListStore
+    from gateway.clock import SystemClock
+    from gateway.codec.offline import CardHash
+    from gateway.services.revocations import RevocationLists
+
+    clock = SystemClock()
+    trust_files = KeyRingFiles(settings.keys_dir, "trust")
+    deny_list = RevocationLists(  # the CLI writes entries, never signs a list: no ring read
+        RedisDenyListStore(redis, settings.redis_prefix, settings.deny_list_delta_events),
+        trust_files.load, CardHash(keys.card_deny_salt, settings.card_hash_iterations),
+        clock.now, max_age_s=settings.deny_list_max_age_s)
+    return IdentityService(RedisIdentityStore(redis, settings.redis_prefix), clock, keys,
+                           deny_list=deny_list)
+
+
 def sync_registry(settings: Any, path: Path) -> int:
     """CLI hook (`gateway identity sync FILE`): upsert the registry export at `path` into the
     configured store; returns the number of persons processed. Needs GATEWAY_REDIS_URL (an
@@ -235,7 +257,6 @@ def sync_registry(settings: Any, path: Path) -> int:
 
     from gateway.adapters.keyfiles import load_data_keys
     from gateway.adapters.redis_store import connect
-    from gateway.clock import SystemClock
     from gateway.settings import SettingsError
 
     if not settings.redis_url:
@@ -248,9 +269,7 @@ def sync_registry(settings: Any, path: Path) -> int:
         redis = connect(settings.redis_url,
                         cluster=settings.redis_cluster)
         try:
-            store = RedisIdentityStore(redis, settings.redis_prefix)
-            service = IdentityService(store, SystemClock(), keys)
-            return await sync_registry_async(service, path)
+            return await sync_registry_async(cli_identity_service(settings, redis, keys), path)
         finally:
             await redis.aclose()
 
@@ -265,7 +284,6 @@ def reseal_store(settings: Any, *, dry_run: bool = False) -> ResealReport:
     configured Redis to GATEWAY_CRYPTO_SUITE (IdentityService.reseal). Needs GATEWAY_REDIS_URL."""
     from gateway.adapters.keyfiles import load_data_keys
     from gateway.adapters.redis_store import connect
-    from gateway.clock import SystemClock
     from gateway.settings import SettingsError
 
     if not settings.redis_url:
@@ -277,9 +295,7 @@ def reseal_store(settings: Any, *, dry_run: bool = False) -> ResealReport:
                               create=settings.is_sandbox, env_value=settings.data_key_b64)
         redis = connect(settings.redis_url, cluster=settings.redis_cluster)
         try:
-            service = IdentityService(RedisIdentityStore(redis, settings.redis_prefix),
-                                      SystemClock(), keys)
-            return await service.reseal(dry_run=dry_run)
+            return await cli_identity_service(settings, redis, keys).reseal(dry_run=dry_run)
         finally:
             await redis.aclose()
 

@@ -1,8 +1,8 @@
 """The transaction outbox in Redis (docs/records.md): claims that append their record in the
 same round trip, the exporter's reader, and the exporter's lock.
 
-Keys (prefix ``gw:``; ``N`` = GATEWAY_TRANSACTIONS_OUTBOX_SHARDS; shard ``k`` chosen from the
-claim's own bytes — the code's nonce, or the gate and request id):
+Keys (prefix ``gw:``; ``N`` = GATEWAY_TRANSACTIONS_OUTBOX_SHARDS; shard ``k`` = CRC-32 of the
+claim's key, UTF-8, mod N — a key always lands on one shard, whoever claims it):
 
 * ``gw:tx:outbox:{gw:tx:k}`` — a Stream; one entry per record, field ``r`` = the msgpack record.
 * ``gw:once:{gw:tx:k}:<key>`` — the single-use claims that decide a record (a code's nonce,
@@ -69,13 +69,15 @@ def outbox_keys(prefix: str, shards: int) -> list[str]:
     return [f"{prefix}tx:outbox:{_tag(prefix, k)}" for k in range(shards)]
 
 
-def _shard(shard: bytes, shards: int) -> int:
-    return zlib.crc32(shard) % shards if shards > 1 else 0
+def _shard(key: str, shards: int) -> int:
+    """The outbox shard of a claim: derived from its key, so a retry of the same use (under
+    another scan time, say) meets the first claim whoever makes it."""
+    return zlib.crc32(key.encode()) % shards if shards > 1 else 0
 
 
-def claim_key(prefix: str, shards: int, key: str, shard: bytes) -> str:
+def claim_key(prefix: str, shards: int, key: str) -> str:
     """The Redis key of a recording claim (for operators' tooling and tests)."""
-    return f"{prefix}once:{_tag(prefix, _shard(shard, shards))}:{key}"
+    return f"{prefix}once:{_tag(prefix, _shard(key, shards))}:{key}"
 
 
 class RedisRecordingClaims:
@@ -100,8 +102,8 @@ class RedisRecordingClaims:
     async def load(self) -> None:
         await self._script_load(CLAIM_AND_APPEND)
 
-    async def claim(self, key: str, ttl_s: float, value: str, record: TransactionRecord,
-                    shard: bytes, *, used_since: float | None = None) -> str | None:
+    async def claim(self, key: str, ttl_s: float, value: str, record: TransactionRecord, *,
+                    used_since: float | None = None) -> str | None:
         """With a store epoch (issue 12) as `RedisSingleUse.claim`: refused without touching
         Redis when the item may predate a detected loss; the tick's epoch check queued first.
         (The tick that *detects* a loss has already run its scripts: an allow record of it
@@ -112,7 +114,7 @@ class RedisRecordingClaims:
             if epoch.refuses(used_since):
                 return HISTORY_LOST
             intact = epoch.guard()  # queued before the script: Redis runs it first
-        k = _shard(shard, self._shards)
+        k = _shard(key, self._shards)
         args = ("EVALSHA", _SHA, 2, self._claims[k] + key, self._streams[k], value,
                 max(1, int(ttl_s * 1000)), self._per_shard, record.to_wire())
         try:
@@ -137,12 +139,12 @@ class RedisRecordingClaims:
             self._full_logged = now
             log.error("transactions.outbox_full", bound=self._per_shard * self._shards)
 
-    async def peek(self, key: str, shard: bytes) -> str | None:
-        raw = await self._c.execute("GET", self._claims[_shard(shard, self._shards)] + key)
+    async def peek(self, key: str) -> str | None:
+        raw = await self._c.execute("GET", self._claims[_shard(key, self._shards)] + key)
         return raw.decode() if isinstance(raw, bytes) else raw
 
-    async def remember(self, key: str, ttl_s: float, value: str, shard: bytes) -> None:
-        await self._c.execute("SET", self._claims[_shard(shard, self._shards)] + key, value,
+    async def remember(self, key: str, ttl_s: float, value: str) -> None:
+        await self._c.execute("SET", self._claims[_shard(key, self._shards)] + key, value,
                               "NX", "PX", max(1, int(ttl_s * 1000)))
 
 

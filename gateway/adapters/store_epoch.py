@@ -42,7 +42,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 import structlog
@@ -67,7 +67,10 @@ TICK_S: Final = 1.0
 class StoreEpoch:
     def __init__(self, execute: Callable[..., asyncio.Future[Any]], prefix: str,
                  now: Callable[[], float], registry: CollectorRegistry | None = None, *,
-                 refuse_at_start: bool = True) -> None:
+                 refuse_at_start: bool = True,
+                 listeners: Sequence[Callable[[str], Any]] = ()) -> None:
+        """`listeners`: called with the reason when a loss is found (the composition root
+        re-caches what it read from the lost store)."""
         self._execute = execute
         self._refuse_at_start = refuse_at_start
         self._key = prefix + "epoch"
@@ -79,7 +82,7 @@ class StoreEpoch:
         self.refuse_until_used_since = 0.0
         self.losses = 0
         self._created_at = float("-inf")
-        self.listeners: list[Callable[[str], Any]] = []
+        self.listeners: tuple[Callable[[str], Any], ...] = tuple(listeners)
         self._verdict: asyncio.Future[bool] | None = None
         self._task: asyncio.Task[None] | None = None
         self._losses = self._refusing = None

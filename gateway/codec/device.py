@@ -46,6 +46,7 @@ from .claims import Alg
 from .errors import CodeError
 from .keys import SIGNATURE_LEN, Signer
 from .sm2 import Sm2PublicKey, compress_point, decompress_point
+from .ykm import ISSUER_ALGS, check_sealed, issuer_fields
 
 __all__ = [
     "CERT_CONTEXT",
@@ -74,14 +75,10 @@ CERT_CONTEXT: Final = b"YKDC1:"
 DEVICE_DENY_LIST_TYP: Final = "device-deny-list+jwt"
 MAX_CERT_TTL_S: Final = 86400
 SERIAL_LEN: Final = 12
-HOLDER_LEN: Final = 16
 #: A registered device algorithm's key is at most this long (an uncompressed P-256 point).
 MAX_DEVICE_KEY_LEN: Final = 65
 _HEAD: Final = struct.Struct(">BB4sB")  # version, alg, kid, device_alg
 _TAIL: Final = struct.Struct(">12s16sBII")  # serial, holder, flags, not_before, not_after
-#: issuer signature algorithm ids, the same byte values as YK1:'s alg.
-ISSUER_ALGS: Final[dict[int, Alg]] = {1: "EdDSA", 2: "ES256", 3: "SM2"}
-_ISSUER_ALG_IDS: Final[dict[str, int]] = {v: k for k, v in ISSUER_ALGS.items()}
 _P256_ORDER: Final = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 
 
@@ -265,20 +262,10 @@ def encode_certificate(
     alg = _BY_NAME.get(device_alg)
     if alg is None:
         raise ValueError("unsupported device key algorithm")
-    issuer_alg = _ISSUER_ALG_IDS.get(signer.alg)
-    if issuer_alg is None:
-        raise ValueError("unsupported signer algorithm")
-    try:
-        kid = bytes.fromhex(signer.kid)
-    except ValueError:
-        raise ValueError("a certificate signer needs a derived 8-hex-digit kid") from None
-    if len(kid) != 4 or signer.kid != kid.hex():
-        raise ValueError("a certificate signer needs a derived 8-hex-digit kid")
-    if len(device_key) != alg.key_len or len(serial) != SERIAL_LEN \
-            or len(holder) != HOLDER_LEN:
+    issuer_alg, kid = issuer_fields(signer, "certificate")
+    if len(device_key) != alg.key_len or len(serial) != SERIAL_LEN:
         raise CodeError("malformed")
-    if type(flags) is not int or not 0 <= flags <= 0xFF:
-        raise CodeError("malformed")
+    check_sealed(holder, flags)  # the holder handle and flags, sealed as in YK1: (§10.2)
     if not _window_ok(not_before, not_after):
         raise CodeError("malformed")
     body = (_HEAD.pack(VERSION, issuer_alg, kid, alg.alg_id) + bytes(device_key)

@@ -27,7 +27,8 @@ from .claims import MAX_LIFETIME_S, Alg, CodeClaims, DecodedCode
 from .errors import CodeError
 from .keys import SIGNATURE_LEN, Signer
 
-__all__ = ["HOLDER_LEN", "NONCE_LEN", "PREFIX", "YkmFormat", "encode_ykm"]
+__all__ = ["HOLDER_LEN", "ISSUER_ALGS", "NONCE_LEN", "PREFIX", "YkmFormat", "check_sealed",
+           "encode_ykm", "issuer_fields"]
 
 PREFIX: Final = "YK1:"
 VERSION: Final = 1
@@ -40,8 +41,32 @@ BODY_LEN: Final = _BODY.size  # 40
 BINARY_LEN: Final = BODY_LEN + SIGNATURE_LEN  # 104
 #: Base45 length of the binary: 3 characters per 2 bytes.
 CODE_LEN: Final = len(PREFIX) + BINARY_LEN // 2 * 3  # 160
-_ALG_TO_ID: Final[dict[str, int]] = {"EdDSA": 1, "ES256": 2, "SM2": 3}
-_ID_TO_ALG: Final[dict[int, Alg]] = {1: "EdDSA", 2: "ES256", 3: "SM2"}
+#: The issuer's signature algorithm ids (YK1 codes and device certificates, §3 and §10.2).
+ISSUER_ALGS: Final[dict[int, Alg]] = {1: "EdDSA", 2: "ES256", 3: "SM2"}
+_ALG_TO_ID: Final[dict[str, int]] = {v: k for k, v in ISSUER_ALGS.items()}
+
+
+def issuer_fields(signer: Signer, role: str) -> tuple[int, bytes]:
+    """(algorithm id, 4-byte kid) of a code-key signer, as YK1 codes and device certificates
+    carry them. ``ValueError`` for an algorithm this format does not know or a kid that is not
+    a derived 8-hex-digit one (``role`` names the signer in the message)."""
+    alg_id = _ALG_TO_ID.get(signer.alg)
+    if alg_id is None:
+        raise ValueError("unsupported signer algorithm")
+    try:
+        kid = bytes.fromhex(signer.kid)
+    except ValueError:
+        raise ValueError(f"a {role} signer needs a derived 8-hex-digit kid") from None
+    if len(kid) != 4 or signer.kid != kid.hex():
+        raise ValueError(f"a {role} signer needs a derived 8-hex-digit kid")
+    return alg_id, kid
+
+
+def check_sealed(holder: bytes, flags: int) -> None:
+    """The sealed holder handle and its flags byte (§3): ``CodeError("malformed")`` unless
+    16 bytes and 0..255."""
+    if len(holder) != HOLDER_LEN or type(flags) is not int or not 0 <= flags <= 0xFF:
+        raise CodeError("malformed")
 
 
 def _check_common(issued_at: int, lifetime_s: int) -> None:
@@ -68,19 +93,10 @@ def encode_ykm(
     _check_common(issued_at, lifetime_s)
     if nonce is None:
         nonce = secrets.token_bytes(NONCE_LEN)
-    if len(holder) != HOLDER_LEN or len(nonce) != NONCE_LEN:
+    if len(nonce) != NONCE_LEN:
         raise CodeError("malformed")
-    if type(flags) is not int or not 0 <= flags <= 0xFF:
-        raise CodeError("malformed")
-    alg_id = _ALG_TO_ID.get(signer.alg)
-    if alg_id is None:
-        raise ValueError("unsupported signer algorithm")
-    try:
-        kid = bytes.fromhex(signer.kid)
-    except ValueError:
-        raise ValueError("a ykm signer needs a derived 8-hex-digit kid") from None
-    if len(kid) != 4 or signer.kid != kid.hex():
-        raise ValueError("a ykm signer needs a derived 8-hex-digit kid")
+    check_sealed(holder, flags)
+    alg_id, kid = issuer_fields(signer, "ykm")
     body = _BODY.pack(
         VERSION, alg_id, kid, bytes(holder), issued_at, lifetime_s, bytes(nonce), flags
     )
@@ -106,7 +122,7 @@ class YkmFormat:
         version, alg_id, kid, holder, issued_at, lifetime_s, nonce, flags = _BODY.unpack_from(
             raw
         )
-        alg = _ID_TO_ALG.get(alg_id)
+        alg = ISSUER_ALGS.get(alg_id)
         if version != VERSION or alg is None or not 1 <= lifetime_s <= MAX_LIFETIME_S:
             raise CodeError("malformed")
         claims = CodeClaims(

@@ -54,6 +54,7 @@ __all__ = [
     "POP_CONTEXT",
     "Challenge",
     "DeviceRecord",
+    "DeviceRevocationLog",
     "DeviceRevocations",
     "DeviceService",
     "DeviceStore",
@@ -182,15 +183,61 @@ def _signer_of(key: SigningKey) -> Signer:
     return signer
 
 
+class DeviceRevocationLog:
+    """The device revocation log: the store's entries and this worker's view of them
+    (``view``, asked by the gate path), written together. Built before the identity service,
+    which tells it of every suspension (``on_suspension``); the device service removes
+    devices and signs the list over the same log."""
+
+    def __init__(self, store: DeviceStore, clock: Clock) -> None:
+        self.store = store
+        self._clock = clock
+        self.view = DeviceRevocations()
+
+    async def revoke(self, serials: Sequence[tuple[str, int]], now: float) -> None:
+        if not serials:
+            return
+        version = await self.store.revoke_serials(serials, now)
+        # the entries only: the view's version moves by the poll, which reads what other
+        # workers added in between
+        self.view.apply(0, [RevokedSerial(s, n, version) for s, n in serials], now)
+
+    async def suspend(self, person_id: str) -> int:
+        """A suspended person: revoke every live certificate of every device (the gateway
+        refuses renewal while suspended). Returns how many serials were listed."""
+        now = self._clock.now()
+        serials = [c for d in await self.store.for_person(person_id) for c in d.live(now)]
+        await self.revoke(serials, now)
+        return len(serials)
+
+    async def on_suspension(self, person_id: str, suspended: bool) -> None:
+        """The identity service's suspension observer (a reinstated person enrols again)."""
+        if suspended:
+            await self.suspend(person_id)
+
+    async def refresh(self) -> bool:
+        """Pull log entries newer than this worker's view (the periodic poll)."""
+        now = self._clock.now()
+        view = self.view
+        version, entries = await self.store.revocations(view.version, now)
+        if version == view.version and not entries and view.loaded:
+            return False
+        view.apply(version, entries, now)
+        view.loaded = True
+        return True
+
+
 class DeviceService:
-    def __init__(self, *, store: DeviceStore, single_use: SingleUse,
-                 code_ring: Callable[[], KeyRing], holder: Sealer, challenge_key: bytes,
-                 clock: Clock, cert_ttl_s: int, max_devices: int,
-                 signing_ring: Callable[[], KeyRing] | None = None,
-                 list_max_age_s: int = 86_400,
-                 flags_of: Callable[[str], Awaitable[int]] | None = None,
-                 suspended: Callable[[str], bool] | None = None) -> None:
-        self._store = store
+    def __init__(self, *, revocation_log: DeviceRevocationLog, single_use: SingleUse,
+                 code_ring: Callable[[], KeyRing], signing_ring: Callable[[], KeyRing],
+                 holder: Sealer, challenge_key: bytes, clock: Clock, cert_ttl_s: int,
+                 max_devices: int, flags_of: Callable[[str], Awaitable[int]],
+                 suspended: Callable[[str], bool], list_max_age_s: int = 86_400) -> None:
+        """`revocation_log` brings the device store; `signing_ring` signs the device
+        deny-list (the trust-list key); `flags_of`: the fare flags a certificate seals;
+        `suspended`: a suspended person is refused enrolment."""
+        self._log = revocation_log
+        self._store = revocation_log.store
         self._once = single_use
         self._ring = code_ring
         self._signing_ring = signing_ring
@@ -201,9 +248,13 @@ class DeviceService:
         self.cert_ttl_s = cert_ttl_s
         self.max_devices = max_devices
         self._flags_of = flags_of
-        self._suspended = suspended or (lambda pid: False)
+        self._suspended = suspended
         self._signers: dict[str, Signer] = {}
-        self.revocations = DeviceRevocations()
+
+    @property
+    def revocations(self) -> DeviceRevocations:
+        """This worker's view of the revocation log (the gate path's)."""
+        return self._log.view
 
     # ---------------------------------------------------------------- challenge
     def _tag(self, person_id: str, rand: bytes, expires_at: int) -> bytes:
@@ -284,9 +335,7 @@ class DeviceService:
                                "first (DELETE /v1/me/devices/{id})")
         serial = secrets.token_bytes(12)
         not_after = now + self.cert_ttl_s
-        flags = 0
-        if self._flags_of is not None:
-            flags = await self._flags_of(person_id)
+        flags = await self._flags_of(person_id)
         holder, sealed_flags = self._holder.seal(person_id, serial, flags)
         certificate = encode_certificate(
             signer=self._signer(), device_alg=alg, device_key=key, serial=serial,
@@ -332,37 +381,17 @@ class DeviceService:
         now = self._clock.now()
         # revoke first: a crash between the two steps leaves a listed device whose
         # certificates are already refused (fail closed), and a retry finishes the job
-        await self._revoke(record.live(now), now)
+        await self._log.revoke(record.live(now), now)
         await self._store.remove(person_id, device_id)
         log.info("device.removed", device=device_id)
 
     async def suspend(self, person_id: str) -> int:
-        """A suspended person: revoke every live certificate of every device (the gateway
-        refuses renewal while suspended). Returns how many serials were listed."""
-        now = self._clock.now()
-        serials = [c for d in await self._store.for_person(person_id) for c in d.live(now)]
-        await self._revoke(serials, now)
-        return len(serials)
+        """A suspended person: every live certificate of every device revoked."""
+        return await self._log.suspend(person_id)
 
-    async def _revoke(self, serials: Sequence[tuple[str, int]], now: float) -> None:
-        if not serials:
-            return
-        version = await self._store.revoke_serials(serials, now)
-        # the entries only: the view's version moves by the poll, which reads what other
-        # workers added in between
-        self.revocations.apply(0, [RevokedSerial(s, n, version) for s, n in serials], now)
-
-    # ---------------------------------------------------------------- revocation list
     async def refresh_revocations(self) -> bool:
         """Pull log entries newer than this worker's view (the periodic poll)."""
-        now = self._clock.now()
-        view = self.revocations
-        version, entries = await self._store.revocations(view.version, now)
-        if version == view.version and not entries and view.loaded:
-            return False
-        view.apply(version, entries, now)
-        view.loaded = True
-        return True
+        return await self._log.refresh()
 
     async def revocation_document(self, since: int | None = None) -> dict[str, Any]:
         """The device deny-list (docs/devices.md "For gate vendors"), in the card deny-list's
@@ -391,8 +420,6 @@ class DeviceService:
     async def signed_revocations(self, since: int | None = None) -> tuple[bytes, str, int]:
         """``(body, ETag, version)``: ``{"deny_list": doc, "jws": compact JWS}`` signed with the
         trust-list key (the key offline gates pin), ``typ: device-deny-list+jwt``."""
-        if self._signing_ring is None:
-            raise RuntimeError("no trust-list key ring to sign the device deny-list with")
         doc = await self.revocation_document(since)
         payload = canonical_json(doc)
         jws = jws_sign(document_signer(self._signing_ring().current()), payload,

@@ -332,7 +332,7 @@ class GatePipeline:
         prev = await self._claims.claim(v.use_key, v.use_ttl_s,
                                         claim_value(gate_id, used_at, verified_at,
                                                     scan.request_id),
-                                        record, v.use_key.encode(), used_since=v.usable_from)
+                                        record, used_since=v.usable_from)
         if prev is None:
             return None
         first = parse_claim(prev)
@@ -370,7 +370,7 @@ class GatePipeline:
     async def _first_answer(self, v: Verified, gate_id: str, request_id: str) -> str | None:
         """The first answer's ``verified_at`` when this (gate, request id) already used this
         credential and its claim record still lives; else None."""
-        prev = await self._claims.peek(v.use_key, v.use_key.encode())
+        prev = await self._claims.peek(v.use_key)
         first = parse_claim(prev) if prev is not None else None
         if first is not None and _same(first.gate, gate_id) and \
                 _same(first.request_id, request_id):
@@ -404,7 +404,7 @@ class GatePipeline:
             new_record_id(now), d.gate, scan.scene, d.face, "deny", d.reason,
             to_ms(d.scanned_at if d.scanned_at is not None else now), to_ms(now), scan.origin,
             scan.request_id, None, {}, _use_hash(d.use))
-        await self._claims.claim(key, self._deny_ttl, d.reason, record, key.encode())
+        await self._claims.claim(key, self._deny_ttl, d.reason, record)
 
 
 @dataclass(frozen=True, slots=True)

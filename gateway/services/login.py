@@ -95,9 +95,9 @@ class LoginService:
                  signer: JwtSigner, alg: Callable[[], str], issuer: str,
                  clock: Callable[[], float], access_ttl_s: int,
                  verify_bearer: Callable[[str], Awaitable[AccessTokenClaims]],
-                 session_ttl_s: int = LOGIN_SESSION_TTL_S, require_number: bool = True,
-                 pushed: PushedRequestStore | None = None,
-                 notify_logout: Callable[[str, str], Awaitable[None]] | None = None) -> None:
+                 pushed: PushedRequestStore,
+                 notify_logout: Callable[[str, str], Awaitable[None]],
+                 session_ttl_s: int = LOGIN_SESSION_TTL_S, require_number: bool = True) -> None:
         self.require_number = require_number
         self.pushed = pushed
         #: (backchannel_logout_uri, logout token) -> delivered (OIDC Back-Channel Logout)
@@ -221,7 +221,7 @@ class LoginService:
         """OIDC Back-Channel Logout 1.0 §2.5: tell the RP's back end, server to server, with a
         logout token signed like ID tokens (`typ: logout+jwt`). Delivery failures are logged
         by the notifier; the logout itself has happened."""
-        if not client.backchannel_logout_uri or self.notify_logout is None:
+        if not client.backchannel_logout_uri:
             return
         sub = await self._subject(client.sector, fam.person_id)
         token = self.signer.sign(oidc.logout_token_claims(
@@ -236,7 +236,7 @@ class LoginService:
         400 JSON, never redirected) and keep it for PAR_TTL_S under a fresh request_uri.
         `proof_jkt`: the key of the request's DPoP proof, which binds the code (RFC 9449
         §10.1) as `dpop_jkt` does."""
-        if self.pushed is None or client.kind != "rp":
+        if client.kind != "rp":
             raise OAuthError("unauthorized_client", "This client may not push requests")
         params = oidc.par_params(form)
         if not oidc.bind_pushed_key(params, proof_jkt):
@@ -261,7 +261,7 @@ class LoginService:
                           ) -> dict[str, list[str]] | None:
         """The pushed request named by `request_uri` for `client_id`, used up; None when it is
         unknown, expired, spent or another client's (RFC 9126 §4)."""
-        if self.pushed is None or not request_uri.startswith(oidc.PAR_URN_PREFIX) \
+        if not request_uri.startswith(oidc.PAR_URN_PREFIX) \
                 or len(request_uri) > 200:
             return None
         raw = await self.pushed.take(oidc.digest(request_uri))

@@ -23,6 +23,7 @@ from gateway.authz.tokens import AccessTokenClaims
 from gateway.errors import Forbidden, InvalidRequest, PayloadTooLarge
 from gateway.services.gate import CardTap, GatePipeline, GateScan
 from gateway.services.records import RecordingClaims
+from gateway.services.trustlist import KeysBeingFetched
 from gateway.timefmt import parse_rfc3339
 
 __all__ = ["IDEMPOTENCY_S", "MAX_SCANS", "OfflineResult", "OfflineUploads"]
@@ -138,7 +139,7 @@ class OfflineUploads:
         stale = self._now() - self._offline_max + STALE_MARGIN_S
         old = [k for p, k in zip(parsed, keys, strict=True)
                if k is not None and isinstance(p, GateScan) and _scan_time(p) < stale]
-        kept = await asyncio.gather(*(self._claims.peek(k, k.encode()) for k in old))
+        kept = await asyncio.gather(*(self._claims.peek(k) for k in old))
         kept_by_key = dict(zip(old, kept, strict=True))
         # 2. the rest through the pipeline, CHUNK at a time: a chunk's claims share one round
         # trip, and no loop tick runs long (a tick of 500 signature checks would hold every
@@ -161,12 +162,17 @@ class OfflineUploads:
             got = OfflineResult.loads(kept_by_key[keys[i] or ""] or "")
             results.append(got if got is not None else _malformed(p.request_id))
         # 3. keep the new answers for the same upload again
-        await asyncio.gather(*(self._claims.remember(k, self._keep, fresh[i].dumps(), k.encode())
+        await asyncio.gather(*(self._claims.remember(k, self._keep, fresh[i].dumps())
                                for i in todo if (k := keys[i]) is not None))
         return results
 
     async def _decide(self, gate: AccessTokenClaims, scan: Any) -> OfflineResult:
-        d = await self._pipeline.verify(gate, scan)
+        try:
+            d = await self._pipeline.verify(gate, scan)
+        except KeysBeingFetched as fetching:  # as POST /v1/codes/verify (docs/upstreams.md)
+            if not await fetching.settled():
+                raise  # the upload is answered 503 and sent again (its claims remember)
+            d = await self._pipeline.verify(gate, scan)
         if d.decision == "allow":
             return OfflineResult(scan.request_id, "confirmed")
         if d.reason == "replayed" and d.first_use is not None:

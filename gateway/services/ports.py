@@ -10,7 +10,7 @@ that could import it back.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AuditLog",
+    "CardDenyList",
     "CertificateLibrary",
     "CodeIdentity",
     "ConsentStore",
@@ -42,6 +43,7 @@ __all__ = [
     "Outbox",
     "RecordStore",
     "RecordingClaims",
+    "SuspensionObserver",
 ]
 
 
@@ -192,6 +194,19 @@ class DeviceStore(Protocol):
         ...
 
 
+class CardDenyList(Protocol):
+    """Where a physical card's refusal is published for offline gates
+    (gateway.services.revocations.RevocationLists; docs/offline.md §5): the identity service
+    tells it of every card refused or reinstated."""
+
+    async def card_status(self, region: str | None, card_no: str, revoked: bool) -> int: ...
+
+
+#: Told of every suspend/unsuspend with (person id, suspended), after the person's revocation
+#: moved (gateway.services.devices.DeviceRevocationLog.on_suspension).
+SuspensionObserver = Callable[[str, bool], Awaitable[None]]
+
+
 class RecordStore(Protocol):
     """Where records live (PostgreSQL in production; memory in the sandbox).
 
@@ -219,20 +234,23 @@ class RecordingClaims(Protocol):
     in one round trip (Redis: one script over the claim key and an outbox stream in the same
     hash slot; memory: one call).
 
+    The adapter places a claim by its key alone (Redis: the outbox shard is a hash of the key),
+    so every caller of one key — a retry under another scan time, an upload — meets it.
+
     `claim` returns None when this call claimed the key (and the record was queued), or the
     value of whoever claimed it first (and nothing was queued). A claim that wins while the
     outbox is full raises nothing: the decision must stand; the adapter counts and alarms."""
 
     async def claim(self, key: str, ttl_s: float, value: str,
-                    record: TransactionRecord, shard: bytes, *,
+                    record: TransactionRecord, *,
                     used_since: float | None = None) -> str | None:
         """`used_since` as for `gateway.ports.SingleUse.claim` (the store epoch): a store
         that lost the item's history answers `HISTORY_LOST` (treated as already used)."""
         ...
 
-    async def peek(self, key: str, shard: bytes) -> str | None: ...
+    async def peek(self, key: str) -> str | None: ...
 
-    async def remember(self, key: str, ttl_s: float, value: str, shard: bytes) -> None:
+    async def remember(self, key: str, ttl_s: float, value: str) -> None:
         """Set the key, if unset, without a record (an answer kept for idempotent retries)."""
         ...
 

@@ -178,14 +178,14 @@ class UnrecordedClaims:
     def __init__(self, once: _SingleUse) -> None:
         self._once = once
 
-    async def claim(self, key: str, ttl_s: float, value: str, record: TransactionRecord,
-                    shard: bytes, *, used_since: float | None = None) -> str | None:
+    async def claim(self, key: str, ttl_s: float, value: str, record: TransactionRecord, *,
+                    used_since: float | None = None) -> str | None:
         return await self._once.claim(key, ttl_s, value, used_since=used_since)
 
-    async def peek(self, key: str, shard: bytes) -> str | None:
+    async def peek(self, key: str) -> str | None:
         return await self._once.peek(key)
 
-    async def remember(self, key: str, ttl_s: float, value: str, shard: bytes) -> None:
+    async def remember(self, key: str, ttl_s: float, value: str) -> None:
         await self._once.claim(key, ttl_s, value)
 
 

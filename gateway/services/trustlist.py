@@ -24,26 +24,35 @@ Document::
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import itertools
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 import structlog
 
 from gateway.authz.keyring import KeyRing, SigningKey
-from gateway.codec import Ed25519Signer, Es256Signer, Signer, Sm2Signer, VerificationKey
+from gateway.codec import (
+    Ed25519Signer,
+    Es256Signer,
+    KeyLookup,
+    Signer,
+    Sm2Signer,
+    VerificationKey,
+)
 from gateway.codec import jws as _jws
 from gateway.codec.jws import JwsKey, canonical_json
 from gateway.codec.offline import TRUST_LIST_TYP, endorse
 from gateway.codec.sm2 import Sm2PrivateKey
+from gateway.errors import Unavailable
 from gateway.services.scenes import SceneCatalogue
 
 log = structlog.get_logger("gateway.trustlist")
 
-__all__ = ["DEFAULT_MAX_AGE_S", "PERIOD_S", "TRUST_LIST_TYP", "TrustList", "TrustListSnapshot",
-           "document_signer", "ring_endorsements", "sign_compact",
+__all__ = ["DEFAULT_MAX_AGE_S", "PERIOD_S", "TRUST_LIST_TYP", "EsscKeyRefresh", "KeysBeingFetched",
+           "TrustList", "TrustListSnapshot", "document_signer", "ring_endorsements", "sign_compact",
            "trust_anchor_jwk"]
 
 #: issued_at granularity and the interval to next_update.
@@ -160,10 +169,14 @@ class TrustList:
             return key
         return self._essc.get((issuer, kid))
 
-    def set_essc_keys(self, jwks: Iterable[Mapping[str, Any]]) -> int:
+    def set_essc_keys(self, jwks: Iterable[Mapping[str, Any]],
+                      issuer: str | None = None) -> int:
         """Replace the e-SSC platform code keys (from ``EsscPlatform.code_keys()``); keys
-        that do not parse or name another issuer form are skipped. Returns how many were kept."""
-        out: dict[tuple[str, str], VerificationKey] = {}
+        that do not parse or name another issuer form are skipped. Returns how many were kept.
+        With ``issuer``: only that issuer's keys are replaced (one region's fetch), keys of
+        any other issuer in ``jwks`` are skipped."""
+        out: dict[tuple[str, str], VerificationKey] = (
+            {} if issuer is None else {k: v for k, v in self._essc.items() if k[0] != issuer})
         for jwk in jwks:
             try:
                 vk = VerificationKey.from_jwk(jwk)
@@ -173,10 +186,10 @@ class TrustList:
                             kty=str(jwk.get("kty"))[:16], crv=str(jwk.get("crv"))[:16],
                             iss=str(jwk.get("iss"))[:32])
                 continue
-            if vk.issuer.startswith("essc:"):
+            if vk.issuer.startswith("essc:") and issuer in (None, vk.issuer):
                 out[(vk.issuer, vk.kid)] = vk
-        self._essc = out
-        return len(out)
+        self._essc = out  # a new dict: the document's cache key sees the change
+        return len(out) if issuer is None else sum(1 for k in out if k[0] == issuer)
 
     # ------------------------------------------------------------------ the document
     def signing_key(self) -> JwsKey:
@@ -228,3 +241,98 @@ def _scene_policies(scenes: Iterable[Any]) -> list[dict[str, Any]]:
     return [{"id": s.id, "faces": sorted(s.faces), "essc_regions": sorted(s.essc_regions)}
             for s in sorted(scenes, key=lambda s: s.id)]
 
+
+
+class KeysBeingFetched(Unavailable):
+    """An e-SSC code under a key this worker has not fetched yet: 503 ``unavailable`` with
+    ``Retry-After: 1``, never ``unknown_issuer`` for a code that may well be genuine. The
+    verify handler may wait a bounded time for the fetch (``settled``) and judge the scan
+    again; nothing was claimed or recorded for it."""
+
+    def __init__(self, detail: str, *, fetch: asyncio.Future[None] | None,
+                 wait_s: float) -> None:
+        super().__init__(detail, headers={"Retry-After": "1"})
+        self._fetch = fetch
+        self._wait_s = wait_s
+
+    async def settled(self) -> bool:
+        """True once the fetch has finished within the bound (then judge the scan again);
+        False when there is none to wait for or it outlasted the bound (it goes on)."""
+        if self._fetch is None or self._wait_s <= 0:
+            return False
+        done, _ = await asyncio.wait({self._fetch}, timeout=self._wait_s)
+        return bool(done)
+
+
+class EsscKeyRefresh:
+    """Refresh on an unknown key id (docs/upstreams.md "Keys not fetched yet"): the trust
+    list's lookup for the gate path, which on a miss for a configured e-SSC issuer
+    (``essc:<region>``) starts ONE fetch of that region's code keys — single-flight, at most
+    once per ``min_interval_s`` per issuer — and answers :class:`KeysBeingFetched` to the
+    scan that started it and to every scan of that issuer while it runs (the verify handler
+    waits for it up to ``wait_s`` and judges the scan again). A miss inside the
+    interval after a fetch is ``unknown_issuer`` at once (a forged or foreign key id costs
+    the platform at most one fetch per interval) — unless that fetch failed: then it is
+    :class:`KeysBeingFetched` too, as the gateway cannot judge the code. The gate path never
+    waits on the platform.
+    """
+
+    def __init__(self, lookup: KeyLookup, fetch: Callable[[str], Awaitable[Sequence[
+                 Mapping[str, Any]]]], store: Callable[[Sequence[Mapping[str, Any]], str], int],
+                 regions: Iterable[str], now: Callable[[], float], *,
+                 min_interval_s: float = 10.0, wait_s: float = 0.5) -> None:
+        """``lookup``: the trust list's; ``fetch(region)``: the platform's code keys of one
+        region (``EsscPlatform.code_keys``); ``store(jwks, issuer)``: into the trust list
+        (``TrustList.set_essc_keys``)."""
+        self._lookup = lookup
+        self._fetch = fetch
+        self._store = store
+        self._regions = {f"essc:{r}": r for r in regions}
+        self._now = now
+        self._min_interval_s = min_interval_s
+        self._wait_s = wait_s
+        self._last: dict[str, float] = {}
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._failed: set[str] = set()
+
+    def lookup(self, issuer: str, kid: str) -> VerificationKey | None:
+        key = self._lookup(issuer, kid)
+        if key is None and issuer in self._regions:
+            self._missed(issuer)
+        return key
+
+    def _missed(self, issuer: str) -> None:
+        if issuer not in self._running:
+            now = self._now()
+            last = self._last.get(issuer)
+            if last is not None and now - last < self._min_interval_s:
+                if issuer not in self._failed:
+                    return  # fetched lately: the key id is unknown to the platform too
+                raise KeysBeingFetched("The e-SSC platform's code keys could not be fetched; "
+                                       "retry", fetch=None, wait_s=0)
+            self._last[issuer] = now
+            self._running[issuer] = asyncio.ensure_future(self._refresh(issuer))
+        raise KeysBeingFetched("The e-SSC platform's code keys are being fetched; retry",
+                               fetch=self._running[issuer], wait_s=self._wait_s)
+
+    async def _refresh(self, issuer: str) -> None:
+        try:
+            kept = self._store(await self._fetch(self._regions[issuer]), issuer)
+            self._failed.discard(issuer)
+            log.info("trust_list.essc_keys_on_demand", issuer=issuer, keys=kept)
+        except Exception as exc:  # noqa: BLE001 - tried again after the interval
+            self._failed.add(issuer)
+            log.warning("trust_list.essc_keys_on_demand_failed", issuer=issuer,
+                        error=type(exc).__name__)
+        finally:
+            del self._running[issuer]
+
+    async def settled(self) -> None:
+        """Every fetch under way finished (tests; shutdown)."""
+        while self._running:
+            await asyncio.gather(*self._running.values(), return_exceptions=True)
+
+    async def close(self) -> None:
+        for task in list(self._running.values()):
+            task.cancel()
+        await asyncio.gather(*self._running.values(), return_exceptions=True)

@@ -17,6 +17,7 @@ from gateway.errors import InvalidRequest, NotAcceptable
 from gateway.qr import render_png, render_svg
 from gateway.services.codes import CodeService
 from gateway.services.scenes import SceneCatalogue
+from gateway.services.trustlist import EsscKeyRefresh
 from gateway.web.http import no_store, principal, read_json, require_str
 
 __all__ = ["CODES", "SCENES", "add_routes", "codes_ctx"]
@@ -24,6 +25,10 @@ __all__ = ["CODES", "SCENES", "add_routes", "codes_ctx"]
 log = structlog.get_logger("gateway.codes")
 
 CODES: Final = web.AppKey("codes", CodeService)
+#: the gate path's e-SSC refresh on an unknown key id (docs/upstreams.md)
+ESSC_KEY_REFRESH: Final = web.AppKey("essc_key_refresh", EsscKeyRefresh)
+#: set once the periodic refresher has read the platform's keys the first time
+ESSC_KEYS_FETCHED: Final = web.AppKey("essc_keys_fetched", asyncio.Event)
 SCENES: Final = web.AppKey("scenes", SceneCatalogue)
 
 TRUST_LIST_MAX_AGE_S: Final = 300
@@ -126,6 +131,7 @@ async def codes_ctx(app: web.Application) -> AsyncIterator[None]:
     Until the first fetch succeeds it is retried every second, not every minute: e-SSC
     codes are `unknown_issuer` meanwhile."""
     service = app[CODES]
+    first = app[ESSC_KEYS_FETCHED] = asyncio.Event()
 
     async def refresh() -> None:
         fetched = False
@@ -133,6 +139,7 @@ async def codes_ctx(app: web.Application) -> AsyncIterator[None]:
             try:
                 n = await service.refresh_essc_keys()
                 fetched = True
+                first.set()
                 log.debug("trust_list.essc_keys", keys=n)
             except Exception as exc:  # noqa: BLE001 - keep the keys we have, retry later
                 log.warning("trust_list.essc_keys_failed", error=type(exc).__name__)
@@ -145,3 +152,5 @@ async def codes_ctx(app: web.Application) -> AsyncIterator[None]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        if ESSC_KEY_REFRESH in app:
+            await app[ESSC_KEY_REFRESH].close()

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from gateway.errors import InvalidRequest
 from gateway.services.gate import CardTap, GatePipeline, GateScan
+from gateway.services.trustlist import KeysBeingFetched
 from gateway.timefmt import parse_rfc3339
 from gateway.web.http import no_store_json, principal, read_json, require_str
 
@@ -51,8 +52,13 @@ async def verify_code(request: web.Request) -> web.StreamResponse:
     scanned_at = _scanned_at(body)
     if not isinstance(code, str) or len(code) > MAX_CODE_FIELD:
         code = ""  # any non-code value a scanner could send is malformed, not an error
-    decision = await request.app[GATE].verify(gate, GateScan(scene, request_id, code,
-                                                             scanned_at))
+    scan = GateScan(scene, request_id, code, scanned_at)
+    try:
+        decision = await request.app[GATE].verify(gate, scan)
+    except KeysBeingFetched as fetching:  # docs/upstreams.md "Keys not fetched yet"
+        if not await fetching.settled():
+            raise  # 503 unavailable, Retry-After: 1
+        decision = await request.app[GATE].verify(gate, scan)  # judged with the fetched keys
     return no_store_json(decision.to_json_bytes())
 
 

@@ -150,8 +150,7 @@ async def test_ttl_of_the_claim_matches_remaining_life(redis_client, gw: Gateway
 
     nonce = decode(code).claims.nonce
     s = gw.settings
-    key = claim_key(s.redis_prefix, s.transactions_outbox_shards, f"code:{nonce.hex()}",
-                    f"code:{nonce.hex()}".encode())
+    key = claim_key(s.redis_prefix, s.transactions_outbox_shards, f"code:{nonce.hex()}")
     ttl = await redis_client.pttl(key)
     # the code's remaining life + skew + the offline allowance (a buffered scan of it may
     # still arrive) + the retry grace

@@ -21,6 +21,7 @@ from gateway.services.identity import (
     Person,
 )
 from gateway.services.upstream import UpstreamIdentity
+from tests.deny_lists import memory_deny_list
 
 from .conftest import Backend
 
@@ -31,7 +32,8 @@ CID_B = "500240197506219985"
 def make(backend: Backend) -> tuple[Any, IdentityService]:
     store: Any = (RedisIdentityStore(backend.redis, backend.prefix, backend.coalescer)
                   if backend.redis is not None else MemoryIdentityStore())
-    return store, IdentityService(store, backend.clock, DataKeys(os.urandom(32)))
+    return store, IdentityService(store, backend.clock, DataKeys(os.urandom(32)),
+                                  deny_list=memory_deny_list(backend.clock.now))
 
 
 def ident(cid: str, account: str, platform: str = "ykb", region: str | None = None,
@@ -135,7 +137,8 @@ async def test_revocations_versioned_and_loss_visible(backend: Backend) -> None:
     assert await store.revocation_version() == v0 + 1
     v, revoked = await store.revocations()
     assert card.ref_hash in revoked and v == v0 + 1
-    other = IdentityService(store, backend.clock, svc.keys, ref_seal_key=b"k" * 32)
+    other = IdentityService(store, backend.clock, svc.keys, ref_seal_key=b"k" * 32,
+                            deny_list=memory_deny_list(backend.clock.now))
     assert not other.is_card_revoked(card.ref_hash)
     assert await other.refresh_revocations()
     assert other.is_card_revoked(card.ref_hash)

@@ -17,6 +17,7 @@ from gateway.authz.datakeys import GM_PREFIX, DataKeys, suite_of
 from gateway.errors import IdentityMismatch
 from gateway.services.identity import CredentialInput, GateIdentityAdapter, IdentityService
 from gateway.services.upstream import UpstreamIdentity
+from tests.deny_lists import memory_deny_list
 
 from .conftest import Backend
 
@@ -39,7 +40,8 @@ def store_for(backend: Backend) -> Any:
 
 async def test_person_ids_lists_every_record(backend: Backend) -> None:
     store = store_for(backend)
-    svc = IdentityService(store, backend.clock, DataKeys(os.urandom(32)))
+    svc = IdentityService(store, backend.clock, DataKeys(os.urandom(32)),
+                          deny_list=memory_deny_list(backend.clock.now))
     made = {(await svc.resolve_upstream(ident(cid, f"ykm-{i}"))).person_id
             for i, cid in enumerate((CID_A, CID_B))}
     assert {pid async for pid in store.person_ids()} == made
@@ -48,14 +50,16 @@ async def test_person_ids_lists_every_record(backend: Backend) -> None:
 async def test_intl_data_readable_under_gm_and_reseal_moves_it(backend: Backend) -> None:
     store = store_for(backend)
     master = os.urandom(32)
-    intl = IdentityService(store, backend.clock, DataKeys(master, "intl"))
+    intl = IdentityService(store, backend.clock, DataKeys(master, "intl"),
+                           deny_list=memory_deny_list(backend.clock.now))
     p = await intl.resolve_upstream(ident(CID_A, "ykm-1"))
     p, card, _ = await intl._link(p, CredentialInput("ssc_card", "CQ", "CQ100000025"))
     p, lost, _ = await intl._link(p, CredentialInput("ssc_card", "CQ", "CQ100000033"))
     await intl.report_loss(p.person_id, lost.credential_id)
     assert suite_of(p.trust_root_hash) == "intl" and len(p.trust_root_hash) == 64
 
-    gm = IdentityService(store, backend.clock, DataKeys(master, "gm"))
+    gm = IdentityService(store, backend.clock, DataKeys(master, "gm"),
+                         deny_list=memory_deny_list(backend.clock.now))
     await gm.refresh_revocations(force=True)
     gate = GateIdentityAdapter(gm)
     # readable and findable before any reseal
@@ -99,7 +103,8 @@ async def test_intl_data_readable_under_gm_and_reseal_moves_it(backend: Backend)
     assert got is not None and got[0] == p.person_id
     assert await gate.card_holder("CQ", "CQ100000033") is None
     # an intl-configured reader still reads it (it opens both forms)
-    intl2 = IdentityService(store, backend.clock, DataKeys(master, "intl"))
+    intl2 = IdentityService(store, backend.clock, DataKeys(master, "intl"),
+                            deny_list=memory_deny_list(backend.clock.now))
     assert await intl2.citizen_id(p.person_id) == CID_A
 
     again = await gm.reseal()

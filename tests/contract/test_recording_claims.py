@@ -75,15 +75,15 @@ def rig(backend: Backend, *, bound: int = 1000, shards: int = 4) -> Rig:
 async def test_a_winning_claim_appends_its_record_once(backend: Backend) -> None:
     r = rig(backend)
     rec = record(1)
-    assert await r.claims.claim("code:aa", 5, "gate-1|r-1", rec, b"\xaa") is None
-    assert await r.claims.claim("code:aa", 5, "gate-2|r-9", record(2), b"\xaa") == "gate-1|r-1"
-    assert await r.claims.peek("code:aa", b"\xaa") == "gate-1|r-1"
+    assert await r.claims.claim("code:aa", 5, "gate-1|r-1", rec) is None
+    assert await r.claims.claim("code:aa", 5, "gate-2|r-9", record(2)) == "gate-1|r-1"
+    assert await r.claims.peek("code:aa") == "gate-1|r-1"
     assert await r.stored() == [rec]
 
 
 async def test_three_hundred_concurrent_claims_leave_one_record(backend: Backend) -> None:
     r = rig(backend)
-    results = await asyncio.gather(*(r.claims.claim("code:hot", 5, f"v{i}", record(i), b"h")
+    results = await asyncio.gather(*(r.claims.claim("code:hot", 5, f"v{i}", record(i))
                                      for i in range(300)))
     winners = [i for i, x in enumerate(results) if x is None]
     assert len(winners) == 1
@@ -92,26 +92,26 @@ async def test_three_hundred_concurrent_claims_leave_one_record(backend: Backend
 
 async def test_remember_sets_only_an_unset_key_and_appends_nothing(backend: Backend) -> None:
     r = rig(backend)
-    await r.claims.remember("up:g|1", 5, "first", b"g|1")
-    await r.claims.remember("up:g|1", 5, "second", b"g|1")
-    assert await r.claims.peek("up:g|1", b"g|1") == "first"
-    assert await r.claims.claim("up:g|1", 5, "third", record(1), b"g|1") == "first"
+    await r.claims.remember("up:g|1", 5, "first")
+    await r.claims.remember("up:g|1", 5, "second")
+    assert await r.claims.peek("up:g|1") == "first"
+    assert await r.claims.claim("up:g|1", 5, "third", record(1)) == "first"
     assert await r.stored() == []
 
 
 async def test_claims_expire_with_their_ttl(backend: Backend) -> None:
     r = rig(backend)
-    assert await r.claims.claim("code:short", 0.15, "x", record(1), b"s") is None
+    assert await r.claims.claim("code:short", 0.15, "x", record(1)) is None
     await backend.elapse(0.3)
-    assert await r.claims.peek("code:short", b"s") is None
-    assert await r.claims.claim("code:short", 5, "y", record(2), b"s") is None
+    assert await r.claims.peek("code:short") is None
+    assert await r.claims.claim("code:short", 5, "y", record(2)) is None
     assert [x.request_id for x in await r.stored()] == ["r-1", "r-2"]
 
 
 async def test_records_spread_over_shards_all_arrive(backend: Backend) -> None:
     r = rig(backend, shards=8)
     for i in range(50):
-        assert await r.claims.claim(f"code:{i}", 5, "v", record(i), bytes([i])) is None
+        assert await r.claims.claim(f"code:{i}", 5, "v", record(i)) is None
     assert sorted(x.request_id for x in await r.stored()) == sorted(f"r-{i}" for i in range(50))
 
 
@@ -121,10 +121,10 @@ async def test_a_full_outbox_keeps_the_decision_drops_the_record_and_alarms(
     assert backend.coalescer is not None and backend.redis is not None
     r = rig(backend, bound=3, shards=1)
     for i in range(5):
-        assert await r.claims.claim(f"code:{i}", 5, "v", record(i), b"x") is None
+        assert await r.claims.claim(f"code:{i}", 5, "v", record(i)) is None
     assert len(r.full) == 2
     assert [x.request_id for x in await r.stored()] == ["r-0", "r-1", "r-2"]
-    assert await r.claims.claim("code:9", 5, "v", record(9), b"x") is None  # room again
+    assert await r.claims.claim("code:9", 5, "v", record(9)) is None  # room again
     assert [x.request_id for x in await r.stored()] == ["r-0", "r-1", "r-2", "r-9"]
 
 
@@ -152,7 +152,7 @@ async def test_an_exporter_crash_after_writing_redelivers_and_nothing_is_doubled
     claims = RedisRecordingClaims(backend.coalescer, backend.redis.script_load,
                                   prefix=backend.prefix, shards=2, bound=1000)
     for i in range(30):
-        await claims.claim(f"code:{i}", 5, "v", record(i), bytes([i]))
+        await claims.claim(f"code:{i}", 5, "v", record(i))
     store = FlakyStore(failures=2)
     outbox = RedisOutbox(backend.redis, prefix=backend.prefix, shards=2, bound=1000)
     exporter = Exporter(outbox, store, NoLock(), batch_size=10)
@@ -183,7 +183,7 @@ async def test_the_exporter_loop_survives_a_store_outage(backend: Backend) -> No
     claims = RedisRecordingClaims(backend.coalescer, backend.redis.script_load,
                                   prefix=backend.prefix, shards=2, bound=1000)
     for i in range(20):
-        await claims.claim(f"code:{i}", 5, "v", record(i), bytes([i]))
+        await claims.claim(f"code:{i}", 5, "v", record(i))
     store = Down()
     outbox = RedisOutbox(backend.redis, prefix=backend.prefix, shards=2, bound=1000)
     exporter = Exporter(outbox, store, NoLock(), batch_size=7, idle_s=0.01,

@@ -21,23 +21,15 @@ async def test_a_local_revocation_does_not_skip_other_workers_entries() -> None:
     """Worker A revokes (version 2) after worker B did (version 1) and before A's poll: A's
     next poll must still bring B's entry."""
     from gateway.clock import FrozenClock
-    from gateway.services.devices import DeviceService
+    from gateway.services.devices import DeviceRevocationLog
 
     store = MemoryDeviceStore()
     clock = FrozenClock(NOW)
-
-    def service() -> DeviceService:
-        return DeviceService(store=store, single_use=None,  # type: ignore[arg-type]
-                             code_ring=lambda: None,  # type: ignore[arg-type,return-value]
-                             holder=None,  # type: ignore[arg-type]
-                             challenge_key=bytes(32), clock=clock, cert_ttl_s=3600,
-                             max_devices=3)
-
-    a, b = service(), service()
-    await a.refresh_revocations()
-    await b.refresh_revocations()
-    await b._revoke([("0b" * 12, NOW + 100)], NOW)
-    await a._revoke([("0a" * 12, NOW + 100)], NOW)
-    assert a.revocations.is_revoked(bytes.fromhex("0a" * 12))
-    await a.refresh_revocations()
-    assert a.revocations.is_revoked(bytes.fromhex("0b" * 12))
+    a, b = DeviceRevocationLog(store, clock), DeviceRevocationLog(store, clock)
+    await a.refresh()
+    await b.refresh()
+    await b.revoke([("0b" * 12, NOW + 100)], NOW)
+    await a.revoke([("0a" * 12, NOW + 100)], NOW)
+    assert a.view.is_revoked(bytes.fromhex("0a" * 12))
+    await a.refresh()
+    assert a.view.is_revoked(bytes.fromhex("0b" * 12))

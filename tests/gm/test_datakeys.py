@@ -21,6 +21,7 @@ from gateway.authz.datakeys import GM_PREFIX, DataKeys, SealError, _Sm4Gcm, deri
 from gateway.clock import SystemClock
 from gateway.services.identity import CredentialInput, IdentityService
 from gateway.services.upstream import UpstreamIdentity
+from tests.deny_lists import memory_deny_list
 
 MASTER = bytes(range(32))
 CID = "500106195803129997"
@@ -104,7 +105,8 @@ async def test_reseal_command_moves_intl_data_in_redis(redis_url: str, tmp_path:
     redis = connect(redis_url)
     try:
         store = RedisIdentityStore(redis, prefix)
-        svc = IdentityService(store, SystemClock(), intl_keys)
+        svc = IdentityService(store, SystemClock(), intl_keys,
+                              deny_list=memory_deny_list(SystemClock().now))
         p = await svc.resolve_upstream(UpstreamIdentity(
             "ykb", None, "ykm-1", CID, "张伟", "j", "iss", 0, 1))  # type: ignore[arg-type]
         await svc._link(p, CredentialInput("ssc_card", "CQ", "CQ100000025"))
@@ -127,7 +129,8 @@ async def test_reseal_command_moves_intl_data_in_redis(redis_url: str, tmp_path:
                 got["credentials_resealed"], got["failed"]) == ("gm", 1, 1, 1, 2, 0)
         moved = await store.get(p.person_id)
         assert moved is not None and moved.trust_root_hash.startswith(GM_PREFIX)
-        gm = IdentityService(store, SystemClock(), load_data_keys(keys_dir, "gm", create=False))
+        gm = IdentityService(store, SystemClock(), load_data_keys(keys_dir, "gm", create=False),
+                             deny_list=memory_deny_list(SystemClock().now))
         assert (await gm.find_by_citizen_id(CID)).person_id == p.person_id  # type: ignore[union-attr]
         assert reseal()["persons_changed"] == 0
     finally:

@@ -14,8 +14,8 @@ from gateway.codec import Ed25519Signer, verify_code
 from gateway.codec.jws import JwsKey, canonical_json, sign_compact
 from gateway.codec.offline import DENY_LIST_TYP
 from gateway_gate import GateError, parse_deny_list, parse_trust_list
+from tests.vectors.common import secret
 from tests.vectors.make_trust_vectors import build
-from tests.vectors.make_vectors import _secret
 
 VECTORS = Path(__file__).parents[1] / "vectors"
 DOC = json.loads((VECTORS / "trust.json").read_text("utf-8"))
@@ -80,7 +80,7 @@ def test_deny_list_vectors() -> None:
 def test_deny_list_rollback_rule() -> None:
     """Older issue time: refused. Same minute, lower version: refused. Later issue time with a
     lower version (the gateway's store was restored): the gateway's view wins."""
-    signer = Ed25519Signer.from_seed(_secret("trust-list-key-0"))
+    signer = Ed25519Signer.from_seed(secret("trust-list-key-0"))
     base = BY_NAME["deny_list_full"]["answer"]["deny_list"]
 
     def doc(**kw: Any) -> bytes:
@@ -113,7 +113,7 @@ def test_a_tampered_deny_list_is_refused() -> None:
         with pytest.raises(GateError) as e:
             parse_deny_list(json.dumps({**answer, "jws": jws}).encode(), ANCHOR, None)
         assert e.value.code == "bad_signature"
-    stranger = Ed25519Signer.from_seed(_secret("trust-list-stranger"))
+    stranger = Ed25519Signer.from_seed(secret("trust-list-stranger"))
     doc = answer["deny_list"]
     with pytest.raises(GateError) as e:
         parse_deny_list(json.dumps({"deny_list": doc, "jws": sign_compact(

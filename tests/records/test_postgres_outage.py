@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from gateway.app import CORE
+from gateway.app import RECORDS
 from gateway.settings import config_from_env
 from tests.postgres_server import PostgresServer
 from tests.records.conftest import (
@@ -37,7 +37,7 @@ def own_postgres() -> Iterator[PostgresServer]:
 
 
 async def outbox_empty(g: Gateway, timeout_s: float = 30.0) -> None:
-    records = g.app[CORE].records
+    records = g.app[RECORDS]
     assert records is not None and records.outbox is not None
     deadline = time.monotonic() + timeout_s
     while await records.outbox.length() > 0:
@@ -91,7 +91,7 @@ async def test_every_scan_is_exported_once_across_a_postgres_restart(
     status, _, _ = await export_page(g)
     assert status == 503  # the export says so; the gates did not notice
     await asyncio.sleep(1.0)  # the exporter fails and backs off meanwhile
-    records = g.app[CORE].records
+    records = g.app[RECORDS]
     assert records is not None and records.outbox is not None
     assert await records.outbox.length() >= 60
     await asyncio.to_thread(own_postgres.start)

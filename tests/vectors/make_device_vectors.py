@@ -11,13 +11,10 @@ tests/codec/test_device_vectors.py checks that the committed file equals a fresh
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from gateway.codec import (
-    CodeClaims,
-    CodeError,
     Ed25519Signer,
     Es256Signer,
     VerificationKey,
@@ -27,9 +24,17 @@ from gateway.codec import (
     encode_yk2,
     normalise_device_key,
     raw_public_key,
-    verify_code,
 )
-from tests.vectors.make_vectors import NOT_AFTER, NOT_BEFORE, SKEW, _scalar, _secret
+from tests.vectors.common import (
+    NOT_AFTER,
+    NOT_BEFORE,
+    SKEW,
+    scalar,
+    secret,
+    trust_of,
+    vector,
+    write,
+)
 
 OUT = Path(__file__).with_name("device_codes.json")
 CERT_NBF = 1790000000  # 2026-09-21T14:13:20Z, the enrolment
@@ -38,23 +43,11 @@ IAT = CERT_NBF + 3600  # the code, an hour after enrolment
 Signer = Ed25519Signer | Es256Signer
 
 
-def _claims_json(c: CodeClaims) -> dict[str, Any]:
-    assert c.device is not None
-    return {
-        "face": c.face, "issuer": c.issuer, "region": c.region, "kid": c.kid, "alg": c.alg,
-        "holder_hex": c.holder.hex(), "issued_at": c.issued_at, "lifetime_s": c.lifetime_s,
-        "expires_at": c.expires_at, "nonce_hex": c.nonce.hex(), "flags": c.flags,
-        "device": {"serial_hex": c.device.serial.hex(), "counter": c.device.counter,
-                   "alg": c.device.alg, "key_hex": c.device.key.hex(),
-                   "not_before": c.device.not_before, "not_after": c.device.not_after},
-    }
-
-
 def _key(name: str, signer: Signer, issuer: str | None, trusted: bool) -> dict[str, Any]:
     if isinstance(signer, Ed25519Signer):
-        private = {"ed25519_seed_hex": _secret(name).hex()}
+        private = {"ed25519_seed_hex": secret(name).hex()}
     else:
-        private = {"p256_scalar_hex": _scalar(name).hex()}
+        private = {"p256_scalar_hex": scalar(name).hex()}
     entry: dict[str, Any] = {"name": name, "role": "issuer" if issuer else "device",
                              "in_trust_list": trusted}
     if issuer is not None:
@@ -72,19 +65,18 @@ def _device_key(signer: Signer) -> bytes:
 
 
 def build() -> dict[str, Any]:
-    ed = Ed25519Signer.from_seed(_secret("ykm-ed25519"))
-    es = Es256Signer.from_scalar(_scalar("ykm-es256"))
-    stranger = Ed25519Signer.from_seed(_secret("not-in-trust-list"))
-    dev_ed = Ed25519Signer.from_seed(_secret("device-ed25519"))
-    dev_es = Es256Signer.from_scalar(_scalar("device-es256"))
-    dev_other = Ed25519Signer.from_seed(_secret("device-other"))
+    ed = Ed25519Signer.from_seed(secret("ykm-ed25519"))
+    es = Es256Signer.from_scalar(scalar("ykm-es256"))
+    stranger = Ed25519Signer.from_seed(secret("not-in-trust-list"))
+    dev_ed = Ed25519Signer.from_seed(secret("device-ed25519"))
+    dev_es = Es256Signer.from_scalar(scalar("device-es256"))
+    dev_other = Ed25519Signer.from_seed(secret("device-other"))
     keys = [_key("ykm-ed25519", ed, "ykm", True), _key("ykm-es256", es, "ykm", True),
             _key("not-in-trust-list", stranger, "ykm", False),
             _key("device-ed25519", dev_ed, None, False),
             _key("device-es256", dev_es, None, False),
             _key("device-other", dev_other, None, False)]
-    trust = {(k["jwk"]["iss"], k["jwk"]["kid"]): VerificationKey.from_jwk(k["jwk"])
-             for k in keys if k["in_trust_list"]}
+    trust = trust_of(keys)
     serial = bytes.fromhex("b0b1b2b3b4b5b6b7b8b9babb")
     holder = bytes.fromhex("00112233445566778899aabbccddeeff")
 
@@ -135,21 +127,9 @@ def build() -> dict[str, Any]:
          "YK2:" + b45encode(b45decode(valid_ed[4:])[:100]), IAT + 10),
         ("unknown device algorithm byte", "yk2_unknown_device_alg", flip(valid_ed, 6), IAT + 10),
     ]
-    vectors = []
-    for description, name, code, now in cases:
-        try:
-            claims = verify_code(code, lambda i, k: trust.get((i, k)), now, SKEW)
-        except CodeError as e:
-            expect: dict[str, Any] = {"result": "error", "reason": e.reason}
-        else:
-            expect = {"result": "ok", "claims": _claims_json(claims)}
-        entry: dict[str, Any] = {"name": name, "description": description, "code": code,
-                                 "now": now, "max_skew_s": SKEW, "expect": expect}
-        if expect["result"] == "ok":
-            binary = b45decode(code[4:])
-            entry["binary_hex"] = binary.hex()
-            entry["certificate_hex"] = binary[:len(binary) - 73].hex()
-        vectors.append(entry)
+    vectors = [vector(name, description, code, now, trust, lambda binary: {
+        "certificate_hex": binary[:len(binary) - 73].hex()})
+        for description, name, code, now in cases]
     return {
         "description": "Device certificate and YK2: test vectors, see docs/code-format.md §10. "
         "Keys are TEST-ONLY (derived from public labels); never trust them outside tests.",
@@ -160,7 +140,7 @@ def build() -> dict[str, Any]:
 
 
 def main() -> None:
-    OUT.write_text(json.dumps(build(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write(OUT, build())
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ if __package__ in (None, ""):
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from tests.vectors.make_vectors import IAT, _secret
+from tests.vectors.common import IAT, secret
 from tests.vectors.make_vectors import build as build_codes
 
 OUT = Path(__file__).with_name("trust.json")
@@ -38,9 +38,9 @@ def _jwk(signer: Ed25519Signer) -> dict[str, Any]:
 
 
 def build() -> dict[str, Any]:
-    t0 = Ed25519Signer.from_seed(_secret("trust-list-key-0"))
-    t1 = Ed25519Signer.from_seed(_secret("trust-list-key-1"))
-    stranger = Ed25519Signer.from_seed(_secret("trust-list-stranger"))
+    t0 = Ed25519Signer.from_seed(secret("trust-list-key-0"))
+    t1 = Ed25519Signer.from_seed(secret("trust-list-key-1"))
+    stranger = Ed25519Signer.from_seed(secret("trust-list-stranger"))
     codes = build_codes()
     issuers: dict[str, list[dict[str, Any]]] = {}
     for k in codes["keys"]:
@@ -60,7 +60,7 @@ def build() -> dict[str, Any]:
     header, body, sig = jws0.split(".")
     flipped = body[:-1] + ("A" if body[-1] != "A" else "B")
 
-    card_hash = CardHash(salt=_secret("card-deny-salt")[:16], iterations=10_000)
+    card_hash = CardHash(salt=secret("card-deny-salt")[:16], iterations=10_000)
     lost = card_hash.of("CQ", "CQ100000249")
     replaced = card_hash.of("CQ", "CQ100000017")
     deny_full = {"list": "cards", "version": 1790000000123, "issued_at": IAT,
@@ -75,7 +75,7 @@ def build() -> dict[str, Any]:
         "description": "Signed offline-gate documents (docs/offline.md). TEST-ONLY keys.",
         "trust_anchor": {"jwk": _jwk(t0),
                          "TEST_ONLY_private_key": {"ed25519_seed_hex":
-                                                   _secret("trust-list-key-0").hex()}},
+                                                   secret("trust-list-key-0").hex()}},
         "vectors": [
             {"name": "trust_list_signed_by_the_anchor",
              "answer": {"trust_list": doc, "jws": jws0, "endorsements": []},

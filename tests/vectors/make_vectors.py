@@ -12,14 +12,10 @@ fixed), so tests/codec/test_vectors.py can check that the committed file equals 
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
 from gateway.codec import (
-    CodeClaims,
-    CodeError,
     Ed25519Signer,
     Es256Signer,
     VerificationKey,
@@ -27,57 +23,36 @@ from gateway.codec import (
     b45encode,
     encode_essc,
     encode_ykm,
-    verify_code,
+)
+from tests.vectors.common import (
+    IAT,
+    NOT_AFTER,
+    NOT_BEFORE,
+    SKEW,
+    scalar,
+    secret,
+    trust_of,
+    vector,
+    write,
 )
 
 OUT = Path(__file__).with_name("codes.json")
-P256_N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
-NOT_BEFORE = 1767225600  # 2026-01-01T00:00:00Z
-NOT_AFTER = 1798761600  # 2027-01-01T00:00:00Z
-IAT = 1790000000  # 2026-09-21T14:13:20Z
-SKEW = 5
-
-
-def _secret(name: str) -> bytes:
-    return hashlib.sha256(b"cq-one-code test vector key: " + name.encode()).digest()
-
-
-def _scalar(name: str) -> bytes:
-    d = int.from_bytes(_secret(name), "big") % P256_N
-    assert d != 0
-    return d.to_bytes(32, "big")
-
-
-def _claims_json(c: CodeClaims) -> dict[str, Any]:
-    return {
-        "face": c.face,
-        "issuer": c.issuer,
-        "region": c.region,
-        "kid": c.kid,
-        "alg": c.alg,
-        "holder_hex": c.holder.hex(),
-        "issued_at": c.issued_at,
-        "lifetime_s": c.lifetime_s,
-        "expires_at": c.expires_at,
-        "nonce_hex": c.nonce.hex(),
-        "flags": c.flags,
-    }
 
 
 def build() -> dict[str, Any]:
-    ed = Ed25519Signer.from_seed(_secret("ykm-ed25519"))
-    es = Es256Signer.from_scalar(_scalar("ykm-es256"))
-    cq = Es256Signer.from_scalar(_scalar("essc-cq"), kid="cq-essc-2026a")
-    sc = Es256Signer.from_scalar(_scalar("essc-sc"), kid="sc-essc-2026a")
-    stranger = Ed25519Signer.from_seed(_secret("not-in-trust-list"))
+    ed = Ed25519Signer.from_seed(secret("ykm-ed25519"))
+    es = Es256Signer.from_scalar(scalar("ykm-es256"))
+    cq = Es256Signer.from_scalar(scalar("essc-cq"), kid="cq-essc-2026a")
+    sc = Es256Signer.from_scalar(scalar("essc-sc"), kid="sc-essc-2026a")
+    stranger = Ed25519Signer.from_seed(secret("not-in-trust-list"))
 
     def key_entry(
         name: str, issuer: str, signer: Ed25519Signer | Es256Signer, trusted: bool
     ) -> dict[str, Any]:
         if isinstance(signer, Ed25519Signer):
-            private = {"ed25519_seed_hex": _secret(name).hex()}
+            private = {"ed25519_seed_hex": secret(name).hex()}
         else:
-            private = {"p256_scalar_hex": _scalar(name).hex()}
+            private = {"p256_scalar_hex": scalar(name).hex()}
         vk = VerificationKey.of(issuer, signer.public_key(), signer.kid, NOT_BEFORE, NOT_AFTER)
         return {
             "name": name,
@@ -93,11 +68,7 @@ def build() -> dict[str, Any]:
         key_entry("essc-sc", "essc:SC", sc, True),
         key_entry("not-in-trust-list", "ykm", stranger, False),
     ]
-    trust = {
-        (k["jwk"]["iss"], k["jwk"]["kid"]): VerificationKey.from_jwk(k["jwk"])
-        for k in keys
-        if k["in_trust_list"]
-    }
+    trust = trust_of(keys)
 
     holder = bytes.fromhex("00112233445566778899aabbccddeeff")
     nonce = bytes.fromhex("a0a1a2a3a4a5a6a7a8a9aaab")
@@ -141,26 +112,8 @@ def build() -> dict[str, Any]:
         ("not a code", "malformed_url", "HTTPS://EXAMPLE.COM/YK1:ABC", IAT + 10),
         ("Base45 triplet above 65535", "malformed_base45", "YK1:" + "GGW" * 52, IAT + 10),
     ]
-    vectors = []
-    for description, name, code, now in cases:
-        try:
-            claims = verify_code(code, lambda i, k: trust.get((i, k)), now, SKEW)
-        except CodeError as e:
-            expect: dict[str, Any] = {"result": "error", "reason": e.reason}
-        else:
-            expect = {"result": "ok", "claims": _claims_json(claims)}
-        entry: dict[str, Any] = {
-            "name": name,
-            "description": description,
-            "code": code,
-            "now": now,
-            "max_skew_s": SKEW,
-            "expect": expect,
-        }
-        prefix = code.split(":", 1)[0] + ":"
-        if prefix in ("YK1:", "ESSC1:") and expect["result"] == "ok":
-            entry["binary_hex"] = b45decode(code[len(prefix) :]).hex()
-        vectors.append(entry)
+    vectors = [vector(name, description, code, now, trust)
+               for description, name, code, now in cases]
     return {
         "description": "Code-format test vectors, see docs/code-format.md. Keys are TEST-ONLY "
         "(derived from public labels); never trust them outside tests.",
@@ -171,7 +124,7 @@ def build() -> dict[str, Any]:
 
 
 def main() -> None:
-    OUT.write_text(json.dumps(build(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write(OUT, build())
 
 
 if __name__ == "__main__":

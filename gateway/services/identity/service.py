@@ -8,7 +8,7 @@ import os
 import secrets
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -32,7 +32,7 @@ from gateway.services.identity.records import (
     new_person_id,
 )
 from gateway.services.identity.store import IndexKind, RevocationView
-from gateway.services.ports import IdentityStore
+from gateway.services.ports import CardDenyList, IdentityStore, SuspensionObserver
 from gateway.services.upstream import (
     UpstreamIdentity,
     is_valid_card_no,
@@ -43,30 +43,24 @@ from gateway.services.upstream import (
 _CAS_RETRIES: Final = 16  # compare-and-set attempts before a write gives up (Conflict)
 
 
-class CardDenyList(Protocol):
-    """Where a physical card's refusal is published for offline gates
-    (gateway.services.revocations.RevocationLists; docs/offline.md §5)."""
-
-    async def card_status(self, region: str | None, card_no: str, revoked: bool) -> int: ...
-
-
 class IdentityService:
     def __init__(self, store: IdentityStore, clock: Clock, keys: DataKeys, *,
-                 ref_seal_key: bytes | None = None,
-                 deny_list: CardDenyList | None = None) -> None:
-        """`ref_seal_key`: 32 bytes for AES-GCM sealing of credential refs; by default
-        `keys.credential_seal_key` (HKDF of the data master key, its own label).
-        `deny_list`: the offline gates' card deny-list, told of every card refusal."""
+                 deny_list: CardDenyList, on_suspension: Sequence[SuspensionObserver] = (),
+                 ref_seal_key: bytes | None = None) -> None:
+        """`deny_list`: the offline gates' card deny-list, told of every card refusal.
+        `on_suspension`: told of every suspend/unsuspend with (person id, suspended), after
+        the revocation set moved (e.g. the device revocation log).
+        `ref_seal_key`: 32 bytes for AES-GCM sealing of credential refs; by default
+        `keys.credential_seal_key` (HKDF of the data master key, its own label)."""
         self.store = store
         self.deny_list = deny_list
+        self._on_suspension = tuple(on_suspension)
         self.clock = clock
         self.keys = keys
         # An explicit key keeps the original AES-GCM form; otherwise DataKeys seals in the
         # configured crypto suite and opens both (docs/crypto-suites.md).
         self._ref_aead = AESGCM(ref_seal_key) if ref_seal_key is not None else None
         self.revocations = RevocationView()
-        #: called after every suspend/unsuspend with (person id, suspended)
-        self.suspension_hooks: list[Callable[[str, bool], Awaitable[None]]] = []
 
     # -- sealing ------------------------------------------------------------------------------
     def _seal_ref(self, ref: str, person_id: str, credential_id: str) -> str:
@@ -189,13 +183,13 @@ class IdentityService:
         deny_list = self.deny_list
         cards = [(c, card) for c in person.credentials
                  if (card := self._card(person, c)) is not None]
-        if suspended and deny_list is not None:  # offline gates: the cards join the deny-list
+        if suspended:  # offline gates: the cards join the deny-list
             for _, card in cards:
                 await deny_list.card_status(card[0], card[1], True)
         await self._set_revoked(self._person_revocation_key(person_id), suspended)
-        for hook in self.suspension_hooks:  # e.g. device certificates onto their list
-            await hook(person_id, suspended)
-        if not suspended and deny_list is not None:
+        for observer in self._on_suspension:  # e.g. device certificates onto their list
+            await observer(person_id, suspended)
+        if not suspended:
             for cred, card in cards:
                 if cred.status == "active":
                     await deny_list.card_status(card[0], card[1], False)
@@ -463,16 +457,16 @@ class IdentityService:
         deny-list is made first and a removal last, so a failure between the two writes leaves
         the card refused (fail closed)."""
         deny = revoked if deny_card is None else deny_card
-        if card is not None and self.deny_list is not None and deny:
+        if card is not None and deny:
             await self.deny_list.card_status(card[0], card[1], True)
         await self.store.set_revoked(ref_hash, revoked)
         self.revocations.apply(ref_hash, revoked)
-        if card is not None and self.deny_list is not None and not deny:
+        if card is not None and not deny:
             await self.deny_list.card_status(card[0], card[1], False)
 
     def _card(self, person: Person, cred: Credential) -> tuple[str | None, str] | None:
         """(region, card number) of a physical card, for the deny-list."""
-        if cred.kind != "ssc_card" or self.deny_list is None:
+        if cred.kind != "ssc_card":
             return None
         try:
             return cred.region, self.open_ref(person, cred)
