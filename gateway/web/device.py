@@ -97,7 +97,7 @@ async def kiosk_page(request: web.Request) -> web.StreamResponse:
         raise InvalidRequest("user_code is required, once")
     auth, client, user_code = await svc.for_kiosk(request.match_info["id"], user_codes[0])
     name = client.display_name if client else auth.client_id
-    svg = base64.b64encode(render_svg(svc.verification_uri_complete(user_code))).decode()
+    svg = base64.b64encode(render_svg(svc.verification_uri_complete(user_code), uri=True)).decode()
     minutes = max(1, int(auth.expires_at - auth.created_at) // 60)
     nonce = secrets.token_urlsafe(16)
     body = f"""<main data-authorization="{html.escape(auth.id)}">
