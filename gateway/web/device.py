@@ -145,7 +145,9 @@ async def verification_page(request: web.Request) -> web.StreamResponse:
     """RFC 8628 §3.3 verification_uri: a resident who opened it in a browser is told to use
     the app (approval happens there, behind the resident's login)."""
     entered = request.query.getall("user_code", [])
-    code = dg.normalise_user_code(entered[0]) if len(entered) == 1 else None
+    if len(entered) > 1 or any(len(v) > 64 for v in entered):
+        raise InvalidRequest("user_code is sent at most once, at most 64 characters")
+    code = dg.normalise_user_code(entered[0]) if entered else None
     shown = (f'<p>用户码 · User code</p><p class="number" id="user-code">'
              f'{html.escape(dg.format_user_code(code))}</p>') if code else ""
     nonce = secrets.token_urlsafe(16)
