@@ -44,7 +44,14 @@ from jwt.algorithms import ECAlgorithm
 from prometheus_client import CollectorRegistry, Info
 from redis.asyncio.cluster import RedisCluster
 
-from gateway.adapters import memory_oidc, memory_ops, redis_oidc, redis_ops
+from gateway.adapters import (
+    memory_device_grants,
+    memory_oidc,
+    memory_ops,
+    redis_device_grants,
+    redis_oidc,
+    redis_ops,
+)
 from gateway.adapters.backchannel import BackchannelNotifier
 from gateway.adapters.keyfiles import (
     KeyRingFiles,
@@ -102,6 +109,7 @@ from gateway.authz import oidc
 from gateway.authz.client_auth import ClientAuthenticator
 from gateway.authz.clients import DEFAULT_SCOPES, Client, hash_secret
 from gateway.authz.datakeys import DataKeys
+from gateway.authz.device import DeviceGrantStore
 from gateway.authz.dpop import DpopVerifier
 from gateway.authz.keyring import Alg, KeyRing, derive_kid, public_jwk
 from gateway.authz.tokens import AccessTokens, JwtSigner
@@ -116,6 +124,7 @@ from gateway.services.audit import AuditTrail
 from gateway.services.auth import BearerAuthenticator
 from gateway.services.codes import SEALABLE, CodeService, seal_attributes
 from gateway.services.consents import ConsentPolicy, ConsentService
+from gateway.services.device_grant import TAP_MAX_AGE_S, DeviceCodeGrant, DeviceGrantService
 from gateway.services.devices import DeviceRevocationLog, DeviceService, DeviceStore
 from gateway.services.faces import RETRY_GRACE_S, CardFace, CodeFace
 from gateway.services.gate import GatePipeline, GateSectors
@@ -155,6 +164,7 @@ from gateway.web import admin, meta, oauth
 from gateway.web import codes as codes_web
 from gateway.web import consents as consents_web
 from gateway.web import dashboard as dashboard_web
+from gateway.web import device as device_web
 from gateway.web import devices as devices_web
 from gateway.web import gate as gate_web
 from gateway.web import http as http_web
@@ -219,6 +229,7 @@ class Stores:
     refresh_families: oidc.RefreshStore
     remembered_grants: oidc.ConsentStore
     pushed_requests: oidc.PushedRequestStore
+    device_grants: DeviceGrantStore
     consents: consent_svc.ConsentStore
     audit_log: AuditLog
     devices: DeviceStore
@@ -244,6 +255,7 @@ def build_stores(settings: Settings, clock: Clock, data_keys: DataKeys,
             refresh_families=memory_oidc.MemoryRefreshStore(clock),
             remembered_grants=memory_oidc.MemoryConsentStore(),
             pushed_requests=memory_oidc.MemoryPushedRequestStore(clock),
+            device_grants=memory_device_grants.MemoryDeviceGrantStore(clock),
             consents=MemoryConsentStore(clock), audit_log=MemoryAuditLog(chain_key),
             devices=MemoryDeviceStore(),
             deny_list=MemoryDenyListStore(settings.deny_list_delta_events),
@@ -259,6 +271,7 @@ def build_stores(settings: Settings, clock: Clock, data_keys: DataKeys,
         refresh_families=redis_oidc.RedisRefreshStore(redis, prefix),
         remembered_grants=redis_oidc.RedisConsentStore(redis, prefix),
         pushed_requests=redis_oidc.RedisPushedRequestStore(redis, prefix),
+        device_grants=redis_device_grants.RedisDeviceGrantStore(redis, prefix),
         consents=RedisConsentStore(redis, prefix, coalescer),
         audit_log=RedisAuditLog(redis, prefix, chain_key=chain_key),
         devices=RedisDeviceStore(redis, prefix),
@@ -737,6 +750,18 @@ def _login(app: web.Application, core: Core, tokens: Tokens, identity: IdentityS
     tokens.grants.register(RefreshTokenGrant(service))
     app[oauth.REVOCATION_HOOKS].append(service.revocation_hook)
     app[oauth.INTROSPECTION_HOOKS].append(service.introspection_hook)
+    # RFC 8628 for kiosks: approved in the app, or by a card tap on the kiosk's reader,
+    # checked by the gates' card face with the kiosk's own (online) window
+    devices = DeviceGrantService(
+        store=stores.device_grants, login=service,
+        cards=CardFace(psam=upstreams.psam, identity=GateIdentityAdapter(identity),
+                       regions=s.essc_regions, max_age_s=TAP_MAX_AGE_S,
+                       max_skew_s=s.code_max_skew_s),
+        single_use=core.single_use, clock=core.clock.now, issuer=s.issuer,
+        ttl_s=s.device_code_ttl_s, interval_s=s.device_poll_interval_s)
+    app[device_web.DEVICE_GRANT] = devices
+    tokens.grants.register(DeviceCodeGrant(devices))
+    app[meta.DEVICE_AUTHORIZATION] = True   # discovery advertises it once it is built
     return service
 
 
@@ -1030,6 +1055,7 @@ def build_app(settings: Settings, clock: Clock | None = None) -> web.Application
     for routes in (transactions_web.add_routes, identity_web.add_routes, meta.add_routes,
                    admin.add_routes, oauth.add_routes, codes_web.add_routes,
                    devices_web.add_routes, consents_web.add_routes, login_web.add_routes,
+                   device_web.add_routes,
                    gate_web.add_routes, offline_web.add_routes, revocations_web.add_routes,
                    stats_web.add_routes, dashboard_web.add_routes):
         routes(app)
@@ -1070,7 +1096,8 @@ class DemoData:
                 scopes=tuple(c.get("scopes") or DEFAULT_SCOPES[kind]),
                 sector=c.get("sector", ""), redirect_uris=tuple(c.get("redirect_uris") or ()),
                 post_logout_redirect_uris=tuple(c.get("post_logout_redirect_uris") or ()),
-                scene=c.get("scene"), operator=c.get("operator"), created_at=now))
+                scene=c.get("scene"), operator=c.get("operator"), created_at=now,
+                grant_types=tuple(c.get("grant_types") or ())))
         return out
 
     def listing(self, allowed_types: Callable[[str], frozenset[str]]) -> dict[str, Any]:
@@ -1089,6 +1116,7 @@ class DemoData:
                     entry["post_logout_redirect_uris"] = list(
                         c.get("post_logout_redirect_uris") or ())
                     entry["certificate_types"] = sorted(allowed_types(c["client_id"]))
+                    entry["grant_types"] = list(c.get("grant_types") or ())
                 cred = self.secrets.get(c["client_id"], {})
                 if "client_secret" in cred:
                     entry["client_secret"] = cred["client_secret"]
@@ -1115,11 +1143,13 @@ def demo_secrets(settings: Settings, doc: Mapping[str, Any] | None = None) -> di
     """Secrets and private keys of the sandbox's demo clients: generated at first run under
     keys/sandbox/ (0600), never in git; shown by GET /sandbox/v1/demo."""
     path = settings.keys_dir / "sandbox" / "demo-secrets.json"
-    if path.exists():
-        return dict(json.loads(read_private_pem(path)))
     demo = doc if doc is not None else _demo_doc(settings)
-    out: dict[str, Any] = {}
-    for c in list(demo["clients"]) + list(demo["gates"]):
+    out: dict[str, Any] = dict(json.loads(read_private_pem(path))) if path.exists() else {}
+    missing = [c for c in list(demo["clients"]) + list(demo["gates"])
+               if c["client_id"] not in out]
+    if not missing:
+        return out
+    for c in missing:   # a demo client added since the file was written gets its own too
         if c.get("auth_method") == "private_key_jwt":
             pk = ec.generate_private_key(ec.SECP256R1())
             kid = derive_kid(pk)

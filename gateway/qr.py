@@ -3,6 +3,8 @@
 ECC level M (~15 % recovery), quiet zone of 4 modules (ISO/IEC 18004 §6.3.8), 6 px per module.
 Codes are Base45 + an alphanumeric prefix, so the whole string is one alphanumeric-mode segment
 (5.5 bits/char); a string outside that charset is refused rather than silently encoded as bytes.
+A URI (the device grant's verification_uri_complete, RFC 8628 §3.3.1) is asked for as bytes
+explicitly (`uri=True`: printable ASCII, byte mode).
 PNG is written by qrcode's pure-Python PyPNG factory (no Pillow), SVG as a single path.
 """
 
@@ -24,9 +26,12 @@ BORDER: Final = 4
 _ALNUM: Final = frozenset(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:")
 
 
-def _build(code: str) -> qrcode.QRCode:
+def _build(code: str, uri: bool = False) -> qrcode.QRCode:
     data = code.encode("ascii", "strict") if code.isascii() else b""
-    if not data or not _ALNUM.issuperset(data):
+    if uri:
+        if not data or not all(0x21 <= b <= 0x7E for b in data):
+            raise ValueError("a URI must be non-empty printable ASCII")
+    elif not data or not _ALNUM.issuperset(data):
         raise ValueError("a code must be non-empty QR-alphanumeric text")
     qr = qrcode.QRCode(
         version=None,
@@ -34,7 +39,8 @@ def _build(code: str) -> qrcode.QRCode:
         box_size=BOX_SIZE,
         border=BORDER,
     )
-    qr.add_data(qrcode.util.QRData(data, mode=qrcode.util.MODE_ALPHA_NUM), optimize=0)
+    mode = qrcode.util.MODE_8BIT_BYTE if uri else qrcode.util.MODE_ALPHA_NUM
+    qr.add_data(qrcode.util.QRData(data, mode=mode), optimize=0)
     qr.make(fit=True)
     return qr
 
@@ -53,8 +59,9 @@ def render_png(code: str) -> bytes:
     return buf.getvalue()
 
 
-def render_svg(code: str) -> bytes:
-    """The QR symbol for ``code`` as an SVG document (one ``<path>``), UTF-8."""
-    img = _build(code).make_image(image_factory=SvgPathImage)
+def render_svg(code: str, *, uri: bool = False) -> bytes:
+    """The QR symbol for ``code`` as an SVG document (one ``<path>``), UTF-8; `uri`: a URI
+    in byte mode instead of a code."""
+    img = _build(code, uri).make_image(image_factory=SvgPathImage)
     out: bytes = img.to_string(encoding="utf-8")
     return out

@@ -110,6 +110,8 @@ ENV_PREFIX = RATELIMIT_ENV_PREFIX
 LIMIT_DEFAULTS: Mapping[str, Limit] = MappingProxyType({
     **DEFAULT_LIMITS,
     "resident": Limit(rate=10, period_s=1, burst=20),
+    # RFC 8628 §5.1: user-code entries per resident (20^8 codes; 10 a minute, 5 at once)
+    "user_code": Limit(rate=10, period_s=60, burst=5),
 })
 
 
@@ -218,6 +220,10 @@ class Settings:
     #: the browser shows and the scan answer lists the choices; when false, no choices are
     #: offered and the approval needs no body (a number the app sends must still match).
     login_require_number: bool = True
+    #: RFC 8628 §3.2: a device authorization's life (expires_in) and the kiosk's minimum
+    #: polling interval (slow_down adds 5 s to it when the kiosk polls faster).
+    device_code_ttl_s: int = 600
+    device_poll_interval_s: int = 5
     # sandbox
     demo_data: Path | None = None
     upstream_timeout_s: float = 2.0
@@ -342,6 +348,8 @@ class Settings:
             gate_token_ttl_s=_int(e, "GATEWAY_GATE_TOKEN_TTL_S", 3600, 60, 86400),
             client_assertion_max_ttl_s=_int(e, "GATEWAY_CLIENT_ASSERTION_MAX_TTL_S", 300, 30, 3600),
             login_require_number=_bool(e, "GATEWAY_LOGIN_REQUIRE_NUMBER", True),
+            device_code_ttl_s=_int(e, "GATEWAY_DEVICE_CODE_TTL_S", 600, 60, 1800),
+            device_poll_interval_s=_int(e, "GATEWAY_DEVICE_POLL_INTERVAL_S", 5, 1, 60),
             demo_data=Path(e["GATEWAY_DEMO_DATA"]) if e.get("GATEWAY_DEMO_DATA") else None,
             upstream_timeout_s=_int(e, "GATEWAY_UPSTREAM_TIMEOUT_MS", 2000, 50, 60000) / 1000,
             redis_cluster=_bool(e, "GATEWAY_REDIS_CLUSTER", False),

@@ -68,6 +68,10 @@ class Client:
     #: RFC 9449 §5.2: this client's tokens are always DPoP-bound; a request without a proof
     #: is refused at the token endpoint, so none of its tokens is usable as a bearer token.
     dpop_bound_access_tokens: bool = False
+    #: RFC 7591 §2 grant types this client is registered for beyond its kind's own; today
+    #: only the device grant (RFC 8628, `urn:ietf:params:oauth:grant-type:device_code`,
+    #: kind rp: kiosks and self-service terminals) is registered this way.
+    grant_types: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -97,6 +101,7 @@ class Client:
         d["scopes"] = list(self.scopes)
         d["redirect_uris"] = list(self.redirect_uris)
         d["post_logout_redirect_uris"] = list(self.post_logout_redirect_uris)
+        d["grant_types"] = list(self.grant_types)
         return d
 
     @classmethod
@@ -113,4 +118,5 @@ class Client:
             disabled=bool(d.get("disabled", False)), created_at=float(d.get("created_at", 0.0)),
             require_pushed_authorization_requests=bool(
                 d.get("require_pushed_authorization_requests", False)),
-            dpop_bound_access_tokens=bool(d.get("dpop_bound_access_tokens", False)))
+            dpop_bound_access_tokens=bool(d.get("dpop_bound_access_tokens", False)),
+            grant_types=tuple(d.get("grant_types") or ()))

@@ -9,6 +9,7 @@ limiter hit per authenticated request, beside the other policies (scenes, consen
 | resident, scope `codes:issue` | `issue:<HMAC of the pairwise sub>` | `app_issue` |
 | (before auth) login page | `ip:<address>`                | `login_ip` |
 | (before auth) token, introspection, revocation | `ip:oauth_ip:<address>` | `oauth_ip` |
+| resident entering a device grant's user code | `ucode:<HMAC of the pairwise sub>` | `user_code` |
 
 The resident subject is a keyed hash under `DataKeys.ratelimit_subject_key` (its own HKDF
 label): the pairwise subject never appears in Redis.
@@ -24,7 +25,7 @@ from typing import Final
 from gateway.authz.tokens import AccessTokenClaims
 from gateway.ratelimit import Limit
 
-__all__ = ["ISSUE_SCOPE", "caller_subject", "ip_subject"]
+__all__ = ["ISSUE_SCOPE", "caller_subject", "ip_subject", "user_code_subject"]
 
 ISSUE_SCOPE: Final = "codes:issue"
 
@@ -47,3 +48,10 @@ def ip_subject(kind: str, address: str) -> str:
     """`ip:<address>` under `login_ip` (login pages), `ip:<kind>:<address>` under another
     kind (`oauth_ip`: token, introspection, revocation): each kind its own allowance."""
     return f"ip:{address}" if kind == "login_ip" else f"ip:{kind}:{address}"
+
+
+def user_code_subject(claims: AccessTokenClaims, hkey: bytes) -> str:
+    """RFC 8628 §5.1: user-code entries per resident, beside the resident's general limit
+    (the app's back end calls from one address for all its residents: per IP says nothing)."""
+    h = hmac.new(hkey, claims.sub.encode("utf-8"), hashlib.sha256).hexdigest()[:32]
+    return f"ucode:{h}"

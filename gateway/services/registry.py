@@ -23,6 +23,7 @@ from gateway.authz.clients import (
     hash_secret,
     new_secret,
 )
+from gateway.authz.device import DEVICE_CODE_GRANT
 from gateway.errors import Conflict, InvalidRequest, NotFound
 from gateway.ports import ClientStore
 
@@ -115,6 +116,10 @@ async def register_client(store: ClientStore, spec: Mapping[str, Any],
     dpop_bound = spec.get("dpop_bound_access_tokens", False)
     if not isinstance(dpop_bound, bool):
         raise InvalidRequest("dpop_bound_access_tokens must be a boolean")
+    grant_types = tuple(dict.fromkeys(_str_list(spec, "grant_types")))
+    if any(g != DEVICE_CODE_GRANT for g in grant_types) or (grant_types and kind != "rp"):
+        # RFC 8628: the one grant registered per client (kiosks and self-service terminals)
+        raise InvalidRequest(f"grant_types: only {DEVICE_CODE_GRANT}, for kind rp")
     if await store.get(client_id) is not None:
         raise Conflict(f"client {client_id} exists")
     secret = new_secret() if auth_method in ("client_secret_basic", "client_secret_post") \
@@ -127,7 +132,7 @@ async def register_client(store: ClientStore, spec: Mapping[str, Any],
             post_logout_redirect_uris=post_logout, backchannel_logout_uri=backchannel,
             scene=spec.get("scene"), operator=spec.get("operator"), created_at=now(),
             require_pushed_authorization_requests=require_par,
-            dpop_bound_access_tokens=dpop_bound)
+            dpop_bound_access_tokens=dpop_bound, grant_types=grant_types)
     except ValueError as exc:
         raise InvalidRequest(str(exc)) from None
     await store.put(client)

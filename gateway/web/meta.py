@@ -73,6 +73,9 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+#: True once the device grant (RFC 8628) is built: discovery then advertises it.
+DEVICE_AUTHORIZATION = web.AppKey("device_authorization", bool)
+
 OPENAPI_JSON: web.AppKey[dict[str, bytes]] = web.AppKey("openapi_json")
 
 
@@ -87,9 +90,11 @@ async def openapi(request: web.Request) -> web.Response:
     return web.Response(body=cache["doc"], content_type="application/json")
 
 
-def discovery_document(issuer: str, id_token_algs: list[str] | None = None) -> dict[str, Any]:
-    """OpenID Connect Discovery 1.0 §3 / RFC 8414."""
-    return {
+def discovery_document(issuer: str, id_token_algs: list[str] | None = None,
+                       device_authorization: bool = False) -> dict[str, Any]:
+    """OpenID Connect Discovery 1.0 §3 / RFC 8414; the device grant (RFC 8628 §4) only when
+    this server has built it."""
+    doc: dict[str, Any] = {
         "issuer": issuer,
         "authorization_endpoint": f"{issuer}/oauth2/authorize",
         "token_endpoint": f"{issuer}/oauth2/token",
@@ -136,11 +141,16 @@ def discovery_document(issuer: str, id_token_algs: list[str] | None = None) -> d
         "request_uri_parameter_supported": False,
         "claims_parameter_supported": False,
     }
+    if device_authorization:
+        doc["device_authorization_endpoint"] = f"{issuer}/oauth2/device_authorization"
+        doc["grant_types_supported"].append("urn:ietf:params:oauth:grant-type:device_code")
+    return doc
 
 
 async def openid_configuration(request: web.Request) -> web.Response:
     return web.json_response(discovery_document(request.app[ISSUER],
-                                                request.app.get(ID_TOKEN_ALGS)),
+                                                request.app.get(ID_TOKEN_ALGS),
+                                                request.app.get(DEVICE_AUTHORIZATION, False)),
                              headers={"Cache-Control": "public, max-age=300"})
 
 

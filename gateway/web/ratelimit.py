@@ -34,7 +34,7 @@ from gateway.authz.tokens import AccessTokenClaims
 from gateway.errors import RateLimited
 from gateway.ratelimit import Limit, RateLimiter, rate_limit_headers
 from gateway.ratelimit.gcra import Decision
-from gateway.services.ratelimits import caller_subject, ip_subject
+from gateway.services.ratelimits import caller_subject, ip_subject, user_code_subject
 from gateway.settings import RateLimitConfig
 
 RL_HEADERS = web.RequestKey("rate_limit_headers", dict)
@@ -76,6 +76,14 @@ async def enforce_ip_limit(request: web.Request, address: str, kind: str = "logi
     if lim is None:
         return
     await _spend(request, lim, kind, ip_subject(kind, address))
+
+
+async def enforce_user_code_limit(request: web.Request, claims: AccessTokenClaims) -> None:
+    """One `user_code` hit for a resident entering a device grant's user code."""
+    lim = request.app.get(CALLER_LIMITS)
+    if lim is None:
+        return
+    await _spend(request, lim, "user_code", user_code_subject(claims, lim.subject_key))
 
 
 def limit_now(request: web.Request, claims: AccessTokenClaims,

@@ -36,8 +36,10 @@ REJECTED = ["400", "401", "403", "404", "405", "406", "409", "413", "415", "422"
 #: Operations whose schema-valid requests may still be refused for a reason no schema can
 #: state, each documented in docs/openapi.yaml (and the CONTRACT) as such: (ids, status, why).
 SEMANTIC_REFUSALS = [
-    (("postToken", "postRevoke", "postIntrospect", "postPushedAuthorizationRequest"), "400",
+    (("postToken", "postRevoke", "postIntrospect", "postPushedAuthorizationRequest",
+      "postDeviceAuthorization", "postDeviceCardTap", "postDeviceCardConfirm"), "400",
      "RFC 6749 5.2: every grant error (invalid_grant, invalid_scope, ...) is 400"),
+    (("scanDeviceAuthorization",), "400", "RFC 8628 6.1: text that cannot be a user code"),
     (("getEndSession", "postEndSession"), "400",
      "RP-Initiated Logout: a hint that is not our ID token, an unregistered target: 400 page"),
     (("getAuthorize",), "400",
@@ -68,7 +70,7 @@ async def _userinfo_token(op: OP) -> str:
 async def test_schemathesis_finds_no_failure(make_gateway: GatewayFactory, tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     assert ST.exists(), "schemathesis is a test dependency (pyproject [test])"
-    for kind in ("GATE", "APP_ISSUE", "RP", "RESIDENT", "LOGIN_IP", "OAUTH_IP"):
+    for kind in ("GATE", "APP_ISSUE", "RP", "RESIDENT", "LOGIN_IP", "OAUTH_IP", "USER_CODE"):
         monkeypatch.setenv(f"GATEWAY_RATELIMIT_{kind}", UNLIMITED)
     gw = await make_gateway()
     op = OP(gw)
