@@ -45,9 +45,11 @@ async def _dpop_key(request: web.Request, client: Client) -> tuple[str | None, s
     hand out. A proof here must carry our current nonce (§8); the first answer is
     `use_dpop_nonce` with `DPoP-Nonce`, which certified clients retry with by themselves."""
     verifier = request.app.get(DPOP)
-    proofs = request.headers.getall("DPoP", [])
     if verifier is None:
         return None, None
+    proofs = request.headers.getall("DPoP", [])
+    if not proofs and not client.dpop_bound_access_tokens:
+        return None, None  # a bearer request: no nonce to compute (issue 13)
     nonce = verifier.nonce()
     headers = {"DPoP-Nonce": nonce}
     if len(proofs) > 1:
