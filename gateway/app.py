@@ -106,7 +106,7 @@ from gateway.adapters.upstream import (
     YkbClient,
 )
 from gateway.authz import oidc
-from gateway.authz.client_auth import ClientAuthenticator
+from gateway.authz.client_auth import ClientAuthenticator, ClientCache
 from gateway.authz.clients import DEFAULT_SCOPES, Client, hash_secret
 from gateway.authz.datakeys import DataKeys
 from gateway.authz.device import DeviceGrantStore
@@ -531,8 +531,11 @@ async def _tokens(app: web.Application, core: Core, demo: DemoData | None) -> To
     app[AUTHENTICATOR] = bearer
     app[DPOP] = DpopVerifier(core.single_use, core.data_keys.derive_key("dpop-nonce"), clock.now,
                              settings.issuer)   # RFC 9449
+    # client authentication reads records through a per-worker cache; the admin API writes
+    # through it, so a change made here is seen at once (gateway/authz/client_auth.py)
+    client_cache = ClientCache(clients, clock.now)
     app[oauth.CLIENT_AUTH] = ClientAuthenticator(
-        clients, core.single_use, settings.issuer, clock.now,
+        client_cache, core.single_use, settings.issuer, clock.now,
         settings.client_assertion_max_ttl_s)
     app[oauth.TOKENS] = grants
     app[oauth.TOKENS_ISSUER] = settings.issuer
@@ -552,7 +555,7 @@ async def _tokens(app: web.Application, core: Core, demo: DemoData | None) -> To
     app[ID_TOKEN_SIGNER] = id_signer
     app[meta.READINESS] = core.readiness
     app[meta.READYZ_TIMEOUT] = settings.readyz_timeout_s
-    app[admin.CLIENT_STORE] = clients
+    app[admin.CLIENT_STORE] = client_cache
     app[admin.NOW] = clock.now
     admin_token = settings.admin_token or (sandbox_admin_token(settings)
                                            if settings.is_sandbox else None)

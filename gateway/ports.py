@@ -39,6 +39,15 @@ class ClientStore(Protocol):
 
     async def list(self) -> Sequence[Client]: ...
 
+    async def version(self) -> str | None:
+        """A value that changes whenever any client is put (None before the first put).
+
+        Client authentication caches records per worker and re-reads this at most once a
+        second (gateway/authz/client_auth.py ClientCache): a changed value (a client
+        registered, disabled or given a new secret in any process, or a store that lost its
+        data) drops the cache. Adapters change it after the record is written."""
+        ...
+
 
 class Health(Protocol):
     async def ping(self) -> None:

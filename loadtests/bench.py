@@ -638,6 +638,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                      "WRK_CTYPE": "application/x-www-form-urlencoded", "WRK_AUTH": gate_basic,
                      "WRK_EXPECT": '"active": true'}, **wopts, **gw_cpu)
 
+    # --- the peer (issue 13): token and introspection against node-oidc-provider ---
+    peer_results, peer_rounds, peer_tgts = peer_section(args, wrk, keys_dir, work)
+    results.update(peer_results)
+    rounds.update(peer_rounds)
+    # --- end peer ---
     baseline = results["noop"].rps
     for r in [*results.values(), *(x for rs in rounds.values() for x in rs)]:
         r.ratio_to_baseline = round(r.expected_rps / baseline, 3) if baseline else None
@@ -682,6 +687,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                              "policy or metrics) reaches, allows/s — the absolute target is "
                              f"above it on this machine (goal {TARGET_VERIFY_RPS:.0f})",
                      "value": round(bare.expected_rps, 1)})
+    targets.extend(peer_tgts)
     # --- gate SDK offline verification on one core (issue 14; loadtests/gate_sdk.py) ---
     sdk = _gate_sdk_rate()
     targets.append(Target("SDK offline verification codes per CPU-second, one core",
@@ -712,6 +718,198 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     print_report(report)
     print(f"\nresults: {out}")
     return report
+
+
+# ---------------------------------------------------------------- the peer (issue 13)
+#
+# node-oidc-provider, the server a user would pick instead of the gateway for machine clients,
+# measured in the same run against the same private redis-server's gateway: token
+# (client_credentials, an ES256 JWT access token) and introspection, interleaved runs (peer,
+# gateway, peer, gateway, …), every answer checked by loadtests/wrk/oauth.lua. Configuration:
+# loadtests/peer/server.mjs; method and figures: docs/performance.md "The peer".
+
+PEER_DIR = ROOT / "loadtests" / "peer"
+PEER_CACHE = OUT_DIR / "peer-npm"  # gitignored (loadtests/out/)
+TARGET_VS_PEER = 1.2
+PEER_SCOPE = "codes:verify"
+#: the peer's second resource server, whose tokens are opaque: node-oidc-provider refuses to
+#: introspect JWTs (its shared/reject_structured_tokens.js), so its introspection row uses one
+PEER_OPAQUE_RESOURCE = "urn:gateway-bench:rs-opaque"
+
+
+def ensure_peer() -> tuple[str, Path]:
+    """(node, the peer's directory): loadtests/peer's pinned package-lock installed with
+    `npm ci` into loadtests/out/peer-npm/<digest of package.json + lock>/ (once per lock)."""
+    import hashlib
+
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        raise SystemExit("bench: the peer rows need Node.js (>= 20.19) and npm: "
+                         "apt-get install nodejs npm")
+    manifest = (PEER_DIR / "package.json").read_bytes()
+    lock = (PEER_DIR / "package-lock.json").read_bytes()
+    home = PEER_CACHE / hashlib.sha256(manifest + b"\0" + lock).hexdigest()[:16]
+    if not (home / "node_modules" / "oidc-provider" / "package.json").exists():
+        print(f"bench: npm ci of the peer (oidc-provider) into {home} …", file=sys.stderr,
+              flush=True)
+        home.mkdir(parents=True, exist_ok=True)
+        (home / "package.json").write_bytes(manifest)
+        (home / "package-lock.json").write_bytes(lock)
+        subprocess.run([npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund",
+                        "--loglevel=error"], cwd=home, check=True)
+    shutil.copy2(PEER_DIR / "server.mjs", home / "server.mjs")
+    return node, home
+
+
+@contextmanager
+def peer_server(node: str, home: Path, port: int, workers: int, client_id: str, secret: str,
+                log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """The peer with `workers` node:cluster workers; yields once every worker listens."""
+    env = {**os.environ, "NODE_ENV": "production", "PEER_PORT": str(port),
+           "PEER_WORKERS": str(workers), "PEER_CLIENT_ID": client_id,
+           "PEER_CLIENT_SECRET": secret}
+    with process([node, str(home / "server.mjs")], env=env, log=log, cwd=home) as proc:
+        deadline = time.monotonic() + 60
+        while b"peer ready" not in (log.read_bytes() if log.exists() else b""):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                tail = log.read_text("utf-8", "replace")[-2000:] if log.exists() else ""
+                raise RuntimeError(f"the peer did not come up:\n{tail}")
+            time.sleep(0.1)
+        yield proc
+
+
+def peer_comparison(wrk: str, redis_url: str, redis_pid: int, keys_dir: Path, work: Path,
+                    workers: int, wopts: dict[str, Any], n_rounds: int, gate_id: str
+                    ) -> tuple[dict[str, Result], dict[str, list[Result]]]:
+    """Token and introspection, gateway against the peer, both with `workers` workers and up
+    at once, in `n_rounds` interleaved rounds (peer token, gateway token, peer introspection,
+    gateway introspection); the results are the per-field medians of the rounds."""
+    from loadtests import seed
+
+    def say(msg: str) -> None:
+        print(f"bench: (g) peer, {workers} worker(s): {msg}", file=sys.stderr, flush=True)
+
+    node, home = ensure_peer()
+    gw_port, peer_port = free_port(), free_port()
+    base, peer = f"http://127.0.0.1:{gw_port}", f"http://127.0.0.1:{peer_port}"
+    secret = demo_secret(keys_dir, gate_id)
+    auth = seed.basic(gate_id, secret)  # the same client id and secret on both servers
+    form = f"grant_type=client_credentials&scope={PEER_SCOPE}"
+    w = workers
+    names = [f"peer_token_w{w}", f"token_w{w}", f"peer_introspect_w{w}", f"introspect_w{w}"]
+    rounds: dict[str, list[Result]] = {n: [] for n in names}
+    with ExitStack() as stack:
+        gw_proc = stack.enter_context(process(
+            [PY, "-m", "gateway", "serve", "--workers", str(w), "--port", str(gw_port)],
+            env=gateway_env(redis_url, keys_dir, gw_port, w), log=work / f"gateway-w{w}.log"))
+        peer_proc = stack.enter_context(peer_server(node, home, peer_port, w, gate_id, secret,
+                                                    work / f"peer-w{w}.log"))
+        wait_http(f"{base}/healthz", timeout_s=60)
+        time.sleep(1.0)  # every gateway worker listening
+        gw_token = seed.client_token(base, gate_id, secret, PEER_SCOPE)
+        status, body = seed.http_json("POST", f"{peer}/token", headers={"Authorization": auth},
+                                      form={"grant_type": "client_credentials",
+                                            "scope": PEER_SCOPE,
+                                            "resource": PEER_OPAQUE_RESOURCE})
+        if status != 200 or not isinstance(body, dict):
+            raise RuntimeError(f"the peer's opaque token: {status} {body}")
+        peer_token = str(body["access_token"])
+        gw = {"server_pid": gw_proc.pid, "redis_pid": redis_pid}
+        pr = {"server_pid": peer_proc.pid, "redis_pid": None}
+        token_env = {"WRK_BODY": form, "WRK_AUTH": auth, "WRK_CHECK": "token"}
+        runs = [  # (row, url, wrk env, CPU accounting), in the order each round runs them
+            (names[0], peer, {**token_env, "WRK_PATH": "/token"}, pr),
+            (names[1], base, {**token_env, "WRK_PATH": "/oauth2/token"}, gw),
+            (names[2], peer, {"WRK_PATH": "/token/introspection", "WRK_AUTH": auth,
+                              "WRK_BODY": f"token={peer_token}", "WRK_CHECK": "introspect"}, pr),
+            (names[3], base, {"WRK_PATH": "/oauth2/introspect", "WRK_AUTH": auth,
+                              "WRK_BODY": f"token={gw_token}", "WRK_CHECK": "introspect"}, gw),
+        ]
+        say("warm-up (2 s of each scenario)")
+        for _, url, env, _ in runs:
+            run_wrk(wrk, "warmup", url, "oauth.lua", env, threads=wopts["threads"],
+                    connections=wopts["connections"], duration_s=2)
+        for i in range(1, n_rounds + 1):
+            for name, url, env, cpu in runs:
+                say(f"{name}, round {i}/{n_rounds}")
+                rounds[name].append(run_wrk(wrk, f"{name}#{i}", url, "oauth.lua", env,
+                                            **wopts, **cpu))
+    return {n: median_result(n, rs) for n, rs in rounds.items()}, rounds
+
+
+def peer_targets(results: dict[str, Result], n_rounds: int) -> list[Target]:
+    """gateway / peer expected answers/s (medians of the interleaved rounds), for each
+    worker count measured, against TARGET_VS_PEER."""
+    out: list[Target] = []
+    for name, r in results.items():
+        if not name.startswith("peer_"):
+            continue
+        ours = results.get(name.removeprefix("peer_"))
+        if ours is None:
+            continue
+        what, w = name.removeprefix("peer_").rsplit("_w", 1)
+        ratio = round(ours.expected_rps / r.expected_rps, 3) if r.expected_rps else 0.0
+        label = "token client_credentials" if what == "token" else "introspection"
+        out.append(Target(f"{label} gateway / node-oidc-provider, {w} worker(s) (medians of "
+                          f"{n_rounds} interleaved rounds: {ours.expected_rps:.0f} / "
+                          f"{r.expected_rps:.0f} checked answers/s)", ratio,
+                          f">= {TARGET_VS_PEER}", ratio >= TARGET_VS_PEER))
+    return out
+
+
+def peer_section(args: argparse.Namespace, wrk: str, keys_dir: Path, work: Path
+                 ) -> tuple[dict[str, Result], dict[str, list[Result]], list[Target]]:
+    """Every worker count of --peer-workers, each with its own gateway, peer and Redis."""
+    results: dict[str, Result] = {}
+    rounds: dict[str, list[Result]] = {}
+    wopts = {"threads": args.wrk_threads, "connections": args.connections,
+             "duration_s": args.duration}
+    for w in args.peer_workers:
+        with redis_server() as (redis_url, redis_pid):
+            res, rs = peer_comparison(wrk, redis_url, redis_pid, keys_dir, work, w, wopts,
+                                      args.peer_rounds, args.gate)
+        results.update(res)
+        rounds.update(rs)
+    return results, rounds, peer_targets(results, args.peer_rounds)
+
+
+def run_peer_only(args: argparse.Namespace) -> dict[str, Any]:
+    """`script/bench --peer-only`: the peer section alone (keys, Redis, gateway, peer)."""
+    wrk = ensure_wrk()
+    loadavg_before = round(os.getloadavg()[0], 2)
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    work = OUT_DIR / f"run-{stamp}"
+    work.mkdir(parents=True, exist_ok=True)
+    prepare_keys(work / "keys")
+    results, rounds, targets = peer_section(args, wrk, work / "keys", work)
+    for r in [*results.values(), *(x for rs in rounds.values() for x in rs)]:
+        r.ratio_to_baseline = None
+    report = {
+        "when": stamp, "workers": ",".join(map(str, args.peer_workers)),
+        "connections": args.connections, "duration_s": args.duration,
+        "wrk_threads": args.wrk_threads, "loadavg_before": loadavg_before,
+        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                    "python": platform.python_version(), "cpu": _cpu_model(),
+                    "node": _node_version()},
+        "results": {k: asdict(v) for k, v in results.items()},
+        "rounds": {k: [asdict(x) for x in v] for k, v in rounds.items()},
+        "targets": [asdict(x) for x in targets], "info": [],
+    }
+    shutil.rmtree(work / "keys", ignore_errors=True)
+    out = OUT_DIR / f"bench-peer-{stamp}.json"
+    out.write_text(json.dumps(report, indent=1), "utf-8")
+    print_report(report)
+    print(f"\nresults: {out}")
+    return report
+
+
+def _node_version() -> str:
+    node = shutil.which("node")
+    if node is None:
+        return ""
+    r = subprocess.run([node, "--version"], capture_output=True, text=True, check=False)
+    return r.stdout.strip()
 
 
 def _gate_sdk_rate() -> dict[str, Any]:
@@ -819,6 +1017,13 @@ def print_report(report: dict[str, Any]) -> None:
             print(f"  {x['name']}: {value}")
 
 
+def _worker_counts(text: str) -> list[int]:
+    counts = [int(x) for x in text.split(",") if x.strip()]
+    if any(n < 1 for n in counts):
+        raise argparse.ArgumentTypeError("worker counts are positive integers")
+    return counts
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="script/bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--workers", type=int, default=2)
@@ -833,9 +1038,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3,
                    help="interleaved rounds of the allow scenario on the bare server and the "
                         "gateway (bare, gateway, bare, …); the table shows the medians")
+    p.add_argument("--peer-workers", type=_worker_counts, default=[2, 1],
+                   help="worker counts of the token / introspection comparison with "
+                        "node-oidc-provider, comma-separated (default 2,1; '' skips it)")
+    p.add_argument("--peer-rounds", type=int, default=3,
+                   help="interleaved rounds of each peer scenario (peer, gateway, …)")
+    p.add_argument("--peer-only", action="store_true",
+                   help="only the comparison with node-oidc-provider")
     args = p.parse_args(argv)
-    if args.rounds < 1:
-        p.error("--rounds must be at least 1")
+    if args.rounds < 1 or args.peer_rounds < 1:
+        p.error("--rounds and --peer-rounds must be at least 1")
+    if args.peer_only:
+        if not args.peer_workers:
+            p.error("--peer-only needs --peer-workers")
+        run_peer_only(args)
+        return 0
     run(args)
     return 0
 

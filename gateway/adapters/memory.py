@@ -51,12 +51,17 @@ class MemorySingleUse:
 class MemoryClientStore:
     def __init__(self) -> None:
         self._clients: dict[str, Client] = {}
+        self._version = 0
 
     async def get(self, client_id: str) -> Client | None:
         return self._clients.get(client_id)
 
     async def put(self, client: Client) -> None:
         self._clients[client.client_id] = client
+        self._version += 1
+
+    async def version(self) -> str | None:
+        return str(self._version) if self._version else None
 
     async def list(self) -> Sequence[Client]:
         return sorted(self._clients.values(), key=lambda c: c.client_id)

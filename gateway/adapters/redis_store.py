@@ -192,7 +192,8 @@ class RedisSingleUse:
 
 
 class RedisClientStore:
-    """Clients as JSON strings under `<prefix>client:<id>`, ids in a set for listing."""
+    """Clients as JSON strings under `<prefix>client:<id>`, ids in a set for listing, and a
+    counter `<prefix>clients:version` incremented after every put (ClientStore.version)."""
 
     def __init__(self, redis: RedisClient, prefix: str = "gw:") -> None:
         self._r = redis
@@ -211,6 +212,10 @@ class RedisClientStore:
         # Two single-key commands, the object first: a listed id always has its object.
         await self._r.set(self._key(client.client_id), json.dumps(client.to_dict()))
         await self._r.sadd(f"{self._prefix}clients", client.client_id)
+        await self._r.incr(f"{self._prefix}clients:version")  # after the record: see the port
+
+    async def version(self) -> str | None:
+        return text_or_none(await self._r.get(f"{self._prefix}clients:version"))
 
     async def list(self) -> Sequence[Client]:
         ids = sorted(text(i) for i in await self._r.smembers(f"{self._prefix}clients"))

@@ -8,14 +8,22 @@
   assertion made for another server be replayed here), `exp` within a bounded lifetime,
   `jti` single use (claimed for the assertion's remaining life).
 Each failure is `invalid_client` (401); the reason goes only to the log.
+
+Client records are read through a `ClientCache` (per worker): the token and introspection
+endpoints no longer read the record from the store on every request. A change made in this
+process (the admin API writes through the cache) takes effect at once; one made elsewhere
+(another worker, the `gateway clients` command) within CLIENT_VERSION_CHECK_S, the interval at
+which the cache re-reads the store's version (docs/oidc.md "Client records").
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hmac
-from collections.abc import Callable, Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -48,6 +56,90 @@ def parse_basic(authorization: str | None) -> tuple[str, str] | None:
         raise invalid_client("basic header without colon", basic=True)
     cid, secret = raw.split(":", 1)
     return unquote_plus(cid), unquote_plus(secret)
+
+
+#: How often (at most) a worker re-reads the client store's version: the bound on how long a
+#: client disabled or given a new secret by another process keeps working in this one.
+CLIENT_VERSION_CHECK_S = 1.0
+#: The longest a record stays cached even when the version never changes.
+CLIENT_CACHE_TTL_S = 60.0
+
+
+class ClientCache:
+    """The client registry (the ClientStore port) with reads cached in this worker.
+
+    `get` answers from memory while the store's `version()` — re-read at most once every
+    `check_every_s` on the injected clock, one read at a time — is the one seen when the
+    record was cached, and for at most `ttl_s`. A changed version (any client put by any
+    process, or a store that lost its data) drops every cached record. `put` writes through
+    and drops this worker's copy at once. Unknown ids are not cached (a flood of made-up ids
+    must not evict real clients). A store error is raised, never answered from the cache
+    past the version check (fail closed: a disabled client must not outlive an outage)."""
+
+    def __init__(self, store: ClientStore, clock: Callable[[], float], *,
+                 check_every_s: float = CLIENT_VERSION_CHECK_S,
+                 ttl_s: float = CLIENT_CACHE_TTL_S, size: int = 10_000) -> None:
+        self._store = store
+        self._now = clock
+        self._check_every = check_every_s
+        self._ttl = ttl_s
+        self._size = size
+        self._cache: OrderedDict[str, tuple[float, Client]] = OrderedDict()
+        self._version: str | None = None
+        self._checked_until = float("-inf")
+        self._checking: asyncio.Future[None] | None = None
+        self._generation = 0  # moves on every drop: a read that overlaps one is not cached
+
+    async def get(self, client_id: str) -> Client | None:
+        now = self._now()
+        if now >= self._checked_until:
+            await self._check_version()
+        hit = self._cache.get(client_id)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        generation = self._generation
+        client = await self._store.get(client_id)
+        if client is not None and generation == self._generation:
+            self._cache.pop(client_id, None)
+            self._cache[client_id] = (now + self._ttl, client)
+            if len(self._cache) > self._size:
+                self._cache.popitem(last=False)
+        return client
+
+    async def _check_version(self) -> None:
+        if self._checking is None:
+            self._checking = asyncio.ensure_future(self._read_version())
+            self._checking.add_done_callback(self._checked)
+        await asyncio.shield(self._checking)
+
+    def _checked(self, task: asyncio.Future[None]) -> None:
+        self._checking = None
+        if not task.cancelled():
+            task.exception()  # each waiter re-raises it; never "never retrieved"
+
+    async def _read_version(self) -> None:
+        now = self._now()
+        version = await self._store.version()
+        if version != self._version:
+            self.forget()
+            self._version = version
+        self._checked_until = now + self._check_every
+
+    def forget(self) -> None:
+        """Drop every cached record."""
+        self._cache.clear()
+        self._generation += 1
+
+    async def put(self, client: Client) -> None:
+        self.forget()  # before and after: a read in flight must not cache the old record
+        await self._store.put(client)
+        self.forget()
+
+    async def list(self) -> Sequence[Client]:
+        return await self._store.list()
+
+    async def version(self) -> str | None:
+        return await self._store.version()
 
 
 class ClientAuthenticator:

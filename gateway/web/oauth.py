@@ -57,9 +57,11 @@ async def dpop_proof_key(request: web.Request, path: str, *, require_nonce: bool
     the server nonce to send back (None: DPoP is off). A bad proof is the RFC 9449 §12.2
     error, with a fresh `DPoP-Nonce`."""
     verifier = request.app.get(DPOP)
-    proofs = request.headers.getall("DPoP", [])
     if verifier is None:
         return None, None
+    proofs = request.headers.getall("DPoP", [])
+    if not proofs and not client.dpop_bound_access_tokens:
+        return None, None  # a bearer request: no nonce to compute (issue 13)
     nonce = verifier.nonce()
     headers = {"DPoP-Nonce": nonce}
     if len(proofs) > 1:

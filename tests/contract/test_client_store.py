@@ -37,3 +37,16 @@ async def test_list_is_sorted_and_put_replaces(backend: Backend) -> None:
 def test_gate_needs_scene() -> None:
     with pytest.raises(ValueError):
         Client(client_id="g", kind="gate", display_name="g")
+
+
+async def test_version_changes_on_every_put(backend: Backend) -> None:
+    """ClientStore.version: what client caches watch (gateway/authz/client_auth.py)."""
+    store = backend.clients()
+    assert await store.version() is None
+    seen = set()
+    for c in (_gate("a"), _gate("b"), _gate("a")):
+        await store.put(c)
+        v = await store.version()
+        assert v is not None and v not in seen
+        seen.add(v)
+    assert await store.version() == await store.version()  # a read does not move it
