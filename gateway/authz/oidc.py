@@ -59,6 +59,7 @@ KNOWN_PARAMS = frozenset({
     "code_challenge", "code_challenge_method", "response_mode", "prompt", "max_age",
     "display", "ui_locales", "claims_locales", "login_hint", "id_token_hint", "acr_values",
     "claims", "request", "request_uri", "registration",
+    "dpop_jkt",   # RFC 9449 §10: bind the code to this DPoP key
 })
 #: RFC 9126 §2.2: the `request_uri` a pushed authorization request is answered with.
 PAR_URN_PREFIX = "urn:ietf:params:oauth:request_uri:"
@@ -99,6 +100,13 @@ class AuthorizationRequest:
     state: str | None
     nonce: str | None
     code_challenge: str
+    #: RFC 9449 §10: the code is redeemed only with a DPoP proof by the key of this
+    #: RFC 7638 thumbprint (from `dpop_jkt`, or a pushed request's DPoP proof, §10.1).
+    dpop_jkt: str | None = None
+
+
+#: An RFC 7638 SHA-256 thumbprint, base64url without padding (RFC 9449 §10).
+_JKT = re.compile(r"[A-Za-z0-9_-]{43}")
 
 
 def _single(params: Mapping[str, Sequence[str]], name: str, *, redirect: bool,
@@ -193,10 +201,16 @@ def authorization_request(params: Mapping[str, Sequence[str]], client: Client,
     if max_age is not None and not max_age.isdigit():
         raise AuthorizeError("invalid_request", "max_age must be a non-negative integer",
                              redirect=True)
+    dpop_jkt = _single(params, "dpop_jkt", redirect=True)
+    if dpop_jkt is not None and not _JKT.fullmatch(dpop_jkt):
+        raise AuthorizeError("invalid_request",
+                             "dpop_jkt must be a JWK SHA-256 thumbprint (RFC 9449 §10)",
+                             redirect=True)
     return AuthorizationRequest(
         client_id=client.client_id, redirect_uri=redirect_uri, scopes=scopes,
         state=_single(params, "state", redirect=True),
-        nonce=_single(params, "nonce", redirect=True), code_challenge=challenge)
+        nonce=_single(params, "nonce", redirect=True), code_challenge=challenge,
+        dpop_jkt=dpop_jkt)
 
 
 def new_id() -> str:
@@ -317,6 +331,7 @@ class LoginSession:
     redirect_to: str | None = field(default=None, repr=False)
     scanned_at: float | None = None
     decided_at: float | None = None
+    dpop_jkt: str | None = None   # RFC 9449 §10, carried to the code (immutable)
 
     MUTABLE = ("status", "person_id", "redirect_to", "scanned_at", "decided_at")
 
@@ -361,6 +376,8 @@ class CodeRecord:
     auth_time: int
     family_id: str
     expires_at: float
+    #: RFC 9449 §10: the token request's DPoP proof must be by this key (None: unbound).
+    dpop_jkt: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -425,9 +442,22 @@ ROTATED, GRACE, REUSED, REVOKED, UNKNOWN = "rotated", "grace", "reused", "revoke
 def new_request_uri() -> str:
     return PAR_URN_PREFIX + secrets.token_urlsafe(32)
 
+
 def par_params(form: Mapping[str, str]) -> dict[str, list[str]]:
     """The authorization request inside a PAR body: everything but client authentication."""
     return {k: [v] for k, v in form.items() if k not in CLIENT_AUTH_PARAMS}
+
+
+def bind_pushed_key(params: dict[str, list[str]], proof_jkt: str | None) -> bool:
+    """RFC 9449 §10.1: a DPoP proof on the PAR request binds the code as `dpop_jkt` would;
+    with both, they must name the same key. False when they differ (the request is refused)."""
+    if proof_jkt is None:
+        return True
+    given = params.get("dpop_jkt")
+    if given is not None and given != [proof_jkt]:
+        return False
+    params["dpop_jkt"] = [proof_jkt]
+    return True
 
 
 def split_refresh_token(token: str) -> tuple[str, str] | None:

@@ -131,7 +131,8 @@ class LoginService:
             state=req.state, nonce=req.nonce, code_challenge=req.code_challenge,
             scan_secret_hash=oidc.digest(scan_secret), binding_hash=oidc.digest(binding),
             number=oidc.new_number(), created_at=now, expires_at=now + self.session_ttl_s,
-            browser=oidc.describe_browser(user_agent), place=oidc.describe_place(ip))
+            browser=oidc.describe_browser(user_agent), place=oidc.describe_place(ip),
+            dpop_jkt=req.dpop_jkt)
         # The record outlives the session by a minute so a late poll reads "expired", not 404.
         await self.sessions.create(session, self.session_ttl_s + 60)
         return Started(session, oidc.qr_payload(oidc.session_id_to_qr(sid), scan_secret),
@@ -163,7 +164,7 @@ class LoginService:
             client_id=s.client_id, redirect_uri=s.redirect_uri, code_challenge=s.code_challenge,
             person_id=s.person_id, scopes=s.scopes, nonce=s.nonce,
             auth_time=int(s.decided_at or self.now()), family_id=oidc.new_id(),
-            expires_at=self.now() + CODE_TTL_S)
+            expires_at=self.now() + CODE_TTL_S, dpop_jkt=s.dpop_jkt)
         await self.codes.put(oidc.digest(code), record, CODE_RECORD_TTL_S)
         redirect_to = add_query(s.redirect_uri, {"code": code, "state": s.state,
                                                  "iss": self.issuer})
@@ -229,12 +230,18 @@ class LoginService:
         await self.notify_logout(client.backchannel_logout_uri, token)
 
     # -- pushed authorization requests (RFC 9126) -----------------------------------------------
-    async def push(self, client: Client, form: Mapping[str, str]) -> dict[str, Any]:
+    async def push(self, client: Client, form: Mapping[str, str],
+                   proof_jkt: str | None = None) -> dict[str, Any]:
         """RFC 9126 §2: validate the request as /authorize would (errors are answered here as
-        400 JSON, never redirected) and keep it for PAR_TTL_S under a fresh request_uri."""
+        400 JSON, never redirected) and keep it for PAR_TTL_S under a fresh request_uri.
+        `proof_jkt`: the key of the request's DPoP proof, which binds the code (RFC 9449
+        §10.1) as `dpop_jkt` does."""
         if self.pushed is None or client.kind != "rp":
             raise OAuthError("unauthorized_client", "This client may not push requests")
         params = oidc.par_params(form)
+        if not oidc.bind_pushed_key(params, proof_jkt):
+            raise OAuthError("invalid_dpop_proof",
+                             "dpop_jkt is not the thumbprint of the DPoP proof's key")
         if params.get("request_uri"):   # §2.1: MUST NOT be sent in a pushed request
             raise OAuthError("invalid_request", "request_uri is not allowed here")
         if params.setdefault("client_id", [client.client_id]) != [client.client_id]:
@@ -501,6 +508,11 @@ class AuthorizationCodeGrant:
             raise OAuthError("invalid_grant", "redirect_uri does not match the request")
         if not verify_s256(form.get("code_verifier"), rec.code_challenge):
             raise OAuthError("invalid_grant", "The code_verifier does not match")
+        if rec.dpop_jkt is not None and not (
+                jkt is not None and hmac.compare_digest(rec.dpop_jkt.encode(), jkt.encode())):
+            # RFC 9449 §10: the code was bound to a DPoP key at the authorization request
+            raise OAuthError("invalid_grant", "The code is bound to another DPoP key",
+                             debug="dpop_jkt mismatch")
         if await self.login.persons.person_suspended(rec.person_id):
             raise OAuthError("invalid_grant", "The code is not valid", debug="person suspended")
         now = self.login.now()

@@ -34,7 +34,7 @@ from gateway.web.http import (
     read_json,
     require_str,
 )
-from gateway.web.oauth import CLIENT_AUTH
+from gateway.web.oauth import CLIENT_AUTH, dpop_proof_key
 from gateway.web.ratelimit import enforce_ip_limit
 
 LOGIN = web.AppKey("login_service", LoginService)
@@ -169,9 +169,15 @@ async def par(request: web.Request) -> web.StreamResponse:
     form = await read_form(request)
     client = await request.app[CLIENT_AUTH].authenticate(
         request.headers.get("Authorization"), form)
-    body = await request.app[LOGIN].push(client, form)
-    return web.json_response(body, status=201,
-                             headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
+    # RFC 9449 §10.1: a DPoP proof here binds the code to its key. No server nonce is asked
+    # for (§8 leaves it to the server): the binding is checked again, with a nonce, when the
+    # code is redeemed; one is handed out for that request.
+    jkt, nonce = await dpop_proof_key(request, "/oauth2/par", require_nonce=False)
+    body = await request.app[LOGIN].push(client, form, jkt)
+    headers = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+    if jkt is not None and nonce is not None:
+        headers["DPoP-Nonce"] = nonce
+    return web.json_response(body, status=201, headers=headers)
 
 
 #: RP-Initiated Logout parameters and their longest accepted values (docs/openapi.yaml).

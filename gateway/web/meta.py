@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from gateway.authz.client_auth import CLIENT_ASSERTION_ALGS
 from gateway.errors import InvalidRequest
 from gateway.web.http import REGISTRY, REQUEST_ID, problem
 
@@ -112,16 +113,24 @@ def discovery_document(issuer: str, id_token_algs: list[str] | None = None) -> d
         "id_token_signing_alg_values_supported": id_token_algs or ["EdDSA", "ES256"],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post",
                                                   "private_key_jwt", "none"],
-        "token_endpoint_auth_signing_alg_values_supported": ["ES256", "EdDSA"],
+        "token_endpoint_auth_signing_alg_values_supported": list(CLIENT_ASSERTION_ALGS),
+        # RFC 7009 §2.1: a public client revokes with its client_id alone; RFC 7662 §2.1:
+        # introspection needs a credential, so no `none` there
         "revocation_endpoint_auth_methods_supported": ["client_secret_basic",
-                                                       "client_secret_post", "private_key_jwt"],
+                                                       "client_secret_post", "private_key_jwt",
+                                                       "none"],
         "introspection_endpoint_auth_methods_supported": ["client_secret_basic",
                                                           "client_secret_post",
                                                           "private_key_jwt"],
+        # RFC 8414 §2: present because private_key_jwt is listed for these endpoints
+        "revocation_endpoint_auth_signing_alg_values_supported": list(CLIENT_ASSERTION_ALGS),
+        "introspection_endpoint_auth_signing_alg_values_supported":
+            list(CLIENT_ASSERTION_ALGS),
         "code_challenge_methods_supported": ["S256"],
         "dpop_signing_alg_values_supported": ["ES256", "EdDSA", "Ed25519"],   # RFC 9449 §5.1
-        "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "name",
-                             "essc_card_no", "essc_region"],
+        # every claim an ID token or userinfo may carry (tests/oidc/test_discovery.py)
+        "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "azp",
+                             "at_hash", "sid", "name", "essc_card_no", "essc_region"],
         "authorization_response_iss_parameter_supported": True,
         "request_parameter_supported": False,
         "request_uri_parameter_supported": False,

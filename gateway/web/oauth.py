@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.authz.client_auth import ClientAuthenticator
+from gateway.authz.client_auth import ClientAuthenticator, invalid_client
 from gateway.authz.clients import Client
 from gateway.authz.dpop import DpopError
 from gateway.authz.tokens import TokenInvalid
@@ -44,6 +44,18 @@ async def _dpop_key(request: web.Request, client: Client) -> tuple[str | None, s
     """RFC 9449 §5: the key the tokens are bound to (None: bearer), and the server nonce to
     hand out. A proof here must carry our current nonce (§8); the first answer is
     `use_dpop_nonce` with `DPoP-Nonce`, which certified clients retry with by themselves."""
+    jkt, nonce = await dpop_proof_key(request, "/oauth2/token", require_nonce=True)
+    if jkt is None and nonce is not None and client.dpop_bound_access_tokens:
+        raise OAuthError("invalid_dpop_proof", "This client's tokens must be DPoP-bound",
+                         headers={"DPoP-Nonce": nonce})
+    return jkt, (nonce if jkt is not None else None)
+
+
+async def dpop_proof_key(request: web.Request, path: str, *, require_nonce: bool
+                         ) -> tuple[str | None, str | None]:
+    """The thumbprint of the request's one DPoP proof for POST `path` (None: no proof) and
+    the server nonce to send back (None: DPoP is off). A bad proof is the RFC 9449 §12.2
+    error, with a fresh `DPoP-Nonce`."""
     verifier = request.app.get(DPOP)
     proofs = request.headers.getall("DPoP", [])
     if verifier is None:
@@ -53,13 +65,10 @@ async def _dpop_key(request: web.Request, client: Client) -> tuple[str | None, s
     if len(proofs) > 1:
         raise OAuthError("invalid_dpop_proof", "Send one DPoP proof", headers=headers)
     if not proofs:
-        if client.dpop_bound_access_tokens:
-            raise OAuthError("invalid_dpop_proof", "This client's tokens must be DPoP-bound",
-                             headers=headers)
-        return None, None
+        return None, nonce
     try:
-        jkt = await verifier.verify(proofs[0], method="POST",
-                                    url=verifier.issuer + "/oauth2/token", require_nonce=True)
+        jkt = await verifier.verify(proofs[0], method="POST", url=verifier.issuer + path,
+                                    require_nonce=require_nonce)
     except DpopError as exc:
         raise OAuthError(exc.error, exc.description, headers=headers) from None
     return jkt, nonce
@@ -98,6 +107,10 @@ async def revoke(request: web.Request) -> web.Response:
 async def introspect(request: web.Request) -> web.Response:
     """RFC 7662: active + metadata for the caller's own tokens (and gates' scenes)."""
     client, value, hint = await _token_request(request)
+    if client.is_public:
+        # RFC 7662 §2.1: the endpoint requires authorization; a public client has none
+        # to give (discovery lists no `none` for introspection)
+        raise invalid_client("public client at introspection")
     for hook in request.app.get(INTROSPECTION_HOOKS, []):
         answer = await hook(client, value, hint)
         if answer is not None:
