@@ -11,11 +11,18 @@ Use an even number of rounds: each server then runs first as often as second.
     python -m loadtests.ab --old HEAD~3 --rounds 5 --duration 10
 
 The old revision is checked out with `git worktree` under loadtests/out/ and removed after.
+Each revision gets its OWN key dir and environment, made by that revision's own
+`loadtests.bench.prepare_keys` and `gateway_env` (run in its tree): a newer bench prepares keys
+an older gateway cannot load (an SM2 `next` code key) and sets variables it refuses (a rate
+limit kind it does not know), so one shared key dir stopped the old server at start-up. The
+codes, tokens and sealed attributes of each run come from that revision's own keys.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -30,6 +37,22 @@ from loadtests import bench, seed
 GATE = "gate-metro-l1-xiaoshizi"
 
 
+def revision_env(tree: Path, redis_url: str, keys_dir: Path, port: int,
+                 workers: int) -> dict[str, str]:
+    """The key dir and the gateway environment a revision's own bench makes (its
+    `loadtests.bench.prepare_keys` and `gateway_env`, run in its tree)."""
+    code = ("import json, sys; from pathlib import Path; from loadtests import bench; "
+            "k = Path(sys.argv[1]); bench.prepare_keys(k); "
+            "print(json.dumps(bench.gateway_env(sys.argv[2], k, int(sys.argv[3]), "
+            "int(sys.argv[4]))))")
+    r = subprocess.run([bench.PY, "-c", code, str(keys_dir), redis_url, str(port),
+                        str(workers)], cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)},
+                       capture_output=True, text=True, check=False)
+    if r.returncode != 0:
+        raise RuntimeError(f"{tree}: preparing its keys failed: {r.stderr[-2000:]}")
+    return dict(json.loads(r.stdout.strip().splitlines()[-1]))
+
+
 def run(args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
     wrk = bench.ensure_wrk()
     stamp = time.strftime("%Y%m%dT%H%M%S")
@@ -38,10 +61,8 @@ def run(args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
     old_tree = work / "old"
     subprocess.run(["git", "worktree", "add", "--detach", "-q", str(old_tree), args.old],
                    cwd=bench.ROOT, check=True)
-    keys_dir = work / "keys"
-    bench.prepare_keys(keys_dir)
-    keys = seed.GatewayKeys.load(keys_dir)
     trees = {"old": old_tree, "new": bench.ROOT}
+    keys_dirs = {name: work / f"keys-{name}" for name in trees}
     results: dict[str, list[dict[str, Any]]] = {"old": [], "new": []}
     try:
         with bench.redis_server() as (redis_url, redis_pid), ExitStack() as servers:
@@ -49,7 +70,7 @@ def run(args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
             pids: dict[str, int] = {}
             for name, tree in trees.items():
                 port = bench.free_port()
-                env = {**bench.gateway_env(redis_url, keys_dir, port, args.workers),
+                env = {**revision_env(tree, redis_url, keys_dirs[name], port, args.workers),
                        "GATEWAY_REDIS_PREFIX": f"ab-{name}:", "PYTHONPATH": str(tree)}
                 proc = servers.enter_context(bench.process(
                     [bench.PY, "-m", "gateway", "serve", "--workers", str(args.workers),
@@ -58,10 +79,18 @@ def run(args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
             for base in bases.values():
                 bench.wait_http(f"{base}/healthz", timeout_s=60)
             time.sleep(1.5)  # every worker listening
-            secret = bench.demo_secret(keys_dir, GATE)
-            tokens = {n: seed.client_token(b, GATE, secret) for n, b in bases.items()}
-            resident, person, _ = bench.resident_person(bases["new"], keys_dir)
-            attributes = bench.sealed_attributes(bases["new"], keys, resident)
+            keys = {n: seed.GatewayKeys.load(k) for n, k in keys_dirs.items()}
+            tokens = {n: seed.client_token(b, GATE, bench.demo_secret(keys_dirs[n], GATE))
+                      for n, b in bases.items()}
+            people: dict[str, tuple[str, dict[str, Any] | None]] = {}
+            for n, b in bases.items():
+                resident, person, _ = bench.resident_person(b, keys_dirs[n])
+                people[n] = (person, bench.sealed_attributes(b, keys[n], resident))
+
+            def fresh_codes(name: str, n: int) -> list[str]:
+                person, attributes = people[name]
+                return seed.issue_codes(keys[name], n, person, attributes=attributes)
+
             junk = seed.write_lines(work / "junk.txt", seed.junk_codes(3000))
 
             def env_for(name: str, codes: Path, expect: str) -> dict[str, str]:
@@ -76,16 +105,15 @@ def run(args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
                 bench.run_wrk(wrk, "warm-up", base, "verify.lua",
                               env_for(name, junk, "malformed"), threads=1,
                               connections=args.connections, duration_s=2)
-                warm = seed.write_lines(work / f"warm-{name}.txt", seed.issue_codes(
-                    keys, args.codes_per_second * 2, person, attributes=attributes))
+                warm = seed.write_lines(work / f"warm-{name}.txt",
+                                        fresh_codes(name, args.codes_per_second * 2))
                 bench.run_wrk(wrk, "warm-up", base, "verify.lua",
                               env_for(name, warm, '"allow"'), threads=1,
                               connections=args.connections, duration_s=2)
                 warm.unlink()
             for i in range(args.rounds):
                 for name in ("old", "new") if i % 2 == 0 else ("new", "old"):
-                    codes = seed.issue_codes(keys, args.codes_per_second * args.duration,
-                                             person, attributes=attributes)
+                    codes = fresh_codes(name, args.codes_per_second * args.duration)
                     f = seed.write_lines(work / f"codes-{name}.txt", codes)
                     r = bench.run_wrk(wrk, name, bases[name], "verify.lua",
                                       env_for(name, f, '"allow"'), threads=1,
@@ -101,7 +129,8 @@ def run(args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
     finally:
         subprocess.run(["git", "worktree", "remove", "--force", str(old_tree)],
                        cwd=bench.ROOT, check=False)
-        shutil.rmtree(keys_dir, ignore_errors=True)
+        for keys_dir in keys_dirs.values():
+            shutil.rmtree(keys_dir, ignore_errors=True)
     for field in ("allows_per_s", "p99_ms", "server_us", "redis_us"):
         old = statistics.median([r[field] or 0.0 for r in results["old"]])
         new = statistics.median([r[field] or 0.0 for r in results["new"]])

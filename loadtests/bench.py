@@ -6,7 +6,9 @@ same worker count for every server:
   (c) gateway POST /v1/codes/verify: allow (fresh pre-issued codes, each used once),
       deny replayed / malformed (junk) / bad_signature; allow for device-bound ``YK2:`` codes
       (two signature checks: certificate, then device key; docs/devices.md), interleaved
-      with the YK1: allow rounds, and their ratio
+      with the YK1: allow rounds, and their ratio; allow on a second gateway with the live
+      statistics counters off (GATEWAY_STATS_LIVE=false), interleaved, and the on / off ratio
+      (issue 15; the records on / off ratio of issue 14 is loadtests.records_bench's)
   (d) gateway POST /v1/codes (issuance)
   (e) gateway POST /oauth2/token (client_credentials) and POST /oauth2/introspect
 
@@ -81,6 +83,9 @@ TARGET_VERIFY_RPS = 8000.0
 TARGET_VERIFY_P99_MS = 20.0
 TARGET_VERIFY_VS_BARE = 0.8
 TARGET_TOKEN_RPS = 2000.0
+#: issue 15: verify allow with the live statistics counters on >= this x the same with them
+#: off (GATEWAY_STATS_LIVE=false on a second gateway, same run, interleaved rounds)
+TARGET_STATS_RATIO = 0.95
 UNLIMITED = "1000000/1/1000000"
 #: SM2 codes are signed at ~0.3-0.9 ms each (docs/performance.md): issuing the Ed25519 cap
 #: (70,000 for 5 s) would take longer than the codes live. 3,000/s is above what the gateway
@@ -474,6 +479,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Result] = {}
     n_rounds = args.rounds
     rounds: dict[str, list[Result]] = {"bare_verify_allow": [], "verify_allow": [],
+                                       "verify_allow_stats_off": [],
                                        "verify_allow_yk2": [], "verify_allow_sm2": []}
     codes_cap = args.codes_per_second * d
     junk_file = seed.write_lines(work / "junk.txt", seed.junk_codes(5000))
@@ -504,14 +510,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         bare_url = f"http://127.0.0.1:{bare_port}"
         base = f"http://127.0.0.1:{port}"
         genv = gateway_env(redis_url, keys_dir, port, w)
+        # the same gateway with the live statistics counters off (issue 15), own key prefix
+        nostats_port = free_port()
+        nostats_base = f"http://127.0.0.1:{nostats_port}"
+        nostats_env = {**gateway_env(redis_url, keys_dir, nostats_port, w),
+                       "GATEWAY_STATS_LIVE": "false", "GATEWAY_REDIS_PREFIX": "nostats:"}
         with ExitStack() as bare_stack:
             bare_proc = bare_stack.enter_context(process(
                 [PY, "-m", "loadtests.servers", "bare", "--port", str(bare_port),
                  "--workers", str(w), "--keys-dir", str(keys_dir), "--redis", redis_url]))
+            nostats_proc = bare_stack.enter_context(process(
+                [PY, "-m", "gateway", "serve", "--workers", str(w), "--port",
+                 str(nostats_port)], env=nostats_env, log=work / "gateway-stats-off.log"))
             with process([PY, "-m", "gateway", "serve", "--workers", str(w), "--port",
                           str(port)], env=genv, log=work / "gateway.log") as gw_proc:
                 wait_http(f"{bare_url}/verify", method="POST")
                 wait_http(f"{base}/healthz", timeout_s=60)
+                wait_http(f"{nostats_base}/healthz", timeout_s=60)
                 time.sleep(1.0)  # both workers listening
                 gate_id = args.gate
                 gate_secret = demo_secret(keys_dir, gate_id)
@@ -534,6 +549,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 run_wrk(wrk, "warmup", base, "verify.lua",
                         {**venv, "WRK_CODES": str(junk_file), "WRK_EXPECT": "malformed"},
                         threads=t, connections=c, duration_s=2)
+                nostats_venv = {**venv, "WRK_AUTH": "Bearer " + seed.client_token(
+                    nostats_base, gate_id, gate_secret)}
+                nostats_cpu = {"server_pid": nostats_proc.pid, "redis_pid": redis_pid}
+                say("warm-up gateway with statistics off (junk)")
+                run_wrk(wrk, "warmup", nostats_base, "verify.lua",
+                        {**nostats_venv, "WRK_CODES": str(junk_file),
+                         "WRK_EXPECT": "malformed"}, threads=t, connections=c, duration_s=2)
 
                 bare_rounds = rounds["bare_verify_allow"]
                 gw_rounds = rounds["verify_allow"]
@@ -549,15 +571,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         **wopts, **bare_cpu))
                     f_bare.unlink()
 
-                    n = codes_for_run(codes_cap, d, [r.expected_rps for r in gw_rounds])
-                    say(f"(c) verify allow, round {i}/{n_rounds}: issuing {n} codes")
-                    allow_codes = seed.issue_codes(keys, n, person_id, attributes=attributes)
-                    f_allow = seed.write_lines(work / f"gw-codes-{i}.txt", allow_codes)
-                    gw_rounds.append(run_wrk(
-                        wrk, f"verify_allow#{i}", base, "verify.lua",
-                        {**venv, "WRK_CODES": str(f_allow), "WRK_EXPECT": '"allow"'},
-                        **wopts, **gw_cpu))
-                    f_allow.unlink()
+                    # statistics on (the gateway) and off: odd rounds on first, even rounds
+                    # off first, so that the box's drift does not favour either
+                    for on in (True, False) if i % 2 else (False, True):
+                        key = "verify_allow" if on else "verify_allow_stats_off"
+                        n = codes_for_run(codes_cap, d, [r.expected_rps for r in rounds[key]])
+                        say(f"(c) {key}, round {i}/{n_rounds}: issuing {n} codes")
+                        codes = seed.issue_codes(keys, n, person_id, attributes=attributes)
+                        if on:
+                            allow_codes = codes
+                        f_allow = seed.write_lines(work / f"{key}-{i}.txt", codes)
+                        rounds[key].append(run_wrk(
+                            wrk, f"{key}#{i}", base if on else nostats_base, "verify.lua",
+                            {**(venv if on else nostats_venv), "WRK_CODES": str(f_allow),
+                             "WRK_EXPECT": '"allow"'}, **wopts,
+                            **(gw_cpu if on else nostats_cpu)))
+                        f_allow.unlink()
 
                     yk2_rounds = rounds["verify_allow_yk2"]
                     n = codes_for_run(codes_cap, d, [r.expected_rps for r in yk2_rounds])
@@ -584,6 +613,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 bare_stack.close()  # the bare server is done: stop it
                 results["bare_verify_allow"] = median_result("bare_verify_allow", bare_rounds)
                 results["verify_allow"] = median_result("verify_allow", gw_rounds)
+                results["verify_allow_stats_off"] = median_result(
+                    "verify_allow_stats_off", rounds["verify_allow_stats_off"])
                 results["verify_allow_yk2"] = median_result("verify_allow_yk2",
                                                             rounds["verify_allow_yk2"])
                 results["verify_allow_sm2"] = median_result("verify_allow_sm2",
@@ -659,6 +690,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                and va.expected_rps >= TARGET_VERIFY_VS_BARE * bare.expected_rps),
         Target("token client_credentials /s", tok.expected_rps, f">= {TARGET_TOKEN_RPS:.0f}",
                tok.expected_rps >= TARGET_TOKEN_RPS),
+        stats_target(va, results["verify_allow_stats_off"]),
     ]
     if w != 2 or c != 64:
         targets[0].goal += " (target defined for 2 workers, 64 connections)"
@@ -910,6 +942,13 @@ def _node_version() -> str:
         return ""
     r = subprocess.run([node, "--version"], capture_output=True, text=True, check=False)
     return r.stdout.strip()
+def stats_target(on: Result, off: Result) -> Target:
+    """Issue 15: verify allows/s with the live statistics counters on / the same with them
+    off (medians of interleaved rounds, same run)."""
+    ratio = round(on.expected_rps / off.expected_rps, 3) if off.expected_rps else 0.0
+    return Target("verify allow with live statistics on / off (GATEWAY_STATS_LIVE)", ratio,
+                  f">= {TARGET_STATS_RATIO}", off.expected_rps > 0
+                  and on.expected_rps >= TARGET_STATS_RATIO * off.expected_rps)
 
 
 def _gate_sdk_rate() -> dict[str, Any]:

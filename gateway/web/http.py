@@ -528,6 +528,13 @@ async def read_body(request: web.Request, limit: int | None = None) -> bytes:
     if limit == app_limit:
         # the app's client_max_size is this same limit (build_app): aiohttp's buffered read
         # enforces it while reading
+        if request.content.is_eof():
+            # all there already (the edge awaited it, _await_body): nothing to time out, and
+            # an asyncio.timeout costs a timer and a task check (≈ 6 µs on this box, issue 13)
+            try:
+                return await request.read()
+            except web.HTTPRequestEntityTooLarge:
+                raise PayloadTooLarge(f"The body may be at most {limit} bytes") from None
         try:
             async with asyncio.timeout(request.app.get(BODY_TIMEOUT, DEFAULT_BODY_TIMEOUT_S)):
                 return await request.read()

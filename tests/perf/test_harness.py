@@ -346,3 +346,29 @@ def test_bench_cli_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert e.value.code == 0
     out = capsys.readouterr().out
     assert "--workers" in out and "--rounds" in out
+
+
+def test_stats_target_divides_the_medians_and_misses_below_095() -> None:
+    on = _result("verify_allow", 1900.0, 20.0, 400.0, 19000)
+    off = _result("verify_allow_stats_off", 2000.0, 20.0, 380.0, 20000)
+    t = bench.stats_target(on, off)
+    assert t.value == 0.95 and t.passed and t.goal == ">= 0.95"
+    slow = _result("verify_allow", 1899.0, 20.0, 400.0, 18990)
+    assert not bench.stats_target(slow, off).passed
+    assert not bench.stats_target(on, _result("off", 0.0, 0.0, 0.0, 0)).passed  # no answers
+
+
+def test_ab_prepares_each_revision_its_own_keys_and_environment(tmp_path: Path) -> None:
+    """loadtests.ab runs a revision's own prepare_keys / gateway_env in its tree (here: this
+    one) into that revision's key dir: the keys load, the environment points at them."""
+    from loadtests import ab
+
+    env = ab.revision_env(bench.ROOT, "redis://127.0.0.1:1/0", tmp_path / "k", 4321, 2)
+    assert env["GATEWAY_KEYS_DIR"] == str(tmp_path / "k")
+    assert env["GATEWAY_PORT"] == "4321" and env["GATEWAY_REDIS_URL"] == "redis://127.0.0.1:1/0"
+    keys = seed.GatewayKeys.load(tmp_path / "k")
+    pid = seed.new_person_id()
+    code = seed.issue_codes(keys, 1, pid)[0]
+    assert verify_code(code, _trust(keys).lookup, time.time()).nonce
+    with pytest.raises(RuntimeError, match="preparing its keys failed"):
+        ab.revision_env(tmp_path, "redis://127.0.0.1:1/0", tmp_path / "k2", 1, 1)  # no tree
