@@ -729,6 +729,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                  "value": sdk.get("median_codes_per_s")})
     info.append({"name": "the codec's verify_code alone on that core, same run, codes per "
                          "CPU-second", "value": sdk.get("bare_codec_codes_per_cpu_s")})
+    info.append({"name": "SDK offline verification without the journal (its cost by "
+                         "difference), codes per CPU-second",
+                 "value": sdk.get("no_journal_codes_per_cpu_s")})
+    info.append({"name": "SDK offline verification with both fsyncs per scan (this disk), "
+                         "codes/s wall", "value": sdk.get("fsync_codes_per_s")})
+    # the SDK on codes from a real gateway: YK1: it issued beside YK2: made on a phone
+    # (loadtests/offline_bench.py; its own redis-server and gateway, stopped before measuring)
+    faces = _offline_bench()
+    for mode, r in (faces.get("results") or {}).items():
+        info.append({"name": f"SDK offline ({mode}) YK1: / YK2: codes per CPU-second, one "
+                             f"core, medians of {faces.get('rounds')} rounds",
+                     "value": f"{r.get('yk1_per_cpu_s')} / {r.get('yk2_per_cpu_s')} "
+                              f"(wall {r.get('yk1_per_s')} / {r.get('yk2_per_s')})"})
     # --- end gate SDK ---
     report = {
         "when": stamp, "workers": w, "connections": c, "duration_s": d, "wrk_threads": t,
@@ -955,12 +968,26 @@ def _gate_sdk_rate() -> dict[str, Any]:
     """loadtests.gate_sdk in its own process (it pins itself to one CPU)."""
     print("bench: (f) gate SDK offline verification, one core", file=sys.stderr, flush=True)
     r = subprocess.run([sys.executable, "-m", "loadtests.gate_sdk", "--json",
-                        "--fsync-codes", "0"], capture_output=True, text=True, timeout=600,
+                        "--fsync-codes", "300"], capture_output=True, text=True, timeout=600,
                        cwd=Path(__file__).resolve().parent.parent)
     try:
         return dict(json.loads(r.stdout.strip().splitlines()[-1]))
     except (ValueError, IndexError):
         print(f"bench: gate SDK bench failed: {r.stderr[-300:]}", file=sys.stderr, flush=True)
+        return {}
+
+
+def _offline_bench() -> dict[str, Any]:
+    """loadtests.offline_bench in its own process (its own redis-server and gateway)."""
+    print("bench: (g) gate SDK on YK1:/YK2: codes of a real gateway, one core", file=sys.stderr,
+          flush=True)
+    r = subprocess.run([sys.executable, "-m", "loadtests.offline_bench", "--json",
+                        "--codes", "1000", "--rounds", "3"], capture_output=True, text=True,
+                       timeout=900, cwd=Path(__file__).resolve().parent.parent)
+    try:
+        return dict(json.loads(r.stdout.strip().splitlines()[-1]))
+    except (ValueError, IndexError):
+        print(f"bench: offline bench failed: {r.stderr[-300:]}", file=sys.stderr, flush=True)
         return {}
 
 

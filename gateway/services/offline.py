@@ -17,7 +17,7 @@ import asyncio
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, NamedTuple
 
 from gateway.authz.tokens import AccessTokenClaims
 from gateway.errors import Forbidden, InvalidRequest, PayloadTooLarge
@@ -26,7 +26,8 @@ from gateway.services.records import RecordingClaims
 from gateway.services.trustlist import KeysBeingFetched
 from gateway.timefmt import parse_rfc3339
 
-__all__ = ["IDEMPOTENCY_S", "MAX_SCANS", "OfflineResult", "OfflineUploads"]
+__all__ = ["IDEMPOTENCY_S", "MAX_SCANS", "Answered", "OfflineResult", "OfflineUploads",
+           "results_body", "results_json"]
 
 MAX_SCANS: Final = 1000
 #: How long an upload's answers are kept for the same upload sent again (a gate resuming).
@@ -54,6 +55,10 @@ class OfflineResult:
         return out
 
     def dumps(self) -> str:
+        """The result's JSON, written once: kept for the upload sent again AND spliced into
+        the answer as it is (`results_body`)."""
+        if self.status == "confirmed" and self.reason is None and self.first_use is None:
+            return f'{{"request_id":{_str(self.request_id)},"status":"confirmed"}}'
         return json.dumps(self.to_json(), separators=(",", ":"))
 
     @classmethod
@@ -65,6 +70,13 @@ class OfflineResult:
                        (first["gate"], first["at"]) if first else None)
         except (ValueError, KeyError, TypeError):
             return None
+
+
+_encode_str = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def _str(value: str | None) -> str:
+    return "null" if value is None else _encode_str(value)
 
 
 def _scan_time(scan: GateScan) -> float:
@@ -123,7 +135,7 @@ class OfflineUploads:
         self._offline_max = offline_max_s
         self._keep = idempotency_s
 
-    async def upload(self, gate: AccessTokenClaims, items: Any) -> list[OfflineResult]:
+    async def upload(self, gate: AccessTokenClaims, items: Any) -> list[Answered]:
         if not isinstance(items, list):
             raise InvalidRequest("scans must be an array")
         if len(items) > MAX_SCANS:
@@ -161,10 +173,12 @@ class OfflineUploads:
                 continue
             got = OfflineResult.loads(kept_by_key[keys[i] or ""] or "")
             results.append(got if got is not None else _malformed(p.request_id))
-        # 3. keep the new answers for the same upload again
-        await asyncio.gather(*(self._claims.remember(k, self._keep, fresh[i].dumps())
+        # 3. keep the new answers for the same upload again (their JSON, written once, is the
+        # answer's too: `results_body`)
+        wire = {i: fresh[i].dumps() for i in todo}
+        await asyncio.gather(*(self._claims.remember(k, self._keep, wire[i])
                                for i in todo if (k := keys[i]) is not None))
-        return results
+        return [Answered(r, wire.get(i)) for i, r in enumerate(results)]
 
     async def _decide(self, gate: AccessTokenClaims, scan: Any) -> OfflineResult:
         try:
@@ -184,5 +198,21 @@ class OfflineUploads:
         return f"upload:{gate_id}|{request_id}"
 
 
-def results_json(results: Sequence[OfflineResult]) -> dict[str, Any]:
-    return {"results": [r.to_json() for r in results]}
+class Answered(NamedTuple):
+    """A scan's result and, when this upload decided it, its JSON already written."""
+
+    result: OfflineResult
+    wire: str | None = None
+
+
+def results_json(results: Sequence[OfflineResult | Answered]) -> dict[str, Any]:
+    return {"results": [(r.result if isinstance(r, Answered) else r).to_json()
+                        for r in results]}
+
+
+def results_body(results: Sequence[Answered]) -> bytes:
+    """The answer's bytes, ``{"results": [...]}``: each result's JSON joined as written (an
+    upload of 500 was encoded twice over, once for the idempotency store and once for the
+    answer)."""
+    parts = [w if w is not None else r.dumps() for r, w in results]
+    return ('{"results":[' + ",".join(parts) + "]}").encode()

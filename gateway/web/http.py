@@ -583,21 +583,25 @@ MAX_JSON_DEPTH = 400
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
+_NOT_STRUCTURAL = bytes(b for b in range(256) if b not in b'"[]{}')
+
+
 def _json_depth(raw: bytes) -> int:
     """The deepest nesting of `raw`, outside strings (called only when it could pass the
-    limit: fewer brackets than that cannot nest deeper)."""
+    limit: fewer brackets than that cannot nest deeper).
+
+    Only quotes and brackets decide nesting once the escapes are gone: escaped backslashes
+    are dropped first, then escaped quotes (left to right, as a reader pairs them), then every
+    byte but quotes and brackets — all in C (a 150 KB offline upload walked byte by byte cost
+    ~3 % of its CPU); the walk sees only the few bytes left."""
     depth = deepest = 0
-    in_string = escaped = False
-    for b in raw:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif b == 0x5C:  # backslash
-                escaped = True
-            elif b == 0x22:
-                in_string = False
-        elif b == 0x22:
-            in_string = True
+    in_string = False
+    structural = raw.replace(b"\\\\", b"").replace(b'\\"', b"").translate(None, _NOT_STRUCTURAL)
+    for b in structural:
+        if b == 0x22:
+            in_string = not in_string
+        elif in_string:
+            continue
         elif b in (0x5B, 0x7B):
             depth += 1
             if depth > deepest:

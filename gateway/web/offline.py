@@ -12,7 +12,7 @@ from typing import Final
 from aiohttp import web
 
 from gateway.errors import InvalidRequest
-from gateway.services.offline import OfflineUploads, results_json
+from gateway.services.offline import OfflineUploads, results_body
 from gateway.web.http import ROUTE_BODY_LIMITS, no_store_json, principal, read_json
 
 __all__ = ["OFFLINE", "add_routes"]
@@ -28,7 +28,7 @@ async def upload(request: web.Request) -> web.StreamResponse:
     if "scans" not in body:
         raise InvalidRequest("scans is required")
     results = await request.app[OFFLINE].upload(gate, body["scans"])
-    return no_store_json(results_json(results))
+    return no_store_json(results_body(results))
 
 
 PATH: Final = "/v1/gates/offline-scans"

@@ -9,14 +9,13 @@ certificate lives longer than 24 h, so the list stays short.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from gateway.codec.device import DEVICE_DENY_LIST_TYP
 
-from .documents import _int, _verify
+from .documents import _int, open_signed_list
 from .errors import GateError
 
 __all__ = ["DeviceDenyList", "parse_device_deny_list"]
@@ -74,31 +73,18 @@ def parse_device_deny_list(raw: bytes, pinned: Any,
     """Verify a GET /v1/revocations/devices answer against the pinned trust-list key and merge
     it into ``held`` (a delta must start from the version held; a full list replaces).
     Refuses a version or an issue time below the one held (``rollback``)."""
-    try:
-        envelope = json.loads(raw)
-    except ValueError:
-        raise GateError("document_invalid", "the device deny-list is not JSON") from None
-    if not isinstance(envelope, dict):
-        raise GateError("document_invalid", "the device deny-list is not a JSON object")
-    _, payload = _verify(envelope, pinned, DEVICE_DENY_LIST_TYP)
-    try:
-        doc = json.loads(payload)
-    except ValueError:
-        raise GateError("document_invalid", "the signed device deny-list is not JSON") from None
-    if not isinstance(doc, dict) or doc.get("list") != "devices":
-        raise GateError("document_invalid", "the signed document is not the device deny-list")
-    version = _int(doc, "version")
-    if held is not None and version < held.version:
+    got = open_signed_list(raw, pinned, DEVICE_DENY_LIST_TYP, "devices", "device deny-list")
+    if held is not None and got.version < held.version:
         raise GateError("rollback", "the device deny-list is older than the one this gate holds")
-    times = {n: _int(doc, n) for n in ("issued_at", "next_update", "expires_at")}
-    if held is not None and times["issued_at"] < held.issued_at:
+    if held is not None and got.issued_at < held.issued_at:
         raise GateError("rollback", "the device deny-list was issued before the one held")
-    if doc.get("full") is True:
-        return DeviceDenyList(version=version, entries=_entries(doc.get("entries")), **times)
-    if doc.get("full") is not False or held is None or doc.get("since") != held.version:
+    if got.full:
+        return DeviceDenyList(version=got.version, entries=_entries(got.doc.get("entries")),
+                              **got.times())
+    if held is None or not got.starts_from(held.version):
         raise GateError("document_invalid", "a device deny-list delta that does not start "
                                             "from the list this gate holds")
-    added, removed = _entries(doc.get("added")), _entries(doc.get("removed"))
+    added, removed = _entries(got.doc.get("added")), _entries(got.doc.get("removed"))
     entries = {s: n for s, n in held.entries.items() if s not in removed}
     entries.update(added)
-    return DeviceDenyList(version=version, entries=entries, **times)
+    return DeviceDenyList(version=got.version, entries=entries, **got.times())

@@ -25,7 +25,8 @@ from .errors import GateError
 #: The SDK logs through the standard library (no server dependencies); names only, never keys.
 log = logging.getLogger("gateway_gate")
 
-__all__ = ["DenyList", "ScenePolicy", "TrustList", "parse_deny_list", "parse_trust_list"]
+__all__ = ["DenyList", "ScenePolicy", "SignedList", "TrustList", "open_signed_list",
+           "parse_deny_list", "parse_trust_list"]
 
 
 def _int(doc: Mapping[str, Any], name: str) -> int:
@@ -64,6 +65,63 @@ def _verify(envelope: Mapping[str, Any], pinned: JwsKey, typ: str) -> tuple[JwsK
         raise GateError("unsupported_algorithm", "the document is signed with SM2 and this "
                                                  "machine has no OpenSSL 3 libcrypto") from None
     return key, payload
+
+
+def _signed_payload(raw: bytes, pinned: JwsKey, typ: str, what: str) -> tuple[JwsKey, Any]:
+    """The one way every signed document is opened: the answer's JSON envelope, its JWS
+    verified against the pinned key (or along endorsements from it, `_verify`), and the
+    signed payload's JSON — the bytes as received, never a re-encoding. ``what`` names the
+    document in the errors ("trust list")."""
+    try:
+        envelope = json.loads(raw)
+    except ValueError:
+        raise GateError("document_invalid", f"the {what} is not JSON") from None
+    if not isinstance(envelope, dict):
+        raise GateError("document_invalid", f"the {what} is not a JSON object")
+    signer, payload = _verify(envelope, pinned, typ)
+    try:
+        return signer, json.loads(payload)
+    except ValueError:
+        raise GateError("document_invalid", f"the signed {what} is not JSON") from None
+
+
+@dataclass(frozen=True)
+class SignedList:
+    """A verified deny-list document (card or device, docs/offline.md §5): its version and
+    times, and whether it is a full list or a delta from the version held."""
+
+    doc: Mapping[str, Any]
+    version: int
+    issued_at: int
+    next_update: int
+    expires_at: int
+
+    @property
+    def full(self) -> bool:
+        return self.doc.get("full") is True
+
+    def times(self) -> dict[str, int]:
+        return {"issued_at": self.issued_at, "next_update": self.next_update,
+                "expires_at": self.expires_at}
+
+    def starts_from(self, held_version: int | None) -> bool:
+        """A delta that applies to the list held: ``"full": false`` and ``since`` the version
+        held (else the gate asks for the full list)."""
+        return (self.doc.get("full") is False and held_version is not None
+                and self.doc.get("since") == held_version)
+
+
+def open_signed_list(raw: bytes, pinned: JwsKey, typ: str, list_name: str,
+                     what: str) -> SignedList:
+    """A GET /v1/revocations/{cards,devices} answer verified (`_signed_payload`) and checked
+    to be the ``list_name`` list (a card list is never taken for a device list); ``what``
+    names it in the errors ("deny-list", "device deny-list")."""
+    _, doc = _signed_payload(raw, pinned, typ, what)
+    if not isinstance(doc, dict) or doc.get("list") != list_name:
+        title = "card deny-list" if list_name == "cards" else what
+        raise GateError("document_invalid", f"the signed document is not the {title}")
+    return SignedList(doc, _int(doc, "version"), _int(doc, "issued_at"),
+                      _int(doc, "next_update"), _int(doc, "expires_at"))
 
 
 @dataclass(frozen=True)
@@ -105,17 +163,7 @@ def parse_trust_list(raw: bytes, pinned: JwsKey) -> tuple[TrustList, JwsKey]:
     """Verify a GET /v1/trust-list answer; returns the list and the key that signed it (the
     gate's new pin). Keys that do not parse are skipped, as docs/code-format.md §5 allows
     (an unknown curve must not stop the gate)."""
-    try:
-        envelope = json.loads(raw)
-    except ValueError:
-        raise GateError("document_invalid", "the trust list is not JSON") from None
-    if not isinstance(envelope, dict):
-        raise GateError("document_invalid", "the trust list is not a JSON object")
-    signer, payload = _verify(envelope, pinned, TRUST_LIST_TYP)
-    try:
-        doc = json.loads(payload)
-    except ValueError:
-        raise GateError("document_invalid", "the signed trust list is not JSON") from None
+    signer, doc = _signed_payload(raw, pinned, TRUST_LIST_TYP, "trust list")
     if not isinstance(doc, dict) or not isinstance(doc.get("issuers"), list):
         raise GateError("document_invalid", "the signed trust list has no issuers")
     keys: dict[tuple[str, str], VerificationKey] = {}
@@ -178,41 +226,27 @@ def parse_deny_list(raw: bytes, pinned: JwsKey, held: DenyList | None) -> DenyLi
     """Verify a GET /v1/revocations/cards answer and merge it into ``held`` (a delta needs the
     version it starts from; a full list replaces). Refuses a document issued before the one
     held, or issued at the same time with a lower version (rollback)."""
-    try:
-        envelope = json.loads(raw)
-    except ValueError:
-        raise GateError("document_invalid", "the deny-list is not JSON") from None
-    if not isinstance(envelope, dict):
-        raise GateError("document_invalid", "the deny-list is not a JSON object")
-    _, payload = _verify(envelope, pinned, DENY_LIST_TYP)
-    try:
-        doc = json.loads(payload)
-    except ValueError:
-        raise GateError("document_invalid", "the signed deny-list is not JSON") from None
-    if not isinstance(doc, dict) or doc.get("list") != "cards":
-        raise GateError("document_invalid", "the signed document is not the card deny-list")
-    version = _int(doc, "version")
+    got = open_signed_list(raw, pinned, DENY_LIST_TYP, "cards", "deny-list")
+    doc = got.doc
     try:
         hasher = CardHash.from_json(doc.get("hash") or {})
     except ValueError as exc:
         raise GateError("document_invalid", f"the deny-list's hash: {exc}") from None
-    times = {n: _int(doc, n) for n in ("issued_at", "next_update", "expires_at")}
     # A replayed old document is refused by its issue time; within one issue time (a minute)
     # the version must not go back. A newer document with a lower version is the gateway's
     # own current view (its list store was restored) and replaces what the gate holds.
-    if held is not None and (times["issued_at"], version) < (held.issued_at, held.version):
+    if held is not None and (got.issued_at, got.version) < (held.issued_at, held.version):
         raise GateError("rollback", "the deny-list is older than the one this gate holds")
-    if doc.get("full") is True:
+    if got.full:
         entries = doc.get("entries")
         if not isinstance(entries, list) or not all(isinstance(e, str) for e in entries):
             raise GateError("document_invalid", "the deny-list's entries are not strings")
-        return DenyList(version=version, hash=hasher, entries=set(entries), **times)
-    if doc.get("full") is not False or held is None or doc.get("since") != held.version \
-            or hasher != held.hash:
+        return DenyList(version=got.version, hash=hasher, entries=set(entries), **got.times())
+    if held is None or not got.starts_from(held.version) or hasher != held.hash:
         raise GateError("document_invalid", "a deny-list delta that does not start from the "
                                             "list this gate holds")
     added, removed = doc.get("added"), doc.get("removed")
     if not isinstance(added, list) or not isinstance(removed, list):
         raise GateError("document_invalid", "the deny-list delta is malformed")
     entries_now = (held.entries - {str(e) for e in removed}) | {str(e) for e in added}
-    return DenyList(version=version, hash=hasher, entries=entries_now, **times)
+    return DenyList(version=got.version, hash=hasher, entries=entries_now, **got.times())

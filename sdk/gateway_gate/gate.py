@@ -36,7 +36,7 @@ from .client import GatewayClient
 from .devices import DeviceDenyList, parse_device_deny_list
 from .documents import DenyList, TrustList, parse_deny_list, parse_trust_list
 from .errors import GateError
-from .journal import Journal
+from .journal import Journal, encode_string, frame
 from .replay import ReplayCache
 
 __all__ = ["Gate", "ScanResult", "SyncReport", "UploadReport"]
@@ -325,7 +325,7 @@ class Gate:
                 reason = "ok"
         result = ScanResult(self._request_id(), "allow" if reason == "ok" else "deny",
                             reason, face, rfc3339(t))
-        self.journal.append({"kind": "code", "code": code[:MAX_CODE_LEN], **result.to_json()})
+        self.journal.append_line(_code_line(code[:MAX_CODE_LEN], result))
         return result
 
     def tap(self, card_no: str, region: str, terminal_mac: str, *,
@@ -429,6 +429,18 @@ class Gate:
         self.replay.close()
         self.journal.close()
         self.uploads.close()
+
+
+def _code_line(code: str, r: ScanResult) -> bytes:
+    """The journal line of a code scan: the bytes of ``encode_record({"kind": "code", "code":
+    code, **r.to_json()})`` (tests/offline/test_journal.py holds them equal), written without
+    the dict and the encoder's walk over it (≈ 3 µs of a scan's ≈ 17 µs beside the codec)."""
+    data = (f'{{"kind":"code","code":{encode_string(code)},"request_id":'
+            f'{encode_string(r.request_id)},"decision":{encode_string(r.decision)},"reason":'
+            f'{encode_string(r.reason)},"face":'
+            f'{"null" if r.face is None else encode_string(r.face)},"scanned_at":'
+            f'{encode_string(r.scanned_at)}}}').encode()
+    return frame(data)
 
 
 def _scan(record: dict[str, Any]) -> dict[str, Any]:

@@ -20,15 +20,21 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Journal", "encode_record"]
+__all__ = ["Journal", "encode_record", "encode_string", "frame"]
 
 
 _ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+#: a JSON string literal exactly as `_ENCODE` writes one (the C escaper it uses itself)
+encode_string = _ENCODE
+
+
+def frame(data: bytes) -> bytes:
+    """One journal line around a record's JSON bytes: checksum, space, JSON, LF."""
+    return b"%08x " % zlib.crc32(data) + data + b"\n"
 
 
 def encode_record(record: dict[str, Any]) -> bytes:
-    data = _ENCODE(record).encode()
-    return b"%08x " % zlib.crc32(data) + data + b"\n"
+    return frame(_ENCODE(record).encode())
 
 
 def _decode_line(line: bytes) -> dict[str, Any] | None:
@@ -81,7 +87,11 @@ class Journal:
 
     def append(self, record: dict[str, Any]) -> int:
         """Write one record durably; returns the offset just after it."""
-        line = encode_record(record)
+        return self.append_line(encode_record(record))
+
+    def append_line(self, line: bytes) -> int:
+        """Write one line made by `frame` (the scan loop formats its records itself: the
+        same bytes `encode_record` makes, without building a dict to encode)."""
         written = os.write(self._fd, line)
         if written != len(line):  # a short write on a full disk: fail loudly, never allow
             raise OSError("journal write was short (disk full?)")

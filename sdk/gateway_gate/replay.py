@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 from .errors import GateError
-from .journal import Journal
+from .journal import Journal, encode_string, frame
 
 __all__ = ["ReplayCache"]
 
@@ -66,8 +66,9 @@ class ReplayCache:
         if len(self._live) >= self._max:
             raise GateError("replay_cache_full", "the replay cache is full: refusing to "
                                                  "accept rather than forget a used code")
-        if self._journal is not None:
-            self._journal.append({"k": key, "u": until})
+        if self._journal is not None:  # the bytes of encode_record({"k": key, "u": until})
+            self._journal.append_line(frame(b'{"k":%s,"u":%d}' % (
+                encode_string(key).encode(), until)))
         self._live[key] = until
 
     def close(self) -> None:

@@ -100,3 +100,39 @@ def test_replay_file_is_compacted(tmp_path: Path) -> None:
     assert len(c2) == 10 and p.stat().st_size < size / 50
     c2.close()
     assert os.path.exists(p)
+
+
+_TEXT = st.text(st.characters(codec="utf-8"), max_size=60)
+
+
+@settings(max_examples=200, deadline=None)
+@given(code=_TEXT, rid=_TEXT, decision=st.sampled_from(["allow", "deny"]), reason=_TEXT,
+       face=st.none() | _TEXT, at=_TEXT)
+def test_the_scan_loops_lines_are_the_encoders_bytes(code: str, rid: str, decision: str,
+                                                     reason: str, face: str | None,
+                                                     at: str) -> None:
+    """The verify loop formats its journal line itself (speed): byte for byte what
+    encode_record makes of the same record, quotes, backslashes, controls and non-ASCII
+    included, so a reader (and its checksum) cannot tell the two apart."""
+    from gateway_gate.gate import ScanResult, _code_line
+    from gateway_gate.journal import _decode_line, encode_record
+
+    r = ScanResult(rid, decision, reason, face, at)
+    expected = encode_record({"kind": "code", "code": code, **r.to_json()})
+    assert _code_line(code, r) == expected
+    assert _decode_line(expected) == {"kind": "code", "code": code, **r.to_json()}
+
+
+@settings(max_examples=100, deadline=None)
+@given(key=_TEXT, until=st.integers(min_value=0, max_value=2**40))
+def test_replay_entries_are_the_encoders_bytes(key: str, until: int) -> None:
+    import tempfile
+
+    from gateway_gate.journal import encode_record
+
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / "replay.log"
+        cache = ReplayCache(p, 0.0, sync=False)
+        cache.add(key, until, 0.0)
+        cache.close()
+        assert p.read_bytes() == encode_record({"k": key, "u": until})

@@ -119,3 +119,51 @@ def test_a_tampered_deny_list_is_refused() -> None:
         parse_deny_list(json.dumps({"deny_list": doc, "jws": sign_compact(
             stranger, canonical_json(doc), DENY_LIST_TYP)}).encode(), ANCHOR, None)
     assert e.value.code == "untrusted_signer"
+
+
+def _signed(doc: dict[str, Any], typ: str, seed: str = "trust-list-key-0") -> bytes:
+    signer = Ed25519Signer.from_seed(_secret(seed))
+    return json.dumps({"deny_list": doc, "jws": sign_compact(signer, canonical_json(doc),
+                                                             typ)}).encode()
+
+
+@pytest.mark.parametrize("kind", ["cards", "devices"])
+def test_both_deny_lists_open_through_the_one_verifier(kind: str) -> None:
+    """The card and the device deny-list are opened by one piece (documents.open_signed_list):
+    the same refusals, each list keeping its own entries and rollback rule."""
+    from gateway.codec.device import DEVICE_DENY_LIST_TYP
+    from gateway_gate import parse_device_deny_list
+
+    cards = BY_NAME["deny_list_full"]["answer"]["deny_list"]
+    typ, parse = ((DENY_LIST_TYP, parse_deny_list) if kind == "cards"
+                  else (DEVICE_DENY_LIST_TYP, parse_device_deny_list))
+    times = {k: cards[k] for k in ("version", "issued_at", "next_update", "expires_at")}
+    full = ({**cards} if kind == "cards" else
+            {"list": "devices", **times, "full": True,
+             "entries": [{"serial": "ab" * 12, "not_after": cards["expires_at"]}]})
+    held = parse(_signed(full, typ), ANCHOR, None)
+    assert held.version == cards["version"] and len(held.entries) == len(full["entries"])
+
+    def refused(raw: bytes, held: Any = None) -> str:
+        with pytest.raises(GateError) as e:
+            parse(raw, ANCHOR, held)
+        return e.value.code
+
+    assert refused(b"not json") == "document_invalid"
+    assert refused(b"[1]") == "document_invalid"
+    assert refused(json.dumps({"deny_list": full}).encode()) == "document_invalid"  # no jws
+    other = "devices" if kind == "cards" else "cards"
+    assert refused(_signed({**full, "list": other}, typ)) == "document_invalid"
+    assert refused(_signed(full, typ, seed="trust-list-stranger")) == "untrusted_signer"
+    wrong_typ = DEVICE_DENY_LIST_TYP if kind == "cards" else DENY_LIST_TYP
+    assert refused(_signed(full, wrong_typ)) == "bad_signature"
+    assert refused(_signed({**full, "version": -1}, typ)) == "document_invalid"
+    delta = {**{k: v for k, v in full.items() if k != "entries"}, "full": False,
+             "since": held.version + 1, "added": [], "removed": [],
+             "version": held.version + 2, "issued_at": held.issued_at + 60}
+    assert refused(_signed(delta, typ), held) == "document_invalid"  # not from the one held
+    assert refused(_signed({**delta, "since": held.version}, typ)) == "document_invalid"
+    merged = parse(_signed({**delta, "since": held.version}, typ), ANCHOR, held)
+    assert merged.version == held.version + 2 and merged.entries == held.entries
+    older = {**full, "version": held.version - 1, "issued_at": held.issued_at - 60}
+    assert refused(_signed(older, typ), held) == "rollback"
