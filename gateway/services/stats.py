@@ -74,6 +74,39 @@ class DecisionRecord(Protocol):
     reason: str
     subject: str | None
     scanned_at: float
+    verified_at: float
+
+    @property
+    def origin(self) -> str: ...  # online | offline (read-only: a Literal fits)
+
+
+# ------------------------------------------------------------------ decision latency
+#: A log-scale histogram of decision latency (milliseconds): bucket 0 holds [0, 1) ms, bucket
+#: b ≥ 1 holds [2^((b-1)/4), 2^(b/4)) ms — four buckets per doubling, so a quantile read from it
+#: is within 2^(1/8) ≈ ±9 % of the true one; the last bucket (LAT_BUCKETS - 1) holds 2^20 ms
+#: (17 min) and over. Histograms add, so days, venues and levels merge exactly.
+LAT_BUCKETS: Final = 82
+
+
+def latency_bucket(ms: float) -> int:
+    if ms < 1.0:
+        return 0
+    return min(LAT_BUCKETS - 1, int(4 * math.log2(ms)) + 1)
+
+
+def latency_quantile(hist: Mapping[int, int], q: float) -> float | None:
+    """The q-quantile (0 < q < 1) of a histogram, as its bucket's geometric midpoint (ms);
+    None when the histogram is empty."""
+    total = sum(hist.values())
+    if total <= 0:
+        return None
+    rank = q * total
+    seen = 0
+    for b in sorted(hist):
+        seen += hist[b]
+        if seen >= rank:
+            return 0.5 if b == 0 else round(2 ** ((b - 0.5) / 4), 1)
+    return None  # not reached: seen ends at total ≥ rank
 
 
 RowKey = tuple[str, str, str, str, str]  # day, district, scene, venue, face
@@ -90,12 +123,16 @@ class Rollup:
     scans: int = 0
     allows: int = 0
     denies: dict[str, int] = field(default_factory=dict)
+    #: decision latency histogram (`latency_bucket` → count), online decisions only
+    latency: dict[int, int] = field(default_factory=dict)
 
     def add(self, other: Rollup) -> None:
         self.scans += other.scans
         self.allows += other.allows
         for r, n in other.denies.items():
             self.denies[r] = self.denies.get(r, 0) + n
+        for b, n in other.latency.items():
+            self.latency[b] = self.latency.get(b, 0) + n
 
 
 def day_of(ts: float) -> str:
@@ -118,6 +155,12 @@ def roll_up(records: Iterable[DecisionRecord],
         if row is None:
             row = rows[key] = Rollup()
         row.scans += 1
+        if rec.origin == "online":
+            # scan → decision as the gate's clock and ours tell it (an offline upload's delay
+            # is the link's outage, not a decision's latency); a gate clock ahead of ours
+            # (within the allowed skew) counts as 0 ms
+            b = latency_bucket(max(0.0, (rec.verified_at - rec.scanned_at) * 1000))
+            row.latency[b] = row.latency.get(b, 0) + 1
         if rec.decision == "allow":
             row.allows += 1
             if rec.subject:
@@ -157,6 +200,14 @@ class StatsStore(Protocol):
         what a question that does not group by venue reads — far fewer rows."""
         ...
 
+    async def totals(self, first_day: str, last_day: str, group_by: Sequence[str],
+                     district: str | None, scene: str | None
+                     ) -> list[tuple[tuple[str, ...], Rollup]]:
+        """The counts summed per group (`group_by` ⊆ GROUP_KEYS, in that order), from the
+        venue rows when grouped by venue, else from the level `level_of_question` names
+        (PostgreSQL: one GROUP BY; memory: `fold`)."""
+        ...
+
     async def verified_venues(self, first_day: str, last_day: str) -> set[str]:
         """Venues with at least one allow of a code or a card in the days."""
         ...
@@ -164,6 +215,33 @@ class StatsStore(Protocol):
     async def clear_from(self, first_day: str) -> int:
         """Drop every row of first_day and later (before a rebuild); returns rows dropped."""
         ...
+
+
+def level_of_question(group_by: Sequence[str], district: str | None, scene: str | None
+                      ) -> tuple[str, str]:
+    """The sketch level a question that does not group by venue reads: a district (scene)
+    filter's value, "" (each value) when grouped by it, else "*" (all of them)."""
+    return (district or ("" if "district" in group_by else ANY),
+            scene or ("" if "scene" in group_by else ANY))
+
+
+def fold(rows: Iterable[tuple[tuple[str, ...], Rollup]], keys: Sequence[str],
+         group_by: Sequence[str]) -> list[tuple[tuple[str, ...], Rollup]]:
+    """Sum rows whose key names `keys` (e.g. RowKey: day, district, scene, venue, face) into
+    the groups of `group_by`."""
+    idx = [keys.index(g) for g in group_by]
+    groups: dict[tuple[str, ...], Rollup] = {}
+    for key, row in rows:
+        gk = tuple(key[i] for i in idx)
+        acc = groups.get(gk)
+        if acc is None:
+            acc = groups[gk] = Rollup()
+        acc.add(row)
+    return sorted(groups.items())
+
+
+ROW_KEYS: Final = ("day", "district", "scene", "venue", "face")
+LEVEL_KEYS: Final = ("day", "district", "scene", "face")
 
 
 # ------------------------------------------------------------------ periods
@@ -252,27 +330,8 @@ class Statistics:
         for g in group_by:
             if g not in GROUP_KEYS:
                 raise ValueError(f"group_by takes {', '.join(GROUP_KEYS)}")
-        groups: dict[tuple[str, ...], Rollup] = {}
-        if "venue" in group_by:  # the venue rows themselves
-            idx = [GROUP_KEYS.index(g) for g in group_by]
-            for key, row in await self.store.rows(first.isoformat(), last.isoformat(),
-                                                  district, scene):
-                gk = tuple(key[i] for i in idx)
-                acc = groups.get(gk)
-                if acc is None:
-                    acc = groups[gk] = Rollup()
-                acc.add(row)
-        else:  # the level the groups and filters need: a day's few rows, not every venue's
-            level_d = district or ("" if "district" in group_by else ANY)
-            level_s = scene or ("" if "scene" in group_by else ANY)
-            for (day, d, sc, face), row in await self.store.levels(
-                    first.isoformat(), last.isoformat(), level_d, level_s):
-                values = {"day": day, "district": d, "scene": sc, "face": face}
-                gk = tuple(values[g] for g in group_by)
-                acc = groups.get(gk)
-                if acc is None:
-                    acc = groups[gk] = Rollup()
-                acc.add(row)
+        groups = dict(await self.store.totals(first.isoformat(), last.isoformat(),
+                                              group_by, district, scene))
         residents = await self._residents(first, last, group_by, district, scene)
         out = []
         for gk in sorted(groups):
@@ -283,7 +342,9 @@ class Statistics:
             entry.update(scans=row.scans, allows=row.allows, denies=sum(row.denies.values()),
                          deny_reasons=dict(sorted(row.denies.items())),
                          distinct_residents=(None if residents is None
-                                             else residents.get(gk, 0)))
+                                             else residents.get(gk, 0)),
+                         latency_ms={"p50": latency_quantile(row.latency, 0.5),
+                                     "p99": latency_quantile(row.latency, 0.99)})
             out.append(entry)
         return {"from": first.isoformat(), "to": last.isoformat(), "group_by": list(group_by),
                 "groups": out}
@@ -295,10 +356,7 @@ class Statistics:
         (None when grouped by venue: residents are not counted per venue)."""
         if "venue" in group_by:
             return None
-        by_d = "district" in group_by
-        by_s = "scene" in group_by
-        level_d = district or ("" if by_d else ANY)
-        level_s = scene or ("" if by_s else ANY)
+        level_d, level_s = level_of_question(group_by, district, scene)
         merged: dict[tuple[str, ...], bytearray] = {}
         for (day, d, sc, face), reg in await self.store.sketches(
                 first.isoformat(), last.isoformat(), level_d, level_s):
