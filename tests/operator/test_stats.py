@@ -228,3 +228,46 @@ async def test_real_verifications_reach_the_statistics(gw: Gateway) -> None:
         await asyncio.sleep(0.2)
     metro = groups[("500103", "metro", "ykm")]
     assert (metro["scans"], metro["allows"], metro["distinct_residents"]) == (3, 3, 1)
+
+
+async def test_with_postgresql_the_exporter_keeps_the_roll_ups(make_gateway,  # type: ignore[no-untyped-def]
+                                                               database_url: str) -> None:
+    """GATEWAY_DATABASE_URL set: verifications → outbox → exporter → the records AND the
+    roll-up tables in one transaction; the API reads PostgreSQL's roll-ups (no follower)."""
+    import asyncio
+
+    from gateway.adapters.postgres_stats import PostgresStatsStore
+    from tests.codes.conftest import METRO_GATE, demo_person, issue, resident_token, verify
+    from tests.contract.test_record_store import drop_schema
+    from tests.contract.test_stats_store import drop_stats
+
+    await drop_schema(database_url)
+    await drop_stats(database_url)
+    g = await make_gateway(database_url=database_url)
+    assert isinstance(g.app[STATS].store, PostgresStatsStore)
+    token = resident_token(g, await demo_person(g))
+    gate = await g.client_token(METRO_GATE)
+    for i in range(4):
+        code = (await (await issue(g, token)).json())["code"]
+        _, ans = await verify(g, gate, code, "metro", request_id=f"pg-{i}")
+        assert ans["decision"] == "allow"
+    _, ans = await verify(g, gate, "not-a-code", "metro", request_id="pg-bad")
+    assert ans["decision"] == "deny"
+    ah = bootstrap(g)
+    deadline = time.monotonic() + 15
+    while True:
+        r = await g.client.get("/admin/v1/stats/usage?group_by=district,face", headers=ah)
+        assert r.status == 200
+        groups = {(x["district"], x["face"]): x for x in (await r.json())["groups"]}
+        got = groups.get(("500103", "ykm"))
+        if (got is not None and got["scans"] == 4 and ("500103", "none") in groups) or \
+                time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.2)
+    assert got is not None
+    assert (got["scans"], got["allows"], got["distinct_residents"]) == (4, 4, 1)
+    assert got["latency_ms"]["p50"] is not None
+    assert groups[("500103", "none")]["deny_reasons"] == {"malformed": 1}
+    r = await g.client.get("/admin/v1/stats/depth?period=today&district=500103", headers=ah)
+    metro = next(c for c in (await r.json())["cells"] if c["scene"] == "metro")
+    assert metro["verified_venues"] >= 1
