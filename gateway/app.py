@@ -57,7 +57,11 @@ from gateway.adapters.memory_audit import MemoryAuditLog
 from gateway.adapters.memory_consent import MemoryConsentStore
 from gateway.adapters.memory_devices import MemoryDeviceStore
 from gateway.adapters.memory_identity import MemoryIdentityStore
-from gateway.adapters.memory_records import MemoryRecordingClaims, MemoryRecordStore
+from gateway.adapters.memory_records import (
+    MemoryLiveCounters,
+    MemoryRecordingClaims,
+    MemoryRecordStore,
+)
 from gateway.adapters.memory_revocations import MemoryDenyListStore
 from gateway.adapters.postgres_records import PostgresRecordStore, connect_pool
 from gateway.adapters.postgres_stats import ExporterRollups, PostgresStatsStore
@@ -68,6 +72,7 @@ from gateway.adapters.redis_identity import RedisIdentityStore, RevocationFollow
 from gateway.adapters.redis_ratelimit import RedisRateLimiter
 from gateway.adapters.redis_records import (
     RedisExporterLock,
+    RedisLiveCounters,
     RedisOutbox,
     RedisRecordingClaims,
 )
@@ -140,7 +145,7 @@ from gateway.services.records import (
 )
 from gateway.services.revocations import DenyListStore, RevocationLists
 from gateway.services.scenes import SceneCatalogue, SceneStore, catalogue_from_store
-from gateway.services.stats import Statistics, StatsStore
+from gateway.services.stats import LiveCounters, Statistics, StatsStore
 from gateway.services.subjects import SubjectLedger
 from gateway.services.tokens import (
     ClientCredentialsGrant,
@@ -784,6 +789,8 @@ class Records:
     stats: PostgresStatsStore | None = None
     #: gate → (venue, district, scene), shared by the roll-ups, /metrics and the admin API
     venues: VenueIndex = field(default_factory=VenueIndex)
+    #: the live view's counters (GATEWAY_STATS_LIVE), counted with each record
+    live: LiveCounters | None = None
 
 
 @contextlib.asynccontextmanager
@@ -817,13 +824,14 @@ async def _records(app: web.Application, core: Core) -> AsyncIterator[Records]:
         if core.redis is None or core.coalescer is None:
             single_use = core.single_use
             assert isinstance(single_use, MemorySingleUse)
-            yield Records(store, MemoryRecordingClaims(single_use, store), stats=stats,
-                          venues=index)
+            memory_live = MemoryLiveCounters() if s.stats_live else None
+            yield Records(store, MemoryRecordingClaims(single_use, store, memory_live),
+                          stats=stats, venues=index, live=memory_live)
             return
         claims = RedisRecordingClaims(core.coalescer, core.redis.script_load,
                                       prefix=s.redis_prefix, shards=s.transactions_outbox_shards,
                                       bound=s.transactions_outbox_max, on_full=metrics.dropped,
-                                      epoch=core.epoch)
+                                      epoch=core.epoch, live=s.stats_live)
         await claims.load()
         assert s.redis_url is not None
         # the exporter's own client: raw XRANGE replies, never queued behind the gate path
@@ -842,7 +850,10 @@ async def _records(app: web.Application, core: Core) -> AsyncIterator[Records]:
         stop = asyncio.Event()
         task = asyncio.ensure_future(exporter.run(stop))
         try:
-            yield Records(store, claims, outbox, stats=stats, venues=index)
+            live = (RedisLiveCounters(core.redis, prefix=s.redis_prefix,
+                                      shards=s.transactions_outbox_shards)
+                    if s.stats_live else None)
+            yield Records(store, claims, outbox, stats=stats, venues=index, live=live)
         finally:
             stop.set()
             done, _ = await asyncio.wait({task}, timeout=10)
@@ -953,6 +964,8 @@ async def _operators(app: web.Application, core: Core, records: Records) -> Asyn
             cursor[0] = page.next_cursor
 
     app[stats_web.STATS_CATCH_UP] = catch_up
+    if records.live is not None:
+        app[stats_web.LIVE] = records.live
     app[dashboard_web.SESSION_KEY] = core.data_keys.derive_key("dashboard-session")
 
     stopping = asyncio.Event()

@@ -244,6 +244,89 @@ ROW_KEYS: Final = ("day", "district", "scene", "venue", "face")
 LEVEL_KEYS: Final = ("day", "district", "scene", "face")
 
 
+# ------------------------------------------------------------------ the live view
+LIVE_SEP: Final = "\x1f"
+LIVE_MAX_MINUTES: Final = 120
+
+
+@dataclass(frozen=True)
+class LiveCounts:
+    """Live counters as the store holds them: field ``scene␟gate␟face␟reason`` → decisions,
+    for today (UTC day number `day`) and per minute (Unix minute → fields)."""
+
+    day: int
+    today: Mapping[str, int]
+    minutes: Mapping[int, Mapping[str, int]]
+
+
+class LiveCounters(Protocol):
+    """Counted where the record is queued (Redis: the claim's own script, no extra round
+    trip; memory: the sandbox's claims)."""
+
+    async def read(self, now: float, minutes: int) -> LiveCounts: ...
+
+
+def _tally(acc: dict[str, Any], reason: str, n: int) -> None:
+    acc["scans"] += n
+    if reason == "ok":
+        acc["allows"] += n
+    else:
+        acc["denies"] += n
+        acc["deny_reasons"][reason] = acc["deny_reasons"].get(reason, 0) + n
+
+
+def _blank() -> dict[str, Any]:
+    return {"scans": 0, "allows": 0, "denies": 0, "deny_reasons": {}}
+
+
+def live_view(counts: LiveCounts, place_of: Mapping[str, tuple[str, str, str]],
+              district: str | None = None, scene: str | None = None) -> dict[str, Any]:
+    """Today's totals by district, scene and form, and the last minutes' series, from the
+    live counters (the gate → district map is the venue registry's, as for the roll-ups)."""
+    def parse(field_: str) -> tuple[str, str, str, str] | None:
+        parts = field_.split(LIVE_SEP)
+        if len(parts) != 4:
+            return None
+        sc, gate, face, reason = parts
+        d = place_of.get(gate, (UNASSIGNED, UNASSIGNED, sc))[1]
+        if (district and d != district) or (scene and sc != scene):
+            return None
+        return d, sc, face, reason
+
+    total = _blank()
+    groups: dict[str, dict[str, dict[str, Any]]] = {"district": {}, "scene": {}, "face": {}}
+    for f, n in counts.today.items():
+        p = parse(f)
+        if p is None:
+            continue
+        d, sc, face, reason = p
+        _tally(total, reason, n)
+        for name, value in (("district", d), ("scene", sc), ("face", face)):
+            _tally(groups[name].setdefault(value, _blank()), reason, n)
+    series = []
+    for minute in sorted(counts.minutes):
+        acc = _blank()
+        for f, n in counts.minutes[minute].items():
+            p = parse(f)
+            if p is not None:
+                _tally(acc, p[3], n)
+        series.append({"minute": datetime.fromtimestamp(minute * 60, UTC).strftime(
+            "%Y-%m-%dT%H:%MZ"), **acc})
+
+    def listed(name: str) -> list[dict[str, Any]]:
+        out = []
+        for value, acc in sorted(groups[name].items()):
+            entry: dict[str, Any] = {name: value}
+            if name == "district":
+                entry["district_name"] = DISTRICTS.get(value, value)
+            out.append({**entry, **acc})
+        return out
+
+    return {"day": date.fromordinal(date(1970, 1, 1).toordinal() + counts.day).isoformat(),
+            "today": total, "districts": listed("district"), "scenes": listed("scene"),
+            "faces": listed("face"), "minutes": series}
+
+
 # ------------------------------------------------------------------ periods
 @dataclass(frozen=True)
 class Period:

@@ -271,3 +271,47 @@ async def test_with_postgresql_the_exporter_keeps_the_roll_ups(make_gateway,  # 
     r = await g.client.get("/admin/v1/stats/depth?period=today&district=500103", headers=ah)
     metro = next(c for c in (await r.json())["cells"] if c["scene"] == "metro")
     assert metro["verified_venues"] >= 1
+
+
+@pytest.mark.parametrize("use_redis", [True, False], ids=["redis", "memory"])
+async def test_the_live_view_counts_each_decision_as_it_is_made(make_gateway,  # type: ignore[no-untyped-def]
+                                                                 use_redis: bool) -> None:
+    """Live counters (GATEWAY_STATS_LIVE): counted by the claim's own script (Redis) or the
+    sandbox's claims — in the answer at once, no exporter, no roll-up in between; a retry of
+    the same request is not counted twice."""
+    from tests.codes.conftest import METRO_GATE, demo_person, issue, resident_token, verify
+
+    g = await make_gateway(use_redis=use_redis)
+    token = resident_token(g, await demo_person(g))
+    gate = await g.client_token(METRO_GATE)
+    for i in range(3):
+        code = (await (await issue(g, token)).json())["code"]
+        for _ in range(2):  # the gate retries: one decision
+            _, ans = await verify(g, gate, code, "metro", request_id=f"live-{i}")
+            assert ans["decision"] == "allow"
+    _, ans = await verify(g, gate, "not-a-code", "metro", request_id="live-bad")
+    assert ans["decision"] == "deny"
+    ah = bootstrap(g)
+    r = await g.client.get("/admin/v1/stats/live?minutes=5", headers=ah)
+    assert r.status == 200, await r.text()
+    live = await r.json()
+    assert live["day"] == TODAY
+    assert (live["today"]["scans"], live["today"]["allows"]) == (4, 3)
+    assert live["today"]["deny_reasons"] == {"malformed": 1}
+    assert [(d["district"], d["scans"]) for d in live["districts"]] == [("500103", 4)]
+    assert {f["face"]: f["scans"] for f in live["faces"]} == {"ykm": 3, "none": 1}
+    assert len(live["minutes"]) == 5 and sum(m["scans"] for m in live["minutes"]) == 4
+    other = await g.client.get("/admin/v1/stats/live?district=500106", headers=ah)
+    assert (await other.json())["today"]["scans"] == 0
+    for bad in ("minutes=0", "minutes=121", "minutes=x", "district=999999"):
+        r = await g.client.get(f"/admin/v1/stats/live?{bad}", headers=ah)
+        assert r.status == 400 and "Traceback" not in await r.text()
+    viewer = await new_operator(g, "vera", "viewer")
+    assert (await g.client.get("/admin/v1/stats/live", headers=viewer)).status == 200
+    assert (await g.client.get("/admin/v1/stats/live")).status == 401
+
+
+async def test_the_live_view_switched_off(make_gateway) -> None:  # type: ignore[no-untyped-def]
+    g = await make_gateway(stats_live=False)
+    r = await g.client.get("/admin/v1/stats/live", headers=bootstrap(g))
+    assert r.status == 503 and (await r.json())["code"] == "unavailable"
