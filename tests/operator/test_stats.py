@@ -9,6 +9,8 @@ import time
 from datetime import UTC, date, datetime
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway.services.stats import (
     hll_add,
@@ -315,3 +317,18 @@ async def test_the_live_view_switched_off(make_gateway) -> None:  # type: ignore
     g = await make_gateway(stats_live=False)
     r = await g.client.get("/admin/v1/stats/live", headers=bootstrap(g))
     assert r.status == 503 and (await r.json())["code"] == "unavailable"
+
+
+@given(st.binary(min_size=1024, max_size=1024).map(lambda b: bytes(x % 56 for x in b)),
+       st.binary(min_size=1024, max_size=1024).map(lambda b: bytes(x % 56 for x in b)))
+def test_the_sketch_merge_is_the_register_wise_max(a: bytes, b: bytes) -> None:
+    """hll_merge works on the registers as one big integer (SWAR): it must equal the plain
+    register-wise max for every register value a rank can take (0..55)."""
+    from gateway.services.stats import hll_merge
+
+    into = bytearray(a)
+    hll_merge(into, b)
+    assert bytes(into) == bytes(map(max, a, b))
+    edge = bytearray([0, 55] * 512)
+    hll_merge(edge, bytes([55, 0] * 512))
+    assert edge == bytearray([55] * 1024)
