@@ -27,13 +27,15 @@ new ones, never a half-built day.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final
 
 import asyncpg
 
+from gateway.errors import Unavailable
 from gateway.services.records import TransactionRecord
 from gateway.services.stats import (
     ANY,
@@ -296,11 +298,22 @@ class PostgresStatsStore:
         return read, len(rows)
 
     # ---------------------------------------------------------------- reading
+    @contextlib.asynccontextmanager
+    async def _read(self) -> AsyncIterator[Any]:
+        """A connection for a question; PostgreSQL away → `Unavailable` (503, retry later),
+        never a driver's error in an answer."""
+        try:
+            if not self._schema_ready:
+                await self.ensure_schema()
+            async with self._pool.acquire() as conn:
+                yield conn
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            raise Unavailable("The statistics store is not reachable; retry later") from None
+
     async def rows(self, first_day: str, last_day: str, district: str | None = None,
                    scene: str | None = None) -> list[tuple[RowKey, Rollup]]:
-        await self.ensure_schema()
         where, args = self._range(first_day, last_day, district, scene)
-        async with self._pool.acquire() as conn:
+        async with self._read() as conn:
             got = await conn.fetch(
                 "SELECT day::text, district, scene, venue, face, scans, allows, "  # noqa: S608
                 f"denies::text, latency::text FROM gw_stats_venue WHERE {where} "
@@ -333,9 +346,8 @@ class PostgresStatsStore:
 
     async def levels(self, first_day: str, last_day: str, district: str, scene: str
                      ) -> list[tuple[SketchKey, Rollup]]:
-        await self.ensure_schema()
         where, args = self._level_range(first_day, last_day, district, scene)
-        async with self._pool.acquire() as conn:
+        async with self._read() as conn:
             got = await conn.fetch(
                 "SELECT day::text, district, scene, face, scans, allows, "  # noqa: S608
                 f"denies::text, latency::text FROM gw_stats_level WHERE {where} "
@@ -344,9 +356,8 @@ class PostgresStatsStore:
 
     async def sketches(self, first_day: str, last_day: str, district: str, scene: str
                        ) -> list[tuple[SketchKey, bytes | bytearray]]:
-        await self.ensure_schema()
         where, args = self._level_range(first_day, last_day, district, scene)
-        async with self._pool.acquire() as conn:
+        async with self._read() as conn:
             got = await conn.fetch(
                 "SELECT day::text, district, scene, face, residents "  # noqa: S608
                 f"FROM gw_stats_level WHERE {where} AND residents IS NOT NULL "
@@ -371,8 +382,7 @@ class PostgresStatsStore:
         cols = ", ".join("day::text" if g == "day" else g for g in group_by)
         n = len(group_by)
         groups: dict[tuple[str, ...], Rollup] = {}
-        await self.ensure_schema()
-        async with self._pool.acquire() as conn:
+        async with self._read() as conn:
             counts = await conn.fetch(
                 f"SELECT {cols}, sum(scans), sum(allows) FROM {table} "  # noqa: S608
                 f"WHERE {where} GROUP BY {cols}", *args)
@@ -394,8 +404,7 @@ class PostgresStatsStore:
         return sorted(groups.items())
 
     async def verified_venues(self, first_day: str, last_day: str) -> set[str]:
-        await self.ensure_schema()
-        async with self._pool.acquire() as conn:
+        async with self._read() as conn:
             got = await conn.fetch(
                 "SELECT DISTINCT venue FROM gw_stats_venue WHERE day BETWEEN $1::text::date "
                 "AND $2::text::date AND allows > 0 AND face = ANY($3::text[])",

@@ -332,3 +332,16 @@ def test_the_sketch_merge_is_the_register_wise_max(a: bytes, b: bytes) -> None:
     edge = bytearray([0, 55] * 512)
     hll_merge(edge, bytes([55, 0] * 512))
     assert edge == bytearray([55] * 1024)
+
+
+async def test_statistics_with_postgresql_away_answer_503(make_gateway) -> None:  # type: ignore[no-untyped-def]
+    from tests.redis_server import free_port
+
+    g = await make_gateway(database_url=f"postgresql://gw@127.0.0.1:{free_port()}/none")
+    ah = bootstrap(g)
+    for path in ("/admin/v1/stats/usage?group_by=district", "/admin/v1/stats/depth",
+                 "/admin/v1/stats/usage?group_by=venue"):
+        r = await g.client.get(path, headers=ah)
+        body = await r.text()
+        assert r.status == 503, body
+        assert "asyncpg" not in body and "Traceback" not in body and "127.0.0.1" not in body
