@@ -94,7 +94,7 @@ async def drain(redis_url: str, pg_url: str, shards: int, batch: int,
     try:
         async with pool.acquire() as conn:  # every run from empty tables: runs compare
             await conn.execute("DROP TABLE IF EXISTS gw_transactions, gw_stats_venue, "
-                               "gw_stats_level CASCADE")
+                               "gw_stats_level, gw_stats_verified CASCADE")
         store = PostgresRecordStore(
             pool, ExporterRollups(PostgresStatsStore(pool), where) if rollups else None)
         await store.ensure_schema()

@@ -114,7 +114,8 @@ async def measure(days: int, runs: int, store: StatsStore, label: str, pool: obj
     stats, venues, gates = await seed(days, today, store)
     if pool is not None:  # fresh statistics for the planner, as autovacuum would give
         async with pool.acquire() as conn:  # type: ignore[attr-defined]
-            await conn.execute("ANALYZE gw_stats_venue; ANALYZE gw_stats_level")
+            await conn.execute("ANALYZE gw_stats_venue; ANALYZE gw_stats_level; "
+                               "ANALYZE gw_stats_verified")
     rows = len(await stats.store.rows("0001-01-01", "9999-12-31"))
     print(f"[{label}] seeded {rows} roll-up rows ({days} days × {len(DISTRICTS)} districts × "
           f"40 scenes × 3 forms), {len(venues)} venues in {time.perf_counter() - t0:.1f} s")

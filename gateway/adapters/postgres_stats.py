@@ -6,6 +6,8 @@ Two tables, beside the record store (gateway/adapters/postgres_records.py):
   allows, denies by reason (jsonb ``{reason: n}``), decision latency (jsonb ``{bucket: n}``,
   the log-scale histogram of gateway/services/stats.py). Primary key (day, district, scene,
   venue, face): a period is a range of the key's first column.
+* ``gw_stats_verified`` — (day, venue) for every venue with an allow of a code or a card that
+  day: what application depth asks, without reading the venue rows.
 * ``gw_stats_level`` — the same counts summed at the four coarser levels (day, district | *,
   scene | *, face), with the distinct-resident sketch (``residents``: 1,024 HyperLogLog
   registers, NULL until an allow carried a subject): what every question that does not group
@@ -88,6 +90,16 @@ CREATE TABLE IF NOT EXISTS gw_stats_level (
     latency   jsonb  NOT NULL DEFAULT '{}',
     residents bytea,
     PRIMARY KEY (day, district, scene, face)
+);
+-- a level question names its district and scene level ('*', a value) and a day range
+CREATE INDEX IF NOT EXISTS gw_stats_level_ds ON gw_stats_level (district, scene, day);
+CREATE INDEX IF NOT EXISTS gw_stats_level_s ON gw_stats_level (scene, day);
+-- the venues that verified something on a day (what depth asks): small, one row per
+-- (day, venue) with at least one allow of a code or a card
+CREATE TABLE IF NOT EXISTS gw_stats_verified (
+    day   date NOT NULL,
+    venue text NOT NULL,
+    PRIMARY KEY (day, venue)
 );
 COMMENT ON TABLE gw_stats_venue IS
     'Daily roll-ups per venue (docs/stats.md): counts only, kept by the exporter';
@@ -214,6 +226,13 @@ class PostgresStatsStore:
                 acc.add(row)
         if rows:
             await conn.execute(_UPSERT_VENUE, *cols)
+            verified = sorted({(k[0], k[3]) for k, r in rows.items()
+                               if r.allows and k[4] in FORMS})
+            if verified:
+                await conn.execute(
+                    "INSERT INTO gw_stats_verified (day, venue) SELECT d::date, v FROM "
+                    "unnest($1::text[], $2::text[]) AS u(d, v) ON CONFLICT DO NOTHING",
+                    [d for d, _ in verified], [v for _, v in verified])
         keys = sorted(set(levels) | set(sketches))
         held: dict[SketchKey, tuple[Rollup, bytes | None]] = {}
         for r in await conn.fetch(_READ_LEVELS, *([k[i] for k in keys] for i in range(4))):
@@ -249,6 +268,8 @@ class PostgresStatsStore:
         status = await conn.execute("DELETE FROM gw_stats_venue WHERE day >= $1::text::date",
                                     first_day)
         await conn.execute("DELETE FROM gw_stats_level WHERE day >= $1::text::date", first_day)
+        await conn.execute("DELETE FROM gw_stats_verified WHERE day >= $1::text::date",
+                           first_day)
         return int(status.rsplit(" ", 1)[-1])
 
     async def rebuild(self, first_day: str,
@@ -406,9 +427,8 @@ class PostgresStatsStore:
     async def verified_venues(self, first_day: str, last_day: str) -> set[str]:
         async with self._read() as conn:
             got = await conn.fetch(
-                "SELECT DISTINCT venue FROM gw_stats_venue WHERE day BETWEEN $1::text::date "
-                "AND $2::text::date AND allows > 0 AND face = ANY($3::text[])",
-                first_day, last_day, list(FORMS))
+                "SELECT DISTINCT venue FROM gw_stats_verified WHERE day BETWEEN "
+                "$1::text::date AND $2::text::date", first_day, last_day)
         return {r[0] for r in got}
 
     async def ping(self) -> None:
