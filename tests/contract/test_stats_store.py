@@ -33,7 +33,8 @@ async def drop_stats(url: str) -> None:
 
     conn = await asyncpg.connect(url)
     try:
-        await conn.execute("DROP TABLE IF EXISTS gw_stats_venue, gw_stats_level, gw_stats_verified CASCADE")
+        await conn.execute("DROP TABLE IF EXISTS gw_stats_venue, gw_stats_level, "
+                           "gw_stats_verified CASCADE")
     finally:
         await conn.close()
 
