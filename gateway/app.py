@@ -64,9 +64,14 @@ from gateway.adapters.memory_audit import MemoryAuditLog
 from gateway.adapters.memory_consent import MemoryConsentStore
 from gateway.adapters.memory_devices import MemoryDeviceStore
 from gateway.adapters.memory_identity import MemoryIdentityStore
-from gateway.adapters.memory_records import MemoryRecordingClaims, MemoryRecordStore
+from gateway.adapters.memory_records import (
+    MemoryLiveCounters,
+    MemoryRecordingClaims,
+    MemoryRecordStore,
+)
 from gateway.adapters.memory_revocations import MemoryDenyListStore
 from gateway.adapters.postgres_records import PostgresRecordStore, connect_pool
+from gateway.adapters.postgres_stats import ExporterRollups, PostgresStatsStore
 from gateway.adapters.redis_audit import CheckpointExporter, RedisAuditLog
 from gateway.adapters.redis_consent import RedisConsentStore
 from gateway.adapters.redis_devices import RedisDeviceStore
@@ -74,6 +79,7 @@ from gateway.adapters.redis_identity import RedisIdentityStore, RevocationFollow
 from gateway.adapters.redis_ratelimit import RedisRateLimiter
 from gateway.adapters.redis_records import (
     RedisExporterLock,
+    RedisLiveCounters,
     RedisOutbox,
     RedisRecordingClaims,
 )
@@ -148,7 +154,7 @@ from gateway.services.records import (
 )
 from gateway.services.revocations import DenyListStore, RevocationLists
 from gateway.services.scenes import SceneCatalogue, SceneStore, catalogue_from_store
-from gateway.services.stats import Statistics
+from gateway.services.stats import LiveCounters, Statistics, StatsStore
 from gateway.services.subjects import SubjectLedger
 from gateway.services.tokens import (
     ClientCredentialsGrant,
@@ -803,6 +809,13 @@ class Records:
     store: RecordStore
     claims: RecordingClaims
     outbox: RedisOutbox | None = None
+    #: the daily roll-ups the exporter keeps in its write (PostgreSQL); None: the sandbox's
+    #: in-memory roll-ups follow the record store instead
+    stats: PostgresStatsStore | None = None
+    #: gate → (venue, district, scene), shared by the roll-ups, /metrics and the admin API
+    venues: VenueIndex = field(default_factory=VenueIndex)
+    #: the live view's counters (GATEWAY_STATS_LIVE), counted with each record
+    live: LiveCounters | None = None
 
 
 #: the transaction records, once the records capability is built (operators, tests)
@@ -819,25 +832,35 @@ async def _records(app: web.Application, core: Core) -> AsyncIterator[Records]:
     metrics = app[transactions_web.RECORD_METRICS]
     async with contextlib.AsyncExitStack() as stack:
         store: RecordStore
+        stats: PostgresStatsStore | None = None
+        index = VenueIndex()
         if s.database_url:
             pool = await connect_pool(s.database_url, min_size=0)
             stack.push_async_callback(pool.close)
-            store = PostgresRecordStore(pool)
+            stats = PostgresStatsStore(pool)
+
+            async def places() -> Mapping[str, tuple[str, str, str]]:
+                await index.refresh(core.stores.venues)  # one version read when unchanged
+                return index.gates
+
+            store = PostgresRecordStore(pool, ExporterRollups(stats, places))
         else:
             store = MemoryRecordStore()
         app[transactions_web.RECORD_STORE] = store
         if not s.transactions_enabled:
-            yield Records(store, UnrecordedClaims(core.single_use))
+            yield Records(store, UnrecordedClaims(core.single_use), stats=stats, venues=index)
             return
         if core.redis is None or core.coalescer is None:
             single_use = core.single_use
             assert isinstance(single_use, MemorySingleUse)
-            yield Records(store, MemoryRecordingClaims(single_use, store))
+            memory_live = MemoryLiveCounters() if s.stats_live else None
+            yield Records(store, MemoryRecordingClaims(single_use, store, memory_live),
+                          stats=stats, venues=index, live=memory_live)
             return
         claims = RedisRecordingClaims(core.coalescer, core.redis.script_load,
                                       prefix=s.redis_prefix, shards=s.transactions_outbox_shards,
                                       bound=s.transactions_outbox_max, on_full=metrics.dropped,
-                                      epoch=core.epoch)
+                                      epoch=core.epoch, live=s.stats_live)
         await claims.load()
         assert s.redis_url is not None
         # the exporter's own client: raw XRANGE replies, never queued behind the gate path
@@ -856,7 +879,10 @@ async def _records(app: web.Application, core: Core) -> AsyncIterator[Records]:
         stop = asyncio.Event()
         task = asyncio.ensure_future(exporter.run(stop))
         try:
-            yield Records(store, claims, outbox)
+            live = (RedisLiveCounters(core.redis, prefix=s.redis_prefix,
+                                      shards=s.transactions_outbox_shards)
+                    if s.stats_live else None)
+            yield Records(store, claims, outbox, stats=stats, venues=index, live=live)
         finally:
             stop.set()
             done, _ = await asyncio.wait({task}, timeout=10)
@@ -943,7 +969,7 @@ async def _operators(app: web.Application, core: Core, records: Records) -> Asyn
                                     for v in demo["venues"]])
         for gate, venue in demo["gates"].items():
             await venue_store.assign_gate(gate, venue)
-    index = VenueIndex()
+    index = records.venues
     await index.refresh(venue_store)
     app[METRICS].district_of = index.district_of  # /metrics labels by district
     admin_token = app.get(admin.ADMIN_TOKEN) if s.is_sandbox else None
@@ -954,12 +980,17 @@ async def _operators(app: web.Application, core: Core, records: Records) -> Asyn
     app[admin.SCENES_RELOAD] = reload_scenes
     app[admin.VENUES] = VenueRegistry(venue_store, scenes)
     app[admin.VENUE_INDEX] = index
-    statistics = Statistics(memory_ops.MemoryStatsStore(), scenes)
+    stats_store: StatsStore = (records.stats if records.stats is not None
+                               else memory_ops.MemoryStatsStore())
+    statistics = Statistics(stats_store, scenes)
     app[stats_web.STATS] = statistics
     cursor: list[str | None] = [None]
 
     async def catch_up() -> None:
-        """Roll up the records written since the last call (the record store's cursor)."""
+        """Roll up the records written since the last call (the record store's cursor) —
+        the sandbox's in-memory roll-ups; with PostgreSQL the exporter keeps them."""
+        if records.stats is not None:
+            return
         while True:
             page = await records.store.page(cursor[0], 5000)
             if not page.records:
@@ -968,6 +999,8 @@ async def _operators(app: web.Application, core: Core, records: Records) -> Asyn
             cursor[0] = page.next_cursor
 
     app[stats_web.STATS_CATCH_UP] = catch_up
+    if records.live is not None:
+        app[stats_web.LIVE] = records.live
     app[dashboard_web.SESSION_KEY] = core.data_keys.derive_key("dashboard-session")
 
     stopping = asyncio.Event()

@@ -449,6 +449,14 @@ def _operator_commands(sub: Any) -> None:
     ls.add_argument("--district")
     ls.add_argument("--scene")
     v.set_defaults(func=cmd_venues)
+    st = sub.add_parser("stats", help="the statistics' daily roll-ups (PostgreSQL): rebuild "
+                                      "them from the transaction records")
+    stsub = st.add_subparsers(dest="sub", required=True)
+    rb = stsub.add_parser("rebuild", help="recompute every roll-up of DAY and later from the "
+                                          "records (after a bug); audited")
+    rb.add_argument("--from", dest="from_day", required=True, metavar="DAY",
+                    help="the first day to recompute (YYYY-MM-DD, UTC)")
+    st.set_defaults(func=cmd_stats)
 
 
 def _host_actor() -> Any:
@@ -566,6 +574,58 @@ async def _venues(args: argparse.Namespace) -> int:
 
 def cmd_venues(args: argparse.Namespace) -> int:
     return asyncio.run(_venues(args))
+
+
+async def _stats(args: argparse.Namespace) -> int:
+    """`gateway stats rebuild --from DAY` (docs/stats.md): one transaction under the record
+    store's writer lock — the exporter waits (its outbox holds the records meanwhile), the
+    dashboard sees the old figures or the new ones."""
+    from datetime import date
+
+    import asyncpg
+
+    from gateway.adapters.postgres_records import connect_pool
+    from gateway.adapters.postgres_stats import PostgresStatsStore
+    from gateway.adapters.redis_ops import RedisVenueStore
+    from gateway.services.venues import VenueIndex
+
+    settings = _settings(args)
+    if not settings.database_url:
+        print("gateway: GATEWAY_DATABASE_URL is not set (the sandbox's in-memory roll-ups "
+              "are rebuilt from its records whenever it starts)", file=sys.stderr)
+        return 2
+    try:
+        day = date.fromisoformat(args.from_day).isoformat()
+    except ValueError:
+        print("gateway: --from must be an ISO date (YYYY-MM-DD)", file=sys.stderr)
+        return 2
+    _audit_ready(settings)
+    index = VenueIndex()
+    if settings.redis_url:  # the gates' venues and districts, as the exporter sees them
+        redis, _ = await _client_store(settings)
+        try:
+            await index.refresh(RedisVenueStore(redis, settings.redis_prefix))
+        finally:
+            await redis.aclose()
+    try:
+        pool = await connect_pool(settings.database_url, max_size=1)
+        try:
+            started = time.monotonic()
+            read, rows = await PostgresStatsStore(pool).rebuild(day, index.gates)
+        finally:
+            await pool.close()
+    except (OSError, asyncpg.PostgresError) as exc:
+        print(f"gateway: PostgreSQL is not reachable ({type(exc).__name__})", file=sys.stderr)
+        return 1
+    await _host_audit(settings, "stats.rebuilt", f"stats:from:{day}", records=read,
+                      rows=rows)
+    print(json.dumps({"from": day, "records": read, "rows": rows,
+                      "seconds": round(time.monotonic() - started, 3)}))
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    return asyncio.run(_stats(args))
 
 
 def cmd_audit(args: argparse.Namespace) -> int:

@@ -295,6 +295,8 @@ class Settings:
     transactions_outbox_max: int = 2_000_000
     transactions_outbox_shards: int = 4
     transactions_export_batch: int = 5000
+    #: live counters (today, last minutes) in the record's own script (docs/stats.md)
+    stats_live: bool = True
     #: per-caller limits, leases, in-flight caps (GATEWAY_RATELIMIT_*, GATEWAY_MAX_INFLIGHT*)
     rate_limits: RateLimitConfig = field(default_factory=lambda: RateLimitConfig())
     #: GATEWAY_CRYPTO_SUITE (issue 17): `intl` = EdDSA/ES256, HMAC-SHA256, AES-GCM; `gm` = SM2
@@ -390,6 +392,7 @@ class Settings:
             offline_max_s=_int(e, "GATEWAY_OFFLINE_MAX_S", 900, 0, 86400),
             database_url=_database_url(e),
             transactions_enabled=_bool(e, "GATEWAY_TRANSACTIONS_ENABLED", True),
+            stats_live=_bool(e, "GATEWAY_STATS_LIVE", True),
             transactions_retention_days=_int(e, "GATEWAY_TRANSACTIONS_RETENTION_DAYS", 400,
                                              1, 36600),
             transactions_outbox_max=_int(e, "GATEWAY_TRANSACTIONS_OUTBOX_MAX", 2_000_000,

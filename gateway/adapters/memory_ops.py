@@ -194,6 +194,17 @@ class MemoryStatsStore:
                     out.append((key, row))
         return out
 
+    async def totals(self, first_day: str, last_day: str, group_by: Sequence[str],
+                     district: str | None, scene: str | None) -> list[tuple[Any, Any]]:
+        from gateway.services.stats import LEVEL_KEYS, ROW_KEYS, fold, level_of_question
+
+        if "venue" in group_by:
+            return fold(await self.rows(first_day, last_day, district, scene), ROW_KEYS,
+                        group_by)
+        level_d, level_s = level_of_question(group_by, district, scene)
+        return fold(await self.levels(first_day, last_day, level_d, level_s), LEVEL_KEYS,
+                    group_by)
+
     async def verified_venues(self, first_day: str, last_day: str) -> set[str]:
         out: set[str] = set()
         for day, venues in self._verified.items():

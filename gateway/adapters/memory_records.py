@@ -10,8 +10,9 @@ from collections.abc import Sequence
 
 from gateway.adapters.memory import MemorySingleUse
 from gateway.services.records import ExportPage, RecordStore, TransactionRecord
+from gateway.services.stats import LIVE_SEP, LiveCounts
 
-__all__ = ["MemoryRecordStore", "MemoryRecordingClaims"]
+__all__ = ["MemoryLiveCounters", "MemoryRecordStore", "MemoryRecordingClaims"]
 
 DAY_S = 86400
 
@@ -70,18 +71,50 @@ class MemoryRecordStore:
         return None
 
 
-class MemoryRecordingClaims:
-    """Claims in a `MemorySingleUse`; a winning claim's record goes straight to the store."""
+class MemoryLiveCounters:
+    """The sandbox's live counters (docs/stats.md): the same fields as Redis's, per minute
+    and per day, the last two hours and two days kept."""
 
-    def __init__(self, once: MemorySingleUse, store: RecordStore) -> None:
+    def __init__(self) -> None:
+        self._minutes: dict[int, dict[str, int]] = {}
+        self._days: dict[int, dict[str, int]] = {}
+
+    def count(self, record: TransactionRecord) -> None:
+        fld = LIVE_SEP.join((record.scene, record.gate, record.face or "none", record.reason))
+        t = record.verified_at
+        minute, day = int(t // 60), int(t // 86400)
+        for table, k, keep in ((self._minutes, minute, 120), (self._days, day, 2)):
+            held = table.get(k)
+            if held is None:
+                held = table[k] = {}
+                for old in [x for x in table if x <= k - keep]:
+                    del table[old]
+            held[fld] = held.get(fld, 0) + 1
+
+    async def read(self, now: float, minutes: int) -> LiveCounts:
+        minute, day = int(now // 60), int(now // 86400)
+        wanted = range(minute - minutes + 1, minute + 1)
+        return LiveCounts(day, dict(self._days.get(day, {})),
+                          {m: dict(self._minutes.get(m, {})) for m in wanted})
+
+
+class MemoryRecordingClaims:
+    """Claims in a `MemorySingleUse`; a winning claim's record goes straight to the store
+    (and to the live counters, when on)."""
+
+    def __init__(self, once: MemorySingleUse, store: RecordStore,
+                 live: MemoryLiveCounters | None = None) -> None:
         self._once = once
         self._store = store
+        self._live = live
 
     async def claim(self, key: str, ttl_s: float, value: str, record: TransactionRecord, *,
                     used_since: float | None = None) -> str | None:
         # (used_since: this store's history lives and dies with the process)
         prev = await self._once.claim(key, ttl_s, value)
         if prev is None:
+            if self._live is not None:
+                self._live.count(record)
             await self._store.write((record,))
         return prev
 

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import asyncpg
 
@@ -44,7 +44,7 @@ _INSERT_COLUMN_NAMES: Final = tuple(c.strip() for c in _INSERT_COLUMNS.split(","
 # Statements built from the constants above only (no input reaches them): hence the noqa.
 _INSERT: Final = (f"INSERT INTO {TABLE} ({_INSERT_COLUMNS}) "  # noqa: S608
                   f"SELECT {_INSERT_COLUMNS} FROM {TABLE}_staging ORDER BY ord "
-                  "ON CONFLICT DO NOTHING")
+                  "ON CONFLICT DO NOTHING RETURNING record_id")
 _PAGE: Final = (f"SELECT seq, {_INSERT_COLUMNS} FROM {TABLE} "  # noqa: S608
                 "WHERE seq > $1 ORDER BY seq LIMIT $2")
 
@@ -116,16 +116,35 @@ def _ts(t: float) -> datetime:
     return datetime.fromtimestamp(t, UTC)
 
 
+class Rollups(Protocol):
+    """The statistics' roll-ups kept in the write's own transaction
+    (gateway/adapters/postgres_stats.py `ExporterRollups`)."""
+
+    async def ensure_schema(self, conn: Any) -> None: ...
+
+    async def places(self) -> Mapping[str, tuple[str, str, str]]: ...
+
+    async def within(self, conn: Any, records: Sequence[TransactionRecord],
+                     places: Mapping[str, tuple[str, str, str]]) -> None: ...
+
+
 class PostgresRecordStore:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    """`rollups`: when given, every write adds the records it really inserted to the daily
+    roll-up tables in the same transaction (docs/stats.md) — a batch counted once or not at
+    all, whatever crashes."""
+
+    def __init__(self, pool: asyncpg.Pool, rollups: Rollups | None = None) -> None:
         self._pool = pool
         self._partitions: set[str] = set()
         self._schema_ready = False
+        self.rollups = rollups
 
     async def ensure_schema(self) -> None:
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", LOCK_KEY)
             await conn.execute(_SCHEMA)
+            if self.rollups is not None:
+                await self.rollups.ensure_schema(conn)
         self._schema_ready = True
 
     async def _ensure_partitions(self, conn: Any, days: set[datetime]) -> set[str]:
@@ -166,6 +185,8 @@ class PostgresRecordStore:
                          r.venue, r.scene, r.face, r.decision, r.reason, r.subject,
                          attributes, r.credential_hash, r.origin, r.request_id))
         days = {_ts(d * 86400.0) for d in day_numbers}
+        rollups = self.rollups
+        places = await rollups.places() if rollups is not None else {}
         async with self._pool.acquire() as conn:
             try:
                 try:
@@ -177,6 +198,8 @@ class PostgresRecordStore:
                         created = await self._ensure_partitions(conn, days)
                         await conn.copy_records_to_table(TABLE, records=rows,
                                                          columns=_INSERT_COLUMN_NAMES)
+                        if rollups is not None:  # every record of the batch was inserted
+                            await rollups.within(conn, records, places)
                     self._partitions |= created
                     return len(rows)
                 except asyncpg.UniqueViolationError:
@@ -190,13 +213,17 @@ class PostgresRecordStore:
                     await conn.copy_records_to_table(
                         f"{TABLE}_staging", records=[(i, *row) for i, row in enumerate(rows)],
                         columns=("ord", *_INSERT_COLUMN_NAMES))
-                    status = await conn.execute(_INSERT)
+                    inserted = await conn.fetch(_INSERT)
+                    if rollups is not None and inserted:  # only what is new counts
+                        new = {str(r[0]) for r in inserted}
+                        await rollups.within(conn, [r for r in records if r.record_id in new],
+                                             places)
                 self._partitions |= created
             except (asyncpg.UndefinedTableError, asyncpg.CheckViolationError):
                 # a partition we thought we had was dropped (retention, another process)
                 self._partitions.clear()
                 raise
-        return int(status.rsplit(" ", 1)[-1])
+        return len(inserted)
 
     def valid_cursor(self, cursor: str) -> bool:
         return cursor.isascii() and cursor.isdigit() and len(cursor) <= 18

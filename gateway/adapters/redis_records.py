@@ -9,6 +9,10 @@ claim's key, UTF-8, mod N — a key always lands on one shard, whoever claims it
   a (gate, request id) pair). They share the stream's hash tag, so the one script that claims
   and appends touches one Cluster slot; N streams spread the appends over N slots.
 * ``gw:tx:exporter`` — the exporter lock (SET NX PX, renewed by its holder).
+* ``gw:tx:live:{gw:tx:k}:m:<unix minute>`` and ``…:d:<unix day>`` — the live view's counters
+  (GATEWAY_STATS_LIVE, docs/stats.md): hashes of ``scene␟gate␟face␟reason`` → decisions,
+  counted by the same script when its claim wins (kept 2 hours and 2 days). Same hash tag:
+  still one slot, still one round trip.
 
 The claim script is ``SET key value NX PX ttl GET`` and, only when that claimed, ``XADD`` —
 unless the stream already holds its bound (XLEN, O(1)): then the decision stands, the record
@@ -36,15 +40,24 @@ from gateway.adapters.redis_store import Coalescer, RedisClient
 from gateway.adapters.store_epoch import StoreEpoch
 from gateway.ports import HISTORY_LOST
 from gateway.services.records import Batch, TransactionRecord
+from gateway.services.stats import LiveCounts
 
-__all__ = ["RedisExporterLock", "RedisOutbox", "RedisRecordingClaims", "claim_key",
-           "outbox_keys"]
+__all__ = ["RedisExporterLock", "RedisLiveCounters", "RedisOutbox", "RedisRecordingClaims",
+           "claim_key", "live_field", "live_keys", "outbox_keys"]
 
 log = structlog.get_logger("gateway.records")
 
 CLAIM_AND_APPEND: Final = """
 local prev = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2], 'GET')
 if prev then return {1, prev} end
+if KEYS[4] then
+  if redis.call('HINCRBY', KEYS[3], ARGV[5], 1) == 1 then
+    redis.call('PEXPIRE', KEYS[3], ARGV[6])
+  end
+  if redis.call('HINCRBY', KEYS[4], ARGV[5], 1) == 1 then
+    redis.call('PEXPIRE', KEYS[4], ARGV[7])
+  end
+end
 if redis.call('XLEN', KEYS[2]) >= tonumber(ARGV[3]) then return {0, 0} end
 redis.call('XADD', KEYS[2], '*', 'r', ARGV[4])
 return {0, 1}
@@ -75,6 +88,20 @@ def _shard(key: str, shards: int) -> int:
     return zlib.crc32(key.encode()) % shards if shards > 1 else 0
 
 
+LIVE_MINUTE_TTL_MS: Final = 2 * 3600 * 1000
+LIVE_DAY_TTL_MS: Final = 2 * 86400 * 1000
+SEP: Final = "\x1f"
+
+
+def live_keys(prefix: str, shard: int, minute: int, day: int) -> tuple[str, str]:
+    base = f"{prefix}tx:live:{_tag(prefix, shard)}"
+    return f"{base}:m:{minute}", f"{base}:d:{day}"
+
+
+def live_field(record: TransactionRecord) -> str:
+    return SEP.join((record.scene, record.gate, record.face or "none", record.reason))
+
+
 def claim_key(prefix: str, shards: int, key: str) -> str:
     """The Redis key of a recording claim (for operators' tooling and tests)."""
     return f"{prefix}once:{_tag(prefix, _shard(key, shards))}:{key}"
@@ -87,8 +114,9 @@ class RedisRecordingClaims:
     def __init__(self, coalescer: Coalescer, script_load: Callable[[str], Any], *,
                  prefix: str = "gw:", shards: int = 4, bound: int = 2_000_000,
                  on_full: Callable[[], None] | None = None,
-                 epoch: StoreEpoch | None = None) -> None:
+                 epoch: StoreEpoch | None = None, live: bool = True) -> None:
         self._c = coalescer
+        self._live = live
         self.epoch = epoch
         self._script_load = script_load
         self._prefix = prefix
@@ -115,8 +143,16 @@ class RedisRecordingClaims:
                 return HISTORY_LOST
             intact = epoch.guard()  # queued before the script: Redis runs it first
         k = _shard(key, self._shards)
-        args = ("EVALSHA", _SHA, 2, self._claims[k] + key, self._streams[k], value,
-                max(1, int(ttl_s * 1000)), self._per_shard, record.to_wire())
+        args: tuple[Any, ...]
+        if self._live:
+            t = record.verified_at
+            minute_key, day_key = live_keys(self._prefix, k, int(t // 60), int(t // 86400))
+            args = ("EVALSHA", _SHA, 4, self._claims[k] + key, self._streams[k], minute_key,
+                    day_key, value, max(1, int(ttl_s * 1000)), self._per_shard,
+                    record.to_wire(), live_field(record), LIVE_MINUTE_TTL_MS, LIVE_DAY_TTL_MS)
+        else:
+            args = ("EVALSHA", _SHA, 2, self._claims[k] + key, self._streams[k], value,
+                    max(1, int(ttl_s * 1000)), self._per_shard, record.to_wire())
         try:
             reply = await self._c.execute(*args)
         except redis.exceptions.NoScriptError:
@@ -212,6 +248,40 @@ class RedisOutbox:
         for stream in self._streams:
             total += int(await self._r.xlen(stream))
         return total
+
+
+class RedisLiveCounters:
+    """The live view's reader: today's and the last minutes' counters of every shard
+    (one pipeline; a Cluster routes each command to its slot)."""
+
+    def __init__(self, redis: RedisClient, *, prefix: str = "gw:", shards: int = 4) -> None:
+        self._r = redis
+        self._prefix = prefix
+        self._shards = shards
+
+    async def read(self, now: float, minutes: int) -> LiveCounts:
+        minute, day = int(now // 60), int(now // 86400)
+        wanted = list(range(minute - minutes + 1, minute + 1))
+        pipe = self._r.pipeline(transaction=False)
+        for k in range(self._shards):
+            pipe.hgetall(live_keys(self._prefix, k, minute, day)[1])
+            for m in wanted:
+                pipe.hgetall(live_keys(self._prefix, k, m, day)[0])
+        replies = await pipe.execute()
+        today: dict[str, int] = {}
+        per_minute: dict[int, dict[str, int]] = {m: {} for m in wanted}
+        step = 1 + len(wanted)
+        for k in range(self._shards):
+            _add(today, replies[k * step])
+            for i, m in enumerate(wanted):
+                _add(per_minute[m], replies[k * step + 1 + i])
+        return LiveCounts(day, today, per_minute)
+
+
+def _add(into: dict[str, int], reply: Any) -> None:
+    for f, n in (reply or {}).items():
+        name = f.decode() if isinstance(f, bytes) else str(f)
+        into[name] = into.get(name, 0) + int(n)
 
 
 class RedisExporterLock:

@@ -22,7 +22,7 @@ from gateway.services.operators import Operator
 from gateway.services.venues import DISTRICTS
 from gateway.web.admin import ADMIN_SCENES, OPERATORS, operator
 from gateway.web.http import read_form
-from gateway.web.stats import depth_data, usage_data
+from gateway.web.stats import depth_data, live_data, usage_data
 
 SESSION_KEY: web.AppKey[bytes] = web.AppKey("dashboard_session_key")
 COOKIE = "gw_admin"
@@ -216,6 +216,50 @@ def _depth_table(rows: Sequence[dict[str, Any]], first: str, first_label: str,
             + "".join(body) + "</tbody></table>")
 
 
+def live_chart(minutes: Sequence[dict[str, Any]], width: int = 420, height: int = 90) -> str:
+    """The last minutes' decisions as bars (allowed over denied), inline SVG."""
+    n = max(1, len(minutes))
+    top = max([m["scans"] for m in minutes] + [1])
+    bw = width / n
+    bars = []
+    for i, m in enumerate(minutes):
+        x = i * bw
+        h_all = m["scans"] / top * (height - 14)
+        h_ok = m["allows"] / top * (height - 14)
+        label = html.escape(m["minute"][11:16])
+        bars.append(
+            f'<g data-minute="{html.escape(m["minute"])}" data-scans="{m["scans"]}">'
+            f'<rect x="{x + 1:.1f}" y="{height - 12 - h_all:.1f}" width="{bw - 2:.1f}" '
+            f'height="{h_all - h_ok:.1f}" fill="#f87171"/>'
+            f'<rect x="{x + 1:.1f}" y="{height - 12 - h_ok:.1f}" width="{bw - 2:.1f}" '
+            f'height="{h_ok:.1f}" fill="#0f4c81"/>'
+            + (f'<text x="{x:.1f}" y="{height - 1}" font-size="9">{label}</text>'
+               if i % 5 == 0 else "") + "</g>")
+    return (f'<svg id="live-chart" role="img" aria-label="decisions per minute" '
+            f'width="{width}" height="{height}" viewBox="0 0 {width} {height}">'
+            + "".join(bars) + "</svg>")
+
+
+def _live_section(live: dict[str, Any] | None) -> str:
+    if live is None:
+        return ('<section id="live"><h2>Live</h2><p class="muted">The live counters are '
+                'switched off (GATEWAY_STATS_LIVE=false).</p></section>')
+    t = live["today"]
+    rows = "".join(
+        f'<tr data-district="{html.escape(d["district"])}"><td>'
+        f'{html.escape(d["district_name"])}</td><td class="n">{d["scans"]}</td>'
+        f'<td class="n">{d["allows"]}</td><td class="n">{d["denies"]}</td></tr>'
+        for d in sorted(live["districts"], key=lambda d: -d["scans"])[:10]) or \
+        '<tr><td colspan="4" class="muted">No decisions today yet.</td></tr>'
+    return f"""<section id="live"><h2>Live · today {html.escape(live["day"])} (UTC)</h2>
+<p><span class="kpi" id="live-scans">{t["scans"]}</span> decisions ·
+<span class="kpi" id="live-allows">{t["allows"]}</span> allowed ·
+<span class="kpi" id="live-denies">{t["denies"]}</span> denied — counted as answered, before
+the records are exported</p>{live_chart(live["minutes"])}
+<table id="live-districts"><thead><tr><th>区县 today</th><th>decisions</th><th>allowed</th>
+<th>denied</th></tr></thead><tbody>{rows}</tbody></table></section>"""
+
+
 async def dashboard(request: web.Request) -> web.StreamResponse:
     op = await _session_operator(request)
     if op is None:
@@ -226,6 +270,7 @@ async def dashboard(request: web.Request) -> web.StreamResponse:
     scene = q.get("scene") or None
     try:
         deep = await depth_data(request, period)
+        live = await live_data(request)
     except GatewayError as exc:
         return _page("Dashboard", f'<p class="error" role="alert">{html.escape(exc.detail)}'
                      '</p><p><a href="/admin/dashboard">Back</a></p>')
@@ -269,6 +314,7 @@ async def dashboard(request: web.Request) -> web.StreamResponse:
         f'<tr data-reason="{html.escape(r)}"><td>{html.escape(r)}</td>'
         f'<td class="n">{n}</td></tr>' for r, n in top) or \
         '<tr><td colspan="2" class="muted">No denials.</td></tr>'
+    live_section = _live_section(live)
     body = f"""<header><h1>渝快码 ⇄ 电子社保卡 · 运营看板 (operator dashboard)</h1>
 <span id="who">{html.escape(op.name)} · {op.role}</span>
 <form method="post" action="/admin/dashboard/logout"><button type="submit">Sign out</button>
@@ -280,6 +326,7 @@ async def dashboard(request: web.Request) -> web.StreamResponse:
 <label>Scene 场景 <select name="scene">{_options(scene_opts, scene, "all scenes")}</select>
 </label><button type="submit">Apply</button>
 <span class="muted" id="period">{first} … {last}</span></form>
+{live_section}
 <section id="usage"><h2>Usage over time</h2>
 <p><span class="kpi" id="kpi-scans">{scans}</span> scans ·
 <span class="kpi" id="kpi-allows">{allows}</span> allowed</p>{usage_chart(by_day)}

@@ -18,15 +18,25 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.errors import InvalidRequest
-from gateway.services.stats import GROUP_KEYS, Period, Statistics, parse_period
+from gateway.errors import InvalidRequest, Unavailable
+from gateway.services.stats import (
+    GROUP_KEYS,
+    LIVE_MAX_MINUTES,
+    LiveCounters,
+    Period,
+    Statistics,
+    live_view,
+    parse_period,
+)
 from gateway.services.venues import DISTRICTS
-from gateway.web.admin import CLIENT_STORE, NOW, VENUES, audit, operator
+from gateway.web.admin import CLIENT_STORE, NOW, VENUE_INDEX, VENUES, audit, operator
 
 STATS: web.AppKey[Statistics] = web.AppKey("statistics")
 #: brings the roll-ups up to date with the records before a question (the sandbox's
 #: in-process follower; None where the exporter keeps them)
 STATS_CATCH_UP: web.AppKey[Callable[[], Awaitable[Any]]] = web.AppKey("stats_catch_up")
+#: the live view's counters (absent when GATEWAY_STATS_LIVE=false or records are off)
+LIVE: web.AppKey[LiveCounters] = web.AppKey("stats_live")
 MAX_RANGE_DAYS = 3660
 
 
@@ -90,6 +100,28 @@ async def depth_data(request: web.Request, period_text: str | None = None) -> di
     return await request.app[STATS].depth(period, await registry.list(),
                                           await registry.store.gate_venues(), active,
                                           district, scene)
+
+
+async def live_data(request: web.Request) -> dict[str, Any] | None:
+    """Today (UTC) and the last `minutes` (1–120, default 15) from the live counters; None
+    when they are switched off."""
+    counters = request.app.get(LIVE)
+    raw = request.query.get("minutes", "15")
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= LIVE_MAX_MINUTES:
+        raise InvalidRequest(f"minutes is an integer from 1 to {LIVE_MAX_MINUTES}")
+    district, scene = _filters(request)
+    if counters is None:
+        return None
+    counts = await counters.read(request.app[NOW](), int(raw))
+    return live_view(counts, request.app[VENUE_INDEX].gates, district, scene)
+
+
+async def live(request: web.Request) -> web.Response:
+    await operator(request, "read")
+    data = await live_data(request)
+    if data is None:
+        raise Unavailable("The live view is switched off (GATEWAY_STATS_LIVE=false)")
+    return _json(data)
 
 
 def _json(data: Any) -> web.Response:
@@ -160,3 +192,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/admin/v1/stats/usage", usage)
     app.router.add_get("/admin/v1/stats/depth", depth)
     app.router.add_get("/admin/v1/stats/report", report)
+    app.router.add_get("/admin/v1/stats/live", live)

@@ -16,3 +16,5 @@ class Rec:
     scanned_at: float
     subject: str | None = None
     venue: str | None = None
+    verified_at: float = 0.0
+    origin: str = "offline"  # no latency sample unless a test asks for one

@@ -25,6 +25,20 @@ def _cjk_font() -> None:
                         "fonts-wqy-zenhei (script/test does it)"
 
 
+async def _decide(gw: Gateway) -> None:
+    """Two allows and a deny at 渝中区's metro gate, through the real gate path."""
+    from tests.codes.conftest import METRO_GATE, demo_person, issue, resident_token, verify
+
+    token = resident_token(gw, await demo_person(gw))
+    gate = await gw.client_token(METRO_GATE)
+    for i in range(2):
+        code = (await (await issue(gw, token)).json())["code"]
+        _, ans = await verify(gw, gate, code, "metro", request_id=f"dash-{i}")
+        assert ans["decision"] == "allow"
+    _, ans = await verify(gw, gate, "not-a-code", "metro", request_id="dash-bad")
+    assert ans["decision"] == "deny"
+
+
 async def test_dashboard_in_chromium(gw: Gateway) -> None:
     _cjk_font()
     await feed(gw, demo_traffic())
@@ -66,6 +80,17 @@ async def test_dashboard_in_chromium(gw: Gateway) -> None:
             reasons = await page.locator("#deny-reasons tr").all_text_contents()
             assert reasons[0].startswith("replayed") and "3" in reasons[0]
             assert await page.locator("script").count() == 0
+            assert await page.text_content("#live-scans") == "0"  # fed roll-ups, no decision
+            # real decisions at a gate: in the live section at the next page, before export
+            await _decide(gw)
+            await page.reload()
+            await page.wait_for_selector("#live-chart")
+            assert await page.text_content("#live-scans") == "3"
+            assert await page.text_content("#live-allows") == "2"
+            assert await page.text_content("#live-denies") == "1"
+            live_row = page.locator('#live-districts tr[data-district="500103"]')
+            assert "3" in (await live_row.text_content() or "")
+            assert await page.locator("#live-chart g[data-scans='3']").count() in (0, 1)
             await page.screenshot(path=str(OUTPUT / "dashboard.png"), full_page=True)
             # filters: one district
             await page.select_option("select[name=district]", "500106")

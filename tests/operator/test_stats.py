@@ -9,6 +9,8 @@ import time
 from datetime import UTC, date, datetime
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway.services.stats import (
     hll_add,
@@ -228,3 +230,118 @@ async def test_real_verifications_reach_the_statistics(gw: Gateway) -> None:
         await asyncio.sleep(0.2)
     metro = groups[("500103", "metro", "ykm")]
     assert (metro["scans"], metro["allows"], metro["distinct_residents"]) == (3, 3, 1)
+
+
+async def test_with_postgresql_the_exporter_keeps_the_roll_ups(make_gateway,  # type: ignore[no-untyped-def]
+                                                               database_url: str) -> None:
+    """GATEWAY_DATABASE_URL set: verifications → outbox → exporter → the records AND the
+    roll-up tables in one transaction; the API reads PostgreSQL's roll-ups (no follower)."""
+    import asyncio
+
+    from gateway.adapters.postgres_stats import PostgresStatsStore
+    from tests.codes.conftest import METRO_GATE, demo_person, issue, resident_token, verify
+    from tests.contract.test_record_store import drop_schema
+    from tests.contract.test_stats_store import drop_stats
+
+    await drop_schema(database_url)
+    await drop_stats(database_url)
+    g = await make_gateway(database_url=database_url)
+    assert isinstance(g.app[STATS].store, PostgresStatsStore)
+    token = resident_token(g, await demo_person(g))
+    gate = await g.client_token(METRO_GATE)
+    for i in range(4):
+        code = (await (await issue(g, token)).json())["code"]
+        _, ans = await verify(g, gate, code, "metro", request_id=f"pg-{i}")
+        assert ans["decision"] == "allow"
+    _, ans = await verify(g, gate, "not-a-code", "metro", request_id="pg-bad")
+    assert ans["decision"] == "deny"
+    ah = bootstrap(g)
+    deadline = time.monotonic() + 15
+    while True:
+        r = await g.client.get("/admin/v1/stats/usage?group_by=district,face", headers=ah)
+        assert r.status == 200
+        groups = {(x["district"], x["face"]): x for x in (await r.json())["groups"]}
+        got = groups.get(("500103", "ykm"))
+        if (got is not None and got["scans"] == 4 and ("500103", "none") in groups) or \
+                time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.2)
+    assert got is not None
+    assert (got["scans"], got["allows"], got["distinct_residents"]) == (4, 4, 1)
+    assert got["latency_ms"]["p50"] is not None
+    assert groups[("500103", "none")]["deny_reasons"] == {"malformed": 1}
+    r = await g.client.get("/admin/v1/stats/depth?period=today&district=500103", headers=ah)
+    metro = next(c for c in (await r.json())["cells"] if c["scene"] == "metro")
+    assert metro["verified_venues"] >= 1
+
+
+@pytest.mark.parametrize("use_redis", [True, False], ids=["redis", "memory"])
+async def test_the_live_view_counts_each_decision_as_it_is_made(make_gateway,  # type: ignore[no-untyped-def]
+                                                                 use_redis: bool) -> None:
+    """Live counters (GATEWAY_STATS_LIVE): counted by the claim's own script (Redis) or the
+    sandbox's claims — in the answer at once, no exporter, no roll-up in between; a retry of
+    the same request is not counted twice."""
+    from tests.codes.conftest import METRO_GATE, demo_person, issue, resident_token, verify
+
+    g = await make_gateway(use_redis=use_redis)
+    token = resident_token(g, await demo_person(g))
+    gate = await g.client_token(METRO_GATE)
+    for i in range(3):
+        code = (await (await issue(g, token)).json())["code"]
+        for _ in range(2):  # the gate retries: one decision
+            _, ans = await verify(g, gate, code, "metro", request_id=f"live-{i}")
+            assert ans["decision"] == "allow"
+    _, ans = await verify(g, gate, "not-a-code", "metro", request_id="live-bad")
+    assert ans["decision"] == "deny"
+    ah = bootstrap(g)
+    r = await g.client.get("/admin/v1/stats/live?minutes=5", headers=ah)
+    assert r.status == 200, await r.text()
+    live = await r.json()
+    assert live["day"] == TODAY
+    assert (live["today"]["scans"], live["today"]["allows"]) == (4, 3)
+    assert live["today"]["deny_reasons"] == {"malformed": 1}
+    assert [(d["district"], d["scans"]) for d in live["districts"]] == [("500103", 4)]
+    assert {f["face"]: f["scans"] for f in live["faces"]} == {"ykm": 3, "none": 1}
+    assert len(live["minutes"]) == 5 and sum(m["scans"] for m in live["minutes"]) == 4
+    other = await g.client.get("/admin/v1/stats/live?district=500106", headers=ah)
+    assert (await other.json())["today"]["scans"] == 0
+    for bad in ("minutes=0", "minutes=121", "minutes=x", "district=999999"):
+        r = await g.client.get(f"/admin/v1/stats/live?{bad}", headers=ah)
+        assert r.status == 400 and "Traceback" not in await r.text()
+    viewer = await new_operator(g, "vera", "viewer")
+    assert (await g.client.get("/admin/v1/stats/live", headers=viewer)).status == 200
+    assert (await g.client.get("/admin/v1/stats/live")).status == 401
+
+
+async def test_the_live_view_switched_off(make_gateway) -> None:  # type: ignore[no-untyped-def]
+    g = await make_gateway(stats_live=False)
+    r = await g.client.get("/admin/v1/stats/live", headers=bootstrap(g))
+    assert r.status == 503 and (await r.json())["code"] == "unavailable"
+
+
+@given(st.binary(min_size=1024, max_size=1024).map(lambda b: bytes(x % 56 for x in b)),
+       st.binary(min_size=1024, max_size=1024).map(lambda b: bytes(x % 56 for x in b)))
+def test_the_sketch_merge_is_the_register_wise_max(a: bytes, b: bytes) -> None:
+    """hll_merge works on the registers as one big integer (SWAR): it must equal the plain
+    register-wise max for every register value a rank can take (0..55)."""
+    from gateway.services.stats import hll_merge
+
+    into = bytearray(a)
+    hll_merge(into, b)
+    assert bytes(into) == bytes(map(max, a, b))
+    edge = bytearray([0, 55] * 512)
+    hll_merge(edge, bytes([55, 0] * 512))
+    assert edge == bytearray([55] * 1024)
+
+
+async def test_statistics_with_postgresql_away_answer_503(make_gateway) -> None:  # type: ignore[no-untyped-def]
+    from tests.redis_server import free_port
+
+    g = await make_gateway(database_url=f"postgresql://gw@127.0.0.1:{free_port()}/none")
+    ah = bootstrap(g)
+    for path in ("/admin/v1/stats/usage?group_by=district", "/admin/v1/stats/depth",
+                 "/admin/v1/stats/usage?group_by=venue"):
+        r = await g.client.get(path, headers=ah)
+        body = await r.text()
+        assert r.status == 503, body
+        assert "asyncpg" not in body and "Traceback" not in body and "127.0.0.1" not in body

@@ -1,0 +1,474 @@
+"""The daily roll-up tables in PostgreSQL (docs/stats.md), kept by the exporter.
+
+Two tables, beside the record store (gateway/adapters/postgres_records.py):
+
+* ``gw_stats_venue`` — one row per day × district × scene × venue × credential form: scans,
+  allows, denies by reason (jsonb ``{reason: n}``), decision latency (jsonb ``{bucket: n}``,
+  the log-scale histogram of gateway/services/stats.py). Primary key (day, district, scene,
+  venue, face): a period is a range of the key's first column.
+* ``gw_stats_verified`` — (day, venue) for every venue with an allow of a code or a card that
+  day: what application depth asks, without reading the venue rows.
+* ``gw_stats_level`` — the same counts summed at the four coarser levels (day, district | *,
+  scene | *, face), with the distinct-resident sketch (``residents``: 1,024 HyperLogLog
+  registers, NULL until an allow carried a subject): what every question that does not group
+  by venue reads (a 30-day dashboard reads 30 × 3 rows of it, never a raw record).
+
+The exporter writes them **in the transaction that stores the records**
+(`PostgresRecordStore.write` calls `ExporterRollups.within` after its COPY), from the records
+that transaction really inserted: a re-delivered batch (an exporter that crashed between its
+write and its ack) inserts nothing and counts nothing, and a rolled-back write rolls its counts
+back with it. Writers are serialised by the record store's advisory lock, which is what lets a
+level row be read, merged (sketch registers by max, counts and histograms by sum) and written
+back without a lost update (venue rows alike: adding jsonb maps in SQL, a function per row,
+cost ~100 µs a row — measured; reading the rows and adding in Python ~10).
+
+`rebuild` (``gateway stats rebuild --from DAY``) recomputes every roll-up of DAY and later from
+the records, in one transaction under the same lock: the dashboard sees the old figures or the
+new ones, never a half-built day.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, Final
+
+import asyncpg
+
+from gateway.errors import Unavailable
+from gateway.services.records import TransactionRecord
+from gateway.services.stats import (
+    ANY,
+    FORMS,
+    GROUP_KEYS,
+    Rollup,
+    RowKey,
+    SketchKey,
+    hll_merge,
+    level_of_question,
+    roll_up,
+)
+
+__all__ = ["ExporterRollups", "PostgresStatsStore"]
+
+#: the record store's writer lock (postgres_records.LOCK_KEY): one writer at a time
+LOCK_KEY: Final = 0x67777478
+#: what one rebuild transaction reads of the records at a time (a server-side cursor)
+REBUILD_CHUNK: Final = 20_000
+
+SCHEMA: Final = """
+CREATE OR REPLACE FUNCTION gw_jsonb_add(a jsonb, b jsonb) RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT coalesce(jsonb_object_agg(k, n), '{}'::jsonb) FROM (
+        SELECT k, sum(v::bigint) AS n FROM (
+            SELECT key AS k, value AS v FROM jsonb_each_text(a)
+            UNION ALL SELECT key, value FROM jsonb_each_text(b)) u
+        GROUP BY k) s
+$$;
+CREATE TABLE IF NOT EXISTS gw_stats_venue (
+    day      date   NOT NULL,
+    district text   NOT NULL,
+    scene    text   NOT NULL,
+    venue    text   NOT NULL,
+    face     text   NOT NULL,
+    scans    bigint NOT NULL,
+    allows   bigint NOT NULL,
+    denies   jsonb  NOT NULL DEFAULT '{}',
+    latency  jsonb  NOT NULL DEFAULT '{}',
+    PRIMARY KEY (day, district, scene, venue, face)
+);
+CREATE TABLE IF NOT EXISTS gw_stats_level (
+    day       date   NOT NULL,
+    district  text   NOT NULL,
+    scene     text   NOT NULL,
+    face      text   NOT NULL,
+    scans     bigint NOT NULL,
+    allows    bigint NOT NULL,
+    denies    jsonb  NOT NULL DEFAULT '{}',
+    latency   jsonb  NOT NULL DEFAULT '{}',
+    residents bytea,
+    PRIMARY KEY (day, district, scene, face)
+);
+-- a level question names its district and scene level ('*', a value) and a day range
+CREATE INDEX IF NOT EXISTS gw_stats_level_ds ON gw_stats_level (district, scene, day);
+CREATE INDEX IF NOT EXISTS gw_stats_level_s ON gw_stats_level (scene, day);
+-- the venues that verified something on a day (what depth asks): small, one row per
+-- (day, venue) with at least one allow of a code or a card
+CREATE TABLE IF NOT EXISTS gw_stats_verified (
+    day   date NOT NULL,
+    venue text NOT NULL,
+    PRIMARY KEY (day, venue)
+);
+COMMENT ON TABLE gw_stats_venue IS
+    'Daily roll-ups per venue (docs/stats.md): counts only, kept by the exporter';
+COMMENT ON TABLE gw_stats_level IS
+    'Daily roll-ups at (day, district|*, scene|*, face) with HyperLogLog resident sketches';
+"""
+
+_UPSERT_VENUE: Final = """
+INSERT INTO gw_stats_venue AS t (day, district, scene, venue, face, scans, allows, denies,
+                                 latency)
+SELECT d::date, di, sc, v, f, n, a, de::jsonb, l::jsonb
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[],
+            $7::int8[], $8::text[], $9::text[]) AS u(d, di, sc, v, f, n, a, de, l)
+ON CONFLICT (day, district, scene, venue, face) DO UPDATE SET
+    scans = EXCLUDED.scans, allows = EXCLUDED.allows, denies = EXCLUDED.denies,
+    latency = EXCLUDED.latency
+"""
+_READ_VENUES: Final = """
+SELECT t.day::text, t.district, t.scene, t.venue, t.face, t.scans, t.allows, t.denies::text,
+       t.latency::text
+FROM gw_stats_venue t
+JOIN unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) AS u(d, di, sc, v, f)
+  ON t.day = u.d::date AND t.district = u.di AND t.scene = u.sc AND t.venue = u.v
+ AND t.face = u.f
+"""
+_READ_LEVELS: Final = """
+SELECT l.day::text, l.district, l.scene, l.face, l.scans, l.allows, l.denies::text,
+       l.latency::text, l.residents
+FROM gw_stats_level l
+JOIN unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS u(d, di, sc, f)
+  ON l.day = u.d::date AND l.district = u.di AND l.scene = u.sc AND l.face = u.f
+"""
+_WRITE_LEVELS: Final = """
+INSERT INTO gw_stats_level (day, district, scene, face, scans, allows, denies, latency,
+                            residents)
+SELECT d::date, di, sc, f, n, a, de::jsonb, l::jsonb, r
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int8[],
+            $7::text[], $8::text[], $9::bytea[]) AS u(d, di, sc, f, n, a, de, l, r)
+ON CONFLICT (day, district, scene, face) DO UPDATE SET
+    scans = EXCLUDED.scans, allows = EXCLUDED.allows, denies = EXCLUDED.denies,
+    latency = EXCLUDED.latency, residents = coalesce(EXCLUDED.residents, gw_stats_level.residents)
+"""
+
+
+def _dumps(counts: Mapping[Any, int]) -> str:
+    """`{key: n}` as JSON; reason codes and bucket numbers are plain names, so most maps are
+    formatted directly (json.dumps per map was a tenth of a batch's roll-up time)."""
+    if not counts:
+        return "{}"
+    if all(type(k) is int or (k.isascii() and k.replace("_", "a").isalnum())
+           for k in counts):
+        return "{" + ",".join(f'"{k}":{int(v)}' for k, v in counts.items()) + "}"
+    return json.dumps({str(k): v for k, v in counts.items()}, separators=(",", ":"))
+
+
+def _rollup(scans: int, allows: int, denies: str | None, latency: str | None) -> Rollup:
+    return Rollup(int(scans), int(allows),
+                  {k: int(v) for k, v in json.loads(denies or "{}").items()},
+                  {int(k): int(v) for k, v in json.loads(latency or "{}").items()})
+
+
+def _level_condition(column: str, value: str, n: int) -> tuple[str, list[str]]:
+    """A level filter as SQL: a value ($n), every value ("": not the all-of row), or the
+    all-of row ("*")."""
+    if value == "":
+        return f"{column} <> '*'", []
+    return f"{column} = ${n}", [value]
+
+
+class PostgresStatsStore:
+    """`gateway.services.stats.StatsStore` on PostgreSQL (the contract suite:
+    tests/contract/test_stats_store.py)."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self._schema_ready = False
+
+    async def ensure_schema(self) -> None:
+        if self._schema_ready:
+            return
+        async with self._pool.acquire() as c, c.transaction():
+            await c.execute("SELECT pg_advisory_xact_lock($1)", LOCK_KEY)
+            await c.execute(SCHEMA)
+        self._schema_ready = True
+
+    # ---------------------------------------------------------------- writing
+    async def add(self, rows: Mapping[RowKey, Rollup],
+                  sketches: Mapping[SketchKey, bytes | bytearray]) -> None:
+        await self.ensure_schema()
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", LOCK_KEY)
+            await self.apply(conn, rows, sketches)
+
+    async def apply(self, conn: Any, rows: Mapping[RowKey, Rollup],
+                    sketches: Mapping[SketchKey, bytes | bytearray]) -> None:
+        """Add rows and merge sketches on `conn`, inside the caller's transaction, which
+        holds the writer lock (LOCK_KEY)."""
+        if not rows and not sketches:
+            return
+        venue_keys = sorted(rows)
+        stored: dict[RowKey, Rollup] = {}
+        if venue_keys:
+            for r in await conn.fetch(_READ_VENUES,
+                                      *([k[i] for k in venue_keys] for i in range(5))):
+                stored[(r[0], r[1], r[2], r[3], r[4])] = _rollup(r[5], r[6], r[7], r[8])
+        cols: list[list[Any]] = [[] for _ in range(9)]
+        levels: dict[SketchKey, Rollup] = {}
+        for key in venue_keys:
+            row = rows[key]
+            total = stored.get(key)
+            if total is None:
+                total = row
+            else:
+                total.add(row)
+            for c, v in zip(cols, (*key, total.scans, total.allows, _dumps(total.denies),
+                                   _dumps(total.latency)), strict=True):
+                c.append(v)
+            day, d, sc, _, face = key
+            for lk in ((day, d, sc, face), (day, d, ANY, face), (day, ANY, sc, face),
+                       (day, ANY, ANY, face)):
+                acc = levels.get(lk)
+                if acc is None:
+                    acc = levels[lk] = Rollup()
+                acc.add(row)
+        if rows:
+            await conn.execute(_UPSERT_VENUE, *cols)
+            verified = sorted({(k[0], k[3]) for k, r in rows.items()
+                               if r.allows and k[4] in FORMS})
+            if verified:
+                await conn.execute(
+                    "INSERT INTO gw_stats_verified (day, venue) SELECT d::date, v FROM "
+                    "unnest($1::text[], $2::text[]) AS u(d, v) ON CONFLICT DO NOTHING",
+                    [d for d, _ in verified], [v for _, v in verified])
+        keys = sorted(set(levels) | set(sketches))
+        held: dict[SketchKey, tuple[Rollup, bytes | None]] = {}
+        for r in await conn.fetch(_READ_LEVELS, *([k[i] for k in keys] for i in range(4))):
+            held[(r[0], r[1], r[2], r[3])] = (_rollup(r[4], r[5], r[6], r[7]), r[8])
+        out: list[list[Any]] = [[] for _ in range(9)]
+        for k in keys:
+            old, reg = held.get(k, (Rollup(), None))
+            new = levels.get(k)
+            if new is not None:
+                old.add(new)
+            add = sketches.get(k)
+            changed: bytes | None = None  # NULL: the stored sketch stands (coalesce)
+            if add is not None:
+                if reg is None:
+                    changed = bytes(add)
+                else:
+                    merged = bytearray(reg)
+                    hll_merge(merged, add)
+                    if merged != reg:  # a day's sketch soon changes in few batches
+                        changed = bytes(merged)
+            for c, v in zip(out, (*k, old.scans, old.allows, _dumps(old.denies),
+                                  _dumps(old.latency), changed), strict=True):
+                c.append(v)
+        await conn.execute(_WRITE_LEVELS, *out)
+
+    async def clear_from(self, first_day: str) -> int:
+        await self.ensure_schema()
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", LOCK_KEY)
+            return await self._clear(conn, first_day)
+
+    async def _clear(self, conn: Any, first_day: str) -> int:
+        status = await conn.execute("DELETE FROM gw_stats_venue WHERE day >= $1::text::date",
+                                    first_day)
+        await conn.execute("DELETE FROM gw_stats_level WHERE day >= $1::text::date", first_day)
+        await conn.execute("DELETE FROM gw_stats_verified WHERE day >= $1::text::date",
+                           first_day)
+        return int(status.rsplit(" ", 1)[-1])
+
+    async def rebuild(self, first_day: str,
+                      place_of: Mapping[str, tuple[str, str, str]]) -> tuple[int, int]:
+        """Recompute every roll-up of `first_day` and later from the records (scanned that
+        day or later), in one transaction under the writer lock. Returns (records read,
+        venue rows written)."""
+        await self.ensure_schema()
+        start = date.fromisoformat(first_day)
+        # records are partitioned by verified_at; a scan is at most the offline allowance
+        # (≤ a day) older than its verification, so the partitions from the day before hold
+        # every record scanned on first_day or later
+        since = datetime(start.year, start.month, start.day, tzinfo=UTC) - timedelta(days=1)
+        since_ms = since.timestamp() * 1000
+        day_start = (since + timedelta(days=1)).timestamp()
+        rows: dict[RowKey, Rollup] = {}
+        sketches: dict[SketchKey, bytearray] = {}
+        read = 0
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", LOCK_KEY)
+            exists = await conn.fetchval("SELECT to_regclass('gw_transactions') IS NOT NULL")
+            await self._clear(conn, first_day)
+            if exists:
+                cursor = await conn.cursor(
+                    "SELECT gate, venue, scene, face, decision, reason, subject, scanned_at, "
+                    "verified_at, origin FROM gw_transactions WHERE verified_at >= $1 "
+                    "AND scanned_at >= $2", int(since_ms), int(day_start * 1000))
+                while True:
+                    chunk = await cursor.fetch(REBUILD_CHUNK)
+                    if not chunk:
+                        break
+                    read += len(chunk)
+                    part_rows, part_sketches = roll_up([_Rec(*r) for r in chunk], place_of)
+                    for k, v in part_rows.items():
+                        acc = rows.get(k)
+                        if acc is None:
+                            rows[k] = v
+                        else:
+                            acc.add(v)
+                    for sk, reg in part_sketches.items():
+                        held = sketches.get(sk)
+                        if held is None:
+                            sketches[sk] = reg
+                        else:
+                            hll_merge(held, reg)
+            await self.apply(conn, rows, sketches)
+        return read, len(rows)
+
+    # ---------------------------------------------------------------- reading
+    @contextlib.asynccontextmanager
+    async def _read(self) -> AsyncIterator[Any]:
+        """A connection for a question; PostgreSQL away → `Unavailable` (503, retry later),
+        never a driver's error in an answer."""
+        try:
+            if not self._schema_ready:
+                await self.ensure_schema()
+            async with self._pool.acquire() as conn:
+                yield conn
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            raise Unavailable("The statistics store is not reachable; retry later") from None
+
+    async def rows(self, first_day: str, last_day: str, district: str | None = None,
+                   scene: str | None = None) -> list[tuple[RowKey, Rollup]]:
+        where, args = self._range(first_day, last_day, district, scene)
+        async with self._read() as conn:
+            got = await conn.fetch(
+                "SELECT day::text, district, scene, venue, face, scans, allows, "  # noqa: S608
+                f"denies::text, latency::text FROM gw_stats_venue WHERE {where} "
+                "ORDER BY day, district, scene, venue, face", *args)
+        return [((r[0], r[1], r[2], r[3], r[4]), _rollup(r[5], r[6], r[7], r[8])) for r in got]
+
+    @staticmethod
+    def _range(first_day: str, last_day: str, district: str | None, scene: str | None
+               ) -> tuple[str, list[Any]]:
+        where = ["day BETWEEN $1::text::date AND $2::text::date"]
+        args: list[Any] = [first_day, last_day]
+        if district is not None:
+            args.append(district)
+            where.append(f"district = ${len(args)}")
+        if scene is not None:
+            args.append(scene)
+            where.append(f"scene = ${len(args)}")
+        return " AND ".join(where), args
+
+    @staticmethod
+    def _level_range(first_day: str, last_day: str, district: str, scene: str
+                     ) -> tuple[str, list[Any]]:
+        where = ["day BETWEEN $1::text::date AND $2::text::date"]
+        args: list[Any] = [first_day, last_day]
+        for column, value in (("district", district), ("scene", scene)):
+            cond, extra = _level_condition(column, value, len(args) + 1)
+            where.append(cond)
+            args.extend(extra)
+        return " AND ".join(where), args
+
+    async def levels(self, first_day: str, last_day: str, district: str, scene: str
+                     ) -> list[tuple[SketchKey, Rollup]]:
+        where, args = self._level_range(first_day, last_day, district, scene)
+        async with self._read() as conn:
+            got = await conn.fetch(
+                "SELECT day::text, district, scene, face, scans, allows, "  # noqa: S608
+                f"denies::text, latency::text FROM gw_stats_level WHERE {where} "
+                "ORDER BY day, district, scene, face", *args)
+        return [((r[0], r[1], r[2], r[3]), _rollup(r[4], r[5], r[6], r[7])) for r in got]
+
+    async def sketches(self, first_day: str, last_day: str, district: str, scene: str
+                       ) -> list[tuple[SketchKey, bytes | bytearray]]:
+        where, args = self._level_range(first_day, last_day, district, scene)
+        async with self._read() as conn:
+            got = await conn.fetch(
+                "SELECT day::text, district, scene, face, residents "  # noqa: S608
+                f"FROM gw_stats_level WHERE {where} AND residents IS NOT NULL "
+                "ORDER BY day, district, scene, face", *args)
+        return [((r[0], r[1], r[2], r[3]), r[4]) for r in got]
+
+    async def totals(self, first_day: str, last_day: str, group_by: Sequence[str],
+                     district: str | None, scene: str | None
+                     ) -> list[tuple[tuple[str, ...], Rollup]]:
+        """One GROUP BY for the counts and one over the reasons and latency buckets (jsonb
+        keys): the database sums, only the groups travel."""
+        for g in group_by:
+            if g not in GROUP_KEYS:
+                raise ValueError(f"group_by takes {', '.join(GROUP_KEYS)}")
+        if "venue" in group_by:
+            table = "gw_stats_venue"
+            where, args = self._range(first_day, last_day, district, scene)
+        else:
+            table = "gw_stats_level"
+            where, args = self._level_range(first_day, last_day,
+                                            *level_of_question(group_by, district, scene))
+        cols = ", ".join("day::text" if g == "day" else g for g in group_by)
+        n = len(group_by)
+        groups: dict[tuple[str, ...], Rollup] = {}
+        async with self._read() as conn:
+            counts = await conn.fetch(
+                f"SELECT {cols}, sum(scans), sum(allows) FROM {table} "  # noqa: S608
+                f"WHERE {where} GROUP BY {cols}", *args)
+            for r in counts:
+                groups[tuple(r[:n])] = Rollup(int(r[n]), int(r[n + 1]))
+            parts = await conn.fetch(
+                f"SELECT {cols}, 'd', e.key, sum(e.value::bigint) FROM {table}, "  # noqa: S608
+                f"jsonb_each_text(denies) e WHERE {where} GROUP BY {cols}, e.key "
+                f"UNION ALL SELECT {cols}, 'l', e.key, sum(e.value::bigint) FROM {table}, "
+                f"jsonb_each_text(latency) e WHERE {where} GROUP BY {cols}, e.key", *args)
+        for r in parts:
+            row = groups.get(tuple(r[:n]))
+            if row is None:  # not reached: a row with reasons has counts
+                continue
+            if r[n] == "d":
+                row.denies[r[n + 1]] = int(r[n + 2])
+            else:
+                row.latency[int(r[n + 1])] = int(r[n + 2])
+        return sorted(groups.items())
+
+    async def verified_venues(self, first_day: str, last_day: str) -> set[str]:
+        async with self._read() as conn:
+            got = await conn.fetch(
+                "SELECT DISTINCT venue FROM gw_stats_verified WHERE day BETWEEN "
+                "$1::text::date AND $2::text::date", first_day, last_day)
+        return {r[0] for r in got}
+
+    async def ping(self) -> None:
+        async with self._pool.acquire() as conn:
+            await conn.fetchval("SELECT 1")
+
+
+class _Rec:
+    """A record as the rebuild reads it (the fields a roll-up needs)."""
+
+    __slots__ = ("decision", "face", "gate", "origin", "reason", "scanned_at", "scene",
+                 "subject", "venue", "verified_at")
+
+    def __init__(self, gate: str, venue: str | None, scene: str, face: str | None,
+                 decision: str, reason: str, subject: str | None, scanned_at: float,
+                 verified_at: float, origin: str) -> None:
+        self.gate, self.venue, self.scene, self.face = gate, venue, scene, face
+        self.decision, self.reason, self.subject = decision, reason, subject
+        self.scanned_at, self.verified_at, self.origin = scanned_at, verified_at, origin
+
+
+class ExporterRollups:
+    """What the record store's write calls to keep the roll-ups in its own transaction:
+    `places()` before the transaction (the venue registry's gate → (venue, district, scene),
+    refreshed when its version moved), `within(conn, records, places)` after the COPY, with
+    the records that transaction inserted."""
+
+    def __init__(self, stats: PostgresStatsStore,
+                 places: Callable[[], Awaitable[Mapping[str, tuple[str, str, str]]]]) -> None:
+        self.stats = stats
+        self._places = places
+
+    async def ensure_schema(self, conn: Any) -> None:
+        """In the record store's schema transaction (its lock held)."""
+        await conn.execute(SCHEMA)
+
+    async def places(self) -> Mapping[str, tuple[str, str, str]]:
+        return await self._places()
+
+    async def within(self, conn: Any, records: Sequence[TransactionRecord],
+                     places: Mapping[str, tuple[str, str, str]]) -> None:
+        rows, sketches = roll_up(records, places)
+        await self.stats.apply(conn, rows, sketches)

@@ -1,0 +1,146 @@
+"""The daily roll-ups are kept by the exporter in the transaction that stores the records
+(docs/stats.md), on a real PostgreSQL server and a real Redis outbox: a batch counts once —
+re-delivered after a crash, half new, or rolled back — and `rebuild` recomputes from the
+records exactly what the exporter kept."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from gateway.adapters.postgres_records import PostgresRecordStore, connect_pool
+from gateway.adapters.postgres_stats import ExporterRollups, PostgresStatsStore
+from gateway.adapters.redis_records import RedisExporterLock, RedisOutbox, outbox_keys
+from gateway.services.records import Exporter, TransactionRecord, new_record_id
+from gateway.services.stats import ANY
+from tests.contract.test_record_store import drop_schema
+from tests.contract.test_stats_store import drop_stats
+
+T0 = 1_800_000_000.0  # 2027-01-15T08:00:00Z
+DAY = "2027-01-15"
+PLACES = {"gate-metro-1": ("venue-metro-1", "500103", "metro"),
+          "gate-metro-2": ("venue-metro-2", "500106", "metro")}
+
+
+def record(i: int, gate: str = "gate-metro-1", decision: str = "allow",
+           t: float = T0) -> TransactionRecord:
+    return TransactionRecord(
+        new_record_id(t), gate, "metro", "ykm", decision,
+        "ok" if decision == "allow" else "expired", t - 0.03, t, "online", f"r-{i}",
+        f"sub-{i}" if decision == "allow" else None, {}, None)
+
+
+@dataclass
+class Stores:
+    records: PostgresRecordStore
+    stats: PostgresStatsStore
+    pool: Any
+
+
+@pytest.fixture
+async def stores(database_url: str) -> AsyncIterator[Stores]:
+    await drop_schema(database_url)
+    await drop_stats(database_url)
+    pool = await connect_pool(database_url)
+
+    async def places() -> Mapping[str, tuple[str, str, str]]:
+        return PLACES
+
+    stats = PostgresStatsStore(pool)
+    try:
+        yield Stores(PostgresRecordStore(pool, ExporterRollups(stats, places)), stats, pool)
+    finally:
+        await pool.close()
+
+
+async def counts(stats: PostgresStatsStore) -> tuple[int, int, int]:
+    """(scans, allows, denies) of the day at the all-of level."""
+    rows = await stats.levels(DAY, DAY, ANY, ANY)
+    return (sum(r.scans for _, r in rows), sum(r.allows for _, r in rows),
+            sum(sum(r.denies.values()) for _, r in rows))
+
+
+async def test_a_write_rolls_up_what_it_inserted_once(stores: Stores) -> None:
+    batch = [record(i) for i in range(50)] + [record(50 + i, decision="deny")
+                                              for i in range(10)]
+    assert await stores.records.write(batch) == 60
+    assert await counts(stores.stats) == (60, 50, 10)
+    # the same batch again (an exporter that stopped between its write and its ack): nothing
+    assert await stores.records.write(batch) == 0
+    assert await counts(stores.stats) == (60, 50, 10)
+    # half old, half new: only the new half counts
+    fresh = [record(100 + i, gate="gate-metro-2") for i in range(20)]
+    assert await stores.records.write(batch[:20] + fresh) == 20
+    assert await counts(stores.stats) == (80, 70, 10)
+    by_district = dict(await stores.stats.totals(DAY, DAY, ["district"], None, None))
+    assert {k: r.scans for k, r in by_district.items()} == {("500103",): 60, ("500106",): 20}
+
+
+async def test_a_rolled_back_write_counts_nothing(stores: Stores) -> None:
+    batch = [record(i) for i in range(10)]
+    rollups = stores.records.rollups
+    assert isinstance(rollups, ExporterRollups)
+
+    class Broken(ExporterRollups):
+        async def within(self, conn: Any, records: Any, places: Any) -> None:
+            await super().within(conn, records, places)
+            raise ConnectionResetError("the link dropped after the roll-up")
+
+    stores.records.rollups = Broken(rollups.stats, rollups.places)
+    with pytest.raises(ConnectionResetError):
+        await stores.records.write(batch)
+    assert await counts(stores.stats) == (0, 0, 0)
+    async with stores.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM gw_transactions") == 0
+    stores.records.rollups = rollups
+    assert await stores.records.write(batch) == 10   # the retry counts them, once
+    assert await counts(stores.stats) == (10, 10, 0)
+
+
+async def test_an_exporter_crash_before_its_ack_never_double_counts(
+        stores: Stores, redis_client: aioredis.Redis) -> None:
+    streams = outbox_keys("t15:", 2)
+    for i in range(40):
+        await redis_client.xadd(streams[i % 2], {"r": record(i).to_wire()})
+    outbox = RedisOutbox(redis_client, prefix="t15:", shards=2, bound=10_000)
+    lock = RedisExporterLock(redis_client, prefix="t15:")
+    crashed = Exporter(outbox, stores.records, lock, batch_size=25)
+    batch = await outbox.take(25)
+    assert batch is not None
+    await stores.records.write(batch.records)    # stored and rolled up, then the crash: no ack
+    assert await counts(stores.stats) == (len(batch.records), len(batch.records), 0)
+    assert await Exporter(outbox, stores.records, lock, batch_size=25).drain() == 40
+    assert await counts(stores.stats) == (40, 40, 0)
+    assert await outbox.length() == 0
+    del crashed
+
+
+async def test_rebuild_recomputes_what_the_exporter_kept(stores: Stores) -> None:
+    batch = [record(i, gate=("gate-metro-1", "gate-metro-2")[i % 2],
+                    decision=("allow", "deny")[i % 3 == 0]) for i in range(90)]
+    batch += [record(200 + i, t=T0 + 86400) for i in range(5)]   # the next day
+    await stores.records.write(batch)
+    kept_rows = await stores.stats.rows("2000-01-01", "2999-12-31")
+    kept_sketches = await stores.stats.sketches("2000-01-01", "2999-12-31", "", "")
+    # a bug wrote wrong counts: rebuild from the day puts back what the records say
+    async with stores.pool.acquire() as conn:
+        await conn.execute("UPDATE gw_stats_venue SET scans = scans * 7")
+        await conn.execute("UPDATE gw_stats_level SET allows = 0, residents = NULL")
+    read, written = await stores.stats.rebuild(DAY, PLACES)
+    assert read == 95
+    assert written == len(kept_rows)
+    assert await stores.stats.rows("2000-01-01", "2999-12-31") == kept_rows
+    assert await stores.stats.sketches("2000-01-01", "2999-12-31", "", "") == kept_sketches
+
+
+async def test_a_thirty_day_question_reads_no_record(stores: Stores) -> None:
+    """The records are dropped (as retention would): the roll-ups still answer."""
+    await stores.records.write([record(i) for i in range(30)])
+    async with stores.pool.acquire() as conn:
+        await conn.execute("DROP TABLE gw_transactions CASCADE")
+    got = dict(await stores.stats.totals("2026-12-17", DAY, ["day"], None, None))
+    assert got[(DAY,)].scans == 30
