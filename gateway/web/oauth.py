@@ -44,24 +44,26 @@ async def _dpop_key(request: web.Request, client: Client) -> tuple[str | None, s
     """RFC 9449 §5: the key the tokens are bound to (None: bearer), and the server nonce to
     hand out. A proof here must carry our current nonce (§8); the first answer is
     `use_dpop_nonce` with `DPoP-Nonce`, which certified clients retry with by themselves."""
-    jkt, nonce = await dpop_proof_key(request, "/oauth2/token", require_nonce=True)
+    jkt, nonce = await dpop_proof_key(request, "/oauth2/token", require_nonce=True,
+                                      bound=client.dpop_bound_access_tokens)
     if jkt is None and nonce is not None and client.dpop_bound_access_tokens:
         raise OAuthError("invalid_dpop_proof", "This client's tokens must be DPoP-bound",
                          headers={"DPoP-Nonce": nonce})
     return jkt, (nonce if jkt is not None else None)
 
 
-async def dpop_proof_key(request: web.Request, path: str, *, require_nonce: bool
-                         ) -> tuple[str | None, str | None]:
+async def dpop_proof_key(request: web.Request, path: str, *, require_nonce: bool,
+                         bound: bool = True) -> tuple[str | None, str | None]:
     """The thumbprint of the request's one DPoP proof for POST `path` (None: no proof) and
     the server nonce to send back (None: DPoP is off). A bad proof is the RFC 9449 §12.2
-    error, with a fresh `DPoP-Nonce`."""
+    error, with a fresh `DPoP-Nonce`. `bound=False` (a bearer client): with no proof there is
+    no nonce to compute either (issue 13)."""
     verifier = request.app.get(DPOP)
     if verifier is None:
         return None, None
     proofs = request.headers.getall("DPoP", [])
-    if not proofs and not client.dpop_bound_access_tokens:
-        return None, None  # a bearer request: no nonce to compute (issue 13)
+    if not proofs and not bound:
+        return None, None
     nonce = verifier.nonce()
     headers = {"DPoP-Nonce": nonce}
     if len(proofs) > 1:

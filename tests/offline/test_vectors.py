@@ -122,7 +122,7 @@ def test_a_tampered_deny_list_is_refused() -> None:
 
 
 def _signed(doc: dict[str, Any], typ: str, seed: str = "trust-list-key-0") -> bytes:
-    signer = Ed25519Signer.from_seed(_secret(seed))
+    signer = Ed25519Signer.from_seed(secret(seed))
     return json.dumps({"deny_list": doc, "jws": sign_compact(signer, canonical_json(doc),
                                                              typ)}).encode()
 
