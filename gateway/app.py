@@ -539,7 +539,10 @@ async def _tokens(app: web.Application, core: Core, demo: DemoData | None) -> To
                              settings.issuer)   # RFC 9449
     # client authentication reads records through a per-worker cache; the admin API writes
     # through it, so a change made here is seen at once (gateway/authz/client_auth.py)
-    client_cache = ClientCache(clients, clock.now)
+    # the version is confirmed on every request (concurrent requests share one read): a lost or
+    # frozen Redis fails token requests closed at once (tests/faults), and a client disabled
+    # anywhere stops at once; what is cached is the record's parsing, not the store's word
+    client_cache = ClientCache(clients, clock.now, check_every_s=0.0)
     app[oauth.CLIENT_AUTH] = ClientAuthenticator(
         client_cache, core.single_use, settings.issuer, clock.now,
         settings.client_assertion_max_ttl_s)

@@ -198,12 +198,12 @@ async def test_every_grant_type_works_and_no_other(op: OP) -> None:
         assert await op.resident()   # the RFC 8693 exchange, asserted inside
 
     async def device_code() -> None:
+        kiosk = {"Authorization": op.gw.basic(_device_client(op))}  # a confidential client
         status, body = await _post(op, doc["device_authorization_endpoint"][len(op.base):],
-                                   {"client_id": _device_client(op)})
+                                   {"scope": "openid"}, kiosk)
         assert status == 200, body
         status, body = await _post(op, "/oauth2/token", {
-            "grant_type": DEVICE_CODE, "device_code": body["device_code"],
-            "client_id": _device_client(op)})
+            "grant_type": DEVICE_CODE, "device_code": body["device_code"]}, kiosk)
         assert status == 400 and body["error"] == "authorization_pending"
 
     exercise = {"authorization_code": authorization_code, "refresh_token": refresh_token,
