@@ -137,7 +137,7 @@ class MemoryStatsStore:
         self._verified: dict[str, set[str]] = {}
 
     async def add(self, rows: Mapping[Any, Any], sketches: Mapping[Any, Any]) -> None:
-        from gateway.services.stats import ANY, FORMS, Rollup, hll_merge
+        from gateway.services.stats import FORMS, Rollup, hll_merge, level_keys
 
         for key, row in rows.items():
             dk, d, sc, venue, face = key
@@ -147,8 +147,7 @@ class MemoryStatsStore:
                 acc = day[key] = Rollup()
             acc.add(row)
             levels = self._levels.setdefault(dk, {})
-            for lk in ((dk, d, sc, face), (dk, d, ANY, face), (dk, ANY, sc, face),
-                       (dk, ANY, ANY, face)):
+            for lk in level_keys(dk, d, sc, face):
                 lv = levels.get(lk)
                 if lv is None:
                     lv = levels[lk] = Rollup()

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from gateway.adapters.memory import MemorySingleUse
 from gateway.services.records import ExportPage, RecordStore, TransactionRecord
-from gateway.services.stats import LIVE_SEP, LiveCounts
+from gateway.services.stats import LiveCounts, live_field
 
 __all__ = ["MemoryLiveCounters", "MemoryRecordStore", "MemoryRecordingClaims"]
 
@@ -80,7 +80,7 @@ class MemoryLiveCounters:
         self._days: dict[int, dict[str, int]] = {}
 
     def count(self, record: TransactionRecord) -> None:
-        fld = LIVE_SEP.join((record.scene, record.gate, record.face or "none", record.reason))
+        fld = live_field(record)
         t = record.verified_at
         minute, day = int(t // 60), int(t // 86400)
         for table, k, keep in ((self._minutes, minute, 120), (self._days, day, 2)):

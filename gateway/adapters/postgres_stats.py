@@ -40,13 +40,13 @@ import asyncpg
 from gateway.errors import Unavailable
 from gateway.services.records import TransactionRecord
 from gateway.services.stats import (
-    ANY,
     FORMS,
     GROUP_KEYS,
     Rollup,
     RowKey,
     SketchKey,
     hll_merge,
+    level_keys,
     level_of_question,
     roll_up,
 )
@@ -218,8 +218,7 @@ class PostgresStatsStore:
                                    _dumps(total.latency)), strict=True):
                 c.append(v)
             day, d, sc, _, face = key
-            for lk in ((day, d, sc, face), (day, d, ANY, face), (day, ANY, sc, face),
-                       (day, ANY, ANY, face)):
+            for lk in level_keys(day, d, sc, face):
                 acc = levels.get(lk)
                 if acc is None:
                     acc = levels[lk] = Rollup()

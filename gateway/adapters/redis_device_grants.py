@@ -13,17 +13,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from gateway.adapters.redis_oidc import _decode, _ms, _s
+from gateway.adapters.redis_oidc import TRANSITION, _decode, _ms, _s
 from gateway.adapters.redis_store import RedisClient
 from gateway.authz.device import DeviceAuthorization
-
-_TRANSITION = """
-local cur = redis.call('HGET', KEYS[1], 'status')
-if not cur or cur ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'status', ARGV[2])
-for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-return 1
-"""
 
 # ARGV: now, step, default interval -> {fields..., too_soon}
 _POLL = """
@@ -44,7 +36,7 @@ class RedisDeviceGrantStore:
     def __init__(self, redis: RedisClient, prefix: str = "gw:") -> None:
         self._r = redis
         self._p = prefix + "oidc:dev:"
-        self._transition = redis.register_script(_TRANSITION)
+        self._transition = redis.register_script(TRANSITION)
         self._poll = redis.register_script(_POLL)
 
     def _key(self, auth_id: str) -> str:

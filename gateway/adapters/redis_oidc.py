@@ -19,7 +19,9 @@ from typing import Any
 from gateway.adapters.redis_store import RedisClient
 from gateway.authz.oidc import CodeRecord, Consent, Family, LoginSession
 
-_TRANSITION = """
+#: compare-and-set of a hash record's `status` (ARGV[1] → ARGV[2]) with its other changed
+#: fields (ARGV[3..]: name, value, …): login sessions and device authorizations
+TRANSITION = """
 local cur = redis.call('HGET', KEYS[1], 'status')
 if not cur or cur ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'status', ARGV[2])
@@ -94,7 +96,7 @@ class RedisLoginSessionStore:
     def __init__(self, redis: RedisClient, prefix: str = "gw:") -> None:
         self._r = redis
         self._p = prefix + "oidc:ls:"
-        self._transition = redis.register_script(_TRANSITION)
+        self._transition = redis.register_script(TRANSITION)
 
     def _key(self, session_id: str) -> str:
         return f"{self._p}{{{session_id}}}"

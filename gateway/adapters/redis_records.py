@@ -40,10 +40,10 @@ from gateway.adapters.redis_store import Coalescer, RedisClient
 from gateway.adapters.store_epoch import StoreEpoch
 from gateway.ports import HISTORY_LOST
 from gateway.services.records import Batch, TransactionRecord
-from gateway.services.stats import LiveCounts
+from gateway.services.stats import LiveCounts, live_field
 
 __all__ = ["RedisExporterLock", "RedisLiveCounters", "RedisOutbox", "RedisRecordingClaims",
-           "claim_key", "live_field", "live_keys", "outbox_keys"]
+           "claim_key", "live_keys", "outbox_keys"]
 
 log = structlog.get_logger("gateway.records")
 
@@ -90,16 +90,9 @@ def _shard(key: str, shards: int) -> int:
 
 LIVE_MINUTE_TTL_MS: Final = 2 * 3600 * 1000
 LIVE_DAY_TTL_MS: Final = 2 * 86400 * 1000
-SEP: Final = "\x1f"
-
-
 def live_keys(prefix: str, shard: int, minute: int, day: int) -> tuple[str, str]:
     base = f"{prefix}tx:live:{_tag(prefix, shard)}"
     return f"{base}:m:{minute}", f"{base}:d:{day}"
-
-
-def live_field(record: TransactionRecord) -> str:
-    return SEP.join((record.scene, record.gate, record.face or "none", record.reason))
 
 
 def claim_key(prefix: str, shards: int, key: str) -> str:

@@ -22,6 +22,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Protocol
 
+from gateway.authz.oidc import hash_fields
+
 DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 USER_CODE_ALPHABET = "BCDFGHJKLMNPQRSTVWXZ"
 USER_CODE_LEN = 8
@@ -89,12 +91,7 @@ class DeviceAuthorization:
     MUTABLE = ("status", "person_id", "decided_at", "via", "card", "last_poll", "interval")
 
     def to_fields(self) -> dict[str, str]:
-        d = asdict(self)
-        out = {"d": json.dumps({k: v for k, v in d.items() if k not in self.MUTABLE})}
-        for k in self.MUTABLE:
-            if d[k] is not None:
-                out[k] = str(d[k])
-        return out
+        return hash_fields(asdict(self), self.MUTABLE)
 
     @classmethod
     def from_fields(cls, f: Mapping[str, str]) -> DeviceAuthorization:

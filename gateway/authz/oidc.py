@@ -92,6 +92,15 @@ class AuthorizeError(Exception):
         self.redirect = redirect
 
 
+def hash_fields(record: Mapping[str, Any], mutable: Sequence[str]) -> dict[str, str]:
+    """A record as the fields of a Redis hash: what never changes as one JSON field ``d``,
+    each field in `mutable` (changed later by a compare-and-set) as its own, when set."""
+    out = {"d": json.dumps({k: v for k, v in record.items() if k not in mutable})}
+    for k in mutable:
+        if record[k] is not None:
+            out[k] = str(record[k])
+    return out
+
 @dataclass(frozen=True)
 class AuthorizationRequest:
     client_id: str
@@ -336,13 +345,7 @@ class LoginSession:
     MUTABLE = ("status", "person_id", "redirect_to", "scanned_at", "decided_at")
 
     def to_fields(self) -> dict[str, str]:
-        d = asdict(self)
-        static = {k: v for k, v in d.items() if k not in self.MUTABLE}
-        out = {"d": json.dumps(static)}
-        for k in self.MUTABLE:
-            if d[k] is not None:
-                out[k] = str(d[k])
-        return out
+        return hash_fields(asdict(self), self.MUTABLE)
 
     @classmethod
     def from_fields(cls, fields: Mapping[str, str]) -> LoginSession:

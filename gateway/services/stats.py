@@ -134,6 +134,14 @@ SketchKey = tuple[str, str, str, str]
 ANY: Final = "*"
 
 
+def level_keys(day: str, district: str, scene: str, face: str
+               ) -> tuple[SketchKey, SketchKey, SketchKey, SketchKey]:
+    """The four level cells a venue row adds to: (district, scene), the district's every
+    scene, the scene's every district, the city — each for that day and form."""
+    return ((day, district, scene, face), (day, district, ANY, face),
+            (day, ANY, scene, face), (day, ANY, ANY, face))
+
+
 @dataclass
 class Rollup:
     """One row of the daily roll-up."""
@@ -203,8 +211,7 @@ def roll_up(records: Iterable[DecisionRecord],
                 regs = levels.get(lk)
                 if regs is None:
                     found = []
-                    for sk in (lk, (day, district, ANY, face), (day, ANY, scene, face),
-                               (day, ANY, ANY, face)):
+                    for sk in level_keys(day, district, scene, face):
                         reg = sketches.get(sk)
                         if reg is None:
                             reg = sketches[sk] = hll_empty()
@@ -290,6 +297,11 @@ LEVEL_KEYS: Final = ("day", "district", "scene", "face")
 # ------------------------------------------------------------------ the live view
 LIVE_SEP: Final = "\x1f"
 LIVE_MAX_MINUTES: Final = 120
+
+
+def live_field(record: DecisionRecord) -> str:
+    """A live counter's field, ``scene␟gate␟face␟reason`` (`live_view` reads it back)."""
+    return LIVE_SEP.join((record.scene, record.gate, record.face or "none", record.reason))
 
 
 @dataclass(frozen=True)
