@@ -28,7 +28,9 @@ import statistics
 import subprocess
 import sys
 import time
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,89 +55,115 @@ def revision_env(tree: Path, redis_url: str, keys_dir: Path, port: int,
     return dict(json.loads(r.stdout.strip().splitlines()[-1]))
 
 
-def run(args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
-    wrk = bench.ensure_wrk()
-    stamp = time.strftime("%Y%m%dT%H%M%S")
-    work = bench.OUT_DIR / f"ab-{stamp}"
+@dataclass
+class Pair:
+    """Both revisions up at once on one private Redis: their key dirs, base URLs and server
+    pids, by name ("old", "new")."""
+
+    work: Path
+    keys_dirs: dict[str, Path]
+    bases: dict[str, str]
+    pids: dict[str, int]
+    redis_pid: int
+
+
+@contextmanager
+def old_and_new(old: str, label: str, workers: int) -> Iterator[Pair]:
+    """`old` checked out with `git worktree` and the working tree, each served with its own
+    key dir and environment (`revision_env`) under its own Redis key prefix; everything
+    removed afterwards."""
+    work = bench.OUT_DIR / f"{label}-{time.strftime('%Y%m%dT%H%M%S')}"
     work.mkdir(parents=True, exist_ok=True)
     old_tree = work / "old"
-    subprocess.run(["git", "worktree", "add", "--detach", "-q", str(old_tree), args.old],
+    subprocess.run(["git", "worktree", "add", "--detach", "-q", str(old_tree), old],
                    cwd=bench.ROOT, check=True)
     trees = {"old": old_tree, "new": bench.ROOT}
     keys_dirs = {name: work / f"keys-{name}" for name in trees}
-    results: dict[str, list[dict[str, Any]]] = {"old": [], "new": []}
     try:
         with bench.redis_server() as (redis_url, redis_pid), ExitStack() as servers:
             bases: dict[str, str] = {}
             pids: dict[str, int] = {}
             for name, tree in trees.items():
                 port = bench.free_port()
-                env = {**revision_env(tree, redis_url, keys_dirs[name], port, args.workers),
+                env = {**revision_env(tree, redis_url, keys_dirs[name], port, workers),
                        "GATEWAY_REDIS_PREFIX": f"ab-{name}:", "PYTHONPATH": str(tree)}
                 proc = servers.enter_context(bench.process(
-                    [bench.PY, "-m", "gateway", "serve", "--workers", str(args.workers),
+                    [bench.PY, "-m", "gateway", "serve", "--workers", str(workers),
                      "--port", str(port)], env=env, log=work / f"{name}.log", cwd=tree))
                 bases[name], pids[name] = f"http://127.0.0.1:{port}", proc.pid
             for base in bases.values():
                 bench.wait_http(f"{base}/healthz", timeout_s=60)
             time.sleep(1.5)  # every worker listening
-            keys = {n: seed.GatewayKeys.load(k) for n, k in keys_dirs.items()}
-            tokens = {n: seed.client_token(b, GATE, bench.demo_secret(keys_dirs[n], GATE))
-                      for n, b in bases.items()}
-            people: dict[str, tuple[str, dict[str, Any] | None]] = {}
-            for n, b in bases.items():
-                resident, person, _ = bench.resident_person(b, keys_dirs[n])
-                people[n] = (person, bench.sealed_attributes(b, keys[n], resident))
-
-            def fresh_codes(name: str, n: int) -> list[str]:
-                person, attributes = people[name]
-                return seed.issue_codes(keys[name], n, person, attributes=attributes)
-
-            junk = seed.write_lines(work / "junk.txt", seed.junk_codes(3000))
-
-            def env_for(name: str, codes: Path, expect: str) -> dict[str, str]:
-                return {"WRK_PATH": "/v1/codes/verify", "WRK_SCENE": "metro",
-                        "WRK_AUTH": f"Bearer {tokens[name]}", "WRK_CODES": str(codes),
-                        "WRK_EXPECT": expect}
-
-            # warm-up on junk, then one untimed allow run each: the first allow run of a fresh
-            # server is slower (new Redis keys, first leases), which would favour whichever
-            # server runs second (measured: +17 % between two copies of the same code)
-            for name, base in bases.items():
-                bench.run_wrk(wrk, "warm-up", base, "verify.lua",
-                              env_for(name, junk, "malformed"), threads=1,
-                              connections=args.connections, duration_s=2)
-                warm = seed.write_lines(work / f"warm-{name}.txt",
-                                        fresh_codes(name, args.codes_per_second * 2))
-                bench.run_wrk(wrk, "warm-up", base, "verify.lua",
-                              env_for(name, warm, '"allow"'), threads=1,
-                              connections=args.connections, duration_s=2)
-                warm.unlink()
-            for i in range(args.rounds):
-                for name in ("old", "new") if i % 2 == 0 else ("new", "old"):
-                    codes = fresh_codes(name, args.codes_per_second * args.duration)
-                    f = seed.write_lines(work / f"codes-{name}.txt", codes)
-                    r = bench.run_wrk(wrk, name, bases[name], "verify.lua",
-                                      env_for(name, f, '"allow"'), threads=1,
-                                      connections=args.connections,
-                                      duration_s=args.duration, server_pid=pids[name],
-                                      redis_pid=redis_pid)
-                    f.unlink()
-                    row = {"allows_per_s": r.expected_rps, "p99_ms": r.p99_ms,
-                           "server_us": r.server_cpu_us_per_req,
-                           "redis_us": r.redis_cpu_us_per_req, "other": r.other}
-                    results[name].append(row)
-                    print(f"{name}  {row}", flush=True)
+            yield Pair(work, keys_dirs, bases, pids, redis_pid)
     finally:
         subprocess.run(["git", "worktree", "remove", "--force", str(old_tree)],
                        cwd=bench.ROOT, check=False)
         for keys_dir in keys_dirs.values():
             shutil.rmtree(keys_dir, ignore_errors=True)
-    for field in ("allows_per_s", "p99_ms", "server_us", "redis_us"):
+
+
+def print_medians(results: dict[str, list[dict[str, Any]]], fields: tuple[str, ...]) -> None:
+    for field in fields:
         old = statistics.median([r[field] or 0.0 for r in results["old"]])
         new = statistics.median([r[field] or 0.0 for r in results["new"]])
         change = f"{(new - old) / old * 100:+.1f} %" if old else "n/a"
         print(f"median {field:13s} old {old:9.1f}  new {new:9.1f}  {change}")
+
+
+def run(args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
+    wrk = bench.ensure_wrk()
+    results: dict[str, list[dict[str, Any]]] = {"old": [], "new": []}
+    with old_and_new(args.old, "ab", args.workers) as pair:
+        work, keys_dirs, bases, pids = pair.work, pair.keys_dirs, pair.bases, pair.pids
+        redis_pid = pair.redis_pid
+        keys = {n: seed.GatewayKeys.load(k) for n, k in keys_dirs.items()}
+        tokens = {n: seed.client_token(b, GATE, bench.demo_secret(keys_dirs[n], GATE))
+                  for n, b in bases.items()}
+        people: dict[str, tuple[str, dict[str, Any] | None]] = {}
+        for n, b in bases.items():
+            resident, person, _ = bench.resident_person(b, keys_dirs[n])
+            people[n] = (person, bench.sealed_attributes(b, keys[n], resident))
+
+        def fresh_codes(name: str, n: int) -> list[str]:
+            person, attributes = people[name]
+            return seed.issue_codes(keys[name], n, person, attributes=attributes)
+
+        junk = seed.write_lines(work / "junk.txt", seed.junk_codes(3000))
+
+        def env_for(name: str, codes: Path, expect: str) -> dict[str, str]:
+            return {"WRK_PATH": "/v1/codes/verify", "WRK_SCENE": "metro",
+                    "WRK_AUTH": f"Bearer {tokens[name]}", "WRK_CODES": str(codes),
+                    "WRK_EXPECT": expect}
+
+        # warm-up on junk, then one untimed allow run each: the first allow run of a fresh
+        # server is slower (new Redis keys, first leases), which would favour whichever
+        # server runs second (measured: +17 % between two copies of the same code)
+        for name, base in bases.items():
+            bench.run_wrk(wrk, "warm-up", base, "verify.lua",
+                          env_for(name, junk, "malformed"), threads=1,
+                          connections=args.connections, duration_s=2)
+            warm = seed.write_lines(work / f"warm-{name}.txt",
+                                    fresh_codes(name, args.codes_per_second * 2))
+            bench.run_wrk(wrk, "warm-up", base, "verify.lua",
+                          env_for(name, warm, '"allow"'), threads=1,
+                          connections=args.connections, duration_s=2)
+            warm.unlink()
+        for i in range(args.rounds):
+            for name in ("old", "new") if i % 2 == 0 else ("new", "old"):
+                codes = fresh_codes(name, args.codes_per_second * args.duration)
+                f = seed.write_lines(work / f"codes-{name}.txt", codes)
+                r = bench.run_wrk(wrk, name, bases[name], "verify.lua",
+                                  env_for(name, f, '"allow"'), threads=1,
+                                  connections=args.connections,
+                                  duration_s=args.duration, server_pid=pids[name],
+                                  redis_pid=redis_pid)
+                f.unlink()
+                row = {"allows_per_s": r.expected_rps, "p99_ms": r.p99_ms,
+                       "server_us": r.server_cpu_us_per_req,
+                       "redis_us": r.redis_cpu_us_per_req, "other": r.other}
+                results[name].append(row)
+                print(f"{name}  {row}", flush=True)
+    print_medians(results, ("allows_per_s", "p99_ms", "server_us", "redis_us"))
     return results
 
 
