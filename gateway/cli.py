@@ -485,7 +485,7 @@ def _audit_ready(settings: Settings) -> None:
         _chain_key(settings)
 
 
-async def _host_audit(settings: Settings, action: str, target: str, *, outcome: str = "ok",
+async def _host_audit(settings: Settings, action: str, target: str, outcome: str = "ok", /,
                       **detail: Any) -> None:
     """Append a host command's action to the audit log (when there is a durable one)."""
     if not settings.redis_url:
@@ -643,8 +643,8 @@ async def _stats(args: argparse.Namespace) -> int:
         if days:  # the days before the fault are committed, recounted: say so, audit them
             print(f"gateway: days {day} .. {days[-1]} were rebuilt; run again from the day "
                   "after", file=sys.stderr)
-            await _host_audit(settings, "stats.rebuilt", f"stats:from:{day}",
-                              outcome="partial", to=days[-1], days=len(days))
+            await _host_audit(settings, "stats.rebuilt", f"stats:from:{day}", "partial",
+                              to=days[-1], days=len(days))
         return 1
     to = days[-1] if days else day
     await _host_audit(settings, "stats.rebuilt", f"stats:from:{day}", to=to, days=len(days),
