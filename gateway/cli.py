@@ -591,7 +591,7 @@ async def _stats(args: argparse.Namespace) -> int:
     import asyncpg
 
     from gateway.adapters.postgres_records import connect_pool
-    from gateway.adapters.postgres_stats import PostgresStatsStore
+    from gateway.adapters.postgres_stats import PostgresStatsStore, RebuildRefused
     from gateway.adapters.redis_ops import RedisVenueStore
     from gateway.services.venues import VenueIndex
 
@@ -638,6 +638,9 @@ async def _stats(args: argparse.Namespace) -> int:
             read, rows = await stats.rebuild(day, index.gates, last, progress=done)
         finally:
             await pool.close()
+    except RebuildRefused as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return 2
     except (OSError, asyncpg.PostgresError) as exc:
         print(f"gateway: PostgreSQL is not reachable ({type(exc).__name__})", file=sys.stderr)
         if days:  # the days before the fault are committed, recounted: say so, audit them

@@ -53,10 +53,16 @@ from gateway.services.stats import (
     roll_up,
 )
 
-__all__ = ["ExporterRollups", "PostgresStatsStore"]
+__all__ = ["ExporterRollups", "PostgresStatsStore", "RebuildRefused"]
 
 #: the record store's writer lock (postgres_records.LOCK_KEY): one writer at a time
 LOCK_KEY: Final = 0x67777478
+
+
+class RebuildRefused(ValueError):
+    """A rebuild that would destroy roll-ups it cannot recompute (its message says why)."""
+
+
 #: what one rebuild transaction reads of the records at a time (a server-side cursor)
 REBUILD_CHUNK: Final = 20_000
 #: the record store's day partitions (postgres_records: gw_transactions_pYYYYMMDD)
@@ -281,23 +287,26 @@ class PostgresStatsStore:
                            *args)
         return int(status.rsplit(" ", 1)[-1])
 
-    async def last_day(self) -> str | None:
-        """The last day a rebuild with no end must cover: the later of the newest roll-up
-        row and the day after the newest record partition (a record is scanned at most the
-        allowed skew after its verification, well under a day). None: nothing stored."""
+    async def stored_days(self) -> tuple[str | None, str | None]:
+        """(the oldest record partition's day, the last day a rebuild with no end must
+        cover): the later of the newest roll-up row and the day after the newest record
+        partition (a record is scanned at most the allowed skew after its verification, well
+        under a day). None: nothing of that kind stored."""
         await self.ensure_schema()
         async with self._pool.acquire() as conn:
             rolled = await conn.fetchval("SELECT max(day)::text FROM gw_stats_level")
             names = await conn.fetch(
                 "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
                 "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'gw_transactions'")
+        parts = sorted(datetime.strptime(m.group(1), "%Y%m%d").date()
+                       for m in (_PARTITION.match(r["relname"]) for r in names) if m)
         days = [rolled] if rolled else []
-        for row in names:
-            m = _PARTITION.match(row["relname"])
-            if m is not None:
-                newest = datetime.strptime(m.group(1), "%Y%m%d").date() + timedelta(days=1)
-                days.append(newest.isoformat())
-        return max(days) if days else None
+        if parts:
+            days.append((parts[-1] + timedelta(days=1)).isoformat())
+        return (parts[0].isoformat() if parts else None), (max(days) if days else None)
+
+    async def last_day(self) -> str | None:
+        return (await self.stored_days())[1]
 
     async def rebuild(self, first_day: str, place_of: Mapping[str, tuple[str, str, str]],
                       last_day: str | None = None,
@@ -309,15 +318,25 @@ class PostgresStatsStore:
         the exporter waits for one day's recount at a time, never for the whole range, and
         the dashboard sees a day's old figures or its new ones, never a half-built day.
         `progress(day, records, rows)` is called after each day commits. Returns (records
-        read, venue rows written)."""
+        read, venue rows written).
+
+        Refused (`RebuildRefused`, nothing changed) for a day before the oldest stored
+        record partition: its records are pruned (retention) or were never stored, and the
+        roll-ups — which outlive the records — could only be wiped, not recomputed."""
         await self.ensure_schema()
         start = date.fromisoformat(first_day)
+        oldest, stored_end = await self.stored_days()
+        if oldest is None:
+            raise RebuildRefused("no transaction records are stored: nothing to rebuild from")
+        if first_day < oldest:
+            raise RebuildRefused(f"the records before {oldest} are not stored (retention): "
+                                 f"their roll-ups cannot be recomputed; rebuild from {oldest}")
         open_ended = last_day is None
-        end_text = last_day if last_day is not None else await self.last_day()
+        end_text = last_day if last_day is not None else stored_end
         end = date.fromisoformat(end_text) if end_text is not None else start
         if end < start:
             if not open_ended:
-                raise ValueError("--to is before --from")
+                raise RebuildRefused("--to is before --from")
             end = start
         read = written = 0
         day = start

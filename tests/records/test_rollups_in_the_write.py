@@ -13,7 +13,11 @@ import pytest
 import redis.asyncio as aioredis
 
 from gateway.adapters.postgres_records import PostgresRecordStore, connect_pool
-from gateway.adapters.postgres_stats import ExporterRollups, PostgresStatsStore
+from gateway.adapters.postgres_stats import (
+    ExporterRollups,
+    PostgresStatsStore,
+    RebuildRefused,
+)
 from gateway.adapters.redis_records import RedisExporterLock, RedisOutbox, outbox_keys
 from gateway.services.records import Exporter, TransactionRecord, new_record_id
 from gateway.services.stats import ANY
@@ -193,8 +197,23 @@ async def test_an_open_ended_rebuild_reaches_the_last_stored_day(stores: Stores)
             "INSERT INTO gw_stats_level (day, district, scene, face, scans, allows, denies, "
             "latency) VALUES ('2027-02-01', '*', '*', 'ykm', 5, 5, '{}', '{}')")
     assert await stores.stats.last_day() == "2027-02-01"
-    read, _ = await stores.stats.rebuild(DAY, PLACES)
+    read, _ = await stores.stats.rebuild("2027-01-17", PLACES)
     assert read == 4
     assert await stores.stats.levels("2027-02-01", "2027-02-01", ANY, ANY) == []
     got = dict(await stores.stats.totals("2027-01-01", "2027-12-31", ["day"], None, None))
     assert {k: v.scans for k, v in got.items()} == {("2027-01-17",): 4}
+
+
+async def test_a_rebuild_before_the_oldest_stored_records_is_refused(stores: Stores) -> None:
+    """The roll-ups outlive the records (retention drops day partitions): a rebuild from a
+    day whose records are gone could only wipe its figures. Refused, nothing changed."""
+    with pytest.raises(RebuildRefused, match="no transaction records"):
+        await stores.stats.rebuild(DAY, PLACES)          # nothing stored at all
+    await stores.records.write([record(i, t=T0 + d * 86400) for d in range(2) for i in range(3)])
+    kept = await stores.stats.rows("2000-01-01", "2999-12-31")
+    assert await stores.records.prune(T0 + 86400 - 8 * 3600) == 1  # the 15th's partition
+    with pytest.raises(RebuildRefused, match="before 2027-01-16"):
+        await stores.stats.rebuild(DAY, PLACES, "2027-01-16")
+    assert await stores.stats.rows("2000-01-01", "2999-12-31") == kept
+    read, _ = await stores.stats.rebuild("2027-01-16", PLACES)
+    assert read == 3 and await stores.stats.rows("2000-01-01", "2999-12-31") == kept
