@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[2]
 #: the demo gates locust's GateUsers scan at (secret-based gates of 渝快码 scenes) and their
 #: venues' districts (gateway/data/venues.json): 渝中区, 沙坪坝区, 南岸区
 LOCUST_DISTRICTS = {"500103", "500106", "500108"}
-SECONDS = 6
+SECONDS = 8
 
 
 def _sent(stats_csv: Path) -> tuple[int, int, int]:
@@ -82,7 +82,7 @@ async def test_locust_traffic_over_demo_venues_shows_in_the_dashboard(
         out = tmp_path / "lt"
         locust = await asyncio.to_thread(subprocess.run, [
             sys.executable, "-m", "locust", "-f", "loadtests/locustfile.py", "--headless",
-            "-u", "14", "-r", "14", "-t", f"{SECONDS}s", "--stop-timeout", "2", "--host", base,
+            "-u", "20", "-r", "20", "-t", f"{SECONDS}s", "--stop-timeout", "2", "--host", base,
             "--csv", str(out), "--only-summary", "GateUser", "ResidentUser"],
             env={**env, "LOADTEST_KEYS_DIR": str(keys)}, cwd=ROOT, capture_output=True,
             text=True, timeout=120, check=False)
@@ -90,7 +90,7 @@ async def test_locust_traffic_over_demo_venues_shows_in_the_dashboard(
         assert stats_csv.exists(), locust.stderr[-3000:]
         verifies, allows, failures = _sent(stats_csv)
         assert failures == 0, Path(f"{out}_failures.csv").read_text()[-3000:]
-        assert verifies >= 20 and allows >= 10, (verifies, allows, locust.stderr[-2000:])
+        assert verifies >= 10 and allows >= 5, (verifies, allows, locust.stderr[-2000:])
 
         r = subprocess.run([sys.executable, "-m", "gateway", "operators", "create", "vera",
                             "--role", "viewer"], env=env, cwd=tmp_path, capture_output=True,
@@ -106,20 +106,26 @@ async def test_locust_traffic_over_demo_venues_shows_in_the_dashboard(
                 await page.goto(base + "/admin/dashboard")
                 await page.fill("input[name=token]", token)
                 await page.click("button[type=submit]")
-                await page.wait_for_selector("#usage-chart")
+                await page.wait_for_selector("#kpi-scans")
                 # the exporter moves the records (and their roll-ups) to PostgreSQL within a
-                # few of its steps: reload until they are all there, bounded
-                deadline = time.monotonic() + 20
-                while await _kpi(page, "#kpi-scans") < verifies and time.monotonic() < deadline:
+                # few of its steps: reload until they are all there — as many as the live
+                # counters (counted at each decision) and at least what locust sent — bounded
+                deadline = time.monotonic() + 30
+
+                async def exported() -> bool:
+                    n = await _kpi(page, "#kpi-scans")
+                    return n >= verifies and n == await _kpi(page, "#live-scans")
+
+                while not await exported() and time.monotonic() < deadline:
                     await asyncio.sleep(0.5)
                     await page.reload()
-                    await page.wait_for_selector("#usage-chart")
+                    await page.wait_for_selector("#kpi-scans")
                 shown = {k: await _kpi(page, f"#{k}") for k in
                          ("kpi-scans", "kpi-allows", "live-scans", "live-allows")}
                 assert shown["kpi-scans"] >= verifies and shown["kpi-allows"] >= allows, \
                     (shown, verifies, allows)
-                assert shown["live-scans"] >= verifies and shown["live-allows"] >= allows, \
-                    (shown, verifies, allows)
+                assert shown["live-scans"] == shown["kpi-scans"], shown
+                assert shown["live-allows"] == shown["kpi-allows"], shown
                 # today, by district: every district of the demo gates saw decisions
                 live: dict[str, int] = {}
                 for row in await page.locator("#live-districts tbody tr[data-district]").all():
@@ -128,6 +134,7 @@ async def test_locust_traffic_over_demo_venues_shows_in_the_dashboard(
                 assert LOCUST_DISTRICTS <= {d for d, n in live.items() if n > 0}, live
                 assert sum(live.values()) == shown["live-scans"], live
                 assert "渝快码" in (await page.text_content("#forms") or "")
+                assert await page.locator("#usage-chart").count() == 1
                 shot = OUTPUT / "dashboard-locust.png"
                 await page.screenshot(path=str(shot), full_page=True)
                 print(f"\nscreenshot: {shot} (locust sent {verifies} verifications, "
@@ -137,7 +144,7 @@ async def test_locust_traffic_over_demo_venues_shows_in_the_dashboard(
                 for district in sorted(LOCUST_DISTRICTS):
                     await page.select_option("select[name=district]", district)
                     await page.click("form.filters button[type=submit]")
-                    await page.wait_for_selector("#usage-chart")
+                    await page.wait_for_selector("#kpi-scans")
                     by_district[district] = await _kpi(page, "#kpi-scans")
                 assert all(n > 0 for n in by_district.values()), by_district
                 assert sum(by_district.values()) == shown["kpi-scans"], by_district
