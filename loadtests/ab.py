@@ -9,6 +9,7 @@ Use an even number of rounds: each server then runs first as often as second.
 
     python -m loadtests.ab --old d30fd6a                   # 4 pairs, 2 workers, 64 conns, 8 s
     python -m loadtests.ab --old HEAD~3 --rounds 5 --duration 10
+    python -m loadtests.ab --old HEAD --old-env GATEWAY_STATS_LIVE=false   # a setting's cost
 
 The old revision is checked out with `git worktree` under loadtests/out/ and removed after.
 Each revision gets its OWN key dir and environment, made by that revision's own
@@ -68,7 +69,8 @@ class Pair:
 
 
 @contextmanager
-def old_and_new(old: str, label: str, workers: int) -> Iterator[Pair]:
+def old_and_new(old: str, label: str, workers: int,
+                extra_env: dict[str, dict[str, str]] | None = None) -> Iterator[Pair]:
     """`old` checked out with `git worktree` and the working tree, each served with its own
     key dir and environment (`revision_env`) under its own Redis key prefix; everything
     removed afterwards."""
@@ -86,7 +88,8 @@ def old_and_new(old: str, label: str, workers: int) -> Iterator[Pair]:
             for name, tree in trees.items():
                 port = bench.free_port()
                 env = {**revision_env(tree, redis_url, keys_dirs[name], port, workers),
-                       "GATEWAY_REDIS_PREFIX": f"ab-{name}:", "PYTHONPATH": str(tree)}
+                       "GATEWAY_REDIS_PREFIX": f"ab-{name}:", "PYTHONPATH": str(tree),
+                       **(extra_env or {}).get(name, {})}
                 proc = servers.enter_context(bench.process(
                     [bench.PY, "-m", "gateway", "serve", "--workers", str(workers),
                      "--port", str(port)], env=env, log=work / f"{name}.log", cwd=tree))
@@ -113,7 +116,8 @@ def print_medians(results: dict[str, list[dict[str, Any]]], fields: tuple[str, .
 def run(args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
     wrk = bench.ensure_wrk()
     results: dict[str, list[dict[str, Any]]] = {"old": [], "new": []}
-    with old_and_new(args.old, "ab", args.workers) as pair:
+    with old_and_new(args.old, "ab", args.workers,
+                     {"old": dict(args.old_env), "new": dict(args.new_env)}) as pair:
         work, keys_dirs, bases, pids = pair.work, pair.keys_dirs, pair.bases, pair.pids
         redis_pid = pair.redis_pid
         keys = {n: seed.GatewayKeys.load(k) for n, k in keys_dirs.items()}
@@ -167,6 +171,13 @@ def run(args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
     return results
 
 
+def _setting(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name.startswith("GATEWAY_"):
+        raise argparse.ArgumentTypeError("expected GATEWAY_NAME=VALUE")
+    return name, value
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--old", required=True, help="the git revision to compare against")
@@ -175,6 +186,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=int, default=8)
     p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--codes-per-second", type=int, default=6000)
+    p.add_argument("--old-env", type=_setting, action="append", default=[],
+                   metavar="NAME=VALUE", help="an environment variable for the old server "
+                   "only (repeatable): with --old HEAD, an A/B of a setting on the same code, "
+                   "e.g. --old-env GATEWAY_STATS_LIVE=false")
+    p.add_argument("--new-env", type=_setting, action="append", default=[],
+                   metavar="NAME=VALUE", help="the same for the new server")
     args = p.parse_args(argv)
     run(args)
     return 0
