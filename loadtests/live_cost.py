@@ -2,7 +2,9 @@
 (issue 15; docs/stats.md "Speed"): the claim-and-append script
 (gateway/adapters/redis_records.py) run with and without its two live HINCRBYs on a private
 redis-server, in interleaved rounds — redis-server CPU per call from /proc — and the Python cost
-of building each call's arguments (the live keys and field).
+of building each call's arguments (the live keys and field); then the whole claim
+(`RedisRecordingClaims.claim` through the Coalescer, on uvloop) with and without them, client
+CPU per claim.
 
     python -m loadtests.live_cost [--calls 40000] [--rounds 6]
 
@@ -75,6 +77,49 @@ def run(calls: int, rounds: int) -> dict[bool, tuple[float, float]]:
             for live in (False, True)}
 
 
+def run_claims(calls: int, rounds: int, concurrency: int = 64) -> dict[bool, float]:
+    """{live: median client CPU µs per claim}: `RedisRecordingClaims.claim` itself, through
+    the Coalescer on uvloop (what a worker spends on it), with and without the counters."""
+    import asyncio
+
+    import redis.asyncio as aioredis
+    import uvloop
+
+    from gateway.adapters.redis_store import Coalescer
+
+    async def go(url: str) -> dict[bool, float]:
+        r = aioredis.Redis.from_url(url)
+        coalescer = Coalescer(r)
+        claims = {}
+        for live in (True, False):
+            claims[live] = rr.RedisRecordingClaims(coalescer, r.script_load,
+                                                   prefix=f"{PREFIX}{int(live)}:", live=live)
+            await claims[live].load()
+        got: dict[bool, list[float]] = {True: [], False: []}
+        for i in range(rounds):
+            for live in (True, False) if i % 2 else (False, True):
+                t = time.time()
+                recs = [TransactionRecord(new_record_id(t), "gate-metro-l1-xiaoshizi", "metro",
+                                          "ykm", "allow", "ok", t - 0.03, t, "online",
+                                          f"rid-{n}", "sub-1", {}, None) for n in range(calls)]
+                gate = asyncio.Semaphore(concurrency)
+
+                async def one(n: int, live: bool = live, recs: list[TransactionRecord] = recs,
+                              i: int = i, gate: asyncio.Semaphore = gate) -> None:
+                    async with gate:
+                        await claims[live].claim(f"k{i}:{n}", 60, "v", recs[n])
+
+                started = time.process_time()
+                await asyncio.gather(*(one(n) for n in range(calls)))
+                got[live].append((time.process_time() - started) / calls * 1e6)
+                await r.delete(*rr.outbox_keys(f"{PREFIX}{int(live)}:", 4))
+        await r.aclose()
+        return {live: statistics.median(got[live]) for live in (False, True)}
+
+    with bench.redis_server() as (url, _):
+        return uvloop.run(go(url))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m loadtests.live_cost",
                                 description=__doc__.split("\n\n")[0])
@@ -86,8 +131,13 @@ def main(argv: list[str] | None = None) -> int:
     for live, (r_us, p_us) in got.items():
         print(f"live counters {'on ' if live else 'off'}: redis-server {r_us:6.2f} us/call, "
               f"python arguments {p_us:5.2f} us/call (medians of {a.rounds})")
+    claims = run_claims(min(a.calls, 20_000), a.rounds)
+    for live, us in claims.items():
+        print(f"live counters {'on ' if live else 'off'}: the claim through the Coalescer, "
+              f"client CPU {us:6.2f} us/claim (medians of {a.rounds})")
     print(f"the counters add {got[True][0] - got[False][0]:+.2f} us of Redis and "
-          f"{got[True][1] - got[False][1]:+.2f} us of Python per decision "
+          f"{got[True][1] - got[False][1]:+.2f} us of Python (arguments) / "
+          f"{claims[True] - claims[False]:+.2f} us (whole claim) per decision "
           f"(load average {load:.1f} before, {os.getloadavg()[0]:.1f} after)")
     return 0
 
