@@ -11,7 +11,7 @@ that could import it back.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from gateway.services.consents.model import Consent
@@ -31,6 +31,7 @@ __all__ = [
     "AuditLog",
     "CardDenyList",
     "CertificateLibrary",
+    "Claim",
     "CodeIdentity",
     "ConsentStore",
     "CredentialFace",
@@ -248,11 +249,32 @@ class RecordingClaims(Protocol):
         that lost the item's history answers `HISTORY_LOST` (treated as already used)."""
         ...
 
+    async def claim_many(self, claims: Sequence[Claim]) -> list[str | None]:
+        """Each claim as `claim` would answer it (in order), ALL in one round trip: the bulk
+        path of an offline upload (Redis: one script call per outbox shard, the shards' calls
+        in one pipeline; a Cluster routes each call to its shard's slot). A store fault
+        raises: no claim's answer is returned unless every claim was answered."""
+        ...
+
     async def peek(self, key: str) -> str | None: ...
 
     async def remember(self, key: str, ttl_s: float, value: str) -> None:
         """Set the key, if unset, without a record (an answer kept for idempotent retries)."""
         ...
+
+    async def remember_many(self, ttl_s: float, items: Sequence[tuple[str, str]]) -> None:
+        """`remember` for each (key, value), in one round trip."""
+        ...
+
+
+class Claim(NamedTuple):
+    """One claim of `RecordingClaims.claim_many`: the arguments of `RecordingClaims.claim`."""
+
+    key: str
+    ttl_s: float
+    value: str
+    record: TransactionRecord
+    used_since: float | None = None
 
 
 class Outbox(Protocol):

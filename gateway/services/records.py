@@ -31,11 +31,12 @@ from typing import Any, Final, Literal, Protocol
 import msgpack
 import structlog
 
-from gateway.services.ports import ExporterLock, Outbox, RecordingClaims, RecordStore
+from gateway.services.ports import Claim, ExporterLock, Outbox, RecordingClaims, RecordStore
 from gateway.timefmt import MS_EPSILON
 
 __all__ = [
     "Batch",
+    "Claim",
     "ExportPage",
     "Exporter",
     "ExporterLock",
@@ -182,11 +183,25 @@ class UnrecordedClaims:
                     used_since: float | None = None) -> str | None:
         return await self._once.claim(key, ttl_s, value, used_since=used_since)
 
+    async def claim_many(self, claims: Sequence[Claim]) -> list[str | None]:
+        return await claim_each(self, claims)
+
     async def peek(self, key: str) -> str | None:
         return await self._once.peek(key)
 
     async def remember(self, key: str, ttl_s: float, value: str) -> None:
         await self._once.claim(key, ttl_s, value)
+
+    async def remember_many(self, ttl_s: float, items: Sequence[tuple[str, str]]) -> None:
+        await asyncio.gather(*(self.remember(k, ttl_s, v) for k, v in items))
+
+
+async def claim_each(claims: RecordingClaims, batch: Sequence[Claim]) -> list[str | None]:
+    """`claim_many` as one `claim` each, issued in the same loop tick (a store without a bulk
+    call of its own: memory, or single-use claims without records)."""
+    return list(await asyncio.gather(*(
+        claims.claim(c.key, c.ttl_s, c.value, c.record, used_since=c.used_since)
+        for c in batch)))
 
 
 @dataclass
