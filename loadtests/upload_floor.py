@@ -34,8 +34,13 @@ from typing import Any
 BATCH = 500
 
 
+def _basic(client_id: str, secret: str) -> str:
+    import base64
+
+    return "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()
+
+
 async def _measure(args: argparse.Namespace, redis_url: str, redis_pid: int) -> dict[str, Any]:
-    import aiohttp
     from aiohttp import web
     from aiohttp.test_utils import TestClient, TestServer
 
@@ -67,7 +72,8 @@ async def _measure(args: argparse.Namespace, redis_url: str, redis_pid: int) -> 
         gate_id = "gate-metro-l1-xiaoshizi"
         secret = json.loads((keys_dir / "sandbox/demo-secrets.json").read_text())[gate_id]
         r = await client.post("/oauth2/token", data={"grant_type": "client_credentials"},
-                              auth=aiohttp.BasicAuth(gate_id, secret["client_secret"]))
+                              headers={"Authorization": _basic(gate_id,
+                                                               secret["client_secret"])})
         token = (await r.json())["access_token"]
         r = await client.post("/sandbox/v1/upstream-assertions",
                               json={"resident": "r-zhang-wei", "platform": "ykb"})
@@ -77,7 +83,7 @@ async def _measure(args: argparse.Namespace, redis_url: str, redis_pid: int) -> 
             "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
             "subject_token": assertion,
             "subject_token_type": "urn:ietf:params:oauth:token-type:jwt"},
-            auth=aiohttp.BasicAuth("app-ykb", app_secret["client_secret"]))
+            headers={"Authorization": _basic("app-ykb", app_secret["client_secret"])})
         resident = (await r.json())["access_token"]
         r = await client.post("/v1/codes", json={"face": "ykm"},
                               headers={"Authorization": f"Bearer {resident}"})
