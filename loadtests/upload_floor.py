@@ -10,6 +10,8 @@ uploaded in batches of 500 — and, on codes of the same kind, the parts alone:
   pipeline, the claims' script calls, the answer, and the exporter draining the outbox into
   the sandbox's in-memory store (no PostgreSQL here: records_bench measures that part) — minus
   the test client's own work, measured on a request the server answers at once;
+* ``use_case``: `OfflineUploads.upload` called directly on the parsed scans, its answer's
+  bytes built — the upload without HTTP and without parsing the body;
 * ``redis``: the redis-server's CPU per uploaded scan.
 
 CPU time of this process (and of redis-server, from /proc), not wall time: the box is shared.
@@ -45,9 +47,11 @@ async def _measure(args: argparse.Namespace, redis_url: str, redis_pid: int) -> 
     from aiohttp.test_utils import TestClient, TestServer
 
     from gateway.app import build_app
+    from gateway.authz.tokens import AccessTokenClaims
     from gateway.codec import decode
     from gateway.logs import configure as configure_logs
     from gateway.services.codes import SEALABLE, open_attributes
+    from gateway.services.offline import results_body
     from gateway.settings import Settings
     from gateway.timefmt import rfc3339
     from gateway.web import lane
@@ -97,8 +101,8 @@ async def _measure(args: argparse.Namespace, redis_url: str, redis_pid: int) -> 
         face = uploads._pipeline._codes  # the part it times
         auth = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
         n = args.batches * BATCH
-        rows: dict[str, list[float]] = {"upload": [], "face_check": [], "signature": [],
-                                        "client_overhead": [], "redis": []}
+        rows: dict[str, list[float]] = {"upload": [], "use_case": [], "face_check": [],
+                                        "signature": [], "client_overhead": [], "redis": []}
         run = 0
 
         def fresh() -> tuple[list[str], float]:
@@ -144,6 +148,22 @@ async def _measure(args: argparse.Namespace, redis_url: str, redis_pid: int) -> 
             rows["upload"].append(cpu / n * 1e6)
             if r0 is not None and r1 is not None:
                 rows["redis"].append((r1 - r0) / n * 1e6)
+            # the use case alone: no HTTP, no JSON parsing (the answer's bytes still built)
+            codes, at = fresh()
+            stamp = rfc3339(at)
+            batches = [[{"request_id": f"s{run}-{b + i}", "code": c, "scanned_at": stamp,
+                         "local_decision": "allow"} for i, c in enumerate(codes[b:b + BATCH])]
+                       for b in range(0, n, BATCH)]
+            claims = AccessTokenClaims(jti="bench", client_id=gate_id, kind="gate", sub=gate_id,
+                                       scopes=frozenset({"codes:verify"}), exp=2**31, iat=0,
+                                       scene="metro")
+            c0 = time.process_time()
+            for items in batches:
+                answered = await uploads.upload(claims, items)
+                if results_body(answered).count(b'"confirmed"') != BATCH:
+                    raise SystemExit("upload_floor: the use case did not confirm its batch")
+            await asyncio.sleep(0.3)
+            rows["use_case"].append((time.process_time() - c0) / n * 1e6)
             codes, at = fresh()
             c0 = time.process_time()
             for i, c in enumerate(codes):

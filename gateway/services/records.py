@@ -22,7 +22,6 @@ import asyncio
 import hashlib
 import os
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -62,11 +61,12 @@ RENEW_EVERY_S: Final = 3.0  # the exporter renews its lock at least this often
 def new_record_id(now: float) -> str:
     """A UUIDv7 (RFC 9562 §5.7): 48-bit Unix milliseconds, then random bits. Time-ordered, so
     the store's index on it stays append-mostly; random, so it tells nothing about the scan."""
-    ms = int(now * 1000) & ((1 << 48) - 1)
-    rand = int.from_bytes(os.urandom(10), "big")
-    rand_a, rand_b = (rand >> 68) & 0xFFF, rand & ((1 << 62) - 1)
-    value = (ms << 80) | (0x7 << 76) | (rand_a << 64) | (0b10 << 62) | rand_b
-    return str(uuid.UUID(int=value))
+    # The 16 bytes written out directly (uuid.UUID(int=…) and its str() were 6.9 µs of the
+    # 8 a record id cost; an offline upload makes 500 of them per batch)
+    r = os.urandom(10)
+    h = ((int(now * 1000) & 0xFFFF_FFFF_FFFF).to_bytes(6, "big")
+         + bytes((0x70 | (r[0] & 0x0F), r[1], 0x80 | (r[2] & 0x3F))) + r[3:]).hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def credential_hash(issuer: str, kid: str, nonce: bytes) -> bytes:
