@@ -573,3 +573,26 @@ async def test_the_cli_registers_par_dpop_and_logout_metadata(kiosk: Kiosk) -> N
     assert row["dpop_bound_access_tokens"] is True
     assert row["post_logout_redirect_uris"] == ["https://rp.example/bye"]
     assert row["backchannel_logout_uri"] == "https://rp.example/bcl"
+
+
+async def test_number_matching_follows_the_login_setting(make_gateway: GatewayFactory) -> None:
+    """GATEWAY_LOGIN_REQUIRE_NUMBER=false turns number matching off for the device grant as for
+    scan-to-login: no choices in the scan answer, an approval without a number passes; a number
+    sent is still checked, and a wrong one still cancels."""
+    limits = config_from_env({"GATEWAY_RATELIMIT_LOGIN_IP": "1000/1/1000"})
+    kiosk = Kiosk(OP(await make_gateway(rate_limits=limits, login_require_number=False)))
+    op = kiosk.op
+    token = await op.resident("r-li-na")
+    started = await kiosk.start("openid")
+    _, auth_id, number = await kiosk.page(started)
+    status, scanned = await app_scan(op, token, started["user_code"])
+    assert status == 200 and "number_choices" not in scanned
+    status, body = await app_decide(op, token, auth_id, "approve")
+    assert (status, body["status"]) == (200, "approved")
+    status, tokens = await kiosk.token(started["device_code"])
+    assert status == 200, tokens
+    started = await kiosk.start("openid")
+    _, auth_id, number = await kiosk.page(started)
+    assert (await app_scan(op, token, started["user_code"]))[0] == 200
+    status, body = await app_decide(op, token, auth_id, "approve", {"number": (number + 1) % 100})
+    assert status == 403 and body["code"] == "forbidden"

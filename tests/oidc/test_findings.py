@@ -316,7 +316,11 @@ async def test_suspension_between_approval_and_redemption_refuses_the_code(op: O
 
 # -- finding 8: the token, introspection and revocation endpoints are limited per client IP,
 #    before any client authentication (a private_key_jwt costs an ECDSA check) ---------------
-@pytest.mark.parametrize("path", ["/oauth2/token", "/oauth2/introspect", "/oauth2/revoke"])
+@pytest.mark.parametrize("path", ["/oauth2/token", "/oauth2/introspect", "/oauth2/revoke",
+                                  # the same per-IP allowance before client authentication:
+                                  # PAR and the device grant's kiosk endpoints
+                                  "/oauth2/par", "/oauth2/device_authorization",
+                                  "/oauth2/device/card-tap", "/oauth2/device/card-confirm"])
 async def test_oauth_endpoints_are_limited_before_client_authentication(
         make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch, path: str) -> None:
     gw = await make_gateway(rate_limits=config_from_env({"GATEWAY_RATELIMIT_OAUTH_IP": "3/60/3"}))
