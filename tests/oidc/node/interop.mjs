@@ -18,6 +18,9 @@ const issuer = new URL(env.ISSUER)
 const config = await client.discovery(
   issuer, env.CLIENT_ID, undefined, client.ClientSecretBasic(env.CLIENT_SECRET),
   { execute: [client.allowInsecureRequests] })   // the test server is plain http on loopback
+// openid-client checks the ID token's claims (iss, aud, azp, exp, iat, nonce) by itself; its
+// signature (against jwks_uri) only with the non-repudiation checks, turned on here
+client.enableNonRepudiationChecks(config)
 
 const dpopKeys = await client.randomDPoPKeyPair(env.DPOP_ALG || 'ES256')
 const DPoP = client.getDPoPHandle(config, dpopKeys)
@@ -66,7 +69,7 @@ async function deviceFlow () {
   // bounded: the test's own wait is 60 s; openid-client's default is the code's whole life
   const tokens = await client.pollDeviceAuthorizationGrant(
     config, started, undefined, { DPoP, signal: AbortSignal.timeout(45000) })
-  const claims = tokens.claims()   // validated by openid-client (iss, aud, azp, exp, signature)
+  const claims = tokens.claims()   // validated by openid-client, the signature included
   const userinfo = await client.fetchUserInfo(config, tokens.access_token, claims.sub, { DPoP })
   const refreshed = await client.refreshTokenGrant(config, tokens.refresh_token, undefined, { DPoP })
   const again = await client.fetchUserInfo(config, refreshed.access_token, claims.sub, { DPoP })
