@@ -73,15 +73,17 @@ class Node:
 
 
 @asynccontextmanager
-async def _node(op: OP, client_id: str, **env: str) -> AsyncIterator[Node]:
+async def _node(op: OP, client_id: str, public: bool = False, **env: str) -> AsyncIterator[Node]:
     node = shutil.which("node")
     assert node, "node 20 is needed (script/test installs it)"
     assert (NODE_DIR / "node_modules" / "openid-client").is_dir(), \
         "run `npm ci` in tests/oidc/node (script/test does)"
     proc = await asyncio.create_subprocess_exec(
         node, str(NODE_DIR / "interop.mjs"), cwd=NODE_DIR,
-        env={**os.environ, "ISSUER": op.base, "CLIENT_ID": client_id,
-             "CLIENT_SECRET": op.gw.demo_secret(client_id)["client_secret"], **env},
+        env={**{k: v for k, v in os.environ.items() if k != "CLIENT_SECRET"},
+             "ISSUER": op.base, "CLIENT_ID": client_id, **env,
+             **({} if public else
+                {"CLIENT_SECRET": op.gw.demo_secret(client_id)["client_secret"]})},
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE)
     try:
@@ -217,3 +219,30 @@ async def test_openid_client_device_grant_with_dpop(kiosk: Kiosk, approve: Appro
     # login), and 警快办 (another sector) sees another one
     assert claims["sub"] == await _sub_for(op, "rp-service-hall", token)
     assert claims["sub"] != await _jkb_sub(op, token)
+
+
+async def test_openid_client_device_grant_as_a_public_kiosk(kiosk: Kiosk) -> None:
+    """A public kiosk client (auth_method none, RFC 8628 §3.1 allows it): openid-client runs
+    the grant with DPoP, and the refresh token it holds is bound to its key (RFC 9449 §5):
+    the same refresh token without a proof is refused."""
+    op = kiosk.op
+    admin = (op.gw.settings.keys_dir / "sandbox" / "admin-token").read_text().strip()
+    r = await op.c.post("/admin/v1/clients", headers={"Authorization": f"Bearer {admin}"},
+                        json={"client_id": "rp-kiosk-public", "kind": "rp",
+                              "display_name": "公共自助终端", "auth_method": "none",
+                              "sector": "cq-service-halls", "scopes": ["openid", "profile"],
+                              "grant_types": ["urn:ietf:params:oauth:grant-type:device_code"]})
+    assert r.status == 201, await r.text()
+    token = await op.resident("r-zhang-wei")
+    async with _node(op, "rp-kiosk-public", public=True, FLOW="device", SCOPE="openid",
+                     DPOP_ALG="EdDSA") as node:
+        await _in_the_app(kiosk, (await node.line())["device"], token)
+        out = await node.line()
+    assert out["token_type"] == "dpop" and out["refreshed_differs"] is True
+    assert out["claims"]["aud"] == "rp-kiosk-public"
+    assert out["claims"]["sub"] == await _sub_for(op, "rp-service-hall", token)
+    assert _claims(out["refreshed_access_token"])["cnf"] == {"jkt": _jkt(out["dpop_jwk"])}
+    r = await op.c.post("/oauth2/token", data={
+        "grant_type": "refresh_token", "refresh_token": str(out["refresh_token"]),
+        "client_id": "rp-kiosk-public"})
+    assert r.status == 400 and (await r.json())["error"] == "invalid_grant"

@@ -15,8 +15,10 @@ import { createInterface } from 'node:readline'
 const env = process.env
 const out = (obj) => process.stdout.write(JSON.stringify(obj) + '\n')
 const issuer = new URL(env.ISSUER)
+// CLIENT_SECRET unset: a public client (auth_method none, RFC 6749 §2.1)
+const auth = env.CLIENT_SECRET ? client.ClientSecretBasic(env.CLIENT_SECRET) : client.None()
 const config = await client.discovery(
-  issuer, env.CLIENT_ID, undefined, client.ClientSecretBasic(env.CLIENT_SECRET),
+  issuer, env.CLIENT_ID, undefined, auth,
   { execute: [client.allowInsecureRequests] })   // the test server is plain http on loopback
 // openid-client checks the ID token's claims (iss, aud, azp, exp, iat, nonce) by itself; its
 // signature (against jwks_uri) only with the non-repudiation checks, turned on here
@@ -78,7 +80,7 @@ async function deviceFlow () {
     refreshed_token_type: refreshed.token_type,
     refreshed_differs: refreshed.refresh_token !== tokens.refresh_token, again,
     access_token: tokens.access_token, refreshed_access_token: refreshed.access_token,
-    dpop_jwk: dpopJwk,
+    refresh_token: refreshed.refresh_token, dpop_jwk: dpopJwk,
   })
 }
 
