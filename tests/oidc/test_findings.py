@@ -393,7 +393,8 @@ async def test_userinfo_401_without_credentials_has_a_json_body(gw: Gateway, met
     assert "error=" not in r.headers["WWW-Authenticate"]   # RFC 6750 §3.1
 
 
-@pytest.mark.parametrize("path", ["/v1/login-sessions/scan", "/v1/me/consents/scan"])
+@pytest.mark.parametrize("path", ["/v1/login-sessions/scan", "/v1/me/consents/scan",
+                                  "/v1/device-authorizations/scan"])
 async def test_options_on_a_scan_route_names_only_its_own_methods(gw: Gateway, path: str) -> None:
     r = await gw.client.options(path)
     assert r.status == 405 and r.headers["Allow"] == "POST"
