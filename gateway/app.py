@@ -111,11 +111,10 @@ from gateway.adapters.upstream import (
     UpstreamPolicy,
     YkbClient,
 )
-from gateway.authz import oidc
+from gateway.authz import ports as oidc_ports
 from gateway.authz.client_auth import ClientAuthenticator, ClientCache
 from gateway.authz.clients import DEFAULT_SCOPES, Client, hash_secret
 from gateway.authz.datakeys import DataKeys
-from gateway.authz.device import DeviceGrantStore
 from gateway.authz.dpop import DpopVerifier
 from gateway.authz.keyring import Alg, KeyRing, derive_kid, public_jwk
 from gateway.authz.tokens import AccessTokens, JwtSigner
@@ -125,36 +124,44 @@ from gateway.errors import NotFound
 from gateway.ports import ClientStore, SingleUse
 from gateway.ratelimit import MemoryRateLimiter, RateLimiter
 from gateway.ratelimit.leasing import LeasingRateLimiter
-from gateway.services import consents as consent_svc
 from gateway.services.audit import AuditTrail
 from gateway.services.auth import BearerAuthenticator
 from gateway.services.codes import SEALABLE, CodeService, seal_attributes
 from gateway.services.consents import ConsentPolicy, ConsentService
 from gateway.services.device_grant import TAP_MAX_AGE_S, DeviceCodeGrant, DeviceGrantService
-from gateway.services.devices import DeviceRevocationLog, DeviceService, DeviceStore
+from gateway.services.devices import DeviceRevocationLog, DeviceService
 from gateway.services.faces import RETRY_GRACE_S, CardFace, CodeFace
 from gateway.services.gate import GatePipeline, GateSectors
 from gateway.services.identity import (
     AssertionRouter,
     GateIdentityAdapter,
     IdentityService,
-    IdentityStore,
     Links,
     registry_entries,
 )
 from gateway.services.login import AuthorizationCodeGrant, LoginService, RefreshTokenGrant
 from gateway.services.offline import OfflineUploads
-from gateway.services.operators import Operators, OperatorStore
-from gateway.services.ports import AuditLog, SuspensionObserver
-from gateway.services.records import (
-    Exporter,
+from gateway.services.operators import Operators
+from gateway.services.ports import (
+    AuditLog,
+    ConsentStore,
+    DenyListStore,
+    DeviceStore,
+    IdentityStore,
+    LiveCounters,
+    OperatorStore,
+    Psam,
     RecordingClaims,
     RecordStore,
-    UnrecordedClaims,
+    SceneStore,
+    StatsStore,
+    SuspensionObserver,
+    VenueStore,
 )
-from gateway.services.revocations import DenyListStore, RevocationLists
-from gateway.services.scenes import SceneCatalogue, SceneStore, catalogue_from_store
-from gateway.services.stats import LiveCounters, Statistics, StatsStore
+from gateway.services.records import Exporter, UnrecordedClaims
+from gateway.services.revocations import RevocationLists
+from gateway.services.scenes import SceneCatalogue, catalogue_from_store
+from gateway.services.stats import Statistics
 from gateway.services.subjects import SubjectLedger
 from gateway.services.tokens import (
     ClientCredentialsGrant,
@@ -164,7 +171,7 @@ from gateway.services.tokens import (
 )
 from gateway.services.trustlist import EsscKeyRefresh, TrustList
 from gateway.services.upstream import PsamAttestation, UpstreamIdentity, load_residents
-from gateway.services.venues import VenueIndex, VenueRegistry, VenueStore
+from gateway.services.venues import VenueIndex, VenueRegistry
 from gateway.settings import Settings, SettingsError
 from gateway.web import admin, meta, oauth
 from gateway.web import codes as codes_web
@@ -230,13 +237,13 @@ class Stores:
     single_use: SingleUse
     clients: ClientStore
     identity: IdentityStore
-    login_sessions: oidc.LoginSessionStore
-    login_codes: oidc.CodeStore
-    refresh_families: oidc.RefreshStore
-    remembered_grants: oidc.ConsentStore
-    pushed_requests: oidc.PushedRequestStore
-    device_grants: DeviceGrantStore
-    consents: consent_svc.ConsentStore
+    login_sessions: oidc_ports.LoginSessionStore
+    login_codes: oidc_ports.CodeStore
+    refresh_families: oidc_ports.RefreshStore
+    remembered_grants: oidc_ports.ConsentStore
+    pushed_requests: oidc_ports.PushedRequestStore
+    device_grants: oidc_ports.DeviceGrantStore
+    consents: ConsentStore
     audit_log: AuditLog
     devices: DeviceStore
     deny_list: DenyListStore
@@ -579,7 +586,7 @@ class Upstreams:
     ykb: YkbClient
     essc: EsscPlatformClient
     certificates: CertificateLibraryClient
-    psam: PsamAttestation
+    psam: Psam
     #: the one HTTP session (closed on shutdown); also carries back-channel logout deliveries
     session: aiohttp.ClientSession
 
@@ -814,7 +821,7 @@ class Records:
     outbox: RedisOutbox | None = None
     #: the daily roll-ups the exporter keeps in its write (PostgreSQL); None: the sandbox's
     #: in-memory roll-ups follow the record store instead
-    stats: PostgresStatsStore | None = None
+    stats: StatsStore | None = None
     #: gate → (venue, district, scene), shared by the roll-ups, /metrics and the admin API
     venues: VenueIndex = field(default_factory=VenueIndex)
     #: the live view's counters (GATEWAY_STATS_LIVE), counted with each record
