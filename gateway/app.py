@@ -173,6 +173,7 @@ from gateway.services.trustlist import EsscKeyRefresh, TrustList
 from gateway.services.upstream import PsamAttestation, UpstreamIdentity, load_residents
 from gateway.services.venues import VenueIndex, VenueRegistry
 from gateway.settings import Settings, SettingsError
+from gateway.tasks import background
 from gateway.web import admin, meta, oauth
 from gateway.web import codes as codes_web
 from gateway.web import consents as consents_web
@@ -466,15 +467,12 @@ async def _foundation(app: web.Application) -> AsyncIterator[Core]:
                 id_token_ring=(RingHolder(oidc_files, oidc_files.load())
                                if settings.crypto_suite == "gm" and oidc_files.exists()
                                else None))
-    reloader = asyncio.ensure_future(_reload_rings(core))
     try:
-        yield core
+        async with background(_reload_rings(core)):  # rotated key rings, every 2 s
+            yield core
     finally:
         if epoch is not None:
             await epoch.stop()
-        reloader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reloader
         if coalescer is not None:
             await coalescer.aclose()
         if redis is not None:
