@@ -2,17 +2,20 @@
 registers routes and middlewares, and owns every lifetime (aiohttp cleanup_ctx).
 
 The only module that knows every concrete class. Nothing here runs at import time. It is laid
-out by capability, each built once, complete, from what the ones before it built:
+out by capability, each built once, complete, from what the ones before it built
+(`_gateway_ctx` builds them in this order, but records — which needs only the foundation —
+right after the foundation):
 
     foundation   keys (rings reloaded on rotation, data keys), Redis, every store typed by
                  its port (`Stores`: mypy checks each adapter against its port)
-    tokens       client registry and authentication, the token endpoint and its grants,
-                 the bearer check, discovery / JWKS, the operator API
+    tokens       the per-caller rate limits, client registry and authentication, the token
+                 endpoint and its grants, the bearer check, discovery / JWKS, the operator API
     upstreams    one HTTP session: 渝快办, the e-SSC platforms, the certificate library, PSAM
     identity     one person per resident: links, token exchange, revocation follower
     codes        issuing codes, the trust list, the scene catalogue
     consents     consent store, audit trail, the subject ledger
-    login        the OIDC provider (authorization_code, refresh_token)
+    login        the OIDC provider (authorization_code, refresh_token) and the device
+                 authorization grant (RFC 8628, kiosks)
     devices      device-bound YK2: codes: enrolment, certificates, the revocation list
     records      transaction records: the store (PostgreSQL or memory), the claims that append
                  to it, the Redis outbox and its exporter
@@ -941,24 +944,23 @@ async def _operators(app: web.Application, core: Core, records: Records) -> Asyn
     s, clock = core.settings, core.clock
     scene_store, venue_store = core.stores.scenes, core.stores.venues
     scenes = core.scenes
+
+    def held_catalogue() -> list[dict[str, Any]]:
+        """The catalogue this worker holds, as a store seeds it (no revision, no category)."""
+        out = [sc.to_json() for sc in scenes.all()]
+        for raw in out:
+            raw.pop("revision", None)
+            raw.pop("category", None)
+        return out
+
     # The file seeds the store; scenes the store lacks (a new release's) are added to it.
-    built = [sc.to_json() for sc in scenes.all()]
-    for raw in built:
-        raw.pop("revision", None)
-        raw.pop("category", None)
+    built = held_catalogue()
     if not await scene_store.seed(built):
         _, held = await scene_store.snapshot()
         known = {h["id"] for h in held}
         for raw in built:
             if raw["id"] not in known:
                 await scene_store.put(raw, 0, {"updated_by": "seed", "updated_at": clock.now()})
-
-    def held_catalogue() -> list[dict[str, Any]]:
-        out = [sc.to_json() for sc in scenes.all()]
-        for raw in out:
-            raw.pop("revision", None)
-            raw.pop("category", None)
-        return out
 
     async def reload_scenes() -> None:
         if await scene_store.version() == 0:
