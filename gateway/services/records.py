@@ -30,6 +30,7 @@ from typing import Any, Final, Literal, Protocol
 import msgpack
 import structlog
 
+from gateway.ports import SingleUse
 from gateway.services.ports import Claim, ExporterLock, Outbox, RecordingClaims, RecordStore
 from gateway.timefmt import MS_EPSILON
 
@@ -165,18 +166,11 @@ class OutboxFull(Exception):
     """The outbox is at its bound: the decision stands, its record could not be queued."""
 
 
-class _SingleUse(Protocol):
-    async def claim(self, key: str, ttl_s: float, value: str = "1", *,
-                    used_since: float | None = None) -> str | None: ...
-
-    async def peek(self, key: str) -> str | None: ...
-
-
 class UnrecordedClaims:
     """`RecordingClaims` with records switched off (GATEWAY_TRANSACTIONS_ENABLED=false, for
     measurement only; production refuses it): plain single-use claims."""
 
-    def __init__(self, once: _SingleUse) -> None:
+    def __init__(self, once: SingleUse) -> None:
         self._once = once
 
     async def claim(self, key: str, ttl_s: float, value: str, record: TransactionRecord, *,
@@ -232,8 +226,10 @@ class Exporter:
     exporter; the store keeps one copy. A store outage: the batch stays in the outbox, the
     exporter backs off (capped) and tries again; the gate path never notices.
 
-    `step` is the unit of work (one batch); extensions — the statistics' daily roll-ups — run
-    in `after_write` hooks, inside the same step, before the ack."""
+    `step` is the unit of work (one batch). Whatever must count a batch exactly once — the
+    statistics' daily roll-ups — belongs in the store's own write transaction
+    (`PostgresRecordStore(pool, ExporterRollups(…))`), not after it: a hook after the commit
+    counts a batch twice when the ack is lost, or never when the hook fails."""
 
     def __init__(self, outbox: Outbox, store: RecordStore, lock: ExporterLock, *,
                  batch_size: int = 5000, idle_s: float = 0.2, max_backoff_s: float = 5.0,
@@ -251,7 +247,6 @@ class Exporter:
         self.metrics = metrics
         self.high_water = high_water
         self.renew_every_s = renew_every_s
-        self.after_write: list[Callable[[Sequence[TransactionRecord]], Any]] = []
         self._alarmed = False
         self._pruned_at = 0.0
 
@@ -265,10 +260,6 @@ class Exporter:
     async def _store(self, batch: Batch) -> int:
         if batch.records:
             new = await self.store.write(batch.records)
-            for hook in self.after_write:
-                result = hook(batch.records)
-                if asyncio.iscoroutine(result):
-                    await result
             if self.metrics is not None:
                 self.metrics.exported(new)
         if batch.bad:
