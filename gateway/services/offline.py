@@ -1,7 +1,9 @@
 """Offline uploads (CONTRACT "Offline gates and transaction records"; docs/records.md): an
 offline gate's journal, up to 1,000 scans a batch, each re-verified at its scan time by the
 ONE gate decision pipeline (origin ``offline``) and claimed in the same single-use store as
-the online path.
+the online path — in bulk (`GatePipeline.verify_many`): the batch's signatures checked in a
+tight loop, all its claims and records in one round trip, its kept answers in one more, the
+answer's JSON written once (docs/records.md "Offline uploads"; docs/performance.md).
 
 Per scan: ``confirmed`` (the pipeline allowed it: this gate's use is the first, or the same
 request again), ``double_use`` (``replayed``: another use came first — online or uploaded, by
