@@ -33,7 +33,7 @@ import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import asyncpg
 
@@ -467,7 +467,20 @@ class ExporterRollups:
     async def places(self) -> Mapping[str, tuple[str, str, str]]:
         return await self._places()
 
+    def summarise(self, records: Sequence[TransactionRecord],
+                  places: Mapping[str, tuple[str, str, str]]
+                  ) -> tuple[dict[RowKey, Rollup], dict[SketchKey, bytearray]]:
+        """The batch's roll-up rows and sketches: CPU only, no connection (the exporter's
+        read-ahead runs it while PostgreSQL writes the batch before)."""
+        return roll_up(records, places)
+
+    async def apply(self, conn: Any, summary: object) -> None:
+        """Add a `summarise` result on `conn`, inside the write's transaction (its lock
+        held). `apply` does not change the summary: a failed write's retry may add it again."""
+        rows, sketches = cast(
+            "tuple[dict[RowKey, Rollup], dict[SketchKey, bytearray]]", summary)
+        await self.stats.apply(conn, rows, sketches)
+
     async def within(self, conn: Any, records: Sequence[TransactionRecord],
                      places: Mapping[str, tuple[str, str, str]]) -> None:
-        rows, sketches = roll_up(records, places)
-        await self.stats.apply(conn, rows, sketches)
+        await self.apply(conn, self.summarise(records, places))
