@@ -31,6 +31,7 @@ from typing import Any, Final, Literal, Protocol
 import msgpack
 import structlog
 
+from gateway.ports import SingleUse
 from gateway.services.ports import (
     ExporterLock,
     Outbox,
@@ -170,18 +171,11 @@ class OutboxFull(Exception):
     """The outbox is at its bound: the decision stands, its record could not be queued."""
 
 
-class _SingleUse(Protocol):
-    async def claim(self, key: str, ttl_s: float, value: str = "1", *,
-                    used_since: float | None = None) -> str | None: ...
-
-    async def peek(self, key: str) -> str | None: ...
-
-
 class UnrecordedClaims:
     """`RecordingClaims` with records switched off (GATEWAY_TRANSACTIONS_ENABLED=false, for
     measurement only; production refuses it): plain single-use claims."""
 
-    def __init__(self, once: _SingleUse) -> None:
+    def __init__(self, once: SingleUse) -> None:
         self._once = once
 
     async def claim(self, key: str, ttl_s: float, value: str, record: TransactionRecord, *,

@@ -1,4 +1,4 @@
-"""Contract: the daily roll-up store (gateway.services.stats.StatsStore), on memory (the
+"""Contract: the daily roll-up store (gateway.services.ports.StatsStore), on memory (the
 sandbox) and on a real PostgreSQL server (gateway/adapters/postgres_stats.py).
 
 Both stores answer every question the same from the same rows: sums over days, the levels
