@@ -73,14 +73,6 @@ REBUILD_CHUNK: Final = 20_000
 _PARTITION: Final = re.compile(r"^gw_transactions_p(\d{8})$")
 
 SCHEMA: Final = """
-CREATE OR REPLACE FUNCTION gw_jsonb_add(a jsonb, b jsonb) RETURNS jsonb
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT coalesce(jsonb_object_agg(k, n), '{}'::jsonb) FROM (
-        SELECT k, sum(v::bigint) AS n FROM (
-            SELECT key AS k, value AS v FROM jsonb_each_text(a)
-            UNION ALL SELECT key, value FROM jsonb_each_text(b)) u
-        GROUP BY k) s
-$$;
 CREATE TABLE IF NOT EXISTS gw_stats_venue (
     day      date   NOT NULL,
     district text   NOT NULL,
@@ -186,7 +178,7 @@ def _level_condition(column: str, value: str, n: int) -> tuple[str, list[str]]:
 
 
 class PostgresStatsStore:
-    """`gateway.services.stats.StatsStore` on PostgreSQL (the contract suite:
+    """`gateway.services.ports.StatsStore` on PostgreSQL (the contract suite:
     tests/contract/test_stats_store.py)."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
