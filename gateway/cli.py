@@ -301,6 +301,13 @@ async def _clients(args: argparse.Namespace, kind_filter: str | None) -> int:
             "scopes": args.scope or [], "sector": args.sector,
             "redirect_uris": getattr(args, "redirect_uri", None) or [],
             "scene": getattr(args, "scene", None), "operator": getattr(args, "operator", None)}
+        if kind_filter is None:   # the relying-party metadata of issue 16 (kind rp)
+            spec.update({
+                "grant_types": args.grant_type or [],
+                "post_logout_redirect_uris": args.post_logout_redirect_uri or [],
+                "backchannel_logout_uri": args.backchannel_logout_uri,
+                "require_pushed_authorization_requests": args.require_par,
+                "dpop_bound_access_tokens": args.dpop_bound})
         if args.auth_method == "private_key_jwt":
             if not args.jwks_file:
                 print("--jwks-file is required with private_key_jwt", file=sys.stderr)
@@ -383,6 +390,18 @@ def build_parser() -> argparse.ArgumentParser:
         if kind is None:
             reg.add_argument("--kind", choices=["app", "rp"], required=True)
             reg.add_argument("--redirect-uri", action="append")
+            reg.add_argument("--grant-type", action="append", metavar="URN",
+                             help="a grant beyond the kind's own (repeatable); today only "
+                                  "urn:ietf:params:oauth:grant-type:device_code (RFC 8628, "
+                                  "kiosks and self-service terminals; kind rp)")
+            reg.add_argument("--post-logout-redirect-uri", action="append",
+                             help="RP-Initiated Logout: where the browser may be sent back")
+            reg.add_argument("--backchannel-logout-uri",
+                             help="Back-Channel Logout: where the logout token is POSTed")
+            reg.add_argument("--require-par", action="store_true",
+                             help="require_pushed_authorization_requests (RFC 9126 §6)")
+            reg.add_argument("--dpop-bound", action="store_true",
+                             help="dpop_bound_access_tokens: no bearer tokens (RFC 9449 §5.2)")
         else:
             reg.add_argument("--scene", required=True)
             reg.add_argument("--operator", required=True)
@@ -452,10 +471,14 @@ def _operator_commands(sub: Any) -> None:
     st = sub.add_parser("stats", help="the statistics' daily roll-ups (PostgreSQL): rebuild "
                                       "them from the transaction records")
     stsub = st.add_subparsers(dest="sub", required=True)
-    rb = stsub.add_parser("rebuild", help="recompute every roll-up of DAY and later from the "
-                                          "records (after a bug); audited")
+    rb = stsub.add_parser("rebuild", help="recompute the roll-ups of --from .. --to from the "
+                                          "records (after a bug), one transaction per day; "
+                                          "audited")
     rb.add_argument("--from", dest="from_day", required=True, metavar="DAY",
                     help="the first day to recompute (YYYY-MM-DD, UTC)")
+    rb.add_argument("--to", dest="to_day", metavar="DAY",
+                    help="the last day to recompute (YYYY-MM-DD, UTC, inclusive; default: "
+                         "the last day anything is stored)")
     st.set_defaults(func=cmd_stats)
 
 
@@ -481,7 +504,8 @@ def _audit_ready(settings: Settings) -> None:
         _chain_key(settings)
 
 
-async def _host_audit(settings: Settings, action: str, target: str, **detail: Any) -> None:
+async def _host_audit(settings: Settings, action: str, target: str, outcome: str = "ok", /,
+                      **detail: Any) -> None:
     """Append a host command's action to the audit log (when there is a durable one)."""
     if not settings.redis_url:
         return
@@ -493,7 +517,7 @@ async def _host_audit(settings: Settings, action: str, target: str, **detail: An
     log = RedisAuditLog(redis, settings.redis_prefix, chain_key=_chain_key(settings))
     try:
         await OperatorAudit(log, time.time).record(
-            _host_actor(), action, target, detail=detail)
+            _host_actor(), action, target, outcome, detail=detail)
     finally:
         await redis.aclose()
 
@@ -577,15 +601,16 @@ def cmd_venues(args: argparse.Namespace) -> int:
 
 
 async def _stats(args: argparse.Namespace) -> int:
-    """`gateway stats rebuild --from DAY` (docs/stats.md): one transaction under the record
-    store's writer lock — the exporter waits (its outbox holds the records meanwhile), the
-    dashboard sees the old figures or the new ones."""
+    """`gateway stats rebuild --from DAY [--to DAY]` (docs/stats.md): one transaction per day
+    under the record store's writer lock — the exporter waits one day's recount at a time (its
+    outbox holds the records meanwhile), the dashboard sees a day's old figures or its new
+    ones."""
     from datetime import date
 
     import asyncpg
 
     from gateway.adapters.postgres_records import connect_pool
-    from gateway.adapters.postgres_stats import PostgresStatsStore
+    from gateway.adapters.postgres_stats import PostgresStatsStore, RebuildRefused
     from gateway.adapters.redis_ops import RedisVenueStore
     from gateway.services.venues import VenueIndex
 
@@ -599,6 +624,16 @@ async def _stats(args: argparse.Namespace) -> int:
     except ValueError:
         print("gateway: --from must be an ISO date (YYYY-MM-DD)", file=sys.stderr)
         return 2
+    last: str | None = None
+    if args.to_day is not None:
+        try:
+            last = date.fromisoformat(args.to_day).isoformat()
+        except ValueError:
+            print("gateway: --to must be an ISO date (YYYY-MM-DD)", file=sys.stderr)
+            return 2
+        if last < day:
+            print("gateway: --to is before --from", file=sys.stderr)
+            return 2
     _audit_ready(settings)
     index = VenueIndex()
     if settings.redis_url:  # the gates' venues and districts, as the exporter sees them
@@ -607,20 +642,37 @@ async def _stats(args: argparse.Namespace) -> int:
             await index.refresh(RedisVenueStore(redis, settings.redis_prefix))
         finally:
             await redis.aclose()
+    days: list[str] = []
     try:
         pool = await connect_pool(settings.database_url, max_size=1)
         try:
             started = time.monotonic()
-            read, rows = await PostgresStatsStore(pool).rebuild(day, index.gates)
+
+            def done(d: str, n: int, r: int) -> None:  # each day is committed on its own
+                days.append(d)
+                print(json.dumps({"day": d, "records": n, "rows": r}), file=sys.stderr,
+                      flush=True)
+
+            stats = PostgresStatsStore(pool)
+            read, rows = await stats.rebuild(day, index.gates, last, progress=done)
         finally:
             await pool.close()
+    except RebuildRefused as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return 2
     except (OSError, asyncpg.PostgresError) as exc:
         print(f"gateway: PostgreSQL is not reachable ({type(exc).__name__})", file=sys.stderr)
+        if days:  # the days before the fault are committed, recounted: say so, audit them
+            print(f"gateway: days {day} .. {days[-1]} were rebuilt; run again from the day "
+                  "after", file=sys.stderr)
+            await _host_audit(settings, "stats.rebuilt", f"stats:from:{day}", "partial",
+                              to=days[-1], days=len(days))
         return 1
-    await _host_audit(settings, "stats.rebuilt", f"stats:from:{day}", records=read,
-                      rows=rows)
-    print(json.dumps({"from": day, "records": read, "rows": rows,
-                      "seconds": round(time.monotonic() - started, 3)}))
+    to = days[-1] if days else day
+    await _host_audit(settings, "stats.rebuilt", f"stats:from:{day}", to=to, days=len(days),
+                      records=read, rows=rows)
+    print(json.dumps({"from": day, "to": to, "days": len(days), "records": read,
+                      "rows": rows, "seconds": round(time.monotonic() - started, 3)}))
     return 0
 
 

@@ -54,6 +54,9 @@ USED: collections.deque[str] = collections.deque(maxlen=500)
 STATE: dict[str, Any] = {}
 _LOCK = threading.Lock()
 _COUNTER = itertools.count()
+#: GateUsers take the demo gates in turn (their own counter: the request-id counter moves
+#: with every request, and left some gates — whole districts — with no traffic)
+_GATE_TURN = itertools.count()
 
 LOGIN_RP = "rp-jingkuaiban"
 LOGIN_CB = "http://127.0.0.1:8400/callback"
@@ -106,6 +109,14 @@ def _rid() -> str:
     return f"lt-{os.getpid()}-{next(_COUNTER)}-{secrets.token_hex(3)}"
 
 
+def _resident_auth(host: str) -> dict[str, str]:
+    """The bearer header of one of the seeded residents (round robin over the users)."""
+    tokens = seeded(host)["residents"]
+    if not tokens:
+        raise RuntimeError("seeding produced no resident token")
+    return {"Authorization": f"Bearer {tokens[next(_COUNTER) % len(tokens)]}"}
+
+
 def _fail(resp: Any, what: str) -> None:
     resp.failure(f"{what}: HTTP {resp.status_code} {str(resp.text)[:200]}")
 
@@ -121,7 +132,7 @@ class GateUser(FastHttpUser):
         gates = s["gates"]
         if not gates:
             raise RuntimeError("seeding found no secret-based ykm gate")
-        g = gates[next(_COUNTER) % len(gates)]
+        g = gates[next(_GATE_TURN) % len(gates)]
         self.scene = g["scene"]
         self.auth = {"Authorization": f"Bearer {g['token']}"}
 
@@ -167,11 +178,7 @@ class ResidentUser(FastHttpUser):
     wait_time = constant_pacing(20)
 
     def on_start(self) -> None:
-        s = seeded(self.host)
-        tokens = s["residents"]
-        if not tokens:
-            raise RuntimeError("seeding produced no resident token")
-        self.auth = {"Authorization": f"Bearer {tokens[next(_COUNTER) % len(tokens)]}"}
+        self.auth = _resident_auth(self.host)
 
     @task
     def refresh_code(self) -> None:
@@ -193,11 +200,7 @@ class PhoneUser(FastHttpUser):
     def on_start(self) -> None:
         from loadtests.phone import Phone
 
-        s = seeded(self.host)
-        tokens = s["residents"]
-        if not tokens:
-            raise RuntimeError("seeding produced no resident token")
-        self.auth = {"Authorization": f"Bearer {tokens[next(_COUNTER) % len(tokens)]}"}
+        self.auth = _resident_auth(self.host)
         self.phone = Phone.new("EdDSA" if next(_COUNTER) % 2 else "ES256")
         if not self._enrol():
             raise StopUser()

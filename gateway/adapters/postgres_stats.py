@@ -22,15 +22,17 @@ level row be read, merged (sketch registers by max, counts and histograms by sum
 back without a lost update (venue rows alike: adding jsonb maps in SQL, a function per row,
 cost ~100 µs a row — measured; reading the rows and adding in Python ~10).
 
-`rebuild` (``gateway stats rebuild --from DAY``) recomputes every roll-up of DAY and later from
-the records, in one transaction under the same lock: the dashboard sees the old figures or the
-new ones, never a half-built day.
+`rebuild` (``gateway stats rebuild --from DAY [--to DAY]``) recomputes the roll-ups of those days
+from the records, one transaction per day under the same lock: the exporter waits for one day's
+recount at a time, and the dashboard sees a day's old figures or its new ones, never a half-built
+day.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final
@@ -51,12 +53,20 @@ from gateway.services.stats import (
     roll_up,
 )
 
-__all__ = ["ExporterRollups", "PostgresStatsStore"]
+__all__ = ["ExporterRollups", "PostgresStatsStore", "RebuildRefused"]
 
 #: the record store's writer lock (postgres_records.LOCK_KEY): one writer at a time
 LOCK_KEY: Final = 0x67777478
+
+
+class RebuildRefused(ValueError):
+    """A rebuild that would destroy roll-ups it cannot recompute (its message says why)."""
+
+
 #: what one rebuild transaction reads of the records at a time (a server-side cursor)
 REBUILD_CHUNK: Final = 20_000
+#: the record store's day partitions (postgres_records: gw_transactions_pYYYYMMDD)
+_PARTITION: Final = re.compile(r"^gw_transactions_p(\d{8})$")
 
 SCHEMA: Final = """
 CREATE OR REPLACE FUNCTION gw_jsonb_add(a jsonb, b jsonb) RETURNS jsonb
@@ -263,39 +273,107 @@ class PostgresStatsStore:
             await conn.execute("SELECT pg_advisory_xact_lock($1)", LOCK_KEY)
             return await self._clear(conn, first_day)
 
-    async def _clear(self, conn: Any, first_day: str) -> int:
-        status = await conn.execute("DELETE FROM gw_stats_venue WHERE day >= $1::text::date",
-                                    first_day)
-        await conn.execute("DELETE FROM gw_stats_level WHERE day >= $1::text::date", first_day)
-        await conn.execute("DELETE FROM gw_stats_verified WHERE day >= $1::text::date",
-                           first_day)
+    async def _clear(self, conn: Any, first_day: str, last_day: str | None = None) -> int:
+        """Drop the roll-ups of first_day .. last_day (and later when last_day is None)."""
+        where = "day >= $1::text::date"
+        args: list[Any] = [first_day]
+        if last_day is not None:
+            where += " AND day <= $2::text::date"
+            args.append(last_day)
+        status = await conn.execute(f"DELETE FROM gw_stats_venue WHERE {where}",  # noqa: S608
+                                    *args)
+        await conn.execute(f"DELETE FROM gw_stats_level WHERE {where}", *args)  # noqa: S608
+        await conn.execute(f"DELETE FROM gw_stats_verified WHERE {where}",  # noqa: S608
+                           *args)
         return int(status.rsplit(" ", 1)[-1])
 
-    async def rebuild(self, first_day: str,
-                      place_of: Mapping[str, tuple[str, str, str]]) -> tuple[int, int]:
-        """Recompute every roll-up of `first_day` and later from the records (scanned that
-        day or later), in one transaction under the writer lock. Returns (records read,
-        venue rows written)."""
+    async def stored_days(self) -> tuple[str | None, str | None]:
+        """(the oldest record partition's day, the last day a rebuild with no end must
+        cover): the later of the newest roll-up row and the day after the newest record
+        partition (a record is scanned at most the allowed skew after its verification, well
+        under a day). None: nothing of that kind stored."""
+        await self.ensure_schema()
+        async with self._pool.acquire() as conn:
+            rolled = await conn.fetchval("SELECT max(day)::text FROM gw_stats_level")
+            names = await conn.fetch(
+                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'gw_transactions'")
+        parts = sorted(datetime.strptime(m.group(1), "%Y%m%d").date()
+                       for m in (_PARTITION.match(r["relname"]) for r in names) if m)
+        days = [rolled] if rolled else []
+        if parts:
+            days.append((parts[-1] + timedelta(days=1)).isoformat())
+        return (parts[0].isoformat() if parts else None), (max(days) if days else None)
+
+    async def last_day(self) -> str | None:
+        return (await self.stored_days())[1]
+
+    async def rebuild(self, first_day: str, place_of: Mapping[str, tuple[str, str, str]],
+                      last_day: str | None = None,
+                      progress: Callable[[str, int, int], None] | None = None
+                      ) -> tuple[int, int]:
+        """Recompute the roll-ups of `first_day` .. `last_day` (both UTC days, inclusive;
+        no `last_day`: through the last day anything is stored, `last_day()`) from the
+        records scanned on those days — **one transaction per day** under the writer lock, so
+        the exporter waits for one day's recount at a time, never for the whole range, and
+        the dashboard sees a day's old figures or its new ones, never a half-built day.
+        `progress(day, records, rows)` is called after each day commits. Returns (records
+        read, venue rows written).
+
+        Refused (`RebuildRefused`, nothing changed) for a day before the oldest stored
+        record partition: its records are pruned (retention) or were never stored, and the
+        roll-ups — which outlive the records — could only be wiped, not recomputed."""
         await self.ensure_schema()
         start = date.fromisoformat(first_day)
+        oldest, stored_end = await self.stored_days()
+        if oldest is None:
+            raise RebuildRefused("no transaction records are stored: nothing to rebuild from")
+        if first_day < oldest:
+            raise RebuildRefused(f"the records before {oldest} are not stored (retention): "
+                                 f"their roll-ups cannot be recomputed; rebuild from {oldest}")
+        open_ended = last_day is None
+        end_text = last_day if last_day is not None else stored_end
+        end = date.fromisoformat(end_text) if end_text is not None else start
+        if end < start:
+            if not open_ended:
+                raise RebuildRefused("--to is before --from")
+            end = start
+        read = written = 0
+        day = start
+        while day <= end:
+            # the last day of an open-ended rebuild also drops any roll-up after it
+            clear_to = None if open_ended and day == end else day.isoformat()
+            n, rows = await self._rebuild_day(day, place_of, clear_to)
+            read, written = read + n, written + rows
+            if progress is not None:
+                progress(day.isoformat(), n, rows)
+            day += timedelta(days=1)
+        return read, written
+
+    async def _rebuild_day(self, day: date, place_of: Mapping[str, tuple[str, str, str]],
+                           clear_to: str | None) -> tuple[int, int]:
+        midnight = datetime(day.year, day.month, day.day, tzinfo=UTC)
         # records are partitioned by verified_at; a scan is at most the offline allowance
-        # (≤ a day) older than its verification, so the partitions from the day before hold
-        # every record scanned on first_day or later
-        since = datetime(start.year, start.month, start.day, tzinfo=UTC) - timedelta(days=1)
-        since_ms = since.timestamp() * 1000
-        day_start = (since + timedelta(days=1)).timestamp()
+        # (GATEWAY_OFFLINE_MAX_S ≤ a day) older than its verification and at most the skew
+        # newer: the partitions of the day before to the day after next hold every record
+        # scanned on `day`, and the query reads only them
+        lo_ms = int((midnight - timedelta(days=1)).timestamp() * 1000)
+        hi_ms = int((midnight + timedelta(days=3)).timestamp() * 1000)
+        scan_lo = int(midnight.timestamp() * 1000)
+        scan_hi = int((midnight + timedelta(days=1)).timestamp() * 1000)
         rows: dict[RowKey, Rollup] = {}
         sketches: dict[SketchKey, bytearray] = {}
         read = 0
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", LOCK_KEY)
             exists = await conn.fetchval("SELECT to_regclass('gw_transactions') IS NOT NULL")
-            await self._clear(conn, first_day)
+            await self._clear(conn, day.isoformat(), clear_to)
             if exists:
                 cursor = await conn.cursor(
                     "SELECT gate, venue, scene, face, decision, reason, subject, scanned_at, "
                     "verified_at, origin FROM gw_transactions WHERE verified_at >= $1 "
-                    "AND scanned_at >= $2", int(since_ms), int(day_start * 1000))
+                    "AND verified_at < $2 AND scanned_at >= $3 AND scanned_at < $4",
+                    lo_ms, hi_ms, scan_lo, scan_hi)
                 while True:
                     chunk = await cursor.fetch(REBUILD_CHUNK)
                     if not chunk:

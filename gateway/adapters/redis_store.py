@@ -1,9 +1,10 @@
 """Redis stores, and the command coalescer that keeps the gate path at one round trip.
 
-Key design (docs/redis-keys.md): every key starts with the configured prefix; a command that
-touches several keys only ever touches keys sharing one `{hash tag}`, so the same code runs on
-Redis Cluster. Single-use claims are one `SET key value NX PX ttl GET` (Redis ≥ 7.0): atomic,
-one key, one round trip, TTL equal to the remaining life of what is claimed.
+Key design (docs/architecture.md "Adding a feature"): every key starts with the configured
+prefix; a command that touches several keys only ever touches keys sharing one `{hash tag}`, so
+the same code runs on Redis Cluster. Single-use claims are one `SET key value NX PX ttl GET`
+(Redis ≥ 7.0): atomic, one key, one round trip, TTL equal to the remaining life of what is
+claimed.
 """
 
 from __future__ import annotations

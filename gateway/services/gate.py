@@ -89,7 +89,8 @@ GATE_SECTOR_CACHE_S: Final = 60.0
 @dataclass(frozen=True, slots=True)
 class CardTap:
     """A physical-card tap (实体卡) as the gate's PSAM attested it: the MAC covers
-    (card_no, region, gate, request_id, scanned_at) exactly as sent (docs/card-tap.md)."""
+    (card_no, region, gate, request_id, scanned_at) exactly as sent (docs/upstreams.md
+    "PSAM attestation of card taps")."""
 
     card_no: str = field(repr=False)
     region: str

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final, Protocol
 
+from gateway.services.ports import StatsStore
 from gateway.services.scenes import DEPTH_LEVELS, SceneCatalogue
 from gateway.services.venues import DISTRICTS, Venue
 
@@ -226,47 +227,6 @@ def roll_up(records: Iterable[DecisionRecord],
     return rows, sketches
 
 
-class StatsStore(Protocol):
-    """The roll-up tables (memory in the sandbox; SQL beside the record store)."""
-
-    async def add(self, rows: Mapping[RowKey, Rollup],
-                  sketches: Mapping[SketchKey, bytes | bytearray]) -> None:
-        """Add these rows' counts to the stored ones; merge the sketches."""
-        ...
-
-    async def sketches(self, first_day: str, last_day: str, district: str, scene: str
-                       ) -> list[tuple[SketchKey, bytes | bytearray]]:
-        """Sketches of the level (district or "*", scene or "*") in the days, every face."""
-        ...
-
-    async def rows(self, first_day: str, last_day: str, district: str | None = None,
-                   scene: str | None = None) -> list[tuple[RowKey, Rollup]]:
-        """Every row with first_day ≤ day ≤ last_day (ISO dates), optionally filtered."""
-        ...
-
-    async def levels(self, first_day: str, last_day: str, district: str, scene: str
-                     ) -> list[tuple[SketchKey, Rollup]]:
-        """The counts summed at a sketch level (district or "*" or "" = each; scene alike):
-        what a question that does not group by venue reads — far fewer rows."""
-        ...
-
-    async def totals(self, first_day: str, last_day: str, group_by: Sequence[str],
-                     district: str | None, scene: str | None
-                     ) -> list[tuple[tuple[str, ...], Rollup]]:
-        """The counts summed per group (`group_by` ⊆ GROUP_KEYS, in that order), from the
-        venue rows when grouped by venue, else from the level `level_of_question` names
-        (PostgreSQL: one GROUP BY; memory: `fold`)."""
-        ...
-
-    async def verified_venues(self, first_day: str, last_day: str) -> set[str]:
-        """Venues with at least one allow of a code or a card in the days."""
-        ...
-
-    async def clear_from(self, first_day: str) -> int:
-        """Drop every row of first_day and later (before a rebuild); returns rows dropped."""
-        ...
-
-
 def level_of_question(group_by: Sequence[str], district: str | None, scene: str | None
                       ) -> tuple[str, str]:
     """The sketch level a question that does not group by venue reads: a district (scene)
@@ -312,13 +272,6 @@ class LiveCounts:
     day: int
     today: Mapping[str, int]
     minutes: Mapping[int, Mapping[str, int]]
-
-
-class LiveCounters(Protocol):
-    """Counted where the record is queued (Redis: the claim's own script, no extra round
-    trip; memory: the sandbox's claims)."""
-
-    async def read(self, now: float, minutes: int) -> LiveCounts: ...
 
 
 def _tally(acc: dict[str, Any], reason: str, n: int) -> None:

@@ -69,7 +69,7 @@ async def _spend(request: web.Request, lim: CallerLimits, kind: str, subject: st
     _apply(request, await lim.limiter.hit(subject, lim.config.limits[kind]), kind)
 
 
-async def enforce_ip_limit(request: web.Request, address: str, kind: str = "login_ip") -> None:
+async def enforce_ip_limit(request: web.Request, address: str, kind: str) -> None:
     """Per client IP (`services.ratelimits.ip_subject`), before authentication; `address` is
     the client's (`web.http.client_address`: behind trusted proxies, X-Forwarded-For)."""
     pending = ip_limit_now(request, address, kind)

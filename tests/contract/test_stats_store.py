@@ -14,12 +14,12 @@ from datetime import date
 import pytest
 
 from gateway.adapters.memory_ops import MemoryStatsStore
+from gateway.services.ports import StatsStore
 from gateway.services.scenes import SceneCatalogue
 from gateway.services.stats import (
     ANY,
     Rollup,
     Statistics,
-    StatsStore,
     hll_add,
     hll_count,
     hll_empty,

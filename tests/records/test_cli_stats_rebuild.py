@@ -62,6 +62,25 @@ async def test_rebuild_recomputes_from_the_records_and_is_audited(
         assert rebuilt[0]["target"] == f"stats:from:{today}"
         bad = run(["stats", "rebuild", "--from", "yesterday"], env, tmp_path)
         assert bad.returncode == 2 and "--from" in bad.stderr and "Traceback" not in bad.stderr
+        # a bounded range: one day here, reported as it commits, audited with its end
+        one = run(["stats", "rebuild", "--from", today, "--to", today], env, tmp_path)
+        assert one.returncode == 0, one.stderr
+        out = json.loads(one.stdout)
+        assert (out["from"], out["to"], out["days"], out["records"]) == (today, today, 1, 12)
+        assert json.loads(one.stderr.splitlines()[-1]) == {"day": today, "records": 12,
+                                                            "rows": 1}
+        listed = [json.loads(x) for x in run(["audit", "list"], env, tmp_path).stdout.splitlines()]
+        last = [e for e in listed if e["action"] == "admin.stats.rebuilt"][-1]
+        assert last["detail"]["to"] == today and last["detail"]["days"] == 1
+        # a day whose records are not stored: refused, its roll-ups are not wiped
+        early = run(["stats", "rebuild", "--from", "2001-01-01"], env, tmp_path)
+        assert early.returncode == 2 and f"rebuild from {today}" in early.stderr, early.stderr
+        assert dict(await stats.totals(today, today, ["district"], None, None))[
+            ("500103",)].scans == 12
+        for to, says in (("2001-01-01", "before --from"), ("soon", "--to")):
+            bad = run(["stats", "rebuild", "--from", today, "--to", to], env, tmp_path)
+            assert bad.returncode == 2 and says in bad.stderr, bad.stderr
+            assert "Traceback" not in bad.stderr
     finally:
         await pool.close()
         await r.aclose()

@@ -13,7 +13,11 @@ import pytest
 import redis.asyncio as aioredis
 
 from gateway.adapters.postgres_records import PostgresRecordStore, connect_pool
-from gateway.adapters.postgres_stats import ExporterRollups, PostgresStatsStore
+from gateway.adapters.postgres_stats import (
+    ExporterRollups,
+    PostgresStatsStore,
+    RebuildRefused,
+)
 from gateway.adapters.redis_records import RedisExporterLock, RedisOutbox, outbox_keys
 from gateway.services.records import Exporter, TransactionRecord, new_record_id
 from gateway.services.stats import ANY
@@ -144,3 +148,72 @@ async def test_a_thirty_day_question_reads_no_record(stores: Stores) -> None:
         await conn.execute("DROP TABLE gw_transactions CASCADE")
     got = dict(await stores.stats.totals("2026-12-17", DAY, ["day"], None, None))
     assert got[(DAY,)].scans == 30
+
+
+async def test_rebuild_of_a_bounded_range_recounts_those_days_only(stores: Stores) -> None:
+    """`--from DAY --to DAY`: the days before and after keep what they hold (here a bug's
+    counts, left wrong on purpose), the days inside get the records' figures back."""
+    days = ("2027-01-14", DAY, "2027-01-16", "2027-01-17")
+    batch = [record(100 * d + i, t=T0 + (d - 1) * 86400) for d in range(4) for i in range(d + 2)]
+    await stores.records.write(batch)
+    kept = {d: await stores.stats.rows(d, d) for d in days}
+    async with stores.pool.acquire() as conn:
+        await conn.execute("UPDATE gw_stats_venue SET scans = scans * 7")
+    read, written = await stores.stats.rebuild(DAY, PLACES, "2027-01-16")
+    assert read == 3 + 4  # the records scanned on the 15th and the 16th, nothing else
+    assert written == 2
+    assert await stores.stats.rows(DAY, DAY) == kept[DAY]
+    assert await stores.stats.rows("2027-01-16", "2027-01-16") == kept["2027-01-16"]
+    for outside in ("2027-01-14", "2027-01-17"):
+        ((_, wrong),) = await stores.stats.rows(outside, outside)
+        assert wrong.scans == 7 * kept[outside][0][1].scans
+
+
+async def test_rebuild_commits_one_transaction_per_day(stores: Stores) -> None:
+    """The writer lock is held for one day's recount at a time, not for the whole range: each
+    day's rows are written by their own transaction (PostgreSQL's xmin), and each day is
+    reported as it commits."""
+    days = [f"2027-01-{15 + d}" for d in range(3)]
+    await stores.records.write([record(100 * d + i, t=T0 + d * 86400)
+                                for d in range(3) for i in range(3)])
+    seen: list[tuple[str, int, int]] = []
+    read, _ = await stores.stats.rebuild(DAY, PLACES, days[-1],
+                                         progress=lambda *a: seen.append(a))
+    assert read == 9 and [s[0] for s in seen] == days and all(s[1] == 3 for s in seen)
+    async with stores.pool.acquire() as conn:
+        xids = {d: {r[0] for r in await conn.fetch(
+            "SELECT DISTINCT xmin::text FROM gw_stats_level WHERE day = $1::text::date", d)}
+            for d in days}
+    assert all(len(x) == 1 for x in xids.values()), xids
+    assert len(set.union(*xids.values())) == 3, xids
+
+
+async def test_an_open_ended_rebuild_reaches_the_last_stored_day(stores: Stores) -> None:
+    """No `--to`: through the last day anything is stored (records or roll-ups), and a
+    roll-up row of a later day with no record left behind it is dropped."""
+    await stores.records.write([record(i, t=T0 + 2 * 86400) for i in range(4)])
+    async with stores.pool.acquire() as conn:  # a stray row after every record
+        await conn.execute(
+            "INSERT INTO gw_stats_level (day, district, scene, face, scans, allows, denies, "
+            "latency) VALUES ('2027-02-01', '*', '*', 'ykm', 5, 5, '{}', '{}')")
+    assert await stores.stats.last_day() == "2027-02-01"
+    read, _ = await stores.stats.rebuild("2027-01-17", PLACES)
+    assert read == 4
+    assert await stores.stats.levels("2027-02-01", "2027-02-01", ANY, ANY) == []
+    got = dict(await stores.stats.totals("2027-01-01", "2027-12-31", ["day"], None, None))
+    assert {k: v.scans for k, v in got.items()} == {("2027-01-17",): 4}
+
+
+async def test_a_rebuild_before_the_oldest_stored_records_is_refused(stores: Stores) -> None:
+    """The roll-ups outlive the records (retention drops day partitions): a rebuild from a
+    day whose records are gone could only wipe its figures. Refused, nothing changed."""
+    with pytest.raises(RebuildRefused, match="no transaction records"):
+        await stores.stats.rebuild(DAY, PLACES)          # nothing stored at all
+    await stores.records.write([record(i, t=T0 + d * 86400) for d in range(2) for i in range(3)])
+    kept = await stores.stats.rows("2000-01-01", "2999-12-31")
+    assert await stores.records.prune(T0 + 86400 - 8 * 3600) == 1  # the 15th's partition
+    with pytest.raises(RebuildRefused, match="before 2027-01-16"):
+        await stores.stats.rebuild(DAY, PLACES, "2027-01-16")
+    assert await stores.stats.rows("2000-01-01", "2999-12-31") == kept
+    read, _ = await stores.stats.rebuild("2027-01-16", PLACES)
+    assert read == 3 and await stores.stats.rows("2000-01-01", "2999-12-31") == kept
