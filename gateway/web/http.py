@@ -518,9 +518,6 @@ def _from_aiohttp(exc: web.HTTPException) -> GatewayError:
     return err
 
 
-_BODY = web.RequestKey("body", bytes)
-
-
 async def read_body(request: web.Request, limit: int | None = None) -> bytes:
     """The body, refused with 413 past the limit (checked before and while reading)."""
     app_limit = request.app[MAX_BODY]
@@ -533,16 +530,11 @@ async def read_body(request: web.Request, limit: int | None = None) -> bytes:
         # enforces it while reading
         if request.content.is_eof():
             # all there already (the edge awaited it, _await_body): nothing to time out, and
-            # an asyncio.timeout costs a timer and a task check (≈ 6 µs on this box, issue 13);
-            # taken from the buffer at once, without request.read()'s readany loop (issue 13:
-            # two coroutine steps and a bytearray copy per request); kept on the request, so
-            # a second read_body answers the same bytes
-            raw = request.get(_BODY)
-            if raw is None:
-                raw = request[_BODY] = request.content.read_nowait()
-            if len(raw) > limit:  # a chunked body is not measured before it is read
-                raise PayloadTooLarge(f"The body may be at most {limit} bytes")
-            return raw
+            # an asyncio.timeout costs a timer and a task check (≈ 6 µs on this box, issue 13)
+            try:
+                return await request.read()
+            except web.HTTPRequestEntityTooLarge:
+                raise PayloadTooLarge(f"The body may be at most {limit} bytes") from None
         try:
             async with asyncio.timeout(request.app.get(BODY_TIMEOUT, DEFAULT_BODY_TIMEOUT_S)):
                 return await request.read()
