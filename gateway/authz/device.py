@@ -1,6 +1,7 @@
 """The OAuth 2.0 device authorization grant (RFC 8628) without a web framework: user codes
-(§6.1), the record one device authorization keeps, and its store port (memory and Redis
-implementations under one contract suite, tests/contract/test_device_grant_store.py).
+(§6.1) and the record one device authorization keeps; its store port is
+gateway.authz.ports.DeviceGrantStore (memory and Redis implementations under one contract
+suite, tests/contract/test_device_grant_store.py).
 
 A kiosk (自助服务终端) asks for a device authorization (§3.1-§3.2) and shows the user code and
 a QR of `verification_uri_complete`; the resident approves in the app, or taps the physical

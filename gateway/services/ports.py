@@ -240,6 +240,19 @@ class RecordStore(Protocol):
     async def ping(self) -> None: ...
 
 
+@runtime_checkable
+class PreparingRecordStore(Protocol):
+    """A record store that can do a batch's CPU work (rows encoded, roll-ups summed) before
+    its write: the exporter prepares the next batch while the store's server writes the
+    current one (PostgreSQL: its own process, the other core). `write(records, prepared)`
+    stores exactly what `write(records)` would; a store may ignore what does not match."""
+
+    async def prepare(self, records: Sequence[TransactionRecord]) -> object: ...
+
+    async def write(self, records: Sequence[TransactionRecord],
+                    prepared: object | None = None) -> int: ...
+
+
 class RecordingClaims(Protocol):
     """Single-use claims that append a record when, and only when, they win — atomically and
     in one round trip (Redis: one script over the claim key and an outbox stream in the same

@@ -204,6 +204,7 @@ async def test_openid_client_device_grant_with_dpop(kiosk: Kiosk, approve: Appro
         await asyncio.sleep(1.5)   # openid-client has polled once: authorization_pending
         await approve(kiosk, started, token)
         out = await node.line()
+    assert "error" not in out, out
     assert out["token_type"] == "dpop" and out["refreshed_token_type"] == "dpop"
     assert set(str(out["scope"]).split()) == {"openid", "profile"}
     claims = out["claims"]
@@ -238,6 +239,7 @@ async def test_openid_client_device_grant_as_a_public_kiosk(kiosk: Kiosk) -> Non
                      DPOP_ALG="EdDSA") as node:
         await _in_the_app(kiosk, (await node.line())["device"], token)
         out = await node.line()
+    assert "error" not in out, out
     assert out["token_type"] == "dpop" and out["refreshed_differs"] is True
     assert out["claims"]["aud"] == "rp-kiosk-public"
     assert out["claims"]["sub"] == await _sub_for(op, "rp-service-hall", token)
@@ -246,3 +248,15 @@ async def test_openid_client_device_grant_as_a_public_kiosk(kiosk: Kiosk) -> Non
         "grant_type": "refresh_token", "refresh_token": str(out["refresh_token"]),
         "client_id": "rp-kiosk-public"})
     assert r.status == 400 and (await r.json())["error"] == "invalid_grant"
+
+
+async def test_openid_client_stops_polling_when_the_holder_says_no(kiosk: Kiosk) -> None:
+    """RFC 8628 §3.5: after a card tap the holder refuses on the kiosk; openid-client's poll
+    ends with access_denied (it does not poll on until the code expires)."""
+    async with _node(kiosk.op, KIOSK, FLOW="device", SCOPE="openid") as node:
+        started = (await node.line())["device"]
+        status, tapped = await kiosk.tap(started["device_code"], ACTIVE_CARD, "oc-kiosk-no")
+        assert status == 200, tapped
+        assert (await kiosk.confirm(started["device_code"], "deny"))[0] == 200
+        out = await node.line()
+    assert out == {"error": "access_denied", "status": 400}

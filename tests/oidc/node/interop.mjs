@@ -69,8 +69,15 @@ async function deviceFlow () {
   const started = await client.initiateDeviceAuthorization(config, { scope: env.SCOPE })
   out({ device: started })
   // bounded: the test's own wait is 60 s; openid-client's default is the code's whole life
-  const tokens = await client.pollDeviceAuthorizationGrant(
-    config, started, undefined, { DPoP, signal: AbortSignal.timeout(45000) })
+  let tokens
+  try {
+    tokens = await client.pollDeviceAuthorizationGrant(
+      config, started, undefined, { DPoP, signal: AbortSignal.timeout(45000) })
+  } catch (err) {   // the grant's end as openid-client reports it (e.g. access_denied)
+    if (!(err instanceof client.ResponseBodyError)) throw err
+    out({ error: err.error, status: err.status })
+    return
+  }
   const claims = tokens.claims()   // validated by openid-client, the signature included
   const userinfo = await client.fetchUserInfo(config, tokens.access_token, claims.sub, { DPoP })
   const refreshed = await client.refreshTokenGrant(config, tokens.refresh_token, undefined, { DPoP })
