@@ -281,7 +281,7 @@ def build_stores(settings: Settings, clock: Clock, data_keys: DataKeys,
     prefix = settings.redis_prefix
     return Stores(
         single_use=RedisSingleUse(coalescer, prefix, epoch),
-        clients=RedisClientStore(redis, prefix),
+        clients=RedisClientStore(redis, prefix, coalescer),
         identity=RedisIdentityStore(redis, prefix, coalescer),
         login_sessions=redis_oidc.RedisLoginSessionStore(redis, prefix),
         login_codes=redis_oidc.RedisCodeStore(redis, prefix),
