@@ -2,17 +2,20 @@
 registers routes and middlewares, and owns every lifetime (aiohttp cleanup_ctx).
 
 The only module that knows every concrete class. Nothing here runs at import time. It is laid
-out by capability, each built once, complete, from what the ones before it built:
+out by capability, each built once, complete, from what the ones before it built
+(`_gateway_ctx` builds them in this order, but records — which needs only the foundation —
+right after the foundation):
 
     foundation   keys (rings reloaded on rotation, data keys), Redis, every store typed by
                  its port (`Stores`: mypy checks each adapter against its port)
-    tokens       client registry and authentication, the token endpoint and its grants,
-                 the bearer check, discovery / JWKS, the operator API
+    tokens       the per-caller rate limits, client registry and authentication, the token
+                 endpoint and its grants, the bearer check, discovery / JWKS, the operator API
     upstreams    one HTTP session: 渝快办, the e-SSC platforms, the certificate library, PSAM
     identity     one person per resident: links, token exchange, revocation follower
     codes        issuing codes, the trust list, the scene catalogue
     consents     consent store, audit trail, the subject ledger
-    login        the OIDC provider (authorization_code, refresh_token)
+    login        the OIDC provider (authorization_code, refresh_token) and the device
+                 authorization grant (RFC 8628, kiosks)
     devices      device-bound YK2: codes: enrolment, certificates, the revocation list
     records      transaction records: the store (PostgreSQL or memory), the claims that append
                  to it, the Redis outbox and its exporter
@@ -111,11 +114,10 @@ from gateway.adapters.upstream import (
     UpstreamPolicy,
     YkbClient,
 )
-from gateway.authz import oidc
+from gateway.authz import ports as oidc_ports
 from gateway.authz.client_auth import ClientAuthenticator, ClientCache
 from gateway.authz.clients import DEFAULT_SCOPES, Client, hash_secret
 from gateway.authz.datakeys import DataKeys
-from gateway.authz.device import DeviceGrantStore
 from gateway.authz.dpop import DpopVerifier
 from gateway.authz.keyring import Alg, KeyRing, derive_kid, public_jwk
 from gateway.authz.tokens import AccessTokens, JwtSigner
@@ -125,36 +127,44 @@ from gateway.errors import NotFound
 from gateway.ports import ClientStore, SingleUse
 from gateway.ratelimit import MemoryRateLimiter, RateLimiter
 from gateway.ratelimit.leasing import LeasingRateLimiter
-from gateway.services import consents as consent_svc
 from gateway.services.audit import AuditTrail
 from gateway.services.auth import BearerAuthenticator
 from gateway.services.codes import SEALABLE, CodeService, seal_attributes
 from gateway.services.consents import ConsentPolicy, ConsentService
 from gateway.services.device_grant import TAP_MAX_AGE_S, DeviceCodeGrant, DeviceGrantService
-from gateway.services.devices import DeviceRevocationLog, DeviceService, DeviceStore
+from gateway.services.devices import DeviceRevocationLog, DeviceService
 from gateway.services.faces import RETRY_GRACE_S, CardFace, CodeFace
 from gateway.services.gate import GatePipeline, GateSectors
 from gateway.services.identity import (
     AssertionRouter,
     GateIdentityAdapter,
     IdentityService,
-    IdentityStore,
     Links,
     registry_entries,
 )
 from gateway.services.login import AuthorizationCodeGrant, LoginService, RefreshTokenGrant
 from gateway.services.offline import OfflineUploads
-from gateway.services.operators import Operators, OperatorStore
-from gateway.services.ports import AuditLog, SuspensionObserver
-from gateway.services.records import (
-    Exporter,
+from gateway.services.operators import Operators
+from gateway.services.ports import (
+    AuditLog,
+    ConsentStore,
+    DenyListStore,
+    DeviceStore,
+    IdentityStore,
+    LiveCounters,
+    OperatorStore,
+    Psam,
     RecordingClaims,
     RecordStore,
-    UnrecordedClaims,
+    SceneStore,
+    StatsStore,
+    SuspensionObserver,
+    VenueStore,
 )
-from gateway.services.revocations import DenyListStore, RevocationLists
-from gateway.services.scenes import SceneCatalogue, SceneStore, catalogue_from_store
-from gateway.services.stats import LiveCounters, Statistics, StatsStore
+from gateway.services.records import Exporter, UnrecordedClaims
+from gateway.services.revocations import RevocationLists
+from gateway.services.scenes import SceneCatalogue, catalogue_from_store
+from gateway.services.stats import Statistics
 from gateway.services.subjects import SubjectLedger
 from gateway.services.tokens import (
     ClientCredentialsGrant,
@@ -164,8 +174,9 @@ from gateway.services.tokens import (
 )
 from gateway.services.trustlist import EsscKeyRefresh, TrustList
 from gateway.services.upstream import PsamAttestation, UpstreamIdentity, load_residents
-from gateway.services.venues import VenueIndex, VenueRegistry, VenueStore
+from gateway.services.venues import VenueIndex, VenueRegistry
 from gateway.settings import Settings, SettingsError
+from gateway.tasks import background
 from gateway.web import admin, meta, oauth
 from gateway.web import codes as codes_web
 from gateway.web import consents as consents_web
@@ -230,13 +241,13 @@ class Stores:
     single_use: SingleUse
     clients: ClientStore
     identity: IdentityStore
-    login_sessions: oidc.LoginSessionStore
-    login_codes: oidc.CodeStore
-    refresh_families: oidc.RefreshStore
-    remembered_grants: oidc.ConsentStore
-    pushed_requests: oidc.PushedRequestStore
-    device_grants: DeviceGrantStore
-    consents: consent_svc.ConsentStore
+    login_sessions: oidc_ports.LoginSessionStore
+    login_codes: oidc_ports.CodeStore
+    refresh_families: oidc_ports.RefreshStore
+    remembered_grants: oidc_ports.ConsentStore
+    pushed_requests: oidc_ports.PushedRequestStore
+    device_grants: oidc_ports.DeviceGrantStore
+    consents: ConsentStore
     audit_log: AuditLog
     devices: DeviceStore
     deny_list: DenyListStore
@@ -270,7 +281,7 @@ def build_stores(settings: Settings, clock: Clock, data_keys: DataKeys,
     prefix = settings.redis_prefix
     return Stores(
         single_use=RedisSingleUse(coalescer, prefix, epoch),
-        clients=RedisClientStore(redis, prefix),
+        clients=RedisClientStore(redis, prefix, coalescer),
         identity=RedisIdentityStore(redis, prefix, coalescer),
         login_sessions=redis_oidc.RedisLoginSessionStore(redis, prefix),
         login_codes=redis_oidc.RedisCodeStore(redis, prefix),
@@ -459,15 +470,12 @@ async def _foundation(app: web.Application) -> AsyncIterator[Core]:
                 id_token_ring=(RingHolder(oidc_files, oidc_files.load())
                                if settings.crypto_suite == "gm" and oidc_files.exists()
                                else None))
-    reloader = asyncio.ensure_future(_reload_rings(core))
     try:
-        yield core
+        async with background(_reload_rings(core)):  # rotated key rings, every 2 s
+            yield core
     finally:
         if epoch is not None:
             await epoch.stop()
-        reloader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reloader
         if coalescer is not None:
             await coalescer.aclose()
         if redis is not None:
@@ -579,7 +587,7 @@ class Upstreams:
     ykb: YkbClient
     essc: EsscPlatformClient
     certificates: CertificateLibraryClient
-    psam: PsamAttestation
+    psam: Psam
     #: the one HTTP session (closed on shutdown); also carries back-channel logout deliveries
     session: aiohttp.ClientSession
 
@@ -814,7 +822,7 @@ class Records:
     outbox: RedisOutbox | None = None
     #: the daily roll-ups the exporter keeps in its write (PostgreSQL); None: the sandbox's
     #: in-memory roll-ups follow the record store instead
-    stats: PostgresStatsStore | None = None
+    stats: StatsStore | None = None
     #: gate → (venue, district, scene), shared by the roll-ups, /metrics and the admin API
     venues: VenueIndex = field(default_factory=VenueIndex)
     #: the live view's counters (GATEWAY_STATS_LIVE), counted with each record
@@ -936,24 +944,23 @@ async def _operators(app: web.Application, core: Core, records: Records) -> Asyn
     s, clock = core.settings, core.clock
     scene_store, venue_store = core.stores.scenes, core.stores.venues
     scenes = core.scenes
+
+    def held_catalogue() -> list[dict[str, Any]]:
+        """The catalogue this worker holds, as a store seeds it (no revision, no category)."""
+        out = [sc.to_json() for sc in scenes.all()]
+        for raw in out:
+            raw.pop("revision", None)
+            raw.pop("category", None)
+        return out
+
     # The file seeds the store; scenes the store lacks (a new release's) are added to it.
-    built = [sc.to_json() for sc in scenes.all()]
-    for raw in built:
-        raw.pop("revision", None)
-        raw.pop("category", None)
+    built = held_catalogue()
     if not await scene_store.seed(built):
         _, held = await scene_store.snapshot()
         known = {h["id"] for h in held}
         for raw in built:
             if raw["id"] not in known:
                 await scene_store.put(raw, 0, {"updated_by": "seed", "updated_at": clock.now()})
-
-    def held_catalogue() -> list[dict[str, Any]]:
-        out = [sc.to_json() for sc in scenes.all()]
-        for raw in out:
-            raw.pop("revision", None)
-            raw.pop("category", None)
-        return out
 
     async def reload_scenes() -> None:
         if await scene_store.version() == 0:

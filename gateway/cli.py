@@ -301,6 +301,13 @@ async def _clients(args: argparse.Namespace, kind_filter: str | None) -> int:
             "scopes": args.scope or [], "sector": args.sector,
             "redirect_uris": getattr(args, "redirect_uri", None) or [],
             "scene": getattr(args, "scene", None), "operator": getattr(args, "operator", None)}
+        if kind_filter is None:   # the relying-party metadata of issue 16 (kind rp)
+            spec.update({
+                "grant_types": args.grant_type or [],
+                "post_logout_redirect_uris": args.post_logout_redirect_uri or [],
+                "backchannel_logout_uri": args.backchannel_logout_uri,
+                "require_pushed_authorization_requests": args.require_par,
+                "dpop_bound_access_tokens": args.dpop_bound})
         if args.auth_method == "private_key_jwt":
             if not args.jwks_file:
                 print("--jwks-file is required with private_key_jwt", file=sys.stderr)
@@ -383,6 +390,18 @@ def build_parser() -> argparse.ArgumentParser:
         if kind is None:
             reg.add_argument("--kind", choices=["app", "rp"], required=True)
             reg.add_argument("--redirect-uri", action="append")
+            reg.add_argument("--grant-type", action="append", metavar="URN",
+                             help="a grant beyond the kind's own (repeatable); today only "
+                                  "urn:ietf:params:oauth:grant-type:device_code (RFC 8628, "
+                                  "kiosks and self-service terminals; kind rp)")
+            reg.add_argument("--post-logout-redirect-uri", action="append",
+                             help="RP-Initiated Logout: where the browser may be sent back")
+            reg.add_argument("--backchannel-logout-uri",
+                             help="Back-Channel Logout: where the logout token is POSTed")
+            reg.add_argument("--require-par", action="store_true",
+                             help="require_pushed_authorization_requests (RFC 9126 §6)")
+            reg.add_argument("--dpop-bound", action="store_true",
+                             help="dpop_bound_access_tokens: no bearer tokens (RFC 9449 §5.2)")
         else:
             reg.add_argument("--scene", required=True)
             reg.add_argument("--operator", required=True)

@@ -294,7 +294,7 @@ class Settings:
     transactions_retention_days: int = 400
     transactions_outbox_max: int = 2_000_000
     transactions_outbox_shards: int = 4
-    transactions_export_batch: int = 5000
+    transactions_export_batch: int = 20_000
     #: live counters (today, last minutes) in the record's own script (docs/stats.md)
     stats_live: bool = True
     #: per-caller limits, leases, in-flight caps (GATEWAY_RATELIMIT_*, GATEWAY_MAX_INFLIGHT*)
@@ -398,7 +398,7 @@ class Settings:
             transactions_outbox_max=_int(e, "GATEWAY_TRANSACTIONS_OUTBOX_MAX", 2_000_000,
                                          1000, 100_000_000),
             transactions_outbox_shards=_int(e, "GATEWAY_TRANSACTIONS_OUTBOX_SHARDS", 4, 1, 64),
-            transactions_export_batch=_int(e, "GATEWAY_TRANSACTIONS_EXPORT_BATCH", 5000,
+            transactions_export_batch=_int(e, "GATEWAY_TRANSACTIONS_EXPORT_BATCH", 20_000,
                                            100, 50_000),
             rate_limits=config_from_env(e),
             crypto_suite=_crypto_suite(e),

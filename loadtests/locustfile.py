@@ -109,6 +109,14 @@ def _rid() -> str:
     return f"lt-{os.getpid()}-{next(_COUNTER)}-{secrets.token_hex(3)}"
 
 
+def _resident_auth(host: str) -> dict[str, str]:
+    """The bearer header of one of the seeded residents (round robin over the users)."""
+    tokens = seeded(host)["residents"]
+    if not tokens:
+        raise RuntimeError("seeding produced no resident token")
+    return {"Authorization": f"Bearer {tokens[next(_COUNTER) % len(tokens)]}"}
+
+
 def _fail(resp: Any, what: str) -> None:
     resp.failure(f"{what}: HTTP {resp.status_code} {str(resp.text)[:200]}")
 
@@ -170,11 +178,7 @@ class ResidentUser(FastHttpUser):
     wait_time = constant_pacing(20)
 
     def on_start(self) -> None:
-        s = seeded(self.host)
-        tokens = s["residents"]
-        if not tokens:
-            raise RuntimeError("seeding produced no resident token")
-        self.auth = {"Authorization": f"Bearer {tokens[next(_COUNTER) % len(tokens)]}"}
+        self.auth = _resident_auth(self.host)
 
     @task
     def refresh_code(self) -> None:
@@ -196,11 +200,7 @@ class PhoneUser(FastHttpUser):
     def on_start(self) -> None:
         from loadtests.phone import Phone
 
-        s = seeded(self.host)
-        tokens = s["residents"]
-        if not tokens:
-            raise RuntimeError("seeding produced no resident token")
-        self.auth = {"Authorization": f"Bearer {tokens[next(_COUNTER) % len(tokens)]}"}
+        self.auth = _resident_auth(self.host)
         self.phone = Phone.new("EdDSA" if next(_COUNTER) % 2 else "ES256")
         if not self._enrol():
             raise StopUser()

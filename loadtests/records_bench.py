@@ -1,19 +1,21 @@
 """Benchmarks of the transaction records (issue 14; docs/records.md), in one run:
 
-  (r1) the exporter: an outbox of N records drained into PostgreSQL (COPY into staging, then
-       INSERT … ON CONFLICT DO NOTHING), records/s — target ≥ 50,000;
+  (r1) the exporter: an outbox of N records drained into PostgreSQL in batches (one COPY and
+       the daily roll-ups' upsert per batch, the next batch prepared meanwhile), records/s —
+       target ≥ 50,000; again without the roll-ups, for what they cost;
   (r2) verify allow with records on (outbox append in the claim's script, exporter running,
        PostgreSQL behind it) against the same gateway with records off, interleaved rounds,
        same worker count — target ≥ 0.95 ×;
   (r3) offline upload: POST /v1/gates/offline-scans in batches of 500 fresh codes, 2 workers,
-       scans/s — target ≥ 20,000.
+       scans/s — target ≥ 20,000; then (r3') where an uploaded scan's CPU goes, in-process
+       against the Ed25519 check that is its floor (loadtests/upload_floor.py).
 
 PostgreSQL is a private server (tests/postgres_server.py) with its durable defaults (fsync on,
 synchronous_commit on): the figures are those of a store that survives a power cut. Redis is
 private too (loadtests.bench.redis_server). Figures on the shared 2-core box move ±25 % from
 run to run; the ratio of (r2) is measured within one run, interleaved.
 
-    python -m loadtests.records_bench [--records 200000] [--rounds 3] [--duration 8]
+    python -m loadtests.records_bench [--records 200000] [--batch 20000] [--rounds 3] [--duration 8]
 """
 
 from __future__ import annotations
@@ -326,6 +328,30 @@ def offline_rows(r: Any, batch: int, workers: int,
                  "scans/s", "rps": ceiling, "target": "", "passed": True}]
 
 
+def floor_rows() -> list[dict[str, Any]]:
+    """(r3') where an uploaded scan's CPU goes, in-process (loadtests/upload_floor.py, its own
+    redis-server): the whole upload, the code face's check, the bare signature check."""
+    import subprocess
+
+    say("(r3') offline upload CPU per scan, in-process, against the signature check")
+    r = subprocess.run([sys.executable, "-m", "loadtests.upload_floor", "--json"],
+                       capture_output=True, text=True, timeout=600, check=False)
+    if r.returncode != 0:
+        say(f"upload_floor failed: {r.stderr[-300:]}")
+        return []
+    f = json.loads(r.stdout.strip().splitlines()[-1])
+    m = f["cpu_us_per_scan_medians"]
+    return [{"name": "offline upload CPU per scan in-process (us): server / of which the code "
+                     "face's check / of which the Ed25519 check / Redis",
+             "rps": [f["server_us_per_scan"], m["face_check"], m["signature"], m.get("redis")],
+             "rounds": f["rounds"], "target": "", "passed": True},
+            {"name": "offline upload ceiling on 2 cores from that CPU per scan (server + "
+                     "Redis; the exporter's PostgreSQL not counted), scans/s",
+             "rps": f["two_core_ceiling_scans_per_s"], "target": "", "passed": True},
+            {"name": "2 cores doing nothing but the Ed25519 checks, scans/s",
+             "rps": f["two_core_signature_only_scans_per_s"], "target": "", "passed": True}]
+
+
 def calibration_row() -> dict[str, Any]:
     """What one Ed25519 verification (libsodium, the gate path's) costs in this run: the
     box's speed at the moment, to read the other rows against (about 45 µs on a quiet core
@@ -350,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="records_bench")
     p.add_argument("--records", type=int, default=200_000)
     p.add_argument("--shards", type=int, default=4)
-    p.add_argument("--batch", type=int, default=5000)
+    p.add_argument("--batch", type=int, default=20_000)
     p.add_argument("--export-rounds", type=int, default=2)
     p.add_argument("--only", choices=["exporter", "verify", "offline"], action="append")
     p.add_argument("--workers", type=int, default=2)
@@ -377,6 +403,8 @@ def main(argv: list[str] | None = None) -> int:
                                                  args.shards, args.batch, rollups))
             if only & {"verify", "offline"}:
                 rows.extend(gateway_rows(args, pg, redis_url, redis_pid, only))
+        if "offline" in only:
+            rows.extend(floor_rows())
     finally:
         pg.remove()
     rows.append(calibration_row())  # and again at the end: the box's speed moved meanwhile?

@@ -22,6 +22,7 @@ import time
 from datetime import date, timedelta
 
 from gateway.adapters.memory_ops import MemoryStatsStore
+from gateway.services.ports import StatsStore
 from gateway.services.scenes import SceneCatalogue
 from gateway.services.stats import (
     ANY,
@@ -29,7 +30,6 @@ from gateway.services.stats import (
     Period,
     Rollup,
     Statistics,
-    StatsStore,
     hll_add,
     hll_empty,
 )

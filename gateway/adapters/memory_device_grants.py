@@ -41,12 +41,7 @@ class MemoryDeviceGrantStore:
 
     async def transition(self, auth_id: str, expect: str, to: str,
                          fields: Mapping[str, str]) -> bool:
-        f = self._auth.get(auth_id)
-        if f is None or f.get("status", "pending") != expect:
-            return False
-        f.update(fields)
-        f["status"] = to
-        return True
+        return self._auth.transition(auth_id, expect, to, fields)
 
     async def poll(self, auth_id: str, now: float,
                    step_s: int) -> tuple[DeviceAuthorization, bool] | None:

@@ -44,6 +44,16 @@ class _Expiring:
     def delete(self, key: str) -> bool:
         return self._items.pop(key, None) is not None
 
+    def transition(self, key: str, expect: str, to: str, fields: Mapping[str, str]) -> bool:
+        """If the record's status is `expect`, set it to `to` plus `fields` (the memory side
+        of redis_oidc.TRANSITION: no await between the read and the write)."""
+        f = self.get(key)
+        if f is None or f.get("status", "pending") != expect:
+            return False
+        f.update(fields)
+        f["status"] = to
+        return True
+
 
 class MemoryLoginSessionStore:
     def __init__(self, clock: Clock) -> None:
@@ -58,12 +68,7 @@ class MemoryLoginSessionStore:
 
     async def transition(self, session_id: str, expect: str, to: str,
                          fields: Mapping[str, str]) -> bool:
-        f = self._s.get(session_id)
-        if f is None or f.get("status", "pending") != expect:
-            return False
-        f.update(fields)
-        f["status"] = to
-        return True
+        return self._s.transition(session_id, expect, to, fields)
 
 
 class MemoryCodeStore:

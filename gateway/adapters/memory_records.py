@@ -9,7 +9,13 @@ import math
 from collections.abc import Sequence
 
 from gateway.adapters.memory import MemorySingleUse
-from gateway.services.records import ExportPage, RecordStore, TransactionRecord
+from gateway.services.records import (
+    Claim,
+    ExportPage,
+    RecordStore,
+    TransactionRecord,
+    claim_each,
+)
 from gateway.services.stats import LiveCounts, live_field
 
 __all__ = ["MemoryLiveCounters", "MemoryRecordStore", "MemoryRecordingClaims"]
@@ -118,8 +124,15 @@ class MemoryRecordingClaims:
             await self._store.write((record,))
         return prev
 
+    async def claim_many(self, claims: Sequence[Claim]) -> list[str | None]:
+        return await claim_each(self, claims)  # one process: no round trip to save
+
     async def peek(self, key: str) -> str | None:
         return await self._once.peek(key)
 
     async def remember(self, key: str, ttl_s: float, value: str) -> None:
         await self._once.claim(key, ttl_s, value)  # the first answer kept stays
+
+    async def remember_many(self, ttl_s: float, items: Sequence[tuple[str, str]]) -> None:
+        for key, value in items:
+            await self._once.claim(key, ttl_s, value)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Protocol
 
@@ -118,20 +119,65 @@ def _ts(t: float) -> datetime:
 
 class Rollups(Protocol):
     """The statistics' roll-ups kept in the write's own transaction
-    (gateway/adapters/postgres_stats.py `ExporterRollups`)."""
+    (gateway/adapters/postgres_stats.py `ExporterRollups`): `summarise` is CPU only (done
+    ahead of the write when the exporter prepares a batch), `apply` adds a summary to the
+    tables on the write's connection, `within` is the two at once."""
 
     async def ensure_schema(self, conn: Any) -> None: ...
 
     async def places(self) -> Mapping[str, tuple[str, str, str]]: ...
 
+    def summarise(self, records: Sequence[TransactionRecord],
+                  places: Mapping[str, tuple[str, str, str]]) -> object: ...
+
+    async def apply(self, conn: Any, summary: object) -> None: ...
+
     async def within(self, conn: Any, records: Sequence[TransactionRecord],
                      places: Mapping[str, tuple[str, str, str]]) -> None: ...
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A batch made ready for its write (`PostgresRecordStore.prepare`): the COPY rows, the
+    day partitions they need, and — with roll-ups — the places it was rolled up with and the
+    roll-up of the whole batch (what the common write, where every record is new, adds)."""
+
+    records: Sequence[TransactionRecord]
+    rows: list[tuple[Any, ...]]
+    days: set[datetime]
+    places: Mapping[str, tuple[str, str, str]]
+    summary: object | None
+
+
+def _rows(records: Sequence[TransactionRecord]) -> tuple[list[tuple[Any, ...]], set[datetime]]:
+    rows = []
+    day_numbers: set[int] = set()
+    encoded: dict[Any, str] = {}  # a batch holds a handful of distinct attribute sets
+    for r in records:
+        verified_ms = round(r.verified_at * 1000)
+        day_numbers.add(verified_ms // 86_400_000)
+        attributes = "{}"
+        if r.attributes:
+            try:
+                key: Any = tuple(r.attributes.items())
+                attributes = encoded.get(key) or encoded.setdefault(
+                    key, json.dumps(r.attributes))
+            except TypeError:  # an unhashable value: encode it each time
+                attributes = json.dumps(r.attributes)
+        rows.append((r.record_id, verified_ms, round(r.scanned_at * 1000), r.gate,
+                     r.venue, r.scene, r.face, r.decision, r.reason, r.subject,
+                     attributes, r.credential_hash, r.origin, r.request_id))
+    return rows, {_ts(d * 86400.0) for d in day_numbers}
 
 
 class PostgresRecordStore:
     """`rollups`: when given, every write adds the records it really inserted to the daily
     roll-up tables in the same transaction (docs/stats.md) — a batch counted once or not at
-    all, whatever crashes."""
+    all, whatever crashes.
+
+    A `PreparingRecordStore` (gateway/services/ports.py): the exporter calls `prepare` on the
+    next batch while this store's write of the current one waits on PostgreSQL, so the
+    Python work of a batch (rows, roll-up sums) overlaps PostgreSQL's (COPY, commit)."""
 
     def __init__(self, pool: asyncpg.Pool, rollups: Rollups | None = None) -> None:
         self._pool = pool
@@ -162,31 +208,26 @@ class PostgresRecordStore:
             created.add(name)
         return created
 
-    async def write(self, records: Sequence[TransactionRecord]) -> int:
+    async def prepare(self, records: Sequence[TransactionRecord]) -> Prepared:
+        """A batch's work that needs no connection: no lock held, nothing written."""
+        rows, days = _rows(records)
+        rollups = self.rollups
+        if rollups is None:
+            return Prepared(records, rows, days, {}, None)
+        places = await rollups.places()
+        return Prepared(records, rows, days, places, rollups.summarise(records, places))
+
+    async def write(self, records: Sequence[TransactionRecord],
+                    prepared: object | None = None) -> int:
         if not records:
             return 0
         if not self._schema_ready:
             await self.ensure_schema()
-        rows = []
-        day_numbers: set[int] = set()
-        encoded: dict[Any, str] = {}  # a batch holds a handful of distinct attribute sets
-        for r in records:
-            verified_ms = round(r.verified_at * 1000)
-            day_numbers.add(verified_ms // 86_400_000)
-            attributes = "{}"
-            if r.attributes:
-                try:
-                    key: Any = tuple(r.attributes.items())
-                    attributes = encoded.get(key) or encoded.setdefault(
-                        key, json.dumps(r.attributes))
-                except TypeError:  # an unhashable value: encode it each time
-                    attributes = json.dumps(r.attributes)
-            rows.append((r.record_id, verified_ms, round(r.scanned_at * 1000), r.gate,
-                         r.venue, r.scene, r.face, r.decision, r.reason, r.subject,
-                         attributes, r.credential_hash, r.origin, r.request_id))
-        days = {_ts(d * 86400.0) for d in day_numbers}
+        if not isinstance(prepared, Prepared) or prepared.records is not records \
+                or (prepared.summary is None) != (self.rollups is None):
+            prepared = await self.prepare(records)
+        rows, days, places = prepared.rows, prepared.days, prepared.places
         rollups = self.rollups
-        places = await rollups.places() if rollups is not None else {}
         async with self._pool.acquire() as conn:
             try:
                 try:
@@ -199,13 +240,14 @@ class PostgresRecordStore:
                         await conn.copy_records_to_table(TABLE, records=rows,
                                                          columns=_INSERT_COLUMN_NAMES)
                         if rollups is not None:  # every record of the batch was inserted
-                            await rollups.within(conn, records, places)
+                            await rollups.apply(conn, prepared.summary)
                     self._partitions |= created
                     return len(rows)
                 except asyncpg.UniqueViolationError:
                     pass
                 # A re-delivered batch (an exporter stopped between its write and its ack):
-                # COPY into staging, then insert what is new, in batch order.
+                # COPY into staging, then insert what is new, in batch order; only the new
+                # records are rolled up (the prepared summary of the whole batch is not used).
                 async with conn.transaction():
                     await conn.execute("SELECT pg_advisory_xact_lock($1)", LOCK_KEY)
                     created = await self._ensure_partitions(conn, days)

@@ -11,9 +11,8 @@ TTLs equal the authorization's remaining life plus the late-poll margin.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
-from gateway.adapters.redis_oidc import TRANSITION, _decode, _ms, _s
+from gateway.adapters.redis_oidc import Transition, _decode, _ms, _s, put_fields
 from gateway.adapters.redis_store import RedisClient
 from gateway.authz.device import DeviceAuthorization
 
@@ -36,7 +35,7 @@ class RedisDeviceGrantStore:
     def __init__(self, redis: RedisClient, prefix: str = "gw:") -> None:
         self._r = redis
         self._p = prefix + "oidc:dev:"
-        self._transition = redis.register_script(TRANSITION)
+        self._transition = Transition(redis)
         self._poll = redis.register_script(_POLL)
 
     def _key(self, auth_id: str) -> str:
@@ -47,12 +46,7 @@ class RedisDeviceGrantStore:
         if not await self._r.set(self._p + "uc:" + user_hash, auth.id, nx=True,
                                  px=_ms(ttl_s)):
             return False
-        key = self._key(auth.id)
-        pipe = self._r.pipeline(transaction=True)
-        fields: dict[Any, Any] = dict(auth.to_fields())
-        pipe.hset(key, mapping=fields)
-        pipe.pexpire(key, _ms(ttl_s))
-        await pipe.execute()
+        await put_fields(self._r, self._key(auth.id), auth.to_fields(), ttl_s)
         # the device code's index last: it never names an authorization not yet written
         await self._r.set(self._p + "dc:" + device_hash, auth.id, px=_ms(ttl_s))
         return True
@@ -73,10 +67,7 @@ class RedisDeviceGrantStore:
 
     async def transition(self, auth_id: str, expect: str, to: str,
                          fields: Mapping[str, str]) -> bool:
-        args: list[str] = [expect, to]
-        for k, v in fields.items():
-            args += [k, v]
-        return bool(await self._transition(keys=[self._key(auth_id)], args=args))
+        return await self._transition(self._key(auth_id), expect, to, fields)
 
     async def poll(self, auth_id: str, now: float,
                    step_s: int) -> tuple[DeviceAuthorization, bool] | None:

@@ -19,9 +19,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 import structlog
@@ -38,6 +38,7 @@ from gateway.services.identity import (
 )
 
 log = structlog.get_logger("gateway.identity")
+_T = TypeVar("_T")
 
 _CREATE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
@@ -250,30 +251,36 @@ def cli_identity_service(settings: Any, redis: RedisClient, keys: DataKeys) -> I
                            deny_list=deny_list)
 
 
-def sync_registry(settings: Any, path: Path) -> int:
-    """CLI hook (`gateway identity sync FILE`): upsert the registry export at `path` into the
-    configured store; returns the number of persons processed. Needs GATEWAY_REDIS_URL (an
-    in-memory store would vanish with this process)."""
-
+def _on_configured_redis(settings: Any, refusal: str,
+                         use: Callable[[IdentityService], Awaitable[_T]]) -> _T:
+    """Run `use` with the CLI's identity service over GATEWAY_REDIS_URL (SettingsError
+    `refusal` without one), the connection closed afterwards."""
     from gateway.adapters.keyfiles import load_data_keys
     from gateway.adapters.redis_store import connect
     from gateway.settings import SettingsError
 
     if not settings.redis_url:
-        raise SettingsError("identity sync needs GATEWAY_REDIS_URL (an in-memory store "
-                            "would vanish with this process)")
+        raise SettingsError(refusal)
 
-    async def run() -> SyncReport:
+    async def run() -> _T:
         keys = load_data_keys(settings.keys_dir, settings.crypto_suite,
                               create=settings.is_sandbox, env_value=settings.data_key_b64)
-        redis = connect(settings.redis_url,
-                        cluster=settings.redis_cluster)
+        redis = connect(settings.redis_url, cluster=settings.redis_cluster)
         try:
-            return await sync_registry_async(cli_identity_service(settings, redis, keys), path)
+            return await use(cli_identity_service(settings, redis, keys))
         finally:
             await redis.aclose()
 
-    report = asyncio.run(run())
+    return asyncio.run(run())
+
+
+def sync_registry(settings: Any, path: Path) -> int:
+    """CLI hook (`gateway identity sync FILE`): upsert the registry export at `path` into the
+    configured store; returns the number of persons processed. Needs GATEWAY_REDIS_URL (an
+    in-memory store would vanish with this process)."""
+    report = _on_configured_redis(
+        settings, "identity sync needs GATEWAY_REDIS_URL (an in-memory store would vanish "
+        "with this process)", lambda service: sync_registry_async(service, path))
     log.info("identity.sync", persons=report.persons, created=report.created,
              linked=report.linked, updated=report.updated, conflicts=report.conflicts)
     return report.persons
@@ -282,23 +289,9 @@ def sync_registry(settings: Any, path: Path) -> int:
 def reseal_store(settings: Any, *, dry_run: bool = False) -> ResealReport:
     """CLI hook (`gateway identity reseal [--dry-run]`): move every identity record in the
     configured Redis to GATEWAY_CRYPTO_SUITE (IdentityService.reseal). Needs GATEWAY_REDIS_URL."""
-    from gateway.adapters.keyfiles import load_data_keys
-    from gateway.adapters.redis_store import connect
-    from gateway.settings import SettingsError
-
-    if not settings.redis_url:
-        raise SettingsError("identity reseal needs GATEWAY_REDIS_URL (the in-memory sandbox "
-                            "store lives only inside the server process)")
-
-    async def run() -> ResealReport:
-        keys = load_data_keys(settings.keys_dir, settings.crypto_suite,
-                              create=settings.is_sandbox, env_value=settings.data_key_b64)
-        redis = connect(settings.redis_url, cluster=settings.redis_cluster)
-        try:
-            return await cli_identity_service(settings, redis, keys).reseal(dry_run=dry_run)
-        finally:
-            await redis.aclose()
-
-    report = asyncio.run(run())
+    report = _on_configured_redis(
+        settings, "identity reseal needs GATEWAY_REDIS_URL (the in-memory sandbox store "
+        "lives only inside the server process)",
+        lambda service: service.reseal(dry_run=dry_run))
     log.info("identity.reseal", **report.to_dict())
     return report

@@ -92,22 +92,42 @@ def _decode(raw: Mapping[Any, Any]) -> dict[str, str]:
     return {_s(k): _s(v) for k, v in raw.items()}
 
 
+async def put_fields(redis: RedisClient, key: str, fields: Mapping[str, str],
+                     ttl_s: float) -> None:
+    """Write a record's hash fields and its time to live in one transaction."""
+    pipe = redis.pipeline(transaction=True)
+    mapping: dict[Any, Any] = dict(fields)
+    pipe.hset(key, mapping=mapping)
+    pipe.pexpire(key, _ms(ttl_s))
+    await pipe.execute()
+
+
+class Transition:
+    """The status compare-and-set (TRANSITION) on one hash record: login sessions and
+    device authorizations."""
+
+    def __init__(self, redis: RedisClient) -> None:
+        self._script = redis.register_script(TRANSITION)
+
+    async def __call__(self, key: str, expect: str, to: str,
+                       fields: Mapping[str, str]) -> bool:
+        args: list[str] = [expect, to]
+        for k, v in fields.items():
+            args += [k, v]
+        return bool(await self._script(keys=[key], args=args))
+
+
 class RedisLoginSessionStore:
     def __init__(self, redis: RedisClient, prefix: str = "gw:") -> None:
         self._r = redis
         self._p = prefix + "oidc:ls:"
-        self._transition = redis.register_script(TRANSITION)
+        self._transition = Transition(redis)
 
     def _key(self, session_id: str) -> str:
         return f"{self._p}{{{session_id}}}"
 
     async def create(self, session: LoginSession, ttl_s: float) -> None:
-        key = self._key(session.id)
-        pipe = self._r.pipeline(transaction=True)
-        fields: dict[Any, Any] = dict(session.to_fields())
-        pipe.hset(key, mapping=fields)
-        pipe.pexpire(key, _ms(ttl_s))
-        await pipe.execute()
+        await put_fields(self._r, self._key(session.id), session.to_fields(), ttl_s)
 
     async def get(self, session_id: str) -> LoginSession | None:
         raw = await self._r.hgetall(self._key(session_id))
@@ -115,10 +135,7 @@ class RedisLoginSessionStore:
 
     async def transition(self, session_id: str, expect: str, to: str,
                          fields: Mapping[str, str]) -> bool:
-        args: list[str] = [expect, to]
-        for k, v in fields.items():
-            args += [k, v]
-        return bool(await self._transition(keys=[self._key(session_id)], args=args))
+        return await self._transition(self._key(session_id), expect, to, fields)
 
 
 class RedisCodeStore:
@@ -131,10 +148,7 @@ class RedisCodeStore:
         return f"{self._p}{{{code_hash}}}"
 
     async def put(self, code_hash: str, record: CodeRecord, ttl_s: float) -> None:
-        pipe = self._r.pipeline(transaction=True)
-        pipe.hset(self._key(code_hash), "d", record.to_json())
-        pipe.pexpire(self._key(code_hash), _ms(ttl_s))
-        await pipe.execute()
+        await put_fields(self._r, self._key(code_hash), {"d": record.to_json()}, ttl_s)
 
     async def consume(self, code_hash: str) -> tuple[CodeRecord, bool] | None:
         out = await self._consume(keys=[self._key(code_hash)])

@@ -26,11 +26,12 @@ deletes them (XTRIM MINID just past the last one written): a crash in between re
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 import redis.exceptions
@@ -39,7 +40,7 @@ import structlog
 from gateway.adapters.redis_store import Coalescer, RedisClient
 from gateway.adapters.store_epoch import StoreEpoch
 from gateway.ports import HISTORY_LOST
-from gateway.services.records import Batch, TransactionRecord
+from gateway.services.records import Batch, Claim, TransactionRecord
 from gateway.services.stats import LiveCounts, live_field
 
 __all__ = ["RedisExporterLock", "RedisLiveCounters", "RedisOutbox", "RedisRecordingClaims",
@@ -63,6 +64,46 @@ redis.call('XADD', KEYS[2], '*', 'r', ARGV[4])
 return {0, 1}
 """
 _SHA: Final = hashlib.sha1(CLAIM_AND_APPEND.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1
+
+#: The bulk form (an offline upload: docs/records.md "Offline uploads"): every claim of one
+#: outbox shard in ONE call. KEYS = stream, live minute hash, live day hash (unused when
+#: ARGV[2] is '0'), then the claims' keys; ARGV = bound, live, minute TTL, day TTL, then per
+#: claim: value, TTL in ms, record, live field. Per claim the reply is the first claimer's
+#: value, 1 (claimed, record appended) or 0 (claimed, outbox full: record dropped). The live
+#: counters get one HINCRBY per distinct field, not one per claim.
+CLAIM_AND_APPEND_MANY: Final = """
+local bound, live = tonumber(ARGV[1]), ARGV[2] == '1'
+local len = redis.call('XLEN', KEYS[1])
+local out, counts = {}, {}
+for i = 4, #KEYS do
+  local a = 4 * (i - 4) + 5
+  local prev = redis.call('SET', KEYS[i], ARGV[a], 'NX', 'PX', ARGV[a + 1], 'GET')
+  if prev then
+    out[#out + 1] = prev
+  else
+    if live then counts[ARGV[a + 3]] = (counts[ARGV[a + 3]] or 0) + 1 end
+    if len >= bound then
+      out[#out + 1] = 0
+    else
+      redis.call('XADD', KEYS[1], '*', 'r', ARGV[a + 2])
+      len = len + 1
+      out[#out + 1] = 1
+    end
+  end
+end
+for f, n in pairs(counts) do
+  if redis.call('HINCRBY', KEYS[2], f, n) == n then redis.call('PEXPIRE', KEYS[2], ARGV[3]) end
+  if redis.call('HINCRBY', KEYS[3], f, n) == n then redis.call('PEXPIRE', KEYS[3], ARGV[4]) end
+end
+return out
+"""
+_SHA_MANY: Final = hashlib.sha1(CLAIM_AND_APPEND_MANY.encode()).hexdigest()  # noqa: S324
+#: `remember` in bulk, one call per shard: KEYS = the keys; ARGV = TTL in ms, then the values.
+_REMEMBER_MANY: Final = """
+for i = 1, #KEYS do redis.call('SET', KEYS[i], ARGV[i + 1], 'NX', 'PX', ARGV[1]) end
+return #KEYS
+"""
+_SHA_REMEMBER: Final = hashlib.sha1(_REMEMBER_MANY.encode()).hexdigest()  # noqa: S324
 
 _RENEW: Final = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
@@ -122,6 +163,8 @@ class RedisRecordingClaims:
 
     async def load(self) -> None:
         await self._script_load(CLAIM_AND_APPEND)
+        await self._script_load(CLAIM_AND_APPEND_MANY)
+        await self._script_load(_REMEMBER_MANY)
 
     async def claim(self, key: str, ttl_s: float, value: str, record: TransactionRecord, *,
                     used_since: float | None = None) -> str | None:
@@ -159,6 +202,81 @@ class RedisRecordingClaims:
         if detail == 0:
             self._full()
         return None
+
+    async def claim_many(self, claims: Sequence[Claim]) -> list[str | None]:
+        """One EVALSHA per outbox shard (its keys share the shard's hash tag: one Cluster
+        slot each), every shard's call issued in the same loop tick — one pipeline, one round
+        trip. Any call's fault raises (the upload answers 503; what was claimed is answered
+        `confirmed` when the same upload is sent again: same gate, same request id)."""
+        out: list[str | None] = [None] * len(claims)
+        if not claims:
+            return out
+        epoch = self.epoch
+        intact: Any = None
+        if epoch is not None:
+            lost = [i for i, c in enumerate(claims) if epoch.refuses(c.used_since)]
+            for i in lost:
+                out[i] = HISTORY_LOST
+            intact = epoch.guard()  # queued before the scripts: Redis runs it first
+        else:
+            lost = []
+        by_shard: dict[int, list[int]] = {}
+        skip = set(lost)
+        for i, c in enumerate(claims):
+            if i not in skip:
+                by_shard.setdefault(_shard(c.key, self._shards), []).append(i)
+        t = claims[0].record.verified_at
+        calls = [(idx, self._many_args(k, [claims[i] for i in idx], t))
+                 for k, idx in by_shard.items()]
+        replies = await asyncio.gather(*(self._c.execute(*args) for _, args in calls),
+                                       return_exceptions=True)
+        for (idx, args), reply in zip(calls, replies, strict=True):
+            if isinstance(reply, redis.exceptions.NoScriptError):
+                await self.load()
+                reply = await self._c.execute(*args)
+            elif isinstance(reply, BaseException):
+                raise reply
+            for i, got in zip(idx, reply, strict=True):
+                if isinstance(got, bytes):
+                    out[i] = got.decode()
+                elif got == 0:
+                    self._full()
+        if epoch is not None and not await intact:
+            return [HISTORY_LOST] * len(claims)
+        if epoch is not None:
+            out = [HISTORY_LOST if epoch.refuses(c.used_since) else v
+                   for c, v in zip(claims, out, strict=True)]
+        return out
+
+    def _many_args(self, k: int, claims: list[Claim], t: float) -> list[Any]:
+        minute_key, day_key = live_keys(self._prefix, k, int(t // 60), int(t // 86400))
+        prefix = self._claims[k]
+        args: list[Any] = ["EVALSHA", _SHA_MANY, 3 + len(claims), self._streams[k],
+                           minute_key, day_key]
+        args.extend(prefix + c.key for c in claims)
+        args.extend((self._per_shard, "1" if self._live else "0", LIVE_MINUTE_TTL_MS,
+                     LIVE_DAY_TTL_MS))
+        live = self._live
+        for c in claims:
+            args.extend((c.value, max(1, int(c.ttl_s * 1000)), c.record.to_wire(),
+                         live_field(c.record) if live else ""))
+        return args
+
+    async def remember_many(self, ttl_s: float, items: Sequence[tuple[str, str]]) -> None:
+        by_shard: dict[int, list[tuple[str, str]]] = {}
+        for key, value in items:
+            by_shard.setdefault(_shard(key, self._shards), []).append((key, value))
+        ttl = max(1, int(ttl_s * 1000))
+        calls = [["EVALSHA", _SHA_REMEMBER, len(kv), *(self._claims[k] + key for key, _ in kv),
+                  ttl, *(value for _, value in kv)] for k, kv in by_shard.items()]
+        replies = await asyncio.gather(*(self._c.execute(*a) for a in calls),
+                                       return_exceptions=True)
+        for args, reply in zip(calls, replies, strict=True):
+            if isinstance(reply, redis.exceptions.NoScriptError):
+                await self.load()
+                await self._c.execute(*args)
+            elif isinstance(reply, BaseException):
+                raise reply
 
     def _full(self) -> None:
         if self._on_full is not None:

@@ -1,6 +1,7 @@
 """The OAuth 2.0 device authorization grant (RFC 8628) without a web framework: user codes
-(§6.1), the record one device authorization keeps, and its store port (memory and Redis
-implementations under one contract suite, tests/contract/test_device_grant_store.py).
+(§6.1) and the record one device authorization keeps; its store port is
+gateway.authz.ports.DeviceGrantStore (memory and Redis implementations under one contract
+suite, tests/contract/test_device_grant_store.py).
 
 A kiosk (自助服务终端) asks for a device authorization (§3.1-§3.2) and shows the user code and
 a QR of `verification_uri_complete`; the resident approves in the app, or taps the physical
@@ -20,7 +21,6 @@ import json
 import secrets
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
-from typing import Protocol
 
 from gateway.authz.oidc import hash_fields
 
@@ -113,33 +113,3 @@ class DeviceAuthorization:
             return "expired"
         return self.status
 
-
-class DeviceGrantStore(Protocol):
-    """Device authorizations by id, found by the digest of their device code or user code."""
-
-    async def create(self, auth: DeviceAuthorization, device_hash: str, user_hash: str,
-                     ttl_s: float) -> bool:
-        """False when the user code is taken by a live authorization (draw another)."""
-        ...
-
-    async def get(self, auth_id: str) -> DeviceAuthorization | None: ...
-
-    async def by_device_code(self, device_hash: str) -> str | None:
-        """The id of the authorization this device code names."""
-        ...
-
-    async def by_user_code(self, user_hash: str) -> str | None:
-        """The id of the authorization this user code names."""
-        ...
-
-    async def transition(self, auth_id: str, expect: str, to: str,
-                         fields: Mapping[str, str]) -> bool:
-        """Atomically: if the status is `expect`, set it to `to` plus `fields` (so an
-        approved authorization is redeemed once: approved → redeemed)."""
-        ...
-
-    async def poll(self, auth_id: str, now: float,
-                   step_s: int) -> tuple[DeviceAuthorization, bool] | None:
-        """Atomically record a poll at `now`; True when it came sooner than the interval
-        after the previous one, which then grows by `step_s` (RFC 8628 §3.5 slow_down)."""
-        ...

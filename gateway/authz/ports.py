@@ -1,5 +1,6 @@
 """The OIDC provider's store ports (memory and Redis implementations; one contract suite,
-tests/contract/test_oidc_stores.py). Records are imported for annotations only."""
+tests/contract/test_oidc_stores.py, test_device_grant_store.py). Records are imported for
+annotations only."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from gateway.authz.device import DeviceAuthorization
     from gateway.authz.oidc import CodeRecord, Consent, Family, LoginSession
 
-__all__ = ["CodeStore", "ConsentStore", "LoginSessionStore", "PushedRequestStore",
-           "RefreshStore"]
+__all__ = ["CodeStore", "ConsentStore", "DeviceGrantStore", "LoginSessionStore",
+           "PushedRequestStore", "RefreshStore"]
 
 
 class LoginSessionStore(Protocol):
@@ -73,4 +75,35 @@ class PushedRequestStore(Protocol):
 
     async def take(self, key: str) -> str | None:
         """The stored request, removed atomically (a request_uri works once)."""
+        ...
+
+
+class DeviceGrantStore(Protocol):
+    """Device authorizations by id, found by the digest of their device code or user code."""
+
+    async def create(self, auth: DeviceAuthorization, device_hash: str, user_hash: str,
+                     ttl_s: float) -> bool:
+        """False when the user code is taken by a live authorization (draw another)."""
+        ...
+
+    async def get(self, auth_id: str) -> DeviceAuthorization | None: ...
+
+    async def by_device_code(self, device_hash: str) -> str | None:
+        """The id of the authorization this device code names."""
+        ...
+
+    async def by_user_code(self, user_hash: str) -> str | None:
+        """The id of the authorization this user code names."""
+        ...
+
+    async def transition(self, auth_id: str, expect: str, to: str,
+                         fields: Mapping[str, str]) -> bool:
+        """Atomically: if the status is `expect`, set it to `to` plus `fields` (so an
+        approved authorization is redeemed once: approved → redeemed)."""
+        ...
+
+    async def poll(self, auth_id: str, now: float,
+                   step_s: int) -> tuple[DeviceAuthorization, bool] | None:
+        """Atomically record a poll at `now`; True when it came sooner than the interval
+        after the previous one, which then grows by `step_s` (RFC 8628 §3.5 slow_down)."""
         ...

@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 from collections import OrderedDict
 from collections.abc import Callable
 
 from gateway.authz.tokens import AccessTokenClaims, AccessTokens, TokenInvalid
 from gateway.ports import SingleUse
+
+#: How long `live` trusts a signature it checked (never past the token's `exp`): the bound on
+#: how long a key withdrawn from the ring keeps its tokens active at introspection.
+LIVE_SIGNATURE_TTL_S = 60.0
 
 
 class BearerAuthenticator:
@@ -25,13 +30,17 @@ class BearerAuthenticator:
     one gate token on 32 connections)."""
 
     def __init__(self, tokens: AccessTokens, revoked: SingleUse, clock: Callable[[], float],
-                 cache_ttl_s: float = 10.0, cache_size: int = 10_000) -> None:
+                 cache_ttl_s: float = 10.0, cache_size: int = 10_000,
+                 live_ttl_s: float = LIVE_SIGNATURE_TTL_S) -> None:
         self._tokens = tokens
         self._revoked = revoked
         self._now = clock
         self._ttl = cache_ttl_s
         self._size = cache_size
         self._cache: OrderedDict[str, tuple[float, AccessTokenClaims]] = OrderedDict()
+        self._live_ttl = live_ttl_s
+        #: SHA-256 of a token -> (trusted until, claims): `live`'s verified signatures
+        self._live: dict[bytes, tuple[float, AccessTokenClaims]] = {}
         self._checking: dict[str, asyncio.Task[AccessTokenClaims]] = {}
         self._revocations = 0  # a check that overlaps a revocation does not cache its result
 
@@ -44,6 +53,26 @@ class BearerAuthenticator:
             if now < hit[0] and now < hit[1].exp:
                 return hit[1]
         return None
+
+    async def live(self, token: str) -> AccessTokenClaims:
+        """Introspection (RFC 7662 §2.2): the token's claims with its revocation read from the
+        store on *every* call (a revocation made by any worker shows at once; a store fault
+        raises, so the caller fails closed). Only the signature check is cached: keyed by the
+        token's SHA-256 (the cache holds no bearer credential), for at most `live_ttl_s` and
+        never past `exp`; a token that fails verification is not cached."""
+        key = hashlib.sha256(token.encode()).digest()
+        now = self._now()
+        hit = self._live.get(key)
+        if hit is not None and now < hit[0]:
+            claims = hit[1]
+        else:
+            claims = self._tokens.verify(token)
+            if len(self._live) >= self._size:
+                del self._live[next(iter(self._live))]  # oldest first
+            self._live[key] = (min(now + self._live_ttl, claims.exp), claims)
+        if await self._revoked.peek(f"revoked:{claims.jti}") is not None:
+            raise TokenInvalid("revoked")
+        return claims
 
     async def verify(self, token: str) -> AccessTokenClaims:
         claims = self.cached(token)

@@ -34,8 +34,9 @@ import structlog
 from gateway.authz import device as dg
 from gateway.authz import oidc
 from gateway.authz.clients import Client
-from gateway.authz.device import DeviceAuthorization, DeviceGrantStore
+from gateway.authz.device import DeviceAuthorization
 from gateway.authz.oidc import REFRESH_ABSOLUTE_TTL_S, Consent, Family
+from gateway.authz.ports import DeviceGrantStore
 from gateway.errors import Conflict, Forbidden, InvalidRequest, NotFound, OAuthError
 from gateway.ports import SingleUse
 from gateway.services.faces import CardFace

@@ -29,7 +29,7 @@ import secrets
 import struct
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Final, Literal, Protocol
+from typing import Any, Final, Literal
 
 import structlog
 
@@ -47,7 +47,7 @@ from gateway.codec.jws import canonical_json
 from gateway.codec.jws import sign_compact as jws_sign
 from gateway.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from gateway.ports import SingleUse
-from gateway.services.ports import DeviceStore
+from gateway.services.ports import DeviceStore, Sealer
 from gateway.services.trustlist import document_signer
 
 __all__ = [
@@ -168,12 +168,6 @@ class DeviceRevocations:
             cut = now - REVOCATION_GRACE_S
             self._revoked = {s: n for s, n in self._revoked.items() if n > cut}
         self.version = max(self.version, version)
-
-
-class Sealer(Protocol):
-    """The YK1: holder cipher (gateway/services/codes.HolderCipher)."""
-
-    def seal(self, person_id: str, nonce: bytes, flags: int = 0) -> tuple[bytes, int]: ...
 
 
 def _signer_of(key: SigningKey) -> Signer:

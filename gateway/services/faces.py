@@ -15,15 +15,16 @@ verified by its face, and the person behind it.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 from gateway.authz.datakeys import HolderCipher
 from gateway.codec import CodeError, KeyLookup, check_signature, check_window, decode
 from gateway.services.gate import CardTap, GateIdentity, Refused, UseRef, Verified
+from gateway.services.ports import Psam
 from gateway.services.upstream import is_valid_card_no
 from gateway.timefmt import parse_rfc3339
 
-__all__ = ["CardFace", "CodeFace", "Psam"]
+__all__ = ["CardFace", "CodeFace"]
 
 #: Idempotent retries are answered for this long after a code expired (the claim's TTL is the
 #: code's remaining life + skew + this grace; the record is gone after that).
@@ -109,13 +110,6 @@ class CodeFace:
         if person_id is None:
             raise Refused("revoked", verified.face, verified)
         return _with_person(verified, person_id, None)
-
-
-class Psam(Protocol):
-    """The gate's PSAM attestation check (gateway.services.upstream.PsamAttestation)."""
-
-    def verify(self, *, card_no: str, region: str, gate_client_id: str, request_id: str,
-               scanned_at: str, terminal_mac: str) -> bool: ...
 
 
 class CardFace:

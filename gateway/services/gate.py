@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -48,12 +48,13 @@ import structlog
 from gateway.authz.datakeys import DataKeys
 from gateway.authz.tokens import AccessTokenClaims
 from gateway.clock import Clock
-from gateway.errors import Forbidden, InvalidRequest, NotFound
+from gateway.errors import Forbidden, InvalidRequest, NotFound, Unavailable
 from gateway.ports import ClientStore
 from gateway.services.codes import open_attributes
 from gateway.services.decision import Face, Reason, UseRef, VerifyDecision
 from gateway.services.ports import CredentialFace, GateIdentity
 from gateway.services.records import (
+    Claim,
     Origin,
     RecordingClaims,
     TransactionRecord,
@@ -83,13 +84,17 @@ __all__ = [
 log = structlog.get_logger("gateway.codes")
 
 GATE_SECTOR_CACHE_S: Final = 60.0
+#: `verify_many` yields to the loop after this many faces' checks: ~100 signature checks are a
+#: few milliseconds, so other requests of the worker (and their Redis replies) never wait long
+BULK_TICK: Final = 100
 
 
 # ------------------------------------------------------------------------------ what a gate sends
 @dataclass(frozen=True, slots=True)
 class CardTap:
     """A physical-card tap (实体卡) as the gate's PSAM attested it: the MAC covers
-    (card_no, region, gate, request_id, scanned_at) exactly as sent (docs/card-tap.md)."""
+    (card_no, region, gate, request_id, scanned_at) exactly as sent (docs/upstreams.md
+    "PSAM attestation of card taps")."""
 
     card_no: str = field(repr=False)
     region: str
@@ -327,22 +332,11 @@ class GatePipeline:
         record — ONE script, ONE round trip (docs/records.md). Returns the first answer's
         ``verified_at`` when this is a retry of it (None: first use); raises ``replayed``
         (with the first use's gate and time) for any other second use."""
-        used_at = _scanned_at(scan, v) or now
-        record = TransactionRecord(
-            new_record_id(now), gate_id, scan.scene, v.face, "allow", "ok", to_ms(used_at),
-            to_ms(now), scan.origin, scan.request_id, subject, attributes, _use_hash(v.use))
+        c = _allow_claim(v, gate_id, scan, now, verified_at, subject, attributes)
         # (a store that lost this credential's history answers HISTORY_LOST: `replayed`)
-        prev = await self._claims.claim(v.use_key, v.use_ttl_s,
-                                        claim_value(gate_id, used_at, verified_at,
-                                                    scan.request_id, now),
-                                        record, used_since=v.usable_from)
-        if prev is None:
-            return None
-        first = parse_claim(prev)
-        if first is not None and _same(first.gate, gate_id) and \
-                _same(first.request_id, scan.request_id):
-            return first.verified_at
-        raise Refused("replayed", v.face, v, first)
+        prev = await self._claims.claim(c.key, c.ttl_s, c.value, c.record,
+                                        used_since=c.used_since)
+        return _first_answer_of(prev, v, gate_id, scan.request_id)
 
     def _local_attributes(self, v: Verified, names: tuple[str, ...]) -> dict[str, Any] | None:
         """The scene's attributes without I/O (none asked, sealed in the code, or from the
@@ -382,32 +376,148 @@ class GatePipeline:
 
     async def _deny(self, refused: Refused, gate_id: str, scan: GateScan, verified_at: str,
                     now: float) -> VerifyDecision:
-        reason, face, v = refused.reason, refused.face, refused.verified
-        first = refused.first_use
-        decision = VerifyDecision("deny", reason, face, scan.request_id, verified_at,
-                                  gate=gate_id, scene=scan.scene,
-                                  scanned_at=_scanned_at(scan, v),
-                                  use=v.use if v is not None else None,
-                                  first_use=(first.gate, first.used_at)
-                                  if first is not None else None)
+        decision = self._deny_decision(refused, gate_id, scan, verified_at)
         # The deny's record, once per (gate, request id): a retry of the same request is
         # answered the same and recorded once (the same script as an allow's claim).
         await self._record_deny(decision, scan, now)
-        self._count(decision)
-        suppressed = self._deny_lines.take(reason, now)
-        if suppressed is not None:
-            log.info("code.verified", face=face, decision="deny", reason=reason,
-                     scene=scan.scene, suppressed=suppressed)
+        self._denied(decision, refused, now)
         return decision
 
+    @staticmethod
+    def _deny_decision(refused: Refused, gate_id: str, scan: GateScan,
+                       verified_at: str) -> VerifyDecision:
+        v, first = refused.verified, refused.first_use
+        return VerifyDecision("deny", refused.reason, refused.face, scan.request_id,
+                              verified_at, gate=gate_id, scene=scan.scene,
+                              scanned_at=_scanned_at(scan, v),
+                              use=v.use if v is not None else None,
+                              first_use=(first.gate, first.used_at)
+                              if first is not None else None)
+
+    def _denied(self, decision: VerifyDecision, refused: Refused, now: float) -> None:
+        """Count a deny, and log it within the reason's line budget."""
+        self._count(decision)
+        reason = refused.reason
+        suppressed = self._deny_lines.take(reason, now)
+        if suppressed is not None:
+            log.info("code.verified", face=refused.face, decision="deny", reason=reason,
+                     scene=decision.scene, suppressed=suppressed)
+
     async def _record_deny(self, d: VerifyDecision, scan: GateScan, now: float) -> None:
+        c = self._deny_claim(d, scan, now)
+        await self._claims.claim(c.key, c.ttl_s, c.value, c.record)
+
+    def _deny_claim(self, d: VerifyDecision, scan: GateScan, now: float) -> Claim:
         assert d.gate is not None
-        key = f"deny:{d.gate}|{scan.request_id}"
         record = TransactionRecord(
             new_record_id(now), d.gate, scan.scene, d.face, "deny", d.reason,
             to_ms(d.scanned_at if d.scanned_at is not None else now), to_ms(now), scan.origin,
             scan.request_id, None, {}, _use_hash(d.use))
-        await self._claims.claim(key, self._deny_ttl, d.reason, record)
+        return Claim(f"deny:{d.gate}|{scan.request_id}", self._deny_ttl, d.reason, record)
+
+    # ------------------------------------------------------------------------ in bulk
+    async def verify_many(
+            self, gate: AccessTokenClaims, scans: Sequence[GateScan],
+            one: Callable[[GateScan], Awaitable[VerifyDecision]] | None = None,
+    ) -> list[VerifyDecision]:
+        """Many presentations by ONE gate (an offline upload's batch), each decided as
+        `verify` decides it, with the work in bulk: the faces' checks (signatures) in a tight
+        loop, the gate's sector once, and every claim — the allows' and the denies' records —
+        in ONE `RecordingClaims.claim_many` round trip (a second one only for the records of
+        the scans that turn out `replayed`). A scan that needs I/O of its own before its claim
+        (a person record to read, an expired code's first answer to look up, attributes not
+        sealed in the code, a key being fetched) is decided by `one` (default `verify`),
+        concurrently. A store fault raises: nothing is answered that was not claimed."""
+        if not scans:
+            return []
+        scene_id = scans[0].scene
+        scene = self._scenes.get(scene_id)
+        if scene is None:
+            raise InvalidRequest("Unknown scene")
+        if gate.scene != scene_id or any(s.scene != scene_id for s in scans):
+            raise Forbidden("This gate is registered for another scene")
+        one = one or (lambda scan: self.verify(gate, scan))
+        now = self._clock.now()
+        verified_at = rfc3339(now)
+        gate_id = gate.client_id
+        names = scene.attributes
+        sector = self._sectors.cached(gate_id) or await self._sectors.sector(gate_id)
+        slow: list[int] = []
+        refused: list[tuple[int, Refused]] = []
+        allows: list[tuple[int, Verified, str, dict[str, Any]]] = []
+        claims: list[Claim] = []
+        codes, cards = self._codes, self._cards
+        for i, scan in enumerate(scans):
+            if i and not i % BULK_TICK:
+                await asyncio.sleep(0)  # other requests of this worker run between chunks
+            face = cards if isinstance(scan.credential, CardTap) else codes
+            try:
+                v = face.check(scan.credential, gate_id, scan.request_id, now, scan.scanned_at)
+            except Refused as no:
+                if no.verified is not None:  # expired, yet maybe a retry: its own lookup
+                    slow.append(i)
+                else:
+                    refused.append((i, no))
+                continue
+            except Unavailable:  # a key being fetched: `one` waits for it, boundedly
+                slow.append(i)
+                continue
+            if not scene.permits(v.face, v.region):
+                refused.append((i, Refused("scene_not_permitted", v.face, v)))
+                continue
+            person_id = v.person_id
+            attributes = self._local_attributes(v, names) if person_id is not None else None
+            if person_id is None or attributes is None:
+                slow.append(i)  # a store read of its own first
+                continue
+            if self._identity.is_suspended(person_id):
+                refused.append((i, Refused("revoked", v.face, v)))
+                continue
+            if sector is None:
+                refused.append((i, Refused("scene_not_permitted", v.face, v)))
+                continue
+            subject = self._keys.pairwise_subject(sector, person_id)
+            allows.append((i, v, subject, attributes))
+            claims.append(_allow_claim(v, gate_id, scan, now, verified_at, subject,
+                                       attributes))
+        denied = [(i, no, self._deny_decision(no, gate_id, scans[i], verified_at))
+                  for i, no in refused]
+        claims.extend(self._deny_claim(d, scans[i], now) for i, _, d in denied)
+        slow_done = asyncio.gather(*(one(scans[i]) for i in slow))
+        try:
+            prevs = await self._claims.claim_many(claims)
+        except BaseException:
+            slow_done.cancel()
+            raise
+        out: list[VerifyDecision | None] = [None] * len(scans)
+        replayed: list[tuple[int, Refused, VerifyDecision]] = []
+        for (i, v, subject, attributes), prev in zip(allows, prevs, strict=False):
+            scan = scans[i]
+            try:
+                first = _first_answer_of(prev, v, gate_id, scan.request_id)
+            except Refused as twice:
+                replayed.append((i, twice, self._deny_decision(twice, gate_id, scan,
+                                                               verified_at)))
+                continue
+            assert sector is not None and v.person_id is not None
+            await self._subject_seen(sector, subject, v.person_id)
+            d = VerifyDecision("allow", "ok", v.face, scan.request_id, first or verified_at,
+                               subject, attributes, gate=gate_id, scene=scan.scene,
+                               scanned_at=_scanned_at(scan, v), use=v.use)
+            self._count(d)
+            out[i] = d
+        if replayed:  # their records, once per (gate, request id) as `verify` writes them
+            await self._claims.claim_many([self._deny_claim(d, scans[i], now)
+                                           for i, _, d in replayed])
+        for i, why, d in denied + replayed:
+            self._denied(d, why, now)
+            out[i] = d
+        for i, d in zip(slow, await slow_done, strict=True):
+            out[i] = d
+        log.debug("code.verified_many", scene=scene_id, scans=len(scans),
+                  allowed=len(allows) - len(replayed), separately=len(slow))
+        assert all(d is not None for d in out)
+        return out  # type: ignore[return-value]
 
 
 @dataclass(frozen=True, slots=True)
@@ -434,6 +544,33 @@ def parse_claim(value: str) -> FirstUse | None:
     if len(parts) != 4:
         return None
     return FirstUse(parts[0], parts[1], parts[2], parts[3])
+
+
+def _allow_claim(v: Verified, gate_id: str, scan: GateScan, now: float, verified_at: str,
+                 subject: str, attributes: dict[str, Any]) -> Claim:
+    """Step 5's claim: the credential's single use, valued with who used it and when, and
+    the record of this allow."""
+    used_at = _scanned_at(scan, v) or now
+    record = TransactionRecord(
+        new_record_id(now), gate_id, scan.scene, v.face, "allow", "ok", to_ms(used_at),
+        to_ms(now), scan.origin, scan.request_id, subject, attributes, _use_hash(v.use))
+    return Claim(v.use_key, v.use_ttl_s,
+                 claim_value(gate_id, used_at, verified_at, scan.request_id, now),
+                 record, v.usable_from)
+
+
+def _first_answer_of(prev: str | None, v: Verified, gate_id: str,
+                     request_id: str) -> str | None:
+    """What a claim's answer means: None (this use is the first), the first answer's
+    ``verified_at`` (a retry of the same gate's same request), else raises ``replayed``
+    naming the first use."""
+    if prev is None:
+        return None
+    first = parse_claim(prev)
+    if first is not None and _same(first.gate, gate_id) and \
+            _same(first.request_id, request_id):
+        return first.verified_at
+    raise Refused("replayed", v.face, v, first)
 
 
 def _same(a: str, b: str) -> bool:

@@ -16,9 +16,9 @@ import hmac
 import inspect
 import json
 import secrets
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import structlog
@@ -51,21 +51,12 @@ from gateway.authz.pkce import verify_s256
 from gateway.authz.tokens import AccessTokenClaims, AccessTokens, JwtSigner, TokenInvalid
 from gateway.errors import Conflict, Forbidden, InvalidRequest, NotFound, OAuthError
 from gateway.ports import ClientStore
+from gateway.services.ports import PersonClaims
 from gateway.services.subjects import SubjectSeen
 from gateway.services.tokens import bearer_response
 from gateway.timefmt import rfc3339_s
 
 log = structlog.get_logger("gateway.login")
-
-
-class PersonClaims(Protocol):
-    """What the login flow needs of the identity service (gateway.services.identity)."""
-
-    def subject_for(self, sector: str, person_id: str) -> str: ...
-
-    def disclose(self, person_id: str, names: Sequence[str]) -> Any: ...
-
-    async def person_suspended(self, person_id: str) -> bool: ...
 
 
 def add_query(uri: str, params: Mapping[str, str | None]) -> str:

@@ -1,7 +1,9 @@
 """Offline uploads (CONTRACT "Offline gates and transaction records"; docs/records.md): an
 offline gate's journal, up to 1,000 scans a batch, each re-verified at its scan time by the
 ONE gate decision pipeline (origin ``offline``) and claimed in the same single-use store as
-the online path.
+the online path — in bulk (`GatePipeline.verify_many`): the batch's signatures checked in a
+tight loop, all its claims and records in one round trip, its kept answers in one more, the
+answer's JSON written once (docs/records.md "Offline uploads"; docs/performance.md).
 
 Per scan: ``confirmed`` (the pipeline allowed it: this gate's use is the first, or the same
 request again), ``double_use`` (``replayed``: another use came first — online or uploaded, by
@@ -21,6 +23,7 @@ from typing import Any, Final, Literal, NamedTuple
 
 from gateway.authz.tokens import AccessTokenClaims
 from gateway.errors import Forbidden, InvalidRequest, PayloadTooLarge
+from gateway.services.decision import VerifyDecision
 from gateway.services.gate import CardTap, GatePipeline, GateScan
 from gateway.services.records import RecordingClaims
 from gateway.services.trustlist import KeysBeingFetched
@@ -33,7 +36,6 @@ MAX_SCANS: Final = 1000
 #: How long an upload's answers are kept for the same upload sent again (a gate resuming).
 IDEMPOTENCY_S: Final = 86_400
 MAX_CODE: Final = 1024  # every code format is far shorter (the e-SSC code: 182 characters)
-CHUNK: Final = 50  # scans verified per loop tick
 STALE_MARGIN_S: Final = 5.0  # an upload takes less than this from here to the pipeline
 
 Status = Literal["confirmed", "double_use", "invalid"]
@@ -153,16 +155,15 @@ class OfflineUploads:
                if k is not None and isinstance(p, GateScan) and _scan_time(p) < stale]
         kept = await asyncio.gather(*(self._claims.peek(k) for k in old))
         kept_by_key = dict(zip(old, kept, strict=True))
-        # 2. the rest through the pipeline, CHUNK at a time: a chunk's claims share one round
-        # trip, and no loop tick runs long (a tick of 500 signature checks would hold every
-        # other request of this worker — and its Redis replies — for tens of milliseconds)
+        # 2. the rest through the pipeline in bulk (`GatePipeline.verify_many`): signature
+        # checks in a tight loop, every claim and record of the batch in one round trip
         todo = [i for i, p in enumerate(parsed)
                 if isinstance(p, GateScan) and kept_by_key.get(keys[i] or "") is None]
-        fresh: dict[int, OfflineResult] = {}
-        for start in range(0, len(todo), CHUNK):
-            part = todo[start:start + CHUNK]
-            decided = await asyncio.gather(*(self._decide(gate, parsed[i]) for i in part))
-            fresh.update(zip(part, decided, strict=True))
+        scans = [parsed[i] for i in todo]
+        decided = await self._pipeline.verify_many(
+            gate, scans,  # type: ignore[arg-type]  # todo holds GateScans only
+            lambda scan: self._verify_one(gate, scan))
+        fresh = {i: _result(d) for i, d in zip(todo, decided, strict=True)}
         results: list[OfflineResult] = []
         for i, p in enumerate(parsed):
             if isinstance(p, OfflineResult):
@@ -173,29 +174,33 @@ class OfflineUploads:
                 continue
             got = OfflineResult.loads(kept_by_key[keys[i] or ""] or "")
             results.append(got if got is not None else _malformed(p.request_id))
-        # 3. keep the new answers for the same upload again (their JSON, written once, is the
-        # answer's too: `results_body`)
+        # 3. keep the new answers for the same upload again, one round trip (their JSON,
+        # written once, is the answer's too: `results_body`)
         wire = {i: fresh[i].dumps() for i in todo}
-        await asyncio.gather(*(self._claims.remember(k, self._keep, wire[i])
-                               for i in todo if (k := keys[i]) is not None))
+        await self._claims.remember_many(self._keep, [(k, wire[i]) for i in todo
+                                                      if (k := keys[i]) is not None])
         return [Answered(r, wire.get(i)) for i, r in enumerate(results)]
 
-    async def _decide(self, gate: AccessTokenClaims, scan: Any) -> OfflineResult:
+    async def _verify_one(self, gate: AccessTokenClaims, scan: GateScan) -> VerifyDecision:
+        """One scan the bulk path could not decide by itself (`verify_many`)."""
         try:
-            d = await self._pipeline.verify(gate, scan)
+            return await self._pipeline.verify(gate, scan)
         except KeysBeingFetched as fetching:  # as POST /v1/codes/verify (docs/upstreams.md)
             if not await fetching.settled():
                 raise  # the upload is answered 503 and sent again (its claims remember)
-            d = await self._pipeline.verify(gate, scan)
-        if d.decision == "allow":
-            return OfflineResult(scan.request_id, "confirmed")
-        if d.reason == "replayed" and d.first_use is not None:
-            return OfflineResult(scan.request_id, "double_use", first_use=d.first_use)
-        return OfflineResult(scan.request_id, "invalid", d.reason)
+            return await self._pipeline.verify(gate, scan)
 
     @staticmethod
     def _key(gate_id: str, request_id: str) -> str:
         return f"upload:{gate_id}|{request_id}"
+
+
+def _result(d: VerifyDecision) -> OfflineResult:
+    if d.decision == "allow":
+        return OfflineResult(d.request_id, "confirmed")
+    if d.reason == "replayed" and d.first_use is not None:
+        return OfflineResult(d.request_id, "double_use", first_use=d.first_use)
+    return OfflineResult(d.request_id, "invalid", d.reason)
 
 
 class Answered(NamedTuple):

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal, Protocol
 
 from gateway.errors import Conflict, Forbidden, InvalidRequest, NotFound, Unauthorized
+from gateway.services.ports import OperatorStore
 
 Role = Literal["admin", "auditor", "viewer"]
 ROLES: Final[tuple[Role, ...]] = ("admin", "auditor", "viewer")
@@ -65,18 +66,6 @@ class Operator:
 
     def may(self, permission: str) -> bool:
         return not self.disabled and permission in PERMISSIONS[self.role]
-
-
-class OperatorStore(Protocol):
-    async def get(self, name: str) -> dict[str, Any] | None: ...
-
-    async def by_token_hash(self, token_hash: str) -> dict[str, Any] | None: ...
-
-    async def create(self, operator: Mapping[str, Any]) -> bool: ...
-
-    async def update(self, operator: Mapping[str, Any]) -> None: ...
-
-    async def list(self) -> list[dict[str, Any]]: ...
 
 
 class AuditAppend(Protocol):

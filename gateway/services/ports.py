@@ -11,7 +11,7 @@ that could import it back.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from gateway.services.consents.model import Consent
@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from gateway.services.identity.records import Person
     from gateway.services.identity.store import IndexKind
     from gateway.services.records import Batch, ExportPage, TransactionRecord
+    from gateway.services.revocations import DenyListRead
+    from gateway.services.stats import LiveCounts, Rollup, RowKey, SketchKey
     from gateway.services.upstream import (
         Certificate,
         Platform,
@@ -31,19 +33,29 @@ __all__ = [
     "AuditLog",
     "CardDenyList",
     "CertificateLibrary",
+    "Claim",
     "CodeIdentity",
     "ConsentStore",
     "CredentialFace",
+    "DenyListStore",
     "DeviceStore",
     "EsscPlatform",
     "ExporterLock",
     "GateIdentity",
     "IdentityPlatform",
     "IdentityStore",
+    "LiveCounters",
+    "OperatorStore",
     "Outbox",
+    "PersonClaims",
+    "Psam",
     "RecordStore",
     "RecordingClaims",
+    "SceneStore",
+    "Sealer",
+    "StatsStore",
     "SuspensionObserver",
+    "VenueStore",
 ]
 
 
@@ -229,6 +241,19 @@ class RecordStore(Protocol):
     async def ping(self) -> None: ...
 
 
+@runtime_checkable
+class PreparingRecordStore(Protocol):
+    """A record store that can do a batch's CPU work (rows encoded, roll-ups summed) before
+    its write: the exporter prepares the next batch while the store's server writes the
+    current one (PostgreSQL: its own process, the other core). `write(records, prepared)`
+    stores exactly what `write(records)` would; a store may ignore what does not match."""
+
+    async def prepare(self, records: Sequence[TransactionRecord]) -> object: ...
+
+    async def write(self, records: Sequence[TransactionRecord],
+                    prepared: object | None = None) -> int: ...
+
+
 class RecordingClaims(Protocol):
     """Single-use claims that append a record when, and only when, they win — atomically and
     in one round trip (Redis: one script over the claim key and an outbox stream in the same
@@ -248,11 +273,32 @@ class RecordingClaims(Protocol):
         that lost the item's history answers `HISTORY_LOST` (treated as already used)."""
         ...
 
+    async def claim_many(self, claims: Sequence[Claim]) -> list[str | None]:
+        """Each claim as `claim` would answer it (in order), ALL in one round trip: the bulk
+        path of an offline upload (Redis: one script call per outbox shard, the shards' calls
+        in one pipeline; a Cluster routes each call to its shard's slot). A store fault
+        raises: no claim's answer is returned unless every claim was answered."""
+        ...
+
     async def peek(self, key: str) -> str | None: ...
 
     async def remember(self, key: str, ttl_s: float, value: str) -> None:
         """Set the key, if unset, without a record (an answer kept for idempotent retries)."""
         ...
+
+    async def remember_many(self, ttl_s: float, items: Sequence[tuple[str, str]]) -> None:
+        """`remember` for each (key, value), in one round trip."""
+        ...
+
+
+class Claim(NamedTuple):
+    """One claim of `RecordingClaims.claim_many`: the arguments of `RecordingClaims.claim`."""
+
+    key: str
+    ttl_s: float
+    value: str
+    record: TransactionRecord
+    used_since: float | None = None
 
 
 class Outbox(Protocol):
@@ -277,6 +323,135 @@ class ExporterLock(Protocol):
     async def renew(self) -> bool: ...
 
     async def release(self) -> None: ...
+
+
+
+# --------------------------------------------------------------------------------------------
+# The operator's view and the offline gates' deny list (memory_ops.py + redis_ops.py,
+# postgres_stats.py, *_records.py live counters, *_revocations.py; tests/contract/)
+# --------------------------------------------------------------------------------------------
+
+class SceneStore(Protocol):
+    """The shared catalogue every worker follows (memory in a one-process sandbox, Redis
+    otherwise). `version` is one cheap read, polled by every worker off the request path;
+    a put is atomic: the revision check, the write, the history and the version bump happen
+    together or not at all."""
+
+    async def version(self) -> int:
+        """The catalogue's version: 0 while empty, +1 on every change."""
+        ...
+
+    async def seed(self, scenes: Sequence[Mapping[str, Any]]) -> bool:
+        """Store these scenes as version 1 if the store is empty; False if it was not."""
+        ...
+
+    async def snapshot(self) -> tuple[int, list[dict[str, Any]]]:
+        """(version, scenes in catalogue order) read consistently."""
+        ...
+
+    async def put(self, scene: Mapping[str, Any], expected_revision: int | None,
+                  meta: Mapping[str, Any]) -> tuple[int, dict[str, Any]] | None:
+        """Replace (or add) one scene, its `revision` one above the stored one. None when
+        `expected_revision` is given and is not the stored revision (0 = must not exist).
+        `meta` (who, when) goes into the history beside the scene. Answers (version, scene)."""
+        ...
+
+    async def history(self, scene_id: str, limit: int = 50) -> list[dict[str, Any]]:
+        """Earlier and current revisions of one scene, newest first:
+        {"revision", "scene", "updated_by", "updated_at"}."""
+        ...
+
+
+class VenueStore(Protocol):
+    async def version(self) -> int: ...
+
+    async def get(self, venue_id: str) -> dict[str, Any] | None: ...
+
+    async def list(self) -> list[dict[str, Any]]: ...
+
+    async def put_many(self, venues: Sequence[Mapping[str, Any]]) -> int: ...
+
+    async def assign_gate(self, gate_id: str, venue_id: str) -> int: ...
+
+    async def gate_venues(self) -> dict[str, str]: ...
+
+
+class OperatorStore(Protocol):
+    async def get(self, name: str) -> dict[str, Any] | None: ...
+
+    async def by_token_hash(self, token_hash: str) -> dict[str, Any] | None: ...
+
+    async def create(self, operator: Mapping[str, Any]) -> bool: ...
+
+    async def update(self, operator: Mapping[str, Any]) -> None: ...
+
+    async def list(self) -> list[dict[str, Any]]: ...
+
+
+class StatsStore(Protocol):
+    """The roll-up tables (memory in the sandbox; SQL beside the record store)."""
+
+    async def add(self, rows: Mapping[RowKey, Rollup],
+                  sketches: Mapping[SketchKey, bytes | bytearray]) -> None:
+        """Add these rows' counts to the stored ones; merge the sketches."""
+        ...
+
+    async def sketches(self, first_day: str, last_day: str, district: str, scene: str
+                       ) -> list[tuple[SketchKey, bytes | bytearray]]:
+        """Sketches of the level (district or "*", scene or "*") in the days, every face."""
+        ...
+
+    async def rows(self, first_day: str, last_day: str, district: str | None = None,
+                   scene: str | None = None) -> list[tuple[RowKey, Rollup]]:
+        """Every row with first_day ≤ day ≤ last_day (ISO dates), optionally filtered."""
+        ...
+
+    async def levels(self, first_day: str, last_day: str, district: str, scene: str
+                     ) -> list[tuple[SketchKey, Rollup]]:
+        """The counts summed at a sketch level (district or "*" or "" = each; scene alike):
+        what a question that does not group by venue reads — far fewer rows."""
+        ...
+
+    async def totals(self, first_day: str, last_day: str, group_by: Sequence[str],
+                     district: str | None, scene: str | None
+                     ) -> list[tuple[tuple[str, ...], Rollup]]:
+        """The counts summed per group (`group_by` ⊆ GROUP_KEYS, in that order), from the
+        venue rows when grouped by venue, else from the level `level_of_question` names
+        (PostgreSQL: one GROUP BY; memory: `fold`)."""
+        ...
+
+    async def verified_venues(self, first_day: str, last_day: str) -> set[str]:
+        """Venues with at least one allow of a code or a card in the days."""
+        ...
+
+    async def clear_from(self, first_day: str) -> int:
+        """Drop every row of first_day and later (before a rebuild); returns rows dropped."""
+        ...
+
+
+class LiveCounters(Protocol):
+    """Counted where the record is queued (Redis: the claim's own script, no extra round
+    trip; memory: the sandbox's claims)."""
+
+    async def read(self, now: float, minutes: int) -> LiveCounts: ...
+
+
+class DenyListStore(Protocol):
+    """Revocation lists by name (contract suite: tests/contract/test_deny_list.py)."""
+
+    async def change(self, name: str, entry: str, revoked: bool, now_ms: int) -> int:
+        """Add (``revoked``) or remove an entry atomically with its version bump and log
+        record; a change that changes nothing keeps the version. Returns the version."""
+        ...
+
+    async def version(self, name: str) -> int:
+        """The list's current version (0: never changed)."""
+        ...
+
+    async def read(self, name: str, since: int | None) -> DenyListRead:
+        """The full list (``since`` None, older than the log, or newer than the version) or
+        the changes after ``since``."""
+        ...
 
 
 
@@ -381,3 +556,29 @@ class CodeIdentity(Protocol):
         """Exactly the named attributes (docs/scenes.md vocabulary), nothing else."""
         ...
 
+
+class Psam(Protocol):
+    """The gate's PSAM attestation check (gateway.services.upstream.PsamAttestation)."""
+
+    def verify(self, *, card_no: str, region: str, gate_client_id: str, request_id: str,
+               scanned_at: str, terminal_mac: str) -> bool: ...
+
+
+class Sealer(Protocol):
+    """The YK1: holder cipher (gateway.authz.datakeys.HolderCipher)."""
+
+    def seal(self, person_id: str, nonce: bytes, flags: int = 0) -> tuple[bytes, int]: ...
+
+
+# --------------------------------------------------------------------------------------------
+# The OIDC provider's view of persons (gateway/services/login.py)
+# --------------------------------------------------------------------------------------------
+
+class PersonClaims(Protocol):
+    """What the login flow needs of the identity service (gateway.services.identity)."""
+
+    def subject_for(self, sector: str, person_id: str) -> str: ...
+
+    def disclose(self, person_id: str, names: Sequence[str]) -> Any: ...
+
+    async def person_suspended(self, person_id: str) -> bool: ...

@@ -23,14 +23,15 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 from gateway.authz.keyring import KeyRing
 from gateway.codec.jws import canonical_json, sign_compact
 from gateway.codec.offline import DENY_LIST_TYP, CardHash
+from gateway.services.ports import DenyListStore
 from gateway.services.trustlist import document_signer
 
-__all__ = ["CARDS", "DENY_PERIOD_S", "DenyListRead", "DenyListStore", "RevocationLists",
+__all__ = ["CARDS", "DENY_PERIOD_S", "DenyListRead", "RevocationLists",
            "SignedList"]
 
 CARDS: Final = "cards"
@@ -48,24 +49,6 @@ class DenyListRead:
     entries: frozenset[str] = frozenset()
     added: frozenset[str] = frozenset()
     removed: frozenset[str] = frozenset()
-
-
-class DenyListStore(Protocol):
-    """Revocation lists by name (contract suite: tests/contract/test_deny_list.py)."""
-
-    async def change(self, name: str, entry: str, revoked: bool, now_ms: int) -> int:
-        """Add (``revoked``) or remove an entry atomically with its version bump and log
-        record; a change that changes nothing keeps the version. Returns the version."""
-        ...
-
-    async def version(self, name: str) -> int:
-        """The list's current version (0: never changed)."""
-        ...
-
-    async def read(self, name: str, since: int | None) -> DenyListRead:
-        """The full list (``since`` None, older than the log, or newer than the version) or
-        the changes after ``since``."""
-        ...
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Final, Literal, Protocol
+from typing import Any, Final, Literal
+
+from gateway.services.ports import SceneStore
 
 __all__ = [
     "ATTRIBUTES",
@@ -34,7 +36,6 @@ __all__ = [
     "SceneCatalogue",
     "SceneCatalogueError",
     "SceneInvalid",
-    "SceneStore",
     "validate_scene",
 ]
 
@@ -308,37 +309,6 @@ class SceneCatalogue:
     def to_json(self) -> dict[str, Any]:
         """What GET /v1/scenes serves."""
         return {"version": self.version, "scenes": [s.to_json() for s in self.all()]}
-
-
-class SceneStore(Protocol):
-    """The shared catalogue every worker follows (memory in a one-process sandbox, Redis
-    otherwise). `version` is one cheap read, polled by every worker off the request path;
-    a put is atomic: the revision check, the write, the history and the version bump happen
-    together or not at all."""
-
-    async def version(self) -> int:
-        """The catalogue's version: 0 while empty, +1 on every change."""
-        ...
-
-    async def seed(self, scenes: Sequence[Mapping[str, Any]]) -> bool:
-        """Store these scenes as version 1 if the store is empty; False if it was not."""
-        ...
-
-    async def snapshot(self) -> tuple[int, list[dict[str, Any]]]:
-        """(version, scenes in catalogue order) read consistently."""
-        ...
-
-    async def put(self, scene: Mapping[str, Any], expected_revision: int | None,
-                  meta: Mapping[str, Any]) -> tuple[int, dict[str, Any]] | None:
-        """Replace (or add) one scene, its `revision` one above the stored one. None when
-        `expected_revision` is given and is not the stored revision (0 = must not exist).
-        `meta` (who, when) goes into the history beside the scene. Answers (version, scene)."""
-        ...
-
-    async def history(self, scene_id: str, limit: int = 50) -> list[dict[str, Any]]:
-        """Earlier and current revisions of one scene, newest first:
-        {"revision", "scene", "updated_by", "updated_at"}."""
-        ...
 
 
 async def catalogue_from_store(store: SceneStore) -> SceneCatalogue:

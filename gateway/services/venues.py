@@ -20,8 +20,9 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
+from gateway.services.ports import VenueStore
 from gateway.services.scenes import SceneCatalogue
 
 #: 重庆市 38 区县 by administrative division code (26 区, 8 县, 4 自治县).
@@ -171,20 +172,6 @@ def parse_csv(text: str, scenes: SceneCatalogue) -> list[Venue]:
     if errors:
         raise CsvRefused(errors)
     return venues
-
-
-class VenueStore(Protocol):
-    async def version(self) -> int: ...
-
-    async def get(self, venue_id: str) -> dict[str, Any] | None: ...
-
-    async def list(self) -> list[dict[str, Any]]: ...
-
-    async def put_many(self, venues: Sequence[Mapping[str, Any]]) -> int: ...
-
-    async def assign_gate(self, gate_id: str, venue_id: str) -> int: ...
-
-    async def gate_venues(self) -> dict[str, str]: ...
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,8 @@ from gateway.ports import ClientStore
 from gateway.services import registry
 from gateway.services.identity import IdentityService
 from gateway.services.operators import Operator, OperatorAudit, Operators
-from gateway.services.scenes import SceneCatalogue, SceneInvalid, SceneStore, validate_scene
+from gateway.services.ports import SceneStore
+from gateway.services.scenes import SceneCatalogue, SceneInvalid, validate_scene
 from gateway.services.venues import CsvRefused, VenueIndex, VenueInvalid, VenueRegistry
 from gateway.web.http import REQUEST_ID, problem, read_body, read_json
 

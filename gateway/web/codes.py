@@ -5,7 +5,6 @@ GET /v1/scenes. (POST /v1/codes/verify is the gate's: gateway/web/gate.py.)
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Final
@@ -18,6 +17,7 @@ from gateway.qr import render_png, render_svg
 from gateway.services.codes import CodeService
 from gateway.services.scenes import SceneCatalogue
 from gateway.services.trustlist import EsscKeyRefresh
+from gateway.tasks import background
 from gateway.web.http import no_store, principal, read_json, require_str
 
 __all__ = ["CODES", "SCENES", "add_routes", "codes_ctx"]
@@ -145,12 +145,9 @@ async def codes_ctx(app: web.Application) -> AsyncIterator[None]:
                 log.warning("trust_list.essc_keys_failed", error=type(exc).__name__)
             await asyncio.sleep(ESSC_KEYS_REFRESH_S if fetched else ESSC_KEYS_RETRY_S)
 
-    task = asyncio.ensure_future(refresh())
     try:
-        yield
+        async with background(refresh()):
+            yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
         if ESSC_KEY_REFRESH in app:
             await app[ESSC_KEY_REFRESH].close()

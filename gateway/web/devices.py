@@ -9,7 +9,6 @@ GET /v1/revocations/devices (gate token, ``codes:verify``; signed by the trust-l
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from typing import Final
 
@@ -19,6 +18,7 @@ from aiohttp import web
 from gateway.authz.tokens import AccessTokenClaims
 from gateway.errors import InvalidRequest
 from gateway.services.devices import DeviceService
+from gateway.tasks import background
 from gateway.web.codes import CODES
 from gateway.web.http import no_store, principal, read_json, require_str
 
@@ -112,10 +112,5 @@ async def devices_ctx(app: web.Application) -> AsyncIterator[None]:
                 log.warning("device.revocations_refresh_failed", error=type(exc).__name__)
             await asyncio.sleep(REFRESH_EVERY_S)
 
-    task = asyncio.ensure_future(refresh())
-    try:
+    async with background(refresh()):
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task

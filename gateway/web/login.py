@@ -188,7 +188,7 @@ LOGOUT_LIMITS = {"id_token_hint": 2048, "client_id": 128, "post_logout_redirect_
 async def end_session(request: web.Request) -> web.StreamResponse:
     """OpenID Connect RP-Initiated Logout 1.0 §2: GET (query) or POST (form)."""
     try:
-        await enforce_ip_limit(request, "login_ip")
+        await enforce_ip_limit(request, client_address(request), "login_ip")
     except RateLimited as exc:
         return _error_page(429, "Too many requests from this address; try again later.",
                            exc.headers)

@@ -4,6 +4,7 @@ Answers are RFC 6749 §5.2 error JSON, `Cache-Control: no-store`."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -12,24 +13,39 @@ from aiohttp import web
 from gateway.authz.client_auth import ClientAuthenticator, invalid_client
 from gateway.authz.clients import Client
 from gateway.authz.dpop import DpopError
-from gateway.authz.tokens import TokenInvalid
+from gateway.authz.tokens import AccessTokenClaims, TokenInvalid
 from gateway.errors import OAuthError
 from gateway.services.tokens import TokenService
 from gateway.web.http import AUTHENTICATOR, DPOP, client_address, read_form
-from gateway.web.ratelimit import enforce_ip_limit
+from gateway.web.ratelimit import ip_limit_now
 
 TOKENS = web.AppKey("token_service", TokenService)
 CLIENT_AUTH = web.AppKey("client_authenticator", ClientAuthenticator)
 
 
+_NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+#: what `web.json_response` would write, with the no-store fields (`_encoded`)
+_JSON_NO_STORE = {"Content-Type": "application/json; charset=utf-8", **_NO_STORE}
+
+
 def _json(body: dict[str, object], status: int = 200) -> web.Response:
-    return web.json_response(body, status=status,
-                             headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
+    return web.json_response(body, status=status, headers=_NO_STORE)
+
+
+def _encoded(body: bytes) -> web.Response:
+    """A 200 of JSON encoded beforehand (`_json`'s answer, byte for byte)."""
+    return web.Response(body=body, headers=_JSON_NO_STORE)
+
+
+async def _ip_limit(request: web.Request) -> None:
+    # before any costly client authentication
+    pending = ip_limit_now(request, client_address(request), "oauth_ip")
+    if pending is not None:
+        await pending
 
 
 async def token(request: web.Request) -> web.Response:
-    # before any costly client authentication
-    await enforce_ip_limit(request, client_address(request), "oauth_ip")
+    await _ip_limit(request)
     form = await read_form(request)
     client = await request.app[CLIENT_AUTH].authenticate(
         request.headers.get("Authorization"), form)
@@ -81,8 +97,7 @@ async def dpop_proof_key(request: web.Request, path: str, *, require_nonce: bool
 async def _token_request(request: web.Request) -> tuple[Client, str, str | None]:
     """RFC 7009 §2.1 / RFC 7662 §2.1: an authenticated client names a `token` (and maybe a
     `token_type_hint`)."""
-    # before any costly client authentication
-    await enforce_ip_limit(request, client_address(request), "oauth_ip")
+    await _ip_limit(request)
     form = await read_form(request)
     client = await request.app[CLIENT_AUTH].authenticate(
         request.headers.get("Authorization"), form)
@@ -120,21 +135,34 @@ async def introspect(request: web.Request) -> web.Response:
         if answer is not None:
             return _json(answer)
     try:
-        claims = await request.app[AUTHENTICATOR].verify(value)
+        # the signature checked once per token, the revocation read on every call
+        claims = await request.app[AUTHENTICATOR].live(value)
     except TokenInvalid:
         return _json({"active": False})
     if claims.client_id != client.client_id:
         # RFC 7662 §2.2: do not disclose tokens of other clients.
         return _json({"active": False})
+    answers = request.app[INTROSPECTION_ANSWERS]
+    body = answers.get(claims.jti)
+    if body is None:
+        body = _active_body(claims, request.app[TOKENS_ISSUER])
+        if len(answers) >= ANSWERS_SIZE:
+            del answers[next(iter(answers))]  # oldest first
+        answers[claims.jti] = body
+    return _encoded(body)
+
+
+def _active_body(claims: AccessTokenClaims, issuer: str) -> bytes:
+    """RFC 7662 §2.2 for an active access token: fixed by its claims, so encoded once per
+    token (`INTROSPECTION_ANSWERS`); whether it is still active is decided per call."""
     body: dict[str, object] = {
         "active": True, "client_id": claims.client_id, "scope": " ".join(sorted(claims.scopes)),
         "sub": claims.sub, "exp": claims.exp, "iat": claims.iat, "jti": claims.jti,
-        "token_type": "Bearer", "iss": request.app[TOKENS_ISSUER],
-        "aud": request.app[TOKENS_ISSUER],
+        "token_type": "Bearer", "iss": issuer, "aud": issuer,
     }
     if claims.scene:
         body["scene"] = claims.scene
-    return _json(body)
+    return json.dumps(body).encode()
 
 
 #: (client, token, token_type_hint) -> True when the hook handled the token (RFC 7009).
@@ -144,9 +172,13 @@ IntrospectionHook = Callable[[Client, str, str | None], Awaitable[dict[str, Any]
 REVOCATION_HOOKS = web.AppKey("revocation_hooks", list[RevocationHook])
 INTROSPECTION_HOOKS = web.AppKey("introspection_hooks", list[IntrospectionHook])
 TOKENS_ISSUER = web.AppKey("tokens_issuer", str)
+#: jti -> the encoded answer of an active token (`_active_body`), at most ANSWERS_SIZE
+INTROSPECTION_ANSWERS = web.AppKey("introspection_answers", dict[str, bytes])
+ANSWERS_SIZE = 10_000
 
 
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/oauth2/token", token)
     app.router.add_post("/oauth2/revoke", revoke)
     app.router.add_post("/oauth2/introspect", introspect)
+    app[INTROSPECTION_ANSWERS] = {}

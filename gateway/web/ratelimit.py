@@ -69,13 +69,29 @@ async def _spend(request: web.Request, lim: CallerLimits, kind: str, subject: st
     _apply(request, await lim.limiter.hit(subject, lim.config.limits[kind]), kind)
 
 
-async def enforce_ip_limit(request: web.Request, address: str, kind: str = "login_ip") -> None:
+async def enforce_ip_limit(request: web.Request, address: str, kind: str) -> None:
     """Per client IP (`services.ratelimits.ip_subject`), before authentication; `address` is
     the client's (`web.http.client_address`: behind trusted proxies, X-Forwarded-For)."""
+    pending = ip_limit_now(request, address, kind)
+    if pending is not None:
+        await pending
+
+
+def ip_limit_now(request: web.Request, address: str,
+                 kind: str = "login_ip") -> Awaitable[None] | None:
+    """`enforce_ip_limit` decided at once from a leased cell when this worker holds one (None
+    returned: nothing to await; the OAuth endpoints skip a coroutine per request this way),
+    else the awaitable that asks the shared limiter."""
     lim = request.app.get(CALLER_LIMITS)
     if lim is None:
-        return
-    await _spend(request, lim, kind, ip_subject(kind, address))
+        return None
+    subject = ip_subject(kind, address)
+    if lim.take is not None:
+        decision = lim.take(subject, lim.config.limits[kind])
+        if decision is not None:
+            _apply(request, decision, kind)
+            return None
+    return _spend(request, lim, kind, subject)
 
 
 async def enforce_user_code_limit(request: web.Request, claims: AccessTokenClaims) -> None:

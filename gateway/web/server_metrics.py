@@ -30,6 +30,7 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from gateway.errors import Unauthorized
+from gateway.tasks import background
 from gateway.web.http import METRICS, Metrics, families, merge_states
 
 log = structlog.get_logger("gateway.metrics")
@@ -125,13 +126,10 @@ def install(app: web.Application, directory: Path | None, flush_ms: int,
                 except OSError as exc:
                     log.warning("metrics.snapshot_failed", error=type(exc).__name__)
 
-        task = asyncio.ensure_future(loop())
         try:
-            yield
+            async with background(loop()):
+                yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
             with contextlib.suppress(OSError):
                 write_snapshot(metrics, directory)  # the last counts of a draining worker
 

@@ -19,10 +19,10 @@ from typing import Any
 from aiohttp import web
 
 from gateway.errors import InvalidRequest, Unavailable
+from gateway.services.ports import LiveCounters
 from gateway.services.stats import (
     GROUP_KEYS,
     LIVE_MAX_MINUTES,
-    LiveCounters,
     Period,
     Statistics,
     live_view,

@@ -13,20 +13,9 @@ local path, headers
 function setup(thread) common.setup(thread) end
 
 function init(args)
-  tid = _G.tid or 1
-  local nthreads = _G.nthreads or 1
-  local k = 0
-  for line in io.lines(os.getenv("WRK_BODIES")) do
-    if k % nthreads == tid - 1 and line ~= "" then
-      n = n + 1
-      bodies[n] = line
-    end
-    k = k + 1
-  end
+  bodies, n = common.my_lines("WRK_BODIES")
   path = os.getenv("WRK_PATH") or "/v1/gates/offline-scans"
-  headers = { ["Content-Type"] = "application/json" }
-  local auth = os.getenv("WRK_AUTH")
-  if auth and auth ~= "" then headers["Authorization"] = auth end
+  headers = common.headers("application/json")
 end
 
 function request()

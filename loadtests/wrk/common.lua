@@ -12,6 +12,30 @@ function M.setup(thread)
   table.insert(threads, thread)
 end
 
+-- This thread's share of the non-empty lines of the file named by env var `name` (thread i
+-- of n takes lines i, i+n, …), and how many.
+function M.my_lines(name)
+  local tid = _G.tid or 1
+  local nthreads = _G.nthreads or 1
+  local out, n, k = {}, 0, 0
+  for line in io.lines(os.getenv(name)) do
+    if k % nthreads == tid - 1 and line ~= "" then
+      n = n + 1
+      out[n] = line
+    end
+    k = k + 1
+  end
+  return out, n
+end
+
+-- Request headers: this Content-Type, and WRK_AUTH as Authorization when set.
+function M.headers(content_type)
+  local headers = { ["Content-Type"] = content_type }
+  local auth = os.getenv("WRK_AUTH")
+  if auth and auth ~= "" then headers["Authorization"] = auth end
+  return headers
+end
+
 M.expect = os.getenv("WRK_EXPECT") or ""
 M.counts = { s2 = 0, s4 = 0, s429 = 0, s5 = 0, expected = 0, other = 0 }
 

@@ -14,9 +14,7 @@ local check = os.getenv("WRK_CHECK") or "token"
 function setup(thread) common.setup(thread) end
 
 function init(args)
-  local headers = { ["Content-Type"] = "application/x-www-form-urlencoded" }
-  local auth = os.getenv("WRK_AUTH")
-  if auth and auth ~= "" then headers["Authorization"] = auth end
+  local headers = common.headers("application/x-www-form-urlencoded")
   req = wrk.format("POST", os.getenv("WRK_PATH") or "/", headers, os.getenv("WRK_BODY") or "")
 end
 

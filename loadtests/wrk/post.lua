@@ -9,9 +9,7 @@ local req
 function setup(thread) common.setup(thread) end
 
 function init(args)
-  local headers = { ["Content-Type"] = os.getenv("WRK_CTYPE") or "application/json" }
-  local auth = os.getenv("WRK_AUTH")
-  if auth and auth ~= "" then headers["Authorization"] = auth end
+  local headers = common.headers(os.getenv("WRK_CTYPE") or "application/json")
   local accept = os.getenv("WRK_ACCEPT")
   if accept and accept ~= "" then headers["Accept"] = accept end
   req = wrk.format("POST", os.getenv("WRK_PATH") or "/", headers, os.getenv("WRK_BODY") or "")

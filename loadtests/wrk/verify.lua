@@ -17,19 +17,9 @@ function setup(thread) common.setup(thread) end
 
 function init(args)
   tid = _G.tid or 1            -- set by setup() through thread:set
-  local nthreads = _G.nthreads or 1
-  local k = 0
-  for line in io.lines(os.getenv("WRK_CODES")) do
-    if k % nthreads == tid - 1 and line ~= "" then
-      n = n + 1
-      codes[n] = line
-    end
-    k = k + 1
-  end
+  codes, n = common.my_lines("WRK_CODES")
   path = os.getenv("WRK_PATH") or "/v1/codes/verify"
-  headers = { ["Content-Type"] = "application/json" }
-  local auth = os.getenv("WRK_AUTH")
-  if auth and auth ~= "" then headers["Authorization"] = auth end
+  headers = common.headers("application/json")
   -- WRK_RUN makes request ids unique across runs (a reused id would be an idempotent retry)
   prefix = '","scene":"' .. (os.getenv("WRK_SCENE") or "metro") .. '","request_id":"' ..
            (os.getenv("WRK_RUN") or "run") .. "-b" .. tid .. "-"

@@ -53,7 +53,8 @@ class Backend:
 
     def clients(self) -> ClientStore:
         if self.redis is not None:
-            return RedisClientStore(self.redis, self.prefix)
+            # as the composition root builds it: reads through the coalescer
+            return RedisClientStore(self.redis, self.prefix, self.coalescer)
         return MemoryClientStore()
 
 

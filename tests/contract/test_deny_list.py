@@ -8,7 +8,7 @@ import asyncio
 
 from gateway.adapters.memory_revocations import MemoryDenyListStore
 from gateway.adapters.redis_revocations import RedisDenyListStore
-from gateway.services.revocations import DenyListStore
+from gateway.services.ports import DenyListStore
 
 from .conftest import Backend
 

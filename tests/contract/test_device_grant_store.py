@@ -10,8 +10,9 @@ import asyncio
 from gateway.adapters.memory_device_grants import MemoryDeviceGrantStore
 from gateway.adapters.redis_device_grants import RedisDeviceGrantStore
 from gateway.authz import device as dg
-from gateway.authz.device import DeviceAuthorization, DeviceGrantStore
+from gateway.authz.device import DeviceAuthorization
 from gateway.authz.oidc import new_id
+from gateway.authz.ports import DeviceGrantStore
 from tests.contract.conftest import Backend
 
 

@@ -13,6 +13,7 @@ import pytest
 from gateway.adapters.memory import MemorySingleUse
 from gateway.adapters.memory_records import MemoryRecordingClaims, MemoryRecordStore
 from gateway.services.records import (
+    Claim,
     Exporter,
     RecordingClaims,
     TransactionRecord,
@@ -126,6 +127,64 @@ async def test_a_full_outbox_keeps_the_decision_drops_the_record_and_alarms(
     assert [x.request_id for x in await r.stored()] == ["r-0", "r-1", "r-2"]
     assert await r.claims.claim("code:9", 5, "v", record(9)) is None  # room again
     assert [x.request_id for x in await r.stored()] == ["r-0", "r-1", "r-2", "r-9"]
+
+
+async def test_claim_many_answers_each_as_claim_would_in_order(backend: Backend) -> None:
+    r = rig(backend)
+    assert await r.claims.claim("code:old", 5, "gate-0|r-0", record(0)) is None
+    batch = [Claim(f"code:{i}", 5, f"gate-1|r-{i}", record(i)) for i in range(1, 40)]
+    batch.insert(7, Claim("code:old", 5, "gate-1|late", record(90)))    # claimed before
+    batch.append(Claim("code:3", 5, "gate-1|again", record(91)))      # twice in the batch
+    got = await r.claims.claim_many(batch)
+    assert got[7] == "gate-0|r-0" and got[-1] == "gate-1|r-3"
+    assert [x for j, x in enumerate(got) if j not in (7, len(got) - 1)] == [None] * 39
+    assert await r.claims.claim_many([]) == []
+    assert await r.claims.peek("code:12") == "gate-1|r-12"
+    # every winner's record once, no loser's
+    assert sorted(x.request_id for x in await r.stored()) == sorted(
+        [f"r-{i}" for i in range(40)])
+
+
+async def test_claim_many_from_two_callers_at_once_wins_each_key_once(
+        backend: Backend) -> None:
+    r = rig(backend)
+    keys = [f"code:hot-{i}" for i in range(100)]
+    a, b = await asyncio.gather(
+        r.claims.claim_many([Claim(k, 5, "A", record(i)) for i, k in enumerate(keys)]),
+        r.claims.claim_many([Claim(k, 5, "B", record(100 + i)) for i, k in enumerate(keys)]))
+    for x, y in zip(a, b, strict=True):
+        assert sorted((x or "", y or "")) in (["", "A"], ["", "B"])
+    assert len(await r.stored()) == 100
+
+
+async def test_remember_many_sets_only_unset_keys(backend: Backend) -> None:
+    r = rig(backend)
+    await r.claims.remember("up:g|1", 5, "first")
+    await r.claims.remember_many(5, [(f"up:g|{i}", f"v{i}") for i in range(1, 30)])
+    assert await r.claims.peek("up:g|1") == "first"
+    assert await r.claims.peek("up:g|29") == "v29"
+    assert await r.stored() == []
+
+
+@on_redis
+async def test_claim_many_on_a_full_outbox_keeps_the_decisions_and_alarms(
+        backend: Backend) -> None:
+    r = rig(backend, bound=3, shards=1)
+    got = await r.claims.claim_many([Claim(f"code:{i}", 5, "v", record(i)) for i in range(5)])
+    assert got == [None] * 5 and len(r.full) == 2
+    assert [x.request_id for x in await r.stored()] == ["r-0", "r-1", "r-2"]
+
+
+@on_redis
+async def test_claim_many_reloads_a_flushed_script(backend: Backend) -> None:
+    assert backend.redis is not None
+    r = rig(backend)
+    await backend.redis.script_flush()
+    got = await r.claims.claim_many([Claim(f"code:{i}", 5, "v", record(i)) for i in range(9)])
+    assert got == [None] * 9
+    await backend.redis.script_flush()
+    await r.claims.remember_many(5, [("up:g|1", "x")])
+    assert await r.claims.peek("up:g|1") == "x"
 
 
 class FlakyStore(MemoryRecordStore):

@@ -1,4 +1,4 @@
-"""Contract: the daily roll-up store (gateway.services.stats.StatsStore), on memory (the
+"""Contract: the daily roll-up store (gateway.services.ports.StatsStore), on memory (the
 sandbox) and on a real PostgreSQL server (gateway/adapters/postgres_stats.py).
 
 Both stores answer every question the same from the same rows: sums over days, the levels
@@ -14,12 +14,12 @@ from datetime import date
 import pytest
 
 from gateway.adapters.memory_ops import MemoryStatsStore
+from gateway.services.ports import StatsStore
 from gateway.services.scenes import SceneCatalogue
 from gateway.services.stats import (
     ANY,
     Rollup,
     Statistics,
-    StatsStore,
     hll_add,
     hll_count,
     hll_empty,
@@ -104,6 +104,24 @@ async def test_rows_read_back_summed_over_adds(store: StatsStore) -> None:
     assert [k for k, _ in await store.rows("2027-01-15", "2027-01-16", district="500106",
                                            scene="scenic")] == [
         ("2027-01-16", "500106", "scenic", "v-c", "ssc_card")]
+
+
+async def test_reason_and_latency_maps_add_key_by_key(store: StatsStore) -> None:
+    """A second add with a reason and a bucket already stored and new ones: the stored
+    counts grow, the new keys join, the others stand — in the venue row and at its levels."""
+    key = ("2027-01-15", "500103", "metro", "v-a", "ykm")
+    await store.add({key: Rollup(3, 1, {"expired": 1, "malformed": 1}, {4: 2, 9: 1})}, {})
+    await store.add({key: Rollup(4, 1, {"expired": 2, "replayed": 1}, {4: 1, 12: 3})}, {})
+    await store.add({key: Rollup(1, 1)}, {})  # no reason, no latency: the maps stand
+    (got_key, got), = await store.rows("2027-01-15", "2027-01-15")
+    assert got_key == key
+    assert (got.scans, got.allows) == (8, 3)
+    assert got.denies == {"expired": 3, "malformed": 1, "replayed": 1}
+    assert got.latency == {4: 3, 9: 1, 12: 3}
+    for district, scene in (("500103", "metro"), (ANY, ANY)):
+        (_, level), = await store.levels("2027-01-15", "2027-01-15", district, scene)
+        assert (level.scans, level.allows, level.denies, level.latency) == (
+            8, 3, {"expired": 3, "malformed": 1, "replayed": 1}, {4: 3, 9: 1, 12: 3})
 
 
 async def test_levels_one_every_and_all_of(store: StatsStore) -> None:

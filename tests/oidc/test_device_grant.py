@@ -6,8 +6,12 @@ clock."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
+import os
 import re
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -486,3 +490,109 @@ async def test_the_verification_page_sends_the_resident_to_the_app(kiosk: Kiosk)
     assert "frame-ancestors 'none'" in r.headers["Content-Security-Policy"]
     r = await kiosk.op.c.get("/device?user_code=%3Cscript%3E")
     assert r.status == 200 and "<script>" not in await r.text()
+
+
+async def _cli(op: OP, *args: str) -> tuple[int, str, str]:
+    """`gateway ...` as an operator runs it, on the live gateway's Redis and key directory."""
+    s = op.gw.settings
+    assert s.redis_url
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    env.update({"GATEWAY_REDIS_URL": s.redis_url, "GATEWAY_REDIS_PREFIX": s.redis_prefix,
+                "GATEWAY_KEYS_DIR": str(s.keys_dir)})
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", *args, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_a_kiosk_registered_by_the_cli_can_use_the_grant(kiosk: Kiosk) -> None:
+    """`gateway clients register --grant-type urn:...:device_code` makes a kiosk client the
+    live gateway serves the device grant (without the flag the same client is refused);
+    other grant types are refused before anything is written."""
+    op = kiosk.op
+    kiosk_args = ("--kind", "rp", "--name", "自助终端 CLI", "--sector", "cq-service-halls",
+                  "--scope", "openid", "--scope", "profile")
+
+    async def device_authorization(client_id: str, secret: str) -> tuple[int, dict[str, Any]]:
+        basic = base64.b64encode(f"{client_id}:{secret}".encode()).decode()
+        r = await op.c.post("/oauth2/device_authorization", data={"scope": "openid"},
+                            headers={"Authorization": f"Basic {basic}"})
+        return r.status, dict(await r.json())
+
+    rc, out, err = await _cli(op, "clients", "register", "kiosk-cli-1", *kiosk_args,
+                              "--grant-type", DEVICE_CODE)
+    assert rc == 0, err
+    secret = json.loads(out)["client_secret"]
+    status, started = await device_authorization("kiosk-cli-1", secret)
+    assert status == 200, started
+    assert re.fullmatch(r"[A-Z]{4}-[A-Z]{4}", started["user_code"])
+    basic = base64.b64encode(f"kiosk-cli-1:{secret}".encode()).decode()
+    r = await op.c.post("/oauth2/token", data={"grant_type": DEVICE_CODE,
+                                               "device_code": started["device_code"]},
+                        headers={"Authorization": f"Basic {basic}"})
+    assert (r.status, (await r.json())["error"]) == (400, "authorization_pending")
+
+    rc, out, err = await _cli(op, "clients", "register", "kiosk-cli-2", *kiosk_args)
+    assert rc == 0, err
+    status, body = await device_authorization("kiosk-cli-2", json.loads(out)["client_secret"])
+    assert (status, body["error"]) == (400, "unauthorized_client")
+
+    for bad in ("authorization_code", "urn:ietf:params:oauth:grant-type:token-exchange"):
+        rc, out, err = await _cli(op, "clients", "register", "kiosk-cli-3", *kiosk_args,
+                                  "--grant-type", bad)
+        assert rc == 1 and "grant_types" in err and "Traceback" not in err, err
+    rc, out, err = await _cli(op, "clients", "register", "app-cli-1", "--kind", "app",
+                              "--name", "x", "--grant-type", DEVICE_CODE)
+    assert rc == 1 and "kind rp" in err, err
+    rc, listed, err = await _cli(op, "clients", "list")
+    assert rc == 0, err
+    rows = {c["client_id"]: c for c in map(json.loads, listed.splitlines())}
+    assert "kiosk-cli-3" not in rows and "app-cli-1" not in rows
+    assert rows["kiosk-cli-1"]["grant_types"] == [DEVICE_CODE]
+    assert rows["kiosk-cli-2"]["grant_types"] == []
+
+
+async def test_the_cli_registers_par_dpop_and_logout_metadata(kiosk: Kiosk) -> None:
+    op = kiosk.op
+    rc, _, err = await _cli(
+        op, "clients", "register", "rp-cli-fapi", "--kind", "rp", "--name", "FAPI RP",
+        "--redirect-uri", "https://rp.example/cb", "--require-par", "--dpop-bound",
+        "--post-logout-redirect-uri", "https://rp.example/bye",
+        "--backchannel-logout-uri", "https://rp.example/bcl")
+    assert rc == 0, err
+    # the live gateway applies it: a front-channel request of this client is refused
+    req = op.auth_request(client_id="rp-cli-fapi", redirect_uri="https://rp.example/cb")
+    r = await op.c.get(req.url, allow_redirects=False)
+    assert r.status == 302
+    assert parse_qs(urlsplit(r.headers["Location"]).query)["error"] == ["invalid_request"]
+    rc, listed, err = await _cli(op, "clients", "list")
+    row = next(c for c in map(json.loads, listed.splitlines()) if c["client_id"] == "rp-cli-fapi")
+    assert row["require_pushed_authorization_requests"] is True
+    assert row["dpop_bound_access_tokens"] is True
+    assert row["post_logout_redirect_uris"] == ["https://rp.example/bye"]
+    assert row["backchannel_logout_uri"] == "https://rp.example/bcl"
+
+
+async def test_number_matching_follows_the_login_setting(make_gateway: GatewayFactory) -> None:
+    """GATEWAY_LOGIN_REQUIRE_NUMBER=false turns number matching off for the device grant as for
+    scan-to-login: no choices in the scan answer, an approval without a number passes; a number
+    sent is still checked, and a wrong one still cancels."""
+    limits = config_from_env({"GATEWAY_RATELIMIT_LOGIN_IP": "1000/1/1000"})
+    kiosk = Kiosk(OP(await make_gateway(rate_limits=limits, login_require_number=False)))
+    op = kiosk.op
+    token = await op.resident("r-li-na")
+    started = await kiosk.start("openid")
+    _, auth_id, number = await kiosk.page(started)
+    status, scanned = await app_scan(op, token, started["user_code"])
+    assert status == 200 and "number_choices" not in scanned
+    status, body = await app_decide(op, token, auth_id, "approve")
+    assert (status, body["status"]) == (200, "approved")
+    status, tokens = await kiosk.token(started["device_code"])
+    assert status == 200, tokens
+    started = await kiosk.start("openid")
+    _, auth_id, number = await kiosk.page(started)
+    assert (await app_scan(op, token, started["user_code"]))[0] == 200
+    status, body = await app_decide(op, token, auth_id, "approve", {"number": (number + 1) % 100})
+    assert status == 403 and body["code"] == "forbidden"

@@ -316,7 +316,11 @@ async def test_suspension_between_approval_and_redemption_refuses_the_code(op: O
 
 # -- finding 8: the token, introspection and revocation endpoints are limited per client IP,
 #    before any client authentication (a private_key_jwt costs an ECDSA check) ---------------
-@pytest.mark.parametrize("path", ["/oauth2/token", "/oauth2/introspect", "/oauth2/revoke"])
+@pytest.mark.parametrize("path", ["/oauth2/token", "/oauth2/introspect", "/oauth2/revoke",
+                                  # the same per-IP allowance before client authentication:
+                                  # PAR and the device grant's kiosk endpoints
+                                  "/oauth2/par", "/oauth2/device_authorization",
+                                  "/oauth2/device/card-tap", "/oauth2/device/card-confirm"])
 async def test_oauth_endpoints_are_limited_before_client_authentication(
         make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch, path: str) -> None:
     gw = await make_gateway(rate_limits=config_from_env({"GATEWAY_RATELIMIT_OAUTH_IP": "3/60/3"}))
@@ -389,7 +393,8 @@ async def test_userinfo_401_without_credentials_has_a_json_body(gw: Gateway, met
     assert "error=" not in r.headers["WWW-Authenticate"]   # RFC 6750 §3.1
 
 
-@pytest.mark.parametrize("path", ["/v1/login-sessions/scan", "/v1/me/consents/scan"])
+@pytest.mark.parametrize("path", ["/v1/login-sessions/scan", "/v1/me/consents/scan",
+                                  "/v1/device-authorizations/scan"])
 async def test_options_on_a_scan_route_names_only_its_own_methods(gw: Gateway, path: str) -> None:
     r = await gw.client.options(path)
     assert r.status == 405 and r.headers["Allow"] == "POST"

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+import aiohttp
 import pytest
 
+from gateway.settings import config_from_env
 from tests.oidc.conftest import JKB, JKB_CB, OP
+from tests.web.conftest import GatewayFactory
 
 LOGGED_OUT = "http://127.0.0.1:8400/logged-out"
 
@@ -151,3 +154,24 @@ async def test_logout_tells_the_rps_back_end_with_a_logout_token(op: OP) -> None
     doc = await (await op.c.get("/.well-known/openid-configuration")).json()
     assert doc["backchannel_logout_supported"] is True
     assert doc["backchannel_logout_session_supported"] is True
+
+
+async def test_logout_is_limited_per_client_address(make_gateway: GatewayFactory) -> None:
+    """The logout page spends its caller's own `login_ip` allowance (GATEWAY_RATELIMIT_LOGIN_IP),
+    the client address as the authorization page reads it. It used to spend one bucket shared
+    by every caller (the kind's name was passed as the address): a burst of ten logouts from
+    anywhere locked every resident out of logging out for the rest of the window."""
+    limits = config_from_env({"GATEWAY_RATELIMIT_LOGIN_IP": "1/60/1"})
+    gw = await make_gateway(rate_limits=limits)
+    # 127.0.0.1 spends its allowance on the authorization page: its logout is refused too
+    r = await gw.client.get("/oauth2/authorize?client_id=" + JKB)
+    assert r.status != 429
+    r = await gw.client.get("/oauth2/logout", allow_redirects=False)
+    assert r.status == 429 and int(r.headers["Retry-After"]) >= 1
+    # another caller (another loopback source address) has its own allowance
+    connector = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))
+    async with aiohttp.ClientSession(connector=connector) as other:
+        async with other.get(f"{gw.base}/oauth2/logout", allow_redirects=False) as r:
+            assert r.status != 429
+        async with other.get(f"{gw.base}/oauth2/logout", allow_redirects=False) as r:
+            assert r.status == 429

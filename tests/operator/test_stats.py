@@ -170,6 +170,16 @@ def test_levels_and_targets() -> None:
     assert target_for({"note": "试点"}, 2026) == "试点"
 
 
+def test_a_subjects_register_and_rank_are_pinned() -> None:
+    """The sketches stored in PostgreSQL outlive a release: a subject must keep its register
+    and rank (SHA-256's first 64 bits: top 10 the register, the first 1 bit of the rest the
+    rank), whatever the code computing them."""
+    from gateway.services.stats import hll_position
+
+    assert [hll_position(s) for s in ("", "a", "0" * 43, "sub-1", "居民")] == [
+        (910, 1), (810, 2), (740, 2), (42, 8), (138, 1)]
+
+
 def test_distinct_residents_are_counted_not_listed() -> None:
     regs = hll_empty()
     for i in range(5000):

@@ -7,6 +7,7 @@ interleaved rounds reduce to per-field medians."""
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import os
@@ -303,6 +304,55 @@ async def test_wrk_lua_scripts_feed_one_code_per_request(tmp_path: Path) -> None
     # the server here is this process: its CPU per request is measured; no Redis pid given
     assert r.server_cpu_us_per_req is not None and r.server_cpu_us_per_req > 0
     assert r.redis_cpu_us_per_req is None
+
+
+async def test_wrk_lua_scripts_share_the_line_split_and_the_headers(tmp_path: Path) -> None:
+    """bodies.lua over two threads sends each prepared body once (thread i of n takes lines
+    i, i+n, …: common.my_lines); bodies, post and oauth all send WRK_AUTH and their
+    Content-Type (common.headers)."""
+    import asyncio
+
+    from aiohttp import web
+
+    seen: list[tuple[str, str, str, bytes]] = []
+
+    async def record(request: web.Request) -> web.Response:
+        seen.append((request.path, request.headers.get("Authorization", ""),
+                     request.headers.get("Content-Type", ""), await request.read()))
+        return web.Response(text='{"access_token":"a.b.c","token_type":"Bearer"}',
+                            content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", record)
+    client = TestClient(TestServer(app, host="127.0.0.1"))
+    await client.start_server()
+    url = str(client.make_url("")).rstrip("/")
+    wrk = bench.ensure_wrk()
+    loop = asyncio.get_running_loop()
+    try:
+        bodies = seed.write_lines(tmp_path / "bodies.txt", [f'{{"n":{i}}}' for i in range(100000)])
+        r = await loop.run_in_executor(None, lambda: bench.run_wrk(
+            wrk, "b", url, "bodies.lua",
+            {"WRK_PATH": "/bodies", "WRK_AUTH": "Bearer B", "WRK_BODIES": str(bodies),
+             "WRK_EXPECT": "Bearer"}, threads=2, connections=2, duration_s=1))
+        for script, path, extra in (("post.lua", "/post", {"WRK_CTYPE": "text/plain"}),
+                                    ("oauth.lua", "/oauth", {"WRK_CHECK": "token"})):
+            env = {"WRK_PATH": path, "WRK_AUTH": "Basic P", "WRK_BODY": "x=1",
+                   "WRK_EXPECT": "Bearer", **extra}
+            r2 = await loop.run_in_executor(None, functools.partial(
+                bench.run_wrk, wrk, "p", url, script, env, threads=1, connections=1,
+                duration_s=1))
+            assert r2.requests > 0 and r2.expected == r2.requests
+    finally:
+        await client.close()
+    sent = [s for s in seen if s[0] == "/bodies"]
+    assert r.requests > 0 and r.expected == r.requests
+    assert len({s[3] for s in sent}) == len(sent)               # each body once, across threads
+    assert {(s[1], s[2]) for s in sent} == {("Bearer B", "application/json")}
+    assert {(s[1], s[2], s[3]) for s in seen if s[0] == "/post"} == {
+        ("Basic P", "text/plain", b"x=1")}
+    assert {(s[1], s[2], s[3]) for s in seen if s[0] == "/oauth"} == {
+        ("Basic P", "application/x-www-form-urlencoded", b"x=1")}
 
 
 def test_locust_helpers_work() -> None:

@@ -90,8 +90,8 @@ async def test_a_rolled_back_write_counts_nothing(stores: Stores) -> None:
     assert isinstance(rollups, ExporterRollups)
 
     class Broken(ExporterRollups):
-        async def within(self, conn: Any, records: Any, places: Any) -> None:
-            await super().within(conn, records, places)
+        async def apply(self, conn: Any, summary: object) -> None:
+            await super().apply(conn, summary)
             raise ConnectionResetError("the link dropped after the roll-up")
 
     stores.records.rollups = Broken(rollups.stats, rollups.places)
@@ -148,6 +148,70 @@ async def test_a_thirty_day_question_reads_no_record(stores: Stores) -> None:
         await conn.execute("DROP TABLE gw_transactions CASCADE")
     got = dict(await stores.stats.totals("2026-12-17", DAY, ["day"], None, None))
     assert got[(DAY,)].scans == 30
+
+
+async def test_a_prepared_batch_half_stored_meanwhile_counts_only_the_new(
+        stores: Stores) -> None:
+    """The exporter prepares a batch (its roll-up summed) before writing it; if part of it
+    got stored in between (another exporter's write, a re-delivery), the prepared summary of
+    the whole batch must not be added: only what the write really inserted counts."""
+    batch = [record(i) for i in range(30)] + [record(30 + i, decision="deny")
+                                              for i in range(10)]
+    prepared = await stores.records.prepare(batch)
+    assert await stores.records.write(batch[:25]) == 25
+    assert await stores.records.write(batch, prepared) == 15
+    assert await counts(stores.stats) == (40, 30, 10)
+    # the same prepared batch once more: all stored, nothing counted
+    assert await stores.records.write(batch, prepared) == 0
+    assert await counts(stores.stats) == (40, 30, 10)
+
+
+async def test_a_preparation_of_other_records_is_not_used(stores: Stores) -> None:
+    batch = [record(i) for i in range(12)]
+    other = await stores.records.prepare([record(100 + i) for i in range(3)])
+    assert await stores.records.write(batch, other) == 12
+    assert await counts(stores.stats) == (12, 12, 0)
+    async with stores.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM gw_transactions") == 12
+
+
+class Watched(PostgresRecordStore):
+    """The real store, telling the order of its calls."""
+
+    events: list[str]
+
+    async def prepare(self, records: Any) -> Any:
+        self.events.append(f"prepare {records[0].request_id}")
+        return await super().prepare(records)
+
+    async def write(self, records: Any, prepared: object | None = None) -> int:
+        self.events.append(f"write {records[0].request_id} "
+                           f"{'prepared' if prepared is not None else 'bare'}")
+        n = await super().write(records, prepared)
+        self.events.append(f"written {records[0].request_id}")
+        return n
+
+
+async def test_the_exporter_prepares_the_next_batch_while_it_writes_one(
+        stores: Stores, redis_client: aioredis.Redis) -> None:
+    streams = outbox_keys("t16:", 1)
+    for i in range(30):
+        await redis_client.xadd(streams[0], {"r": record(i).to_wire()})
+    outbox = RedisOutbox(redis_client, prefix="t16:", shards=1, bound=10_000)
+    rollups = stores.records.rollups
+    store = Watched(stores.pool, rollups)
+    store.events = []
+    exporter = Exporter(outbox, store, RedisExporterLock(redis_client, prefix="t16:"),
+                        batch_size=10)
+    assert await exporter.drain() == 30
+    assert await counts(stores.stats) == (30, 30, 0)
+    ev = store.events
+    # every batch is written with its preparation; the next one is prepared before the
+    # write of the one before has finished (the two overlap)
+    assert [e for e in ev if e.startswith("write")] == [
+        "write r-0 prepared", "write r-10 prepared", "write r-20 prepared"]
+    assert ev.index("prepare r-10") < ev.index("written r-0")
+    assert ev.index("prepare r-20") < ev.index("written r-10")
 
 
 async def test_rebuild_of_a_bounded_range_recounts_those_days_only(stores: Stores) -> None:
