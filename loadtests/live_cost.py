@@ -1,6 +1,6 @@
 """What the live statistics counters cost on the verify path, isolated from the box's noise
 (issue 15; docs/stats.md "Speed"): the claim-and-append script
-(gateway/adapters/redis_records.py) run with and without its two live HINCRBYs on a private
+(gateway/adapters/redis_records.py) run with and without its live HINCRBY on a private
 redis-server, in interleaved rounds — redis-server CPU per call from /proc — and the Python cost
 of building each call's arguments (the live keys and field); then the whole claim
 (`RedisRecordingClaims.claim` through the Coalescer, on uvloop) with and without them, client
@@ -40,9 +40,8 @@ def _args(sha: str, key: str, stream: str, wire: bytes, rec: TransactionRecord, 
           live: bool) -> tuple[object, ...]:
     """The EVALSHA as RedisRecordingClaims.claim builds it, with or without live keys."""
     if live:
-        minute_key, day_key = rr.live_keys(PREFIX, 0, int(t // 60), int(t // 86400))
-        return ("EVALSHA", sha, 4, key, stream, minute_key, day_key, "v", 60000, 2_000_000,
-                wire, live_field(rec), rr.LIVE_MINUTE_TTL_MS, rr.LIVE_DAY_TTL_MS)
+        return ("EVALSHA", sha, 3, key, stream, rr.live_key(PREFIX, 0, int(t // 60)), "v", 60000,
+                2_000_000, wire, live_field(rec))
     return ("EVALSHA", sha, 2, key, stream, "v", 60000, 2_000_000, wire)
 
 

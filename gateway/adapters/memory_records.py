@@ -78,30 +78,33 @@ class MemoryRecordStore:
 
 
 class MemoryLiveCounters:
-    """The sandbox's live counters (docs/stats.md): the same fields as Redis's, per minute
-    and per day, the last two hours and two days kept."""
+    """The sandbox's live counters (docs/stats.md): the same fields as Redis's, per minute,
+    kept 25 hours; "today" is the sum of today's minutes, as on Redis."""
+
+    KEEP_MINUTES = 25 * 60
 
     def __init__(self) -> None:
         self._minutes: dict[int, dict[str, int]] = {}
-        self._days: dict[int, dict[str, int]] = {}
 
     def count(self, record: TransactionRecord) -> None:
         fld = live_field(record)
-        t = record.verified_at
-        minute, day = int(t // 60), int(t // 86400)
-        for table, k, keep in ((self._minutes, minute, 120), (self._days, day, 2)):
-            held = table.get(k)
-            if held is None:
-                held = table[k] = {}
-                for old in [x for x in table if x <= k - keep]:
-                    del table[old]
-            held[fld] = held.get(fld, 0) + 1
+        minute = int(record.verified_at // 60)
+        held = self._minutes.get(minute)
+        if held is None:
+            held = self._minutes[minute] = {}
+            for old in [x for x in self._minutes if x <= minute - self.KEEP_MINUTES]:
+                del self._minutes[old]
+        held[fld] = held.get(fld, 0) + 1
 
     async def read(self, now: float, minutes: int) -> LiveCounts:
         minute, day = int(now // 60), int(now // 86400)
+        today: dict[str, int] = {}
+        for m, held in self._minutes.items():
+            if day * 1440 <= m <= minute:
+                for fld, n in held.items():
+                    today[fld] = today.get(fld, 0) + n
         wanted = range(minute - minutes + 1, minute + 1)
-        return LiveCounts(day, dict(self._days.get(day, {})),
-                          {m: dict(self._minutes.get(m, {})) for m in wanted})
+        return LiveCounts(day, today, {m: dict(self._minutes.get(m, {})) for m in wanted})
 
 
 class MemoryRecordingClaims:

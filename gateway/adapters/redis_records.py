@@ -9,10 +9,10 @@ claim's key, UTF-8, mod N — a key always lands on one shard, whoever claims it
   a (gate, request id) pair). They share the stream's hash tag, so the one script that claims
   and appends touches one Cluster slot; N streams spread the appends over N slots.
 * ``gw:tx:exporter`` — the exporter lock (SET NX PX, renewed by its holder).
-* ``gw:tx:live:{gw:tx:k}:m:<unix minute>`` and ``…:d:<unix day>`` — the live view's counters
-  (GATEWAY_STATS_LIVE, docs/stats.md): hashes of ``scene␟gate␟face␟reason`` → decisions,
-  counted by the same script when its claim wins (kept 2 hours and 2 days). Same hash tag:
-  still one slot, still one round trip.
+* ``gw:tx:live:{gw:tx:k}:m:<unix minute>`` — the live view's counters (GATEWAY_STATS_LIVE,
+  docs/stats.md): hashes of ``scene␟gate␟face␟reason`` → decisions, one HINCRBY by the same
+  script when its claim wins, kept 25 hours; "today" is the sum of today's minutes, read by
+  one script per shard. Same hash tag: still one slot, still one round trip.
 
 The claim script is ``SET key value NX PX ttl GET`` and, only when that claimed, ``XADD`` —
 unless the stream already holds its bound (XLEN, O(1)): then the decision stands, the record
@@ -44,39 +44,41 @@ from gateway.services.records import Batch, Claim, TransactionRecord
 from gateway.services.stats import LiveCounts, live_field
 
 __all__ = ["RedisExporterLock", "RedisLiveCounters", "RedisOutbox", "RedisRecordingClaims",
-           "claim_key", "live_keys", "outbox_keys"]
+           "claim_key", "live_key", "live_prefix", "outbox_keys"]
 
 log = structlog.get_logger("gateway.records")
 
+#: The live view's minute hashes are kept 25 hours: "today" (UTC) is the sum of today's
+#: minutes (docs/stats.md "The live view"), so each must outlive the day it was counted in.
+LIVE_MINUTE_TTL_MS: Final = 25 * 3600 * 1000
+
+#: KEYS = the claim, the shard's stream, and (live counters on) the shard's hash of this
+#: minute; ARGV = value, TTL in ms, the shard's bound, the record, and (live on) its field.
+#: One HINCRBY per decision (PEXPIRE only when it created the field).
 CLAIM_AND_APPEND: Final = """
 local prev = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2], 'GET')
 if prev then return {1, prev} end
-if KEYS[4] then
-  if redis.call('HINCRBY', KEYS[3], ARGV[5], 1) == 1 then
-    redis.call('PEXPIRE', KEYS[3], ARGV[6])
-  end
-  if redis.call('HINCRBY', KEYS[4], ARGV[5], 1) == 1 then
-    redis.call('PEXPIRE', KEYS[4], ARGV[7])
-  end
+if KEYS[3] and redis.call('HINCRBY', KEYS[3], ARGV[5], 1) == 1 then
+  redis.call('PEXPIRE', KEYS[3], LIVE_MINUTE_TTL_MS)
 end
 if redis.call('XLEN', KEYS[2]) >= tonumber(ARGV[3]) then return {0, 0} end
 redis.call('XADD', KEYS[2], '*', 'r', ARGV[4])
 return {0, 1}
-"""
+""".replace("LIVE_MINUTE_TTL_MS", str(LIVE_MINUTE_TTL_MS))
 _SHA: Final = hashlib.sha1(CLAIM_AND_APPEND.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1
 
 #: The bulk form (an offline upload: docs/records.md "Offline uploads"): every claim of one
-#: outbox shard in ONE call. KEYS = stream, live minute hash, live day hash (unused when
-#: ARGV[2] is '0'), then the claims' keys; ARGV = bound, live, minute TTL, day TTL, then per
-#: claim: value, TTL in ms, record, live field. Per claim the reply is the first claimer's
+#: outbox shard in ONE call. KEYS = stream, live minute hash (unused when ARGV[2] is '0'),
+#: then the claims' keys; ARGV = bound, live, then per claim: value, TTL in ms, record, live
+#: field. Per claim the reply is the first claimer's
 #: value, 1 (claimed, record appended) or 0 (claimed, outbox full: record dropped). The live
 #: counters get one HINCRBY per distinct field, not one per claim.
 CLAIM_AND_APPEND_MANY: Final = """
 local bound, live = tonumber(ARGV[1]), ARGV[2] == '1'
 local len = redis.call('XLEN', KEYS[1])
 local out, counts = {}, {}
-for i = 4, #KEYS do
-  local a = 4 * (i - 4) + 5
+for i = 3, #KEYS do
+  local a = 4 * (i - 3) + 3
   local prev = redis.call('SET', KEYS[i], ARGV[a], 'NX', 'PX', ARGV[a + 1], 'GET')
   if prev then
     out[#out + 1] = prev
@@ -92,11 +94,12 @@ for i = 4, #KEYS do
   end
 end
 for f, n in pairs(counts) do
-  if redis.call('HINCRBY', KEYS[2], f, n) == n then redis.call('PEXPIRE', KEYS[2], ARGV[3]) end
-  if redis.call('HINCRBY', KEYS[3], f, n) == n then redis.call('PEXPIRE', KEYS[3], ARGV[4]) end
+  if redis.call('HINCRBY', KEYS[2], f, n) == n then
+    redis.call('PEXPIRE', KEYS[2], LIVE_MINUTE_TTL_MS)
+  end
 end
 return out
-"""
+""".replace("LIVE_MINUTE_TTL_MS", str(LIVE_MINUTE_TTL_MS))
 _SHA_MANY: Final = hashlib.sha1(CLAIM_AND_APPEND_MANY.encode()).hexdigest()  # noqa: S324
 #: `remember` in bulk, one call per shard: KEYS = the keys; ARGV = TTL in ms, then the values.
 _REMEMBER_MANY: Final = """
@@ -129,11 +132,14 @@ def _shard(key: str, shards: int) -> int:
     return zlib.crc32(key.encode()) % shards if shards > 1 else 0
 
 
-LIVE_MINUTE_TTL_MS: Final = 2 * 3600 * 1000
-LIVE_DAY_TTL_MS: Final = 2 * 86400 * 1000
-def live_keys(prefix: str, shard: int, minute: int, day: int) -> tuple[str, str]:
-    base = f"{prefix}tx:live:{_tag(prefix, shard)}"
-    return f"{base}:m:{minute}", f"{base}:d:{day}"
+def live_prefix(prefix: str, shard: int) -> str:
+    """A shard's live minute hashes are this followed by the Unix minute."""
+    return f"{prefix}tx:live:{_tag(prefix, shard)}:m:"
+
+
+def live_key(prefix: str, shard: int, minute: int) -> str:
+    """The live counters' hash of one shard and one Unix minute."""
+    return f"{live_prefix(prefix, shard)}{minute}"
 
 
 def claim_key(prefix: str, shards: int, key: str) -> str:
@@ -159,7 +165,18 @@ class RedisRecordingClaims:
         self._on_full = on_full
         self._streams = outbox_keys(prefix, shards)
         self._claims = [f"{prefix}once:{_tag(prefix, k)}:" for k in range(shards)]
+        self._live_prefixes = [live_prefix(prefix, k) for k in range(shards)]
+        #: (Unix minute, that minute's live hash per shard): built once a minute
+        self._minute_keys: tuple[int, list[str]] = (-1, [])
         self._full_logged = 0.0
+
+    def _live_key(self, k: int, t: float) -> str:
+        minute = int(t // 60)
+        held, keys = self._minute_keys
+        if held != minute:
+            keys = [p + str(minute) for p in self._live_prefixes]
+            self._minute_keys = (minute, keys)
+        return keys[k]
 
     async def load(self) -> None:
         await self._script_load(CLAIM_AND_APPEND)
@@ -181,11 +198,9 @@ class RedisRecordingClaims:
         k = _shard(key, self._shards)
         args: tuple[Any, ...]
         if self._live:
-            t = record.verified_at
-            minute_key, day_key = live_keys(self._prefix, k, int(t // 60), int(t // 86400))
-            args = ("EVALSHA", _SHA, 4, self._claims[k] + key, self._streams[k], minute_key,
-                    day_key, value, max(1, int(ttl_s * 1000)), self._per_shard,
-                    record.to_wire(), live_field(record), LIVE_MINUTE_TTL_MS, LIVE_DAY_TTL_MS)
+            args = ("EVALSHA", _SHA, 3, self._claims[k] + key, self._streams[k],
+                    self._live_key(k, record.verified_at), value, max(1, int(ttl_s * 1000)),
+                    self._per_shard, record.to_wire(), live_field(record))
         else:
             args = ("EVALSHA", _SHA, 2, self._claims[k] + key, self._streams[k], value,
                     max(1, int(ttl_s * 1000)), self._per_shard, record.to_wire())
@@ -249,13 +264,11 @@ class RedisRecordingClaims:
         return out
 
     def _many_args(self, k: int, claims: list[Claim], t: float) -> list[Any]:
-        minute_key, day_key = live_keys(self._prefix, k, int(t // 60), int(t // 86400))
         prefix = self._claims[k]
-        args: list[Any] = ["EVALSHA", _SHA_MANY, 3 + len(claims), self._streams[k],
-                           minute_key, day_key]
+        args: list[Any] = ["EVALSHA", _SHA_MANY, 2 + len(claims), self._streams[k],
+                           self._live_key(k, t)]
         args.extend(prefix + c.key for c in claims)
-        args.extend((self._per_shard, "1" if self._live else "0", LIVE_MINUTE_TTL_MS,
-                     LIVE_DAY_TTL_MS))
+        args.extend((self._per_shard, "1" if self._live else "0"))
         live = self._live
         for c in claims:
             args.extend((c.value, max(1, int(c.ttl_s * 1000)), c.record.to_wire(),
@@ -361,36 +374,74 @@ class RedisOutbox:
         return total
 
 
+#: The live view's read of one shard. KEYS = the shard's minute hashes, oldest first; ARGV[1]
+#: = the position (1-based) of the first of today's, ARGV[2] = how many of the last are wanted
+#: one by one. Reply: {today's sum as field, n, field, n, …; then each wanted minute's HGETALL}
+#: — one call per shard instead of up to 1,440 HGETALLs for Python to send and parse.
+LIVE_READ: Final = """
+local first, wanted = tonumber(ARGV[1]), tonumber(ARGV[2])
+local sum, order, out = {}, {}, {{}}
+for i = 1, #KEYS do
+  local h = redis.call('HGETALL', KEYS[i])
+  if i >= first then
+    for j = 1, #h, 2 do
+      local f = h[j]
+      if not sum[f] then order[#order + 1] = f; sum[f] = 0 end
+      sum[f] = sum[f] + tonumber(h[j + 1])
+    end
+  end
+  if i > #KEYS - wanted then out[#out + 1] = h end
+end
+for _, f in ipairs(order) do
+  out[1][#out[1] + 1] = f
+  out[1][#out[1] + 1] = sum[f]
+end
+return out
+"""
+_SHA_READ: Final = hashlib.sha1(LIVE_READ.encode()).hexdigest()  # noqa: S324
+
+
 class RedisLiveCounters:
-    """The live view's reader: today's and the last minutes' counters of every shard
-    (one pipeline; a Cluster routes each command to its slot)."""
+    """The live view's reader: "today" is the sum of today's minute hashes, and the last
+    minutes are read one by one — one script call per shard, all in one pipeline (each
+    call's keys share the shard's hash tag: one Cluster slot; a Cluster routes each call)."""
 
     def __init__(self, redis: RedisClient, *, prefix: str = "gw:", shards: int = 4) -> None:
         self._r = redis
-        self._prefix = prefix
-        self._shards = shards
+        self._prefixes = [live_prefix(prefix, k) for k in range(shards)]
 
     async def read(self, now: float, minutes: int) -> LiveCounts:
         minute, day = int(now // 60), int(now // 86400)
+        first_today = day * 1440
+        lo = min(first_today, minute - minutes + 1)
+        span = range(lo, minute + 1)
         wanted = list(range(minute - minutes + 1, minute + 1))
-        pipe = self._r.pipeline(transaction=False)
-        for k in range(self._shards):
-            pipe.hgetall(live_keys(self._prefix, k, minute, day)[1])
-            for m in wanted:
-                pipe.hgetall(live_keys(self._prefix, k, m, day)[0])
-        replies = await pipe.execute()
+        calls = [[p + str(m) for m in span] for p in self._prefixes]
+        args = (first_today - lo + 1, minutes)
+        try:
+            replies = await self._pipeline(calls, args)
+        except redis.exceptions.NoScriptError:  # a new or restarted Redis: load, once more
+            await self._r.script_load(LIVE_READ)
+            replies = await self._pipeline(calls, args)
         today: dict[str, int] = {}
         per_minute: dict[int, dict[str, int]] = {m: {} for m in wanted}
-        step = 1 + len(wanted)
-        for k in range(self._shards):
-            _add(today, replies[k * step])
-            for i, m in enumerate(wanted):
-                _add(per_minute[m], replies[k * step + 1 + i])
+        for reply in replies:
+            _add(today, reply[0])
+            for m, h in zip(wanted, reply[1:], strict=True):
+                _add(per_minute[m], h)
         return LiveCounts(day, today, per_minute)
 
+    async def _pipeline(self, calls: list[list[str]], args: tuple[int, int]) -> list[Any]:
+        pipe = self._r.pipeline(transaction=False)
+        for keys in calls:
+            pipe.execute_command("EVALSHA", _SHA_READ, len(keys), *keys, *args)
+        return list(await pipe.execute())
 
-def _add(into: dict[str, int], reply: Any) -> None:
-    for f, n in (reply or {}).items():
+
+def _add(into: dict[str, int], flat: Any) -> None:
+    """Adds a flat [field, n, field, n, …] reply."""
+    items = list(flat or ())
+    for f, n in zip(items[::2], items[1::2], strict=True):
         name = f.decode() if isinstance(f, bytes) else str(f)
         into[name] = into.get(name, 0) + int(n)
 
