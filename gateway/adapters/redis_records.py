@@ -374,37 +374,59 @@ class RedisOutbox:
         return total
 
 
-#: The live view's read of one shard. KEYS = the shard's minute hashes, oldest first; ARGV[1]
-#: = the position (1-based) of the first of today's, ARGV[2] = how many of the last are wanted
-#: one by one. Reply: {today's sum as field, n, field, n, …; then each wanted minute's HGETALL}
-#: — one call per shard instead of up to 1,440 HGETALLs for Python to send and parse.
+#: The live view's read of one shard, which also folds the minutes that can no longer change
+#: (two minutes old: a decision's script runs within its Redis timeout of its minute) into
+#: the day's running sum, so each minute is summed once a day, not on every read.
+#: KEYS = the day's sum, its watermark (the last minute folded), then the shard's minute
+#: hashes from minute ARGV[1] to now, one a minute; ARGV = that first minute, today's first
+#: minute, the last minute that may be folded, how many of the last minutes are wanted one
+#: by one. Reply: {today as field, n, …; then each wanted minute's HGETALL}.
 LIVE_READ: Final = """
-local first, wanted = tonumber(ARGV[1]), tonumber(ARGV[2])
-local sum, order, out = {}, {}, {{}}
-for i = 1, #KEYS do
-  local h = redis.call('HGETALL', KEYS[i])
-  if i >= first then
-    for j = 1, #h, 2 do
-      local f = h[j]
-      if not sum[f] then order[#order + 1] = f; sum[f] = 0 end
-      sum[f] = sum[f] + tonumber(h[j + 1])
-    end
+local lo, first, upto, wanted = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]),
+  tonumber(ARGV[4])
+local mark = tonumber(redis.call('GET', KEYS[2]) or (first - 1))
+if upto > mark then
+  for m = math.max(mark + 1, first), upto do
+    local h = redis.call('HGETALL', KEYS[m - lo + 3])
+    for j = 1, #h, 2 do redis.call('HINCRBY', KEYS[1], h[j], h[j + 1]) end
   end
-  if i > #KEYS - wanted then out[#out + 1] = h end
+  redis.call('SET', KEYS[2], upto, 'PX', LIVE_MINUTE_TTL_MS)
+  redis.call('PEXPIRE', KEYS[1], LIVE_MINUTE_TTL_MS)
+  mark = upto
+end
+local sum, order = {}, {}
+local function add(h)
+  for j = 1, #h, 2 do
+    local f = h[j]
+    if not sum[f] then order[#order + 1] = f; sum[f] = 0 end
+    sum[f] = sum[f] + tonumber(h[j + 1])
+  end
+end
+add(redis.call('HGETALL', KEYS[1]))
+local out = {{}}
+for i = 3, #KEYS do
+  local m = lo + i - 3
+  if m > mark and m >= first then
+    local h = redis.call('HGETALL', KEYS[i])
+    add(h)
+    if i > #KEYS - wanted then out[#out + 1] = h end
+  elseif i > #KEYS - wanted then
+    out[#out + 1] = redis.call('HGETALL', KEYS[i])
+  end
 end
 for _, f in ipairs(order) do
   out[1][#out[1] + 1] = f
   out[1][#out[1] + 1] = sum[f]
 end
 return out
-"""
+""".replace("LIVE_MINUTE_TTL_MS", str(LIVE_MINUTE_TTL_MS))
 _SHA_READ: Final = hashlib.sha1(LIVE_READ.encode()).hexdigest()  # noqa: S324
 
 
 class RedisLiveCounters:
-    """The live view's reader: "today" is the sum of today's minute hashes, and the last
-    minutes are read one by one — one script call per shard, all in one pipeline (each
-    call's keys share the shard's hash tag: one Cluster slot; a Cluster routes each call)."""
+    """The live view's reader: "today" is the day's folded sum plus today's minutes not yet
+    folded, and the last minutes are read one by one — one script call per shard, all in one
+    pipeline (each call's keys share the shard's hash tag: one Cluster slot)."""
 
     def __init__(self, redis: RedisClient, *, prefix: str = "gw:", shards: int = 4) -> None:
         self._r = redis
@@ -416,8 +438,11 @@ class RedisLiveCounters:
         lo = min(first_today, minute - minutes + 1)
         span = range(lo, minute + 1)
         wanted = list(range(minute - minutes + 1, minute + 1))
-        calls = [[p + str(m) for m in span] for p in self._prefixes]
-        args = (first_today - lo + 1, minutes)
+        calls = []
+        for p in self._prefixes:
+            base = p[:-2]  # "…:m:" → "…"
+            calls.append([f"{base}:t:{day}", f"{base}:tw:{day}", *(p + str(m) for m in span)])
+        args = (lo, first_today, minute - 2, minutes)
         try:
             replies = await self._pipeline(calls, args)
         except redis.exceptions.NoScriptError:  # a new or restarted Redis: load, once more
@@ -431,7 +456,7 @@ class RedisLiveCounters:
                 _add(per_minute[m], h)
         return LiveCounts(day, today, per_minute)
 
-    async def _pipeline(self, calls: list[list[str]], args: tuple[int, int]) -> list[Any]:
+    async def _pipeline(self, calls: list[list[str]], args: tuple[int, ...]) -> list[Any]:
         pipe = self._r.pipeline(transaction=False)
         for keys in calls:
             pipe.execute_command("EVALSHA", _SHA_READ, len(keys), *keys, *args)

@@ -74,24 +74,35 @@ async def test_today_is_the_sum_of_todays_minutes_and_a_retry_counts_once(
     assert await claims.claim_many(bulk) == [None, None, None]
     assert await claims.claim_many(bulk) == ["b0", "b1", "b2"]
 
-    got = await live.read(NOW, 5)
-    assert got.day == DAY
-    assert dict(got.today) == {fld("gate-1", "ok"): 3, fld("gate-2", "ok"): 4,
-                               fld("gate-1", "replayed"): 1}
-    now_m = int(NOW // 60)
-    assert sorted(got.minutes) == list(range(now_m - 4, now_m + 1))
-    assert dict(got.minutes[now_m]) == {fld("gate-1", "ok"): 1, fld("gate-2", "ok"): 3}
-    assert dict(got.minutes[now_m - 2]) == {fld("gate-1", "replayed"): 1}
-    assert sum(sum(m.values()) for m in got.minutes.values()) == 5
+    late = MIDNIGHT - 50  # the day before, in the view's last minutes just past midnight
+    assert await claims.claim("k-late", 3600, "late", rec(late, 200)) is None
 
     # two minutes past midnight: the minutes reach back into yesterday, "today" does not
-    late = MIDNIGHT - 50
-    assert await claims.claim("k-late", 3600, "late", rec(late, 200)) is None
-    just_after = MIDNIGHT + 120
-    got = await live.read(just_after, 5)
+    got = await live.read(MIDNIGHT + 120, 5)
     assert got.day == DAY
     assert dict(got.today) == {fld("gate-1", "ok"): 1}  # k-midnight only
     assert dict(got.minutes[int(late // 60)]) == {fld("gate-1", "ok"): 2}
+
+    now_m = int(NOW // 60)
+    expected_today = {fld("gate-1", "ok"): 3, fld("gate-2", "ok"): 4,
+                      fld("gate-1", "replayed"): 1}
+    for _ in range(2):  # read again: what an earlier read summed is not summed twice
+        got = await live.read(NOW, 5)
+        assert got.day == DAY
+        assert dict(got.today) == expected_today
+        assert sorted(got.minutes) == list(range(now_m - 4, now_m + 1))
+        assert dict(got.minutes[now_m]) == {fld("gate-1", "ok"): 1, fld("gate-2", "ok"): 3}
+        assert dict(got.minutes[now_m - 2]) == {fld("gate-1", "replayed"): 1}
+        assert sum(sum(m.values()) for m in got.minutes.values()) == 5
+
+    # time goes on: a decision in the current minute is in today and in its minute at once,
+    # and the minutes that were current at the last read are still counted once
+    later = NOW + 3 * 60
+    assert await claims.claim("k-later", 3600, "x", rec(later, 300, gate="gate-2")) is None
+    got = await live.read(later, 5)
+    assert dict(got.today) == {**expected_today, fld("gate-2", "ok"): 5}
+    assert dict(got.minutes[int(later // 60)]) == {fld("gate-2", "ok"): 1}
+    assert dict(got.minutes[now_m]) == {fld("gate-1", "ok"): 1, fld("gate-2", "ok"): 3}
 
 
 async def test_one_minute_hash_per_shard_kept_past_the_day(backend: Backend) -> None:
