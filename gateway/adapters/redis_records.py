@@ -380,11 +380,15 @@ class RedisOutbox:
 #: KEYS = the day's sum, its watermark (the last minute folded), then the shard's minute
 #: hashes from minute ARGV[1] to now, one a minute; ARGV = that first minute, today's first
 #: minute, the last minute that may be folded, how many of the last minutes are wanted one
-#: by one. Reply: {today as field, n, …; then each wanted minute's HGETALL}.
+#: by one, the most minutes one call folds. Reply: {today as field, n, …; then each wanted
+#: minute's HGETALL}, or {} when minutes are left to fold: call again (each call blocks Redis
+#: for at most that many minutes' fields — the first read of a day no one has watched).
 LIVE_READ: Final = """
 local lo, first, upto, wanted = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]),
   tonumber(ARGV[4])
 local mark = tonumber(redis.call('GET', KEYS[2]) or (first - 1))
+local more = false
+if upto > mark + tonumber(ARGV[5]) then upto, more = mark + tonumber(ARGV[5]), true end
 if upto > mark then
   for m = math.max(mark + 1, first), upto do
     local h = redis.call('HGETALL', KEYS[m - lo + 3])
@@ -394,6 +398,7 @@ if upto > mark then
   redis.call('PEXPIRE', KEYS[1], LIVE_MINUTE_TTL_MS)
   mark = upto
 end
+if more then return {} end
 local sum, order = {}, {}
 local function add(h)
   for j = 1, #h, 2 do
@@ -420,6 +425,8 @@ for _, f in ipairs(order) do
 end
 return out
 """.replace("LIVE_MINUTE_TTL_MS", str(LIVE_MINUTE_TTL_MS))
+#: the most minutes one read call folds (see LIVE_READ)
+LIVE_FOLD_MAX: Final = 120
 _SHA_READ: Final = hashlib.sha1(LIVE_READ.encode()).hexdigest()  # noqa: S324
 
 
@@ -440,14 +447,23 @@ class RedisLiveCounters:
         wanted = list(range(minute - minutes + 1, minute + 1))
         calls = []
         for p in self._prefixes:
-            base = p[:-2]  # "…:m:" → "…"
+            base = p[:-3]  # "…:m:" → "…"
             calls.append([f"{base}:t:{day}", f"{base}:tw:{day}", *(p + str(m) for m in span)])
-        args = (lo, first_today, minute - 2, minutes)
-        try:
-            replies = await self._pipeline(calls, args)
-        except redis.exceptions.NoScriptError:  # a new or restarted Redis: load, once more
-            await self._r.script_load(LIVE_READ)
-            replies = await self._pipeline(calls, args)
+        args = (lo, first_today, minute - 2, minutes, LIVE_FOLD_MAX)
+        replies: list[Any] = [[] for _ in calls]
+        for _ in range(1440 // LIVE_FOLD_MAX + 2):  # bounded: each call folds up to the max
+            todo = [i for i, reply in enumerate(replies) if not reply]
+            if not todo:
+                break
+            try:
+                got = await self._pipeline([calls[i] for i in todo], args)
+            except redis.exceptions.NoScriptError:  # a new or restarted Redis: load it
+                await self._r.script_load(LIVE_READ)
+                continue
+            for i, reply in zip(todo, got, strict=True):
+                replies[i] = reply
+        if any(not reply for reply in replies):
+            raise RuntimeError("the live view's fold did not finish")  # unreachable in bounds
         today: dict[str, int] = {}
         per_minute: dict[int, dict[str, int]] = {m: {} for m in wanted}
         for reply in replies:
