@@ -426,7 +426,7 @@ end
 return out
 """.replace("LIVE_MINUTE_TTL_MS", str(LIVE_MINUTE_TTL_MS))
 #: the most minutes one read call folds (see LIVE_READ)
-LIVE_FOLD_MAX: Final = 120
+LIVE_FOLD_MAX: Final = 30
 _SHA_READ: Final = hashlib.sha1(LIVE_READ.encode()).hexdigest()  # noqa: S324
 
 
