@@ -451,7 +451,7 @@ class RedisLiveCounters:
             calls.append([f"{base}:t:{day}", f"{base}:tw:{day}", *(p + str(m) for m in span)])
         args = (lo, first_today, minute - 2, minutes, LIVE_FOLD_MAX)
         replies: list[Any] = [[] for _ in calls]
-        for _ in range(1440 // LIVE_FOLD_MAX + 2):  # bounded: each call folds up to the max
+        for _ in range(1440 // LIVE_FOLD_MAX + 3):  # bounded: each call folds up to the max
             todo = [i for i, reply in enumerate(replies) if not reply]
             if not todo:
                 break
