@@ -4,6 +4,7 @@ and a real Redis Cluster (the claim script and the reader each touch one slot pe
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from gateway.adapters.memory import MemorySingleUse
@@ -124,3 +125,27 @@ async def test_one_minute_hash_per_shard_kept_past_the_day(backend: Backend) -> 
     if backend.name == "redis":
         keys = sorted(k.decode() for k in await redis.keys(f"{backend.prefix}tx:live:*"))
         assert keys == sorted(live_key(backend.prefix, k, int(NOW // 60)) for k in range(SHARDS))
+
+
+async def test_two_workers_reading_at_once_fold_each_minute_once(backend: Backend) -> None:
+    """Every worker's dashboard reads (and folds) at once: the fold is one script per shard,
+    so the minutes are added to the day's sum once whoever reads."""
+    claims, live = rig(backend)
+    other: LiveCounters = live
+    if backend.redis is not None:
+        from gateway.adapters.redis_records import RedisLiveCounters
+
+        second = await backend.another_client()
+        other = RedisLiveCounters(second, prefix=backend.prefix, shards=SHARDS)
+    for i in range(90):  # one decision a minute over the day's first hour and a half
+        t = MIDNIGHT + 60 * i + 1
+        assert await claims.claim(f"k-{i}", 3600, "v", rec(t, i)) is None
+    now = MIDNIGHT + 60 * 90 + 30
+    got = await asyncio.gather(*(r.read(now, 15) for r in (live, other, live, other)))
+    for g in got:
+        assert dict(g.today) == {fld("gate-1", "ok"): 90}
+        assert sum(sum(m.values()) for m in g.minutes.values()) == 14  # the window: minutes 76–90 of the day; 90 has none yet
+    again = await other.read(now + 60, 15)
+    assert dict(again.today) == {fld("gate-1", "ok"): 90}
+    if backend.redis is not None:
+        await second.aclose()
