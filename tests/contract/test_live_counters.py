@@ -144,7 +144,8 @@ async def test_two_workers_reading_at_once_fold_each_minute_once(backend: Backen
     got = await asyncio.gather(*(r.read(now, 15) for r in (live, other, live, other)))
     for g in got:
         assert dict(g.today) == {fld("gate-1", "ok"): 90}
-        assert sum(sum(m.values()) for m in g.minutes.values()) == 14  # the window: minutes 76–90 of the day; 90 has none yet
+        # the window: the day's minutes 76–90; 90 has none yet
+        assert sum(sum(m.values()) for m in g.minutes.values()) == 14
     again = await other.read(now + 60, 15)
     assert dict(again.today) == {fld("gate-1", "ok"): 90}
     if backend.redis is not None:
