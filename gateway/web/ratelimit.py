@@ -69,6 +69,18 @@ async def _spend(request: web.Request, lim: CallerLimits, kind: str, subject: st
     _apply(request, await lim.limiter.hit(subject, lim.config.limits[kind]), kind)
 
 
+def _hit_now(request: web.Request, lim: CallerLimits, kind: str,
+             subject: str) -> Awaitable[None] | None:
+    """One hit decided at once from this worker's leased cell (None: nothing to await), else
+    the awaitable that asks the shared limiter."""
+    if lim.take is not None:
+        decision = lim.take(subject, lim.config.limits[kind])
+        if decision is not None:
+            _apply(request, decision, kind)
+            return None
+    return _spend(request, lim, kind, subject)
+
+
 async def enforce_ip_limit(request: web.Request, address: str, kind: str) -> None:
     """Per client IP (`services.ratelimits.ip_subject`), before authentication; `address` is
     the client's (`web.http.client_address`: behind trusted proxies, X-Forwarded-For)."""
@@ -77,21 +89,14 @@ async def enforce_ip_limit(request: web.Request, address: str, kind: str) -> Non
         await pending
 
 
-def ip_limit_now(request: web.Request, address: str,
-                 kind: str = "login_ip") -> Awaitable[None] | None:
+def ip_limit_now(request: web.Request, address: str, kind: str) -> Awaitable[None] | None:
     """`enforce_ip_limit` decided at once from a leased cell when this worker holds one (None
     returned: nothing to await; the OAuth endpoints skip a coroutine per request this way),
     else the awaitable that asks the shared limiter."""
     lim = request.app.get(CALLER_LIMITS)
     if lim is None:
         return None
-    subject = ip_subject(kind, address)
-    if lim.take is not None:
-        decision = lim.take(subject, lim.config.limits[kind])
-        if decision is not None:
-            _apply(request, decision, kind)
-            return None
-    return _spend(request, lim, kind, subject)
+    return _hit_now(request, lim, kind, ip_subject(kind, address))
 
 
 async def enforce_user_code_limit(request: web.Request, claims: AccessTokenClaims) -> None:
@@ -112,12 +117,7 @@ def limit_now(request: web.Request, claims: AccessTokenClaims,
     if lim is None:
         return None
     kind, subject = caller_subject(claims, scope, lim.subject_key, lim.config.limits)
-    if lim.take is not None:
-        decision = lim.take(subject, lim.config.limits[kind])
-        if decision is not None:
-            _apply(request, decision, kind)
-            return None
-    return _spend(request, lim, kind, subject)
+    return _hit_now(request, lim, kind, subject)
 
 
 async def enforce_rate_limit(request: web.Request, claims: AccessTokenClaims,
