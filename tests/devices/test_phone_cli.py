@@ -9,11 +9,9 @@ import base64
 import json
 import os
 import secrets
-import signal
 import stat
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +21,7 @@ import aiohttp
 import pytest
 
 from tests.redis_server import free_port
+from tests.serving import serving_sync
 
 ROOT = Path(__file__).resolve().parents[2]
 GATE = "gate-metro-l1-xiaoshizi"
@@ -35,18 +34,8 @@ def _server(tmp: Path, redis_url: str, port: int, run: int) -> Iterator[None]:
                GATEWAY_PORT=str(port), GATEWAY_REDIS_PREFIX="phonecli:",
                GATEWAY_SHUTDOWN_TIMEOUT_S="3")
     log = tmp / f"serve-{run}.log"
-    with open(log, "w") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--workers", "2"],
-                                env=env, cwd=tmp, stdout=sink, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 40
-        while log.read_text().count("server.started") < 2:
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
-            time.sleep(0.2)
+    with serving_sync(env, tmp, log):
         yield
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=20)
 
 
 def _phone(*args: str) -> subprocess.CompletedProcess[str]:

@@ -8,10 +8,6 @@ import base64
 import json
 import os
 import re
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +16,7 @@ import pytest
 
 from tests.identity.conftest import JWT_TYPE, TOKEN_EXCHANGE, now_rfc3339
 from tests.redis_server import free_port
+from tests.serving import serving
 
 GATE, SCENE, CARD = "gate-metro-l1-xiaoshizi", "metro", "CQ100000462"  # 赵敏, active
 
@@ -53,14 +50,7 @@ async def test_loss_is_revoked_on_both_workers_within_a_second(tmp_path: Path,
                GATEWAY_PORT=str(port), GATEWAY_REDIS_PREFIX="idn2w:",
                GATEWAY_RATELIMIT_GATE="10000/1/10000", GATEWAY_SHUTDOWN_TIMEOUT_S="3")
     log = tmp_path / "serve.log"
-    with open(log, "w") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--workers", "2"],
-                                env=env, cwd=tmp_path, stdout=sink, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 30
-        while log.read_text().count("server.started") < 2:
-            assert time.monotonic() < deadline, log.read_text()[-2000:]
-            await asyncio.sleep(0.2)
+    async with serving(env, tmp_path, log):
         secrets = json.loads((tmp_path / "keys/sandbox/demo-secrets.json").read_text())
 
         def basic(cid: str) -> str:
@@ -110,9 +100,3 @@ async def test_loss_is_revoked_on_both_workers_within_a_second(tmp_path: Path,
             if len(seen) == 2:
                 break
         assert len(seen) == 2 and sum(seen.values()) == 40 and 0 not in seen.values(), seen
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()

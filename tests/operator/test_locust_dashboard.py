@@ -12,7 +12,6 @@ import asyncio
 import csv
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from tests.contract.test_stats_store import drop_stats
 from tests.oidc.test_browser import CHROMIUM_ARGS, chromium
 from tests.operator.test_dashboard import OUTPUT, _cjk_font
 from tests.redis_server import free_port
+from tests.serving import serving
 
 ROOT = Path(__file__).resolve().parents[2]
 #: the demo gates locust's GateUsers scan at (secret-based gates of 渝快码 scenes) and their
@@ -68,15 +68,7 @@ async def test_locust_traffic_over_demo_venues_shows_in_the_dashboard(
                GATEWAY_REDIS_PREFIX=f"lt{port}:", GATEWAY_RATELIMIT_ENABLED="false",
                GATEWAY_SHUTDOWN_TIMEOUT_S="3", GATEWAY_METRICS_DIR=str(tmp_path / "metrics"))
     log = tmp_path / "serve.log"
-    with open(log, "w") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--workers", "2"],
-                                env=env, cwd=tmp_path, stdout=sink, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 30
-        while log.read_text().count("server.started") < 2:
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
-            await asyncio.sleep(0.2)
-
+    async with serving(env, tmp_path, log):
         # the locust script, headless, bounded: gates and residents of the demo (the key dir
         # lets it mint the rest of the city's codes, so the gates' mix is mostly allows)
         out = tmp_path / "lt"
@@ -150,9 +142,3 @@ async def test_locust_traffic_over_demo_venues_shows_in_the_dashboard(
                 assert sum(by_district.values()) == shown["kpi-scans"], by_district
             finally:
                 await browser.close()
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()

@@ -13,7 +13,6 @@ import base64
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ import aiohttp
 import pytest
 
 from tests.redis_server import free_port
+from tests.serving import serving
 
 GATE, SCENE = "gate-metro-l1-xiaoshizi", "metro"
 EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
@@ -67,14 +67,7 @@ async def test_two_workers_metrics_scene_edit_and_audit(tmp_path: Path, redis_ur
                               capture_output=True, text=True, timeout=60, check=False)
 
     log = tmp_path / "serve.log"
-    with open(log, "w") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--workers", "2"],
-                                env=env, cwd=tmp_path, stdout=sink, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 30
-        while log.read_text().count("server.started") < 2:
-            assert time.monotonic() < deadline, log.read_text()[-2000:]
-            await asyncio.sleep(0.2)
+    async with serving(env, tmp_path, log):
         secrets = json.loads((tmp_path / "keys/sandbox/demo-secrets.json").read_text())
 
         def basic(cid: str) -> dict[str, str]:
@@ -168,9 +161,3 @@ async def test_two_workers_metrics_scene_edit_and_audit(tmp_path: Path, redis_ur
         assert edits[0]["target"] == "scene:metro"
         assert any(e["action"] == "admin.operator.created" for e in listed)
         assert cli("audit", "verify").returncode == 0
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
