@@ -32,8 +32,10 @@ BATCH = 200
 
 
 def _cpu_s(pid: int) -> float:
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / bench.CLK_TCK
+    """CPU seconds of redis-server so far (bench.tree_cpu_s; it is running, so never None)."""
+    cpu = bench.tree_cpu_s(pid)
+    assert cpu is not None, f"redis-server {pid} is gone"
+    return cpu
 
 
 def _args(sha: str, key: str, stream: str, wire: bytes, rec: TransactionRecord, t: float,
