@@ -13,11 +13,11 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from gateway.services.auth import BearerAuthenticator
 from gateway.web import oauth
 from gateway.web.http import AUTHENTICATOR
 from tests.redis_server import RedisServer
 from tests.web.conftest import Gateway, GatewayFactory
+from tests.web.test_bearer_cache import _counting
 
 GATE = "gate-metro-l1-xiaoshizi"
 
@@ -26,18 +26,6 @@ async def _introspect(gw: Gateway, token: str) -> tuple[int, dict[str, Any], Any
     r = await gw.client.post("/oauth2/introspect", data={"token": token},
                              headers={"Authorization": gw.basic(GATE)})
     return r.status, json.loads(await r.read()), r
-
-
-def _counting(auth: BearerAuthenticator) -> list[int]:
-    calls = [0]
-    real = auth._tokens.verify
-
-    def verify(token: str) -> Any:
-        calls[0] += 1
-        return real(token)
-
-    auth._tokens.verify = verify  # type: ignore[method-assign]
-    return calls
 
 
 async def test_revoked_by_another_worker_is_inactive_at_once(
