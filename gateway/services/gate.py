@@ -62,7 +62,7 @@ from gateway.services.records import (
     new_record_id,
     to_ms,
 )
-from gateway.services.scenes import SceneCatalogue
+from gateway.services.scenes import Scene, SceneCatalogue
 from gateway.services.subjects import SubjectSeen
 from gateway.timefmt import rfc3339
 
@@ -266,11 +266,7 @@ class GatePipeline:
 
     async def verify(self, gate: AccessTokenClaims, scan: GateScan) -> VerifyDecision:
         # 1. gate: the scene exists and is this gate's own (request errors, not decisions)
-        scene = self._scenes.get(scan.scene)
-        if scene is None:
-            raise InvalidRequest("Unknown scene")
-        if gate.scene != scan.scene:
-            raise Forbidden("This gate is registered for another scene")
+        scene = self._gate_scene(gate, scan.scene)
         now = self._clock.now()
         verified_at = rfc3339(now)
         face = self._cards if isinstance(scan.credential, CardTap) else self._codes
@@ -315,15 +311,22 @@ class GatePipeline:
         except Refused as refused:
             return await self._deny(refused, gate_id, scan, verified_at, now)
         await self._subject_seen(sector, subject, person_id)
-        decision = VerifyDecision("allow", "ok", v.face, scan.request_id, verified_at,
-                                  subject, attributes, gate=gate_id, scene=scan.scene,
-                                  scanned_at=_scanned_at(scan, v), use=v.use)
+        decision = _allow_decision(v, gate_id, scan, verified_at, subject, attributes)
         # 6. count. An allow is counted in gateway_verify_decisions_total; a line per allow would
         # say no more (no gate, no person) at thousands a second: a debug line. Denies: info.
         self._count(decision)
         log.debug("code.verified", face=v.face, decision="allow", reason="ok",
                   scene=scan.scene, retry=first is not None)
         return decision
+
+    def _gate_scene(self, gate: AccessTokenClaims, scene_id: str) -> Scene:
+        """Step 1: the scene exists and is the gate's own (request errors, not decisions)."""
+        scene = self._scenes.get(scene_id)
+        if scene is None:
+            raise InvalidRequest("Unknown scene")
+        if gate.scene != scene_id:
+            raise Forbidden("This gate is registered for another scene")
+        return scene
 
     async def _claim(self, v: Verified, gate_id: str, scan: GateScan, now: float,
                      verified_at: str, subject: str,
@@ -431,10 +434,8 @@ class GatePipeline:
         if not scans:
             return []
         scene_id = scans[0].scene
-        scene = self._scenes.get(scene_id)
-        if scene is None:
-            raise InvalidRequest("Unknown scene")
-        if gate.scene != scene_id or any(s.scene != scene_id for s in scans):
+        scene = self._gate_scene(gate, scene_id)
+        if any(s.scene != scene_id for s in scans):
             raise Forbidden("This gate is registered for another scene")
         one = one or (lambda scan: self.verify(gate, scan))
         now = self._clock.now()
@@ -501,9 +502,7 @@ class GatePipeline:
                 continue
             assert sector is not None and v.person_id is not None
             await self._subject_seen(sector, subject, v.person_id)
-            d = VerifyDecision("allow", "ok", v.face, scan.request_id, first or verified_at,
-                               subject, attributes, gate=gate_id, scene=scan.scene,
-                               scanned_at=_scanned_at(scan, v), use=v.use)
+            d = _allow_decision(v, gate_id, scan, first or verified_at, subject, attributes)
             self._count(d)
             out[i] = d
         if replayed:  # their records, once per (gate, request id) as `verify` writes them
@@ -557,6 +556,13 @@ def _allow_claim(v: Verified, gate_id: str, scan: GateScan, now: float, verified
     return Claim(v.use_key, v.use_ttl_s,
                  claim_value(gate_id, used_at, verified_at, scan.request_id, now),
                  record, v.usable_from)
+
+
+def _allow_decision(v: Verified, gate_id: str, scan: GateScan, verified_at: str, subject: str,
+                    attributes: dict[str, Any]) -> VerifyDecision:
+    return VerifyDecision("allow", "ok", v.face, scan.request_id, verified_at, subject,
+                          attributes, gate=gate_id, scene=scan.scene,
+                          scanned_at=_scanned_at(scan, v), use=v.use)
 
 
 def _first_answer_of(prev: str | None, v: Verified, gate_id: str,
