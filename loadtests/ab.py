@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--connections", type=int, default=64)
     p.add_argument("--duration", type=int, default=8)
     p.add_argument("--rounds", type=int, default=4)
-    p.add_argument("--codes-per-second", type=int, default=6000)
+    p.add_argument("--codes-per-second", type=int, default=14000)
     p.add_argument("--old-env", type=_setting, action="append", default=[],
                    metavar="NAME=VALUE", help="an environment variable for the old server "
                    "only (repeatable): with --old HEAD, an A/B of a setting on the same code, "

@@ -679,6 +679,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         r.ratio_to_baseline = round(r.expected_rps / baseline, 3) if baseline else None
     va, bare, tok = results["verify_allow"], results["bare_verify_allow"], \
         results["token_client_credentials"]
+    # A side that ran out of fresh codes answered `replayed` for the rest of its run: its
+    # allows/s is then the code supply, not the server, and the ratio means nothing.
+    short = [r.name for r in (va, bare) if r.wrapped]
     targets = [
         Target(f"verify allows/s with {w} workers", va.expected_rps,
                f">= {TARGET_VERIFY_RPS:.0f}", va.expected_rps >= TARGET_VERIFY_RPS),
@@ -686,12 +689,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                f"<= {TARGET_VERIFY_P99_MS:.0f}", va.p99_ms <= TARGET_VERIFY_P99_MS),
         Target("verify / bare decode+verify+SET NX", round(va.expected_rps / bare.expected_rps, 3)
                if bare.expected_rps else 0.0, f">= {TARGET_VERIFY_VS_BARE}",
-               bare.expected_rps > 0
+               bare.expected_rps > 0 and not short
                and va.expected_rps >= TARGET_VERIFY_VS_BARE * bare.expected_rps),
         Target("token client_credentials /s", tok.expected_rps, f">= {TARGET_TOKEN_RPS:.0f}",
                tok.expected_rps >= TARGET_TOKEN_RPS),
         stats_target(va, results["verify_allow_stats_off"]),
     ]
+    if short:
+        targets[2].goal += (f" (NOT JUDGED: {', '.join(short)} ran out of fresh codes; rerun with "
+                            "a higher --codes-per-second)")
     if w != 2 or c != 64:
         targets[0].goal += " (target defined for 2 workers, 64 connections)"
     bare_cpu_req, gw_cpu_req = bare.server_cpu_us_per_req, va.server_cpu_us_per_req
@@ -1097,7 +1103,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=int, default=10, help="seconds per scenario")
     p.add_argument("--wrk-threads", type=int, default=1,
                    help="wrk threads (default 1: on a 2-core box wrk shares the CPUs)")
-    p.add_argument("--codes-per-second", type=int, default=14000,
+    p.add_argument("--codes-per-second", type=int, default=24000,
                    help="fresh codes pre-issued per second of the allow run")
     p.add_argument("--gate", default="gate-metro-l1-xiaoshizi")
     p.add_argument("--scene", default="metro")
