@@ -36,7 +36,7 @@ import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import aiohttp
 import structlog
@@ -882,13 +882,17 @@ async def _records(app: web.Application, core: Core) -> AsyncIterator[Records]:
         outbox = RedisOutbox(outbox_redis, prefix=s.redis_prefix,
                              shards=s.transactions_outbox_shards,
                              bound=s.transactions_outbox_max)
-        exporter = Exporter(outbox, store, RedisExporterLock(core.redis, prefix=s.redis_prefix),
-                            batch_size=s.transactions_export_batch,
-                            retention_s=s.transactions_retention_days * 86400.0,
-                            now=core.clock.now, metrics=metrics)
-        app[EXPORTER] = exporter
         stop = asyncio.Event()
-        task = asyncio.ensure_future(exporter.run(stop))
+        if s.exporter_here:
+            exporter = Exporter(outbox, store,
+                                RedisExporterLock(core.redis, prefix=s.redis_prefix),
+                                batch_size=s.transactions_export_batch,
+                                retention_s=s.transactions_retention_days * 86400.0,
+                                now=core.clock.now, metrics=metrics)
+            app[EXPORTER] = exporter
+            task = asyncio.ensure_future(exporter.run(stop))
+        else:  # `gateway serve` runs the exporter in its own process (docs/records.md)
+            task = asyncio.ensure_future(_watch_outbox(outbox, metrics, stop))
         try:
             live = (RedisLiveCounters(core.redis, prefix=s.redis_prefix,
                                       shards=s.transactions_outbox_shards)
@@ -900,6 +904,22 @@ async def _records(app: web.Application, core: Core) -> AsyncIterator[Records]:
             if not done:  # never wait for ever on shutdown (wait_for waits out the cancel)
                 task.cancel()
                 log.warning("transactions.exporter_stop_timeout")
+
+
+OUTBOX_WATCH_S: Final = 2.0
+
+
+async def _watch_outbox(outbox: RedisOutbox, metrics: transactions_web.RecordMetrics,
+                        stop: asyncio.Event) -> None:
+    """A worker beside an exporter process: the outbox's length for this worker's /metrics
+    (one XLEN per shard every OUTBOX_WATCH_S), as the exporter would have reported it."""
+    while not stop.is_set():
+        try:
+            metrics.outbox_length(await outbox.length(), outbox.bound)
+        except Exception as exc:  # noqa: BLE001 - Redis down: the gauge keeps its last value
+            log.debug("transactions.outbox_watch_failed", error=type(exc).__name__)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), OUTBOX_WATCH_S)
 
 
 # ============================================================================ gate

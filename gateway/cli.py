@@ -88,6 +88,50 @@ def _worker_main(settings: Settings) -> None:
     uvloop.run(_serve_worker(settings))
 
 
+async def _serve_exporter(settings: Settings) -> None:
+    """The exporter process beside the workers (docs/records.md "The exporter process"): the
+    same app, started without a listening socket, so its records capability runs the
+    exporter (and nothing serves HTTP here)."""
+    import structlog
+    from aiohttp import web
+
+    from gateway.app import build_app
+
+    log = structlog.get_logger("gateway.serve")
+    runner = web.AppRunner(build_app(settings), handle_signals=False)
+    await runner.setup()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("exporter.started", nice=settings.transactions_exporter_nice)
+    await stop.wait()
+    await runner.cleanup()
+    log.info("exporter.stopped")
+
+
+def _exporter_main(settings: Settings) -> None:
+    import os
+
+    import uvloop
+
+    from gateway.logs import configure
+
+    # first, so that every thread the process makes inherits it: at peak the verifying
+    # workers get the CPU and the outbox absorbs the records; the exporter drains after
+    os.nice(settings.transactions_exporter_nice)
+    configure(settings.log_format, settings.log_level)
+    uvloop.run(_serve_exporter(settings))
+
+
+def _own_exporter(settings: Settings) -> bool:
+    """Whether `serve` runs the exporter in a process of its own: several workers, a Redis
+    outbox and a PostgreSQL store (the memory store lives inside a worker, so it keeps its
+    exporter there)."""
+    return (settings.workers > 1 and bool(settings.redis_url) and bool(settings.database_url)
+            and settings.transactions_enabled and settings.transactions_exporter_process)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from gateway.app import ensure_keys
     from gateway.clock import SystemClock
@@ -119,7 +163,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         clear_snapshots(settings.metrics_dir)
     print(f"gateway: serving {settings.env} on http://{settings.host}:{settings.port} "
           f"({settings.workers} worker{'s' if settings.workers > 1 else ''}, "
-          f"stores: {'redis' if settings.redis_url else 'memory'})", file=sys.stderr, flush=True)
+          f"stores: {'redis' if settings.redis_url else 'memory'}"
+          f"{', an exporter process' if _own_exporter(settings) else ''})",
+          file=sys.stderr, flush=True)
     if settings.workers == 1:
         _worker_main(settings)
         return 0
@@ -147,13 +193,20 @@ def _persistence_problem(settings: Settings) -> str | None:
 
 
 def _supervise(settings: Settings) -> int:
-    """Start N workers; restart one that dies; on SIGTERM/SIGINT pass it on and wait."""
+    """Start N workers (and the exporter process, when it has one); restart one that dies; on
+    SIGTERM/SIGINT pass it on and wait."""
     ctx = multiprocessing.get_context("spawn")
     procs: list[Any] = []
     stopping = False
+    exporter = _own_exporter(settings)
+    worker_settings = replace(settings, exporter_here=not exporter)
+    # no metrics snapshot of its own: /metrics sums the workers' request counters
+    exporter_settings = replace(settings, exporter_here=True, metrics_dir=None)
 
-    def start_one() -> Any:
-        p = ctx.Process(target=_worker_main, args=(settings,), daemon=False)
+    def start_one(role: str = "worker") -> Any:
+        target, s = (_exporter_main, exporter_settings) if role == "exporter" else \
+            (_worker_main, worker_settings)
+        p = ctx.Process(target=target, args=(s,), daemon=False, name=role)
         p.start()
         return p
 
@@ -167,6 +220,8 @@ def _supervise(settings: Settings) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     procs.extend(start_one() for _ in range(settings.workers))
+    if exporter:
+        procs.append(start_one("exporter"))
     while True:
         time.sleep(0.2)
         if stopping:
@@ -178,10 +233,10 @@ def _supervise(settings: Settings) -> int:
             return 0
         for i, p in enumerate(procs):
             if not p.is_alive():
-                print(f"gateway: worker {p.pid} exited with {p.exitcode}; restarting",
+                print(f"gateway: {p.name} {p.pid} exited with {p.exitcode}; restarting",
                       file=sys.stderr, flush=True)
                 time.sleep(0.5)
-                procs[i] = start_one()
+                procs[i] = start_one(p.name)
 
 
 # ---------------------------------------------------------------- keys

@@ -295,6 +295,13 @@ class Settings:
     transactions_outbox_max: int = 2_000_000
     transactions_outbox_shards: int = 4
     transactions_export_batch: int = 20_000
+    #: `gateway serve --workers N` with PostgreSQL runs the exporter in a process of its own,
+    #: at this lower CPU priority (nice), instead of inside the verifying workers
+    transactions_exporter_process: bool = True
+    transactions_exporter_nice: int = 10
+    #: whether THIS process drains the outbox: set by `gateway serve` (False in its workers
+    #: when the exporter has its own process), never read from the environment
+    exporter_here: bool = True
     #: live counters (today, last minutes) in the record's own script (docs/stats.md)
     stats_live: bool = True
     #: per-caller limits, leases, in-flight caps (GATEWAY_RATELIMIT_*, GATEWAY_MAX_INFLIGHT*)
@@ -400,6 +407,9 @@ class Settings:
             transactions_outbox_shards=_int(e, "GATEWAY_TRANSACTIONS_OUTBOX_SHARDS", 4, 1, 64),
             transactions_export_batch=_int(e, "GATEWAY_TRANSACTIONS_EXPORT_BATCH", 20_000,
                                            100, 50_000),
+            transactions_exporter_process=_bool(e, "GATEWAY_TRANSACTIONS_EXPORTER_PROCESS",
+                                                True),
+            transactions_exporter_nice=_int(e, "GATEWAY_TRANSACTIONS_EXPORTER_NICE", 10, 0, 19),
             rate_limits=config_from_env(e),
             crypto_suite=_crypto_suite(e),
         )
