@@ -1106,12 +1106,16 @@ def build_app(settings: Settings, clock: Clock | None = None) -> web.Application
     # /metrics is per worker process (docs/performance.md): say which one answered
     Info("gateway_worker", "The worker process behind this /metrics answer",
          registry=registry).info({"pid": str(os.getpid())})
-    # /metrics sums every worker (gateway/web/server_metrics.py)
+    # /metrics sums every worker's request counters and every process's records counters
+    # (the exporter process's too: gateway/web/server_metrics.py)
+    records_metrics = transactions_web.RecordMetrics(registry, settings.metrics_dir)
+    app[transactions_web.RECORD_METRICS] = records_metrics
     server_metrics_web.install(app, settings.metrics_dir, settings.metrics_flush_ms,
-                               settings.metrics_token, worker=registry)
+                               settings.metrics_token, worker=registry,
+                               counters=records_metrics.counters,
+                               serves_http=settings.serves_http)
     app[oauth.REVOCATION_HOOKS] = []
     app[oauth.INTROSPECTION_HOOKS] = []
-    app[transactions_web.RECORD_METRICS] = transactions_web.RecordMetrics(registry)
     app.cleanup_ctx.append(_gateway_ctx)
     ratelimit_web.install_shedder(app, settings.rate_limits, registry)
     app.cleanup_ctx.append(devices_web.devices_ctx)   # device revocations kept fresh

@@ -200,8 +200,9 @@ def _supervise(settings: Settings) -> int:
     stopping = False
     exporter = _own_exporter(settings)
     worker_settings = replace(settings, exporter_here=not exporter)
-    # no metrics snapshot of its own: /metrics sums the workers' request counters
-    exporter_settings = replace(settings, exporter_here=True, metrics_dir=None)
+    # it answers no HTTP: no request-counter snapshot, but its records counters (exported,
+    # export failures) go to the metrics directory, summed by whichever worker is scraped
+    exporter_settings = replace(settings, exporter_here=True, serves_http=False)
 
     def start_one(role: str = "worker") -> Any:
         target, s = (_exporter_main, exporter_settings) if role == "exporter" else \

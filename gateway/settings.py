@@ -302,6 +302,9 @@ class Settings:
     #: whether THIS process drains the outbox: set by `gateway serve` (False in its workers
     #: when the exporter has its own process), never read from the environment
     exporter_here: bool = True
+    #: False in the exporter process `gateway serve` runs beside its workers (it answers no
+    #: HTTP, so it writes no request-counter snapshot; its records counters it does write)
+    serves_http: bool = True
     #: live counters (today, last minutes) in the record's own script (docs/stats.md)
     stats_live: bool = True
     #: per-caller limits, leases, in-flight caps (GATEWAY_RATELIMIT_*, GATEWAY_MAX_INFLIGHT*)

@@ -38,6 +38,9 @@ log = structlog.get_logger("gateway.metrics")
 SERVER_REGISTRY: web.AppKey[CollectorRegistry] = web.AppKey("server_metrics_registry")
 METRICS_TOKEN: web.AppKey[str] = web.AppKey("metrics_token")
 SNAPSHOT_PREFIX = "worker-"
+#: counters kept by any process of the server, the exporter process included (records
+#: exported, dropped, export failures): one `counters-<pid>.json` per process, summed per scrape
+COUNTERS_PREFIX = "counters-"
 
 
 def _snapshot_path(directory: Path, pid: int) -> Path:
@@ -65,12 +68,38 @@ def read_peers(directory: Path, own_pid: int) -> list[dict[str, Any]]:
     return out
 
 
+def write_counters(counters: dict[str, int], directory: Path, pid: int | None = None) -> None:
+    path = directory / f"{COUNTERS_PREFIX}{pid or os.getpid()}.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(counters, separators=(",", ":")), "utf-8")
+    os.replace(tmp, path)
+
+
+def peer_counters(directory: Path, own_pid: int) -> dict[str, int]:
+    """The other processes' latest counters, summed name by name (a process that died keeps
+    its file: counters never go backwards; a file being replaced is read whole or skipped)."""
+    out: dict[str, int] = {}
+    for p in directory.glob(f"{COUNTERS_PREFIX}*.json"):
+        if p.name == f"{COUNTERS_PREFIX}{own_pid}.json":
+            continue
+        try:
+            got = json.loads(p.read_text("utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(got, dict):
+            for k, v in got.items():
+                if isinstance(v, int):
+                    out[k] = out.get(k, 0) + v
+    return out
+
+
 def clear_snapshots(directory: Path) -> None:
     """A new run starts from zero (`gateway serve`, before forking the workers)."""
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    for p in directory.glob(f"{SNAPSHOT_PREFIX}*"):
-        with contextlib.suppress(OSError):
-            p.unlink()
+    for prefix in (SNAPSHOT_PREFIX, COUNTERS_PREFIX):
+        for p in directory.glob(f"{prefix}*"):
+            with contextlib.suppress(OSError):
+                p.unlink()
 
 
 class ServerCollector(Collector):
@@ -103,9 +132,13 @@ class ServerCollector(Collector):
 
 
 def install(app: web.Application, directory: Path | None, flush_ms: int,
-            token: str | None, worker: CollectorRegistry | None = None) -> None:
+            token: str | None, worker: CollectorRegistry | None = None,
+            counters: Callable[[], dict[str, int]] | None = None,
+            serves_http: bool = True) -> None:
     """Register the whole-server registry and the snapshot writer (a cleanup_ctx);
-    `worker` is this process's own registry (its families beyond the summed ones)."""
+    `worker` is this process's own registry (its families beyond the summed ones);
+    `counters` this process's share of the server-wide counters (`counters-<pid>.json`);
+    a process that answers no HTTP (the exporter process) writes no request snapshot."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ServerCollector(app[METRICS], directory, worker=worker))
     app[SERVER_REGISTRY] = registry
@@ -118,11 +151,17 @@ def install(app: web.Application, directory: Path | None, flush_ms: int,
         metrics = app[METRICS]
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
 
+        def flush() -> None:
+            if serves_http:
+                write_snapshot(metrics, directory)
+            if counters is not None:
+                write_counters(counters(), directory)
+
         async def loop() -> None:
             while True:
                 await asyncio.sleep(flush_ms / 1000)
                 try:
-                    write_snapshot(metrics, directory)
+                    flush()
                 except OSError as exc:
                     log.warning("metrics.snapshot_failed", error=type(exc).__name__)
 
@@ -131,7 +170,7 @@ def install(app: web.Application, directory: Path | None, flush_ms: int,
                 yield
         finally:
             with contextlib.suppress(OSError):
-                write_snapshot(metrics, directory)  # the last counts of a draining worker
+                flush()  # the last counts of a draining worker
 
     app.cleanup_ctx.append(writer)
 

@@ -8,7 +8,9 @@ metrics (outbox length and bound, exported, dropped, export failures).
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Final
 
 from aiohttp import web
@@ -18,6 +20,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from gateway.errors import InvalidRequest
 from gateway.services.records import RecordStore
 from gateway.web import admin
+from gateway.web.server_metrics import peer_counters
 
 __all__ = ["RECORD_METRICS", "RECORD_STORE", "RecordMetrics", "add_routes"]
 
@@ -27,16 +30,27 @@ MAX_LIMIT: Final = 10_000
 
 
 class RecordMetrics(Collector):
-    """Plain integers bumped by the outbox and the exporter, exported at scrape time."""
+    """Plain integers bumped by the outbox and the exporter, exported at scrape time. With a
+    metrics directory (`gateway serve --workers N`) the counters are the whole server's: this
+    process's own plus every other process's latest `counters-<pid>.json` (the workers drop
+    records when the outbox is full; the exporter process exports them)."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None,
+                 directory: Path | None = None) -> None:
         self.exported_total = 0
         self.dropped_total = 0
         self.failures_total = 0
         self.length = 0
         self.bound = 0
+        self._dir = directory
         if registry is not None:
             registry.register(self)
+
+    def counters(self) -> dict[str, int]:
+        """This process's share, as written to the metrics directory."""
+        return {"transactions_exported": self.exported_total,
+                "transactions_dropped": self.dropped_total,
+                "transactions_export_failures": self.failures_total}
 
     def exported(self, n: int) -> None:
         self.exported_total += n
@@ -51,20 +65,25 @@ class RecordMetrics(Collector):
         self.length, self.bound = n, bound
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        total = self.counters()
+        if self._dir is not None:
+            for k, v in peer_counters(self._dir, os.getpid()).items():
+                if k in total:
+                    total[k] += v
         yield GaugeMetricFamily("gateway_transactions_outbox_length",
                                 "Records waiting in the outbox (as last seen by the exporter)",
                                 value=self.length)
         yield GaugeMetricFamily("gateway_transactions_outbox_bound",
                                 "Records the outbox holds at most", value=self.bound)
         yield CounterMetricFamily("gateway_transactions_exported",
-                                  "Records written to the record store by this worker",
-                                  value=self.exported_total)
+                                  "Records written to the record store (every process)",
+                                  value=total["transactions_exported"])
         yield CounterMetricFamily("gateway_transactions_dropped",
                                   "Decisions whose record was dropped: the outbox was full",
-                                  value=self.dropped_total)
+                                  value=total["transactions_dropped"])
         yield CounterMetricFamily("gateway_transactions_export_failures",
                                   "Exporter steps that failed (record store or outbox down)",
-                                  value=self.failures_total)
+                                  value=total["transactions_export_failures"])
 
 
 RECORD_METRICS: Final = web.AppKey("record_metrics", RecordMetrics)

@@ -57,6 +57,24 @@ async def _until(what: Any, timeout_s: float = 45.0) -> Any:
         await asyncio.sleep(0.2)
 
 
+async def _metrics(base: str) -> str:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as s, \
+            s.get(base + "/metrics") as r:
+        assert r.status == 200
+        return await r.text()
+
+
+def _sample(text: str, name: str) -> float | None:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
+
+
+async def _scraped(base: str, n: int) -> bool:
+    return _sample(await _metrics(base), "gateway_transactions_exported_total") == n
+
+
 @pytest.mark.slow
 async def test_serve_exports_through_its_own_lower_priority_process(
         tmp_path: Path, redis_url: str, database_url: str) -> None:
@@ -104,8 +122,11 @@ async def test_serve_exports_through_its_own_lower_priority_process(
         conn = await asyncpg.connect(database_url)
         try:
             async def stored(n: int) -> list[str] | None:
-                rows = await conn.fetch(f"SELECT request_id FROM {TABLE} "
-                                        "WHERE request_id LIKE $1", f"{run}-%")
+                try:
+                    rows = await conn.fetch(f"SELECT request_id FROM {TABLE} "
+                                            "WHERE request_id LIKE $1", f"{run}-%")
+                except asyncpg.UndefinedTableError:  # nothing exported yet on this server
+                    return None
                 ids = [r["request_id"] for r in rows]
                 return ids if len(ids) >= n else None
 
@@ -113,6 +134,10 @@ async def test_serve_exports_through_its_own_lower_priority_process(
                 await scan(f"{run}-{i}")
             got = await _until(lambda: stored(20))
             assert got is not None and sorted(got) == sorted(f"{run}-{i}" for i in range(20))
+            # /metrics (any worker) counts what the exporter process exported: its counters
+            # reach the workers' scrape through the metrics directory, and it is no worker
+            assert await _until(lambda: _scraped(base, 20)), await _metrics(base)
+            assert _sample(await _metrics(base), "gateway_server_workers") == 2
 
             # the exporter killed: the gates go on, the outbox holds their records, the
             # supervisor starts a new exporter (nice 7 again) and it drains them, once each
@@ -128,6 +153,8 @@ async def test_serve_exports_through_its_own_lower_priority_process(
             assert await _until(restarted), log.read_text()[-2000:]
             got = await _until(lambda: stored(30))
             assert got is not None and sorted(got) == sorted(f"{run}-{i}" for i in range(30))
+            # the killed exporter's count stays (its last file), the new one's adds to it
+            assert await _until(lambda: _scraped(base, 30)), await _metrics(base)
             await asyncio.sleep(1.0)  # nothing arrives twice later
             again = await stored(30)
             assert again is not None and len(again) == 30
