@@ -91,6 +91,22 @@ async def test_three_hundred_concurrent_claims_leave_one_record(backend: Backend
     assert [x.request_id for x in await r.stored()] == [f"r-{winners[0]}"]
 
 
+async def test_claims_of_one_tick_answer_each_as_claim_would(backend: Backend) -> None:
+    """Concurrent claims (one loop tick: Redis sends them as one script call per shard) get
+    what one claim after another would: a key claimed before answers its first value, a key
+    twice in the tick is won by exactly one, every winner's record once."""
+    r = rig(backend)
+    assert await r.claims.claim("code:old", 5, "gate-0|r-0", record(0)) is None
+    keys = [f"code:{i}" for i in range(1, 40)] + ["code:old", "code:5"]
+    got = await asyncio.gather(*(r.claims.claim(k, 5, f"gate-1|r-{j + 1}", record(j + 1))
+                                 for j, k in enumerate(keys)))
+    assert got[:38] == [None] * 38
+    assert got[39] == "gate-0|r-0"
+    assert got[40] == "gate-1|r-5"  # the tick's first claim of code:5 won
+    assert sorted(x.request_id for x in await r.stored()) == sorted(
+        [f"r-{i}" for i in range(40)])
+
+
 async def test_remember_sets_only_an_unset_key_and_appends_nothing(backend: Backend) -> None:
     r = rig(backend)
     await r.claims.remember("up:g|1", 5, "first")
@@ -185,6 +201,66 @@ async def test_claim_many_reloads_a_flushed_script(backend: Backend) -> None:
     await backend.redis.script_flush()
     await r.claims.remember_many(5, [("up:g|1", "x")])
     assert await r.claims.peek("up:g|1") == "x"
+
+
+@pytest.mark.parametrize("backend", ["redis"], indirect=True)
+async def test_one_tick_of_claims_is_one_script_call_per_shard(backend: Backend) -> None:
+    """Lua's own cost per call is larger than the SET it runs: the claims a worker makes in
+    one loop tick go as ONE script call per outbox shard (commandstats counts them)."""
+    assert backend.redis is not None
+    r = rig(backend, shards=4)
+
+    async def evalsha_calls() -> int:
+        stats = await backend.redis.info("commandstats")  # type: ignore[union-attr]
+        return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+    before = await evalsha_calls()
+    got = await asyncio.gather(*(r.claims.claim(f"code:tick-{i}", 5, "v", record(i))
+                                 for i in range(60)))
+    assert got == [None] * 60
+    assert await evalsha_calls() - before <= 4
+    assert len(await r.stored()) == 60
+
+
+@on_redis
+async def test_a_claim_cancelled_before_its_tick_is_sent_claims_nothing(
+        backend: Backend) -> None:
+    """A gate that hung up (its request cancelled) while its claim waited for the end of the
+    tick: the claim is not sent, so the code stays unused and no record is written."""
+    r = rig(backend)
+    task = asyncio.ensure_future(r.claims.claim("code:gone", 5, "v", record(1)))
+    await asyncio.sleep(0)  # the claim is queued for the end of this tick
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(0.05)
+    assert await r.claims.peek("code:gone") is None
+    assert await r.claims.claim("code:gone", 5, "w", record(2)) is None
+    assert [x.request_id for x in await r.stored()] == ["r-2"]
+
+
+@on_redis
+async def test_a_tick_of_claims_on_a_full_outbox_keeps_the_decisions_and_alarms(
+        backend: Backend) -> None:
+    r = rig(backend, bound=3, shards=1)
+    got = await asyncio.gather(*(r.claims.claim(f"code:{i}", 5, "v", record(i))
+                                 for i in range(5)))
+    assert got == [None] * 5 and len(r.full) == 2
+    assert [x.request_id for x in await r.stored()] == ["r-0", "r-1", "r-2"]
+
+
+@on_redis
+async def test_a_tick_of_claims_reloads_a_flushed_script(backend: Backend) -> None:
+    assert backend.redis is not None
+    r = rig(backend)
+    await r.claims.claim("code:first", 5, "v", record(99))  # the scripts are loaded
+    await backend.redis.script_flush()
+    got = await asyncio.gather(*(r.claims.claim(f"code:{i}", 5, "v", record(i))
+                                 for i in range(9)))
+    assert got == [None] * 9
+    await backend.redis.script_flush()
+    assert await r.claims.claim("code:last", 5, "v", record(98)) is None  # alone in its tick
+    assert len(await r.stored()) == 11
 
 
 class FlakyStore(MemoryRecordStore):
