@@ -887,6 +887,7 @@ async def _records(app: web.Application, core: Core) -> AsyncIterator[Records]:
             exporter = Exporter(outbox, store,
                                 RedisExporterLock(core.redis, prefix=s.redis_prefix),
                                 batch_size=s.transactions_export_batch,
+                                linger_s=s.transactions_export_linger_s,
                                 retention_s=s.transactions_retention_days * 86400.0,
                                 now=core.clock.now, metrics=metrics)
             app[EXPORTER] = exporter

@@ -295,6 +295,8 @@ class Settings:
     transactions_outbox_max: int = 2_000_000
     transactions_outbox_shards: int = 4
     transactions_export_batch: int = 20_000
+    #: the exporter, caught up, lets the next batch fill this long (docs/records.md)
+    transactions_export_linger_s: float = 1.0
     #: `gateway serve --workers N` with PostgreSQL runs the exporter in a process of its own,
     #: at this lower CPU priority (nice), instead of inside the verifying workers
     transactions_exporter_process: bool = True
@@ -410,6 +412,8 @@ class Settings:
             transactions_outbox_shards=_int(e, "GATEWAY_TRANSACTIONS_OUTBOX_SHARDS", 4, 1, 64),
             transactions_export_batch=_int(e, "GATEWAY_TRANSACTIONS_EXPORT_BATCH", 20_000,
                                            100, 50_000),
+            transactions_export_linger_s=_int(e, "GATEWAY_TRANSACTIONS_EXPORT_LINGER_MS", 1000,
+                                              0, 60_000) / 1000,
             transactions_exporter_process=_bool(e, "GATEWAY_TRANSACTIONS_EXPORTER_PROCESS",
                                                 True),
             transactions_exporter_nice=_int(e, "GATEWAY_TRANSACTIONS_EXPORTER_NICE", 10, 0, 19),

@@ -210,6 +210,29 @@ def wait_drained(redis_url: str, prefix: str, shards: int, timeout_s: float = 30
         r.close()
 
 
+def _exporter_pid(serve_pid: int) -> int | None:
+    """The exporter process of a `gateway serve`: its one child at a lower priority (nice)."""
+    from pathlib import Path
+
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == serve_pid and int(fields[16]) > 0:
+            return int(entry.name)
+    return None
+
+
+def _cpu_s(pid: int | None) -> float | None:
+    from loadtests.bench import CLK_TCK, read_proc_stat
+
+    st = read_proc_stat(pid) if pid is not None else None
+    return st[1] / CLK_TCK if st is not None else None
+
+
 def _stored(pg_url: str) -> int:
     import asyncpg
 
@@ -243,6 +266,7 @@ def gateway_rows(args: argparse.Namespace, pg: Any, redis_url: str, redis_pid: i
         resident_person,
         run_wrk,
         sealed_attributes,
+        tree_cpu_s,
         wait_http,
     )
 
@@ -281,6 +305,8 @@ def gateway_rows(args: argparse.Namespace, pg: Any, redis_url: str, redis_pid: i
         if "verify" in only:
             rounds: dict[str, list[Any]] = {"on": [], "off": []}
             drains: list[tuple[int, float]] = []
+            export_cpu: list[tuple[float | None, float | None]] = []  # µs/record: exporter, PG
+            pg_pid = _postmaster_pid(pg.datadir)
             stored0 = _stored(pg.url)
             for i in range(1, args.rounds + 1):
                 order = ("off", "on") if i % 2 else ("on", "off")  # ABBA: drift cancels
@@ -289,6 +315,9 @@ def gateway_rows(args: argparse.Namespace, pg: Any, redis_url: str, redis_pid: i
                     say(f"(r2) verify allow, records {kind}, round {i}/{args.rounds}")
                     f = seed.write_lines(work / f"codes-{kind}-{i}.txt", seed.issue_codes(
                         keys, n, person_id, attributes=attributes))
+                    if kind == "on":
+                        xp = _exporter_pid(pids["on"])
+                        cpu0 = (_cpu_s(xp), tree_cpu_s(pg_pid), _stored(pg.url))
                     rounds[kind].append(run_wrk(
                         wrk, f"verify_allow_records_{kind}#{i}", bases[kind], "verify.lua",
                         {"WRK_PATH": "/v1/codes/verify", "WRK_SCENE": args.scene,
@@ -301,6 +330,11 @@ def gateway_rows(args: argparse.Namespace, pg: Any, redis_url: str, redis_pid: i
                         drains.append(wait_drained(redis_url, "on:", args.shards))
                         say(f"(r2) the exporter drained {drains[-1][0]} records left in the "
                             f"outbox in {drains[-1][1]:.1f} s")
+                        cpu1 = (_cpu_s(xp), tree_cpu_s(pg_pid), _stored(pg.url))
+                        got = max(1, cpu1[2] - cpu0[2])
+                        export_cpu.append(tuple(  # type: ignore[arg-type]
+                            round((b - a) / got * 1e6, 1) if a is not None and b is not None
+                            else None for a, b in zip(cpu0[:2], cpu1[:2], strict=True)))
             medians = {k: median_result(f"verify_allow_records_{k}", v)
                        for k, v in rounds.items()}
             on, off = medians["on"], medians["off"]
@@ -318,6 +352,9 @@ def gateway_rows(args: argparse.Namespace, pg: Any, redis_url: str, redis_pid: i
                                  "run / seconds the exporter process took to drain them",
                          "rps": [[n, round(t, 1)] for n, t in drains], "target": "",
                          "passed": True})
+            rows.append({"name": "records on: CPU per record of the exporter process / of "
+                                 "PostgreSQL, over each run and its drain (us)",
+                         "rps": [list(x) for x in export_cpu], "target": "", "passed": True})
             # wrk counts the answers it read; the requests still in flight when it stopped
             # (at most one per connection) were decided, and recorded, all the same
             slack = c * args.rounds
@@ -340,8 +377,6 @@ def gateway_rows(args: argparse.Namespace, pg: Any, redis_url: str, redis_pid: i
             assert status == 200 and isinstance(first, dict), (status, first)
             statuses = {r["status"] for r in first["results"]}
             assert statuses == {"confirmed"}, f"(r3) a fresh batch came back {statuses}"
-            from loadtests.bench import tree_cpu_s
-
             pg_pid = _postmaster_pid(pg.datadir)
             pg0 = tree_cpu_s(pg_pid)
             r = run_wrk(wrk, "offline_upload", bases["on"], "bodies.lua",

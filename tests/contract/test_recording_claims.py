@@ -263,6 +263,52 @@ async def test_a_tick_of_claims_reloads_a_flushed_script(backend: Backend) -> No
     assert len(await r.stored()) == 11
 
 
+@pytest.mark.parametrize("backend", ["redis"], indirect=True)
+async def test_a_caught_up_exporter_lets_the_next_batch_fill(backend: Backend) -> None:
+    """The exporter's loop, caught up (a batch shorter than a full one), waits
+    GATEWAY_TRANSACTIONS_EXPORT_LINGER_MS before it takes again: what arrives while it writes
+    goes in the next, fuller batch, not in a trickle of small ones."""
+    assert backend.coalescer is not None and backend.redis is not None
+    from gateway.adapters.redis_records import RedisOutbox, RedisRecordingClaims
+
+    claims = RedisRecordingClaims(backend.coalescer, backend.redis.script_load,
+                                  prefix=backend.prefix, shards=2, bound=1000)
+    writes: list[int] = []
+
+    class Arriving(MemoryRecordStore):
+        """Each write is followed by 10 more scans reaching the outbox meanwhile."""
+
+        async def write(self, records: Any) -> int:
+            writes.append(len(records))
+            n = len(writes)
+            for i in range(10):
+                await claims.claim(f"code:{n}-{i}", 5, "v", record(100 * n + i))
+            return await super().write(records)
+
+    for i in range(30):
+        await claims.claim(f"code:first-{i}", 5, "v", record(i))
+    outbox = RedisOutbox(backend.redis, prefix=backend.prefix, shards=2, bound=1000)
+    exporter = Exporter(outbox, Arriving(), NoLock(), batch_size=100, linger_s=60.0)
+    # one drain stops after its partial batch: the 10 that arrived meanwhile wait
+    assert await exporter.drain(until_partial=True) == 30
+    assert writes == [30] and await outbox.length() == 10
+    stop = asyncio.Event()
+    task = asyncio.ensure_future(exporter.run(stop))
+    try:
+        for _ in range(100):
+            if len(writes) >= 2:
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.3)
+        # the loop took the waiting 10 once, then lingers (60 s) instead of taking again
+        assert writes == [30, 10] and await outbox.length() == 10
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+    # a plain drain (what `gateway transactions` tooling and the tests use) empties it
+    assert await Exporter(outbox, MemoryRecordStore(), NoLock(), batch_size=100).drain() == 10
+
+
 class FlakyStore(MemoryRecordStore):
     """Writes, then fails before the exporter can acknowledge (a crash after COPY)."""
 
