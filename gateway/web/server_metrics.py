@@ -43,23 +43,20 @@ SNAPSHOT_PREFIX = "worker-"
 COUNTERS_PREFIX = "counters-"
 
 
-def _snapshot_path(directory: Path, pid: int) -> Path:
-    return directory / f"{SNAPSHOT_PREFIX}{pid}.json"
-
-
-def write_snapshot(metrics: Metrics, directory: Path, pid: int | None = None) -> None:
-    pid = pid or os.getpid()
-    path = _snapshot_path(directory, pid)
+def _write_json(directory: Path, prefix: str, pid: int | None, value: Any) -> None:
+    """`<prefix><pid>.json`, replaced atomically (a reader sees the old file or the new)."""
+    path = directory / f"{prefix}{pid or os.getpid()}.json"
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(metrics.state(), separators=(",", ":")), "utf-8")
+    tmp.write_text(json.dumps(value, separators=(",", ":")), "utf-8")
     os.replace(tmp, path)
 
 
-def read_peers(directory: Path, own_pid: int) -> list[dict[str, Any]]:
-    """The other workers' latest snapshots (a file being replaced is read whole or skipped)."""
+def _read_others(directory: Path, prefix: str, own_pid: int) -> list[Any]:
+    """Every other process's latest `<prefix><pid>.json` (a file being replaced is read whole
+    or skipped)."""
     out = []
-    for p in directory.glob(f"{SNAPSHOT_PREFIX}*.json"):
-        if p.name == f"{SNAPSHOT_PREFIX}{own_pid}.json":
+    for p in directory.glob(f"{prefix}*.json"):
+        if p.name == f"{prefix}{own_pid}.json":
             continue
         try:
             out.append(json.loads(p.read_text("utf-8")))
@@ -68,24 +65,24 @@ def read_peers(directory: Path, own_pid: int) -> list[dict[str, Any]]:
     return out
 
 
+def write_snapshot(metrics: Metrics, directory: Path, pid: int | None = None) -> None:
+    _write_json(directory, SNAPSHOT_PREFIX, pid, metrics.state())
+
+
+def read_peers(directory: Path, own_pid: int) -> list[dict[str, Any]]:
+    """The other workers' latest snapshots."""
+    return _read_others(directory, SNAPSHOT_PREFIX, own_pid)
+
+
 def write_counters(counters: dict[str, int], directory: Path, pid: int | None = None) -> None:
-    path = directory / f"{COUNTERS_PREFIX}{pid or os.getpid()}.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(counters, separators=(",", ":")), "utf-8")
-    os.replace(tmp, path)
+    _write_json(directory, COUNTERS_PREFIX, pid, counters)
 
 
 def peer_counters(directory: Path, own_pid: int) -> dict[str, int]:
     """The other processes' latest counters, summed name by name (a process that died keeps
-    its file: counters never go backwards; a file being replaced is read whole or skipped)."""
+    its file: counters never go backwards)."""
     out: dict[str, int] = {}
-    for p in directory.glob(f"{COUNTERS_PREFIX}*.json"):
-        if p.name == f"{COUNTERS_PREFIX}{own_pid}.json":
-            continue
-        try:
-            got = json.loads(p.read_text("utf-8"))
-        except (OSError, ValueError):
-            continue
+    for got in _read_others(directory, COUNTERS_PREFIX, own_pid):
         if isinstance(got, dict):
             for k, v in got.items():
                 if isinstance(v, int):
