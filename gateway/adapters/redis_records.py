@@ -206,15 +206,23 @@ class RedisRecordingClaims:
             if epoch.refuses(used_since):
                 return HISTORY_LOST
             intact = epoch.guard()  # queued before the scripts: Redis runs it first
+        reply = await self._enqueue(Claim(key, ttl_s, value, record, used_since))
+        if epoch is not None and (not await intact or epoch.refuses(used_since)):
+            return HISTORY_LOST
+        return self._answer(reply)
+
+    def _enqueue(self, claim: Claim) -> asyncio.Future[Any]:
+        """Queue a claim for this tick's call of its shard; the future resolves to its reply:
+        bytes, the first claimer's value; 1, claimed; 0, claimed but the outbox was full."""
         loop = asyncio.get_running_loop()
         got: asyncio.Future[Any] = loop.create_future()
         if not self._tick:
             loop.call_soon(self._send_tick)
-        self._tick.setdefault(_shard(key, self._shards), []).append(
-            (Claim(key, ttl_s, value, record, used_since), got))
-        reply = await got  # bytes: the first claimer's value; 1: claimed; 0: claimed, full
-        if epoch is not None and (not await intact or epoch.refuses(used_since)):
-            return HISTORY_LOST
+        self._tick.setdefault(_shard(claim.key, self._shards), []).append((claim, got))
+        return got
+
+    def _answer(self, reply: Any) -> str | None:
+        """A claim's reply as `claim` answers: the first use's value, or None (claimed)."""
         if isinstance(reply, bytes):
             return reply.decode()
         if isinstance(reply, str):
@@ -292,48 +300,31 @@ class RedisRecordingClaims:
             lambda r: self._sent(args, futs, r, retried=True))
 
     async def claim_many(self, claims: Sequence[Claim]) -> list[str | None]:
-        """One EVALSHA per outbox shard (its keys share the shard's hash tag: one Cluster
-        slot each), every shard's call issued in the same loop tick — one pipeline, one round
-        trip. Any call's fault raises (the upload answers 503; what was claimed is answered
-        `confirmed` when the same upload is sent again: same gate, same request id)."""
+        """Every claim queued in this loop tick, so they go as one call per outbox shard (its
+        keys share the shard's hash tag: one Cluster slot each) — one pipeline, one round
+        trip, with whatever else of the tick claims. Any call's fault raises (the upload
+        answers 503; what was claimed is answered `confirmed` when the same upload is sent
+        again: same gate, same request id)."""
         out: list[str | None] = [None] * len(claims)
         if not claims:
             return out
         epoch = self.epoch
         intact: Any = None
         if epoch is not None:
-            lost = [i for i, c in enumerate(claims) if epoch.refuses(c.used_since)]
-            for i in lost:
-                out[i] = HISTORY_LOST
             intact = epoch.guard()  # queued before the scripts: Redis runs it first
-        else:
-            lost = []
-        by_shard: dict[int, list[int]] = {}
-        skip = set(lost)
+        queued: list[tuple[int, asyncio.Future[Any]]] = []
         for i, c in enumerate(claims):
-            if i not in skip:
-                by_shard.setdefault(_shard(c.key, self._shards), []).append(i)
-        t = claims[0].record.verified_at
-        calls = [(idx, self._many_args(k, [claims[i] for i in idx], t))
-                 for k, idx in by_shard.items()]
-        replies = await asyncio.gather(*(self._c.execute(*args) for _, args in calls),
-                                       return_exceptions=True)
-        for (idx, args), reply in zip(calls, replies, strict=True):
-            if isinstance(reply, redis.exceptions.NoScriptError):
-                await self.load()
-                reply = await self._c.execute(*args)
-            elif isinstance(reply, BaseException):
-                raise reply
-            for i, got in zip(idx, reply, strict=True):
-                if isinstance(got, bytes):
-                    out[i] = got.decode()
-                elif got == 0:
-                    self._full()
+            if epoch is not None and epoch.refuses(c.used_since):
+                out[i] = HISTORY_LOST
+            else:
+                queued.append((i, self._enqueue(c)))
+        replies = await asyncio.gather(*(f for _, f in queued))
         if epoch is not None and not await intact:
             return [HISTORY_LOST] * len(claims)
-        if epoch is not None:
-            out = [HISTORY_LOST if epoch.refuses(c.used_since) else v
-                   for c, v in zip(claims, out, strict=True)]
+        for (i, _), reply in zip(queued, replies, strict=True):
+            out[i] = self._answer(reply)  # (a dropped record is counted either way)
+            if epoch is not None and epoch.refuses(claims[i].used_since):
+                out[i] = HISTORY_LOST
         return out
 
     def _many_args(self, k: int, claims: list[Claim], t: float) -> list[Any]:
