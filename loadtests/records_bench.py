@@ -212,18 +212,9 @@ def wait_drained(redis_url: str, prefix: str, shards: int, timeout_s: float = 30
 
 def _exporter_pid(serve_pid: int) -> int | None:
     """The exporter process of a `gateway serve`: its one child at a lower priority (nice)."""
-    from pathlib import Path
+    from tests.serving import children_nice
 
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == serve_pid and int(fields[16]) > 0:
-            return int(entry.name)
-    return None
+    return next((p for p, nice in children_nice(serve_pid).items() if nice > 0), None)
 
 
 def _cpu_s(pid: int | None) -> float | None:

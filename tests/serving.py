@@ -69,3 +69,19 @@ def serving_sync(env: Mapping[str, str], cwd: Path, log: Path,
 
 
 __all__ = ["READY_S", "serving", "serving_sync"]
+
+
+def children_nice(pid: int) -> dict[int, int]:
+    """pid -> nice of every live child of `pid` (from /proc/<child>/stat): how a test or a
+    benchmark finds `gateway serve`'s exporter process, its one child at a lower priority."""
+    out = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            out[int(entry.name)] = int(fields[16])  # stat field 19: nice
+    return out

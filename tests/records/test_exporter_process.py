@@ -20,7 +20,7 @@ import pytest
 
 from gateway.adapters.postgres_records import TABLE
 from tests.redis_server import free_port
-from tests.serving import serving
+from tests.serving import children_nice, serving
 
 GATE, SCENE = "gate-metro-l1-xiaoshizi", "metro"
 EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
@@ -31,21 +31,6 @@ async def _call(method: str, url: str, **kw: Any) -> tuple[int, Any]:
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as s, \
             s.request(method, url, **kw) as r:
         return r.status, json.loads(await r.text())
-
-
-def _children(pid: int) -> dict[int, int]:
-    """pid -> nice of every live child of `pid` (from /proc/<child>/stat)."""
-    out = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid and fields[0] != "Z":
-            out[int(entry.name)] = int(fields[16])  # stat field 19: nice
-    return out
 
 
 async def _until(what: Any, timeout_s: float = 45.0) -> Any:
@@ -89,9 +74,9 @@ async def test_serve_exports_through_its_own_lower_priority_process(
     log = tmp_path / "serve.log"
     async with serving(env, tmp_path, log) as proc:
         assert "an exporter process" in log.read_text()
-        kids = await _until(lambda: asyncio.sleep(0, [n for n in _children(proc.pid).values()
+        kids = await _until(lambda: asyncio.sleep(0, [n for n in children_nice(proc.pid).values()
                                                       if n == 7]))
-        children = _children(proc.pid)
+        children = children_nice(proc.pid)
         # two workers at the supervisor's priority (and multiprocessing's resource tracker),
         # one exporter at nice 7
         nices = sorted(children.values())
@@ -141,13 +126,13 @@ async def test_serve_exports_through_its_own_lower_priority_process(
 
             # the exporter killed: the gates go on, the outbox holds their records, the
             # supervisor starts a new exporter (nice 7 again) and it drains them, once each
-            (exporter_pid,) = [p for p, n in _children(proc.pid).items() if n == 7]
+            (exporter_pid,) = [p for p, n in children_nice(proc.pid).items() if n == 7]
             os.kill(exporter_pid, signal.SIGKILL)
             for i in range(20, 30):
                 await scan(f"{run}-{i}")
 
             async def restarted() -> list[int]:
-                return [p for p, n in _children(proc.pid).items()
+                return [p for p, n in children_nice(proc.pid).items()
                         if n == 7 and p != exporter_pid]
 
             assert await _until(restarted), log.read_text()[-2000:]
