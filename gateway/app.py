@@ -887,7 +887,9 @@ async def _records(app: web.Application, core: Core) -> AsyncIterator[Records]:
             exporter = Exporter(outbox, store,
                                 RedisExporterLock(core.redis, prefix=s.redis_prefix),
                                 batch_size=s.transactions_export_batch,
-                                linger_s=s.transactions_export_linger_s,
+                                # only where no gate waits on this loop: a lingered batch
+                                # is one long step (thousands of records decoded and summed)
+                                linger_s=0.0 if s.serves_http else s.transactions_export_linger_s,
                                 retention_s=s.transactions_retention_days * 86400.0,
                                 now=core.clock.now, metrics=metrics)
             app[EXPORTER] = exporter
